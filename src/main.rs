@@ -1,0 +1,3 @@
+fn main() {
+    println!("stateful-ci {}", env!("CARGO_PKG_VERSION"));
+}
