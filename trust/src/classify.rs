@@ -274,7 +274,8 @@ fn base_branch_ref(base: &str) -> Option<String> {
 /// 3. `push`, `schedule`, `workflow_dispatch`, `merge_group` on a tag
 ///    (`refs/tags/...` or `ref_type: tag`): **privileged**.
 /// 4. `merge_group`: **trusted** if its ref is a merge-queue ref whose base is
-///    a trusted branch, else **internal** (a branch) or **external**.
+///    a trusted branch, **internal** if the base is another branch,
+///    **external** on any ref that is not a merge-queue ref.
 /// 5. `push`, `schedule`, `workflow_dispatch` on a trusted branch:
 ///    **trusted**; on another branch: **internal**; on anything that is not
 ///    a branch: **external**.
@@ -353,9 +354,12 @@ pub fn classify(claims: &Claims, cfg: &TrustConfig) -> RunIdentity {
                     RunClass::Internal,
                     format!("`merge_group` into untrusted branch `{base}`"),
                 ),
+                // GitHub runs merge groups only on merge-queue refs; on any
+                // other branch the run could write that branch's scope.
                 None => (
-                    RunClass::Internal,
-                    "`merge_group` on a branch that is not a merge-queue ref".to_owned(),
+                    RunClass::External,
+                    "`merge_group` on a branch that is not a merge-queue ref is treated as external"
+                        .to_owned(),
                 ),
             }
         } else if branch_trusted {

@@ -248,6 +248,15 @@ pub fn decide(run: &RunIdentity, workspace: &Workspace) -> Decision {
             }
             push_unique(&mut restore, default);
             match &run.branch {
+                // Defensive: classify never makes a run on a trusted branch
+                // internal, but only trusted runs may ever write one.
+                Some(_) if run.branch_trusted => (
+                    denied(
+                        "trusted_branch",
+                        "internal runs never write a trusted branch's scope",
+                    ),
+                    "internal: restore own branch then default branch",
+                ),
                 Some(b) => (
                     SaveDecision::Allowed {
                         scope: Scope::Branch(b.clone()),

@@ -129,7 +129,17 @@ fn row(
     git_ref: Option<&str>,
     environment: Option<&str>,
 ) {
-    let (_, d) = sample_case(event, git_ref, environment);
+    row_for(out, &sample_claims(event, git_ref, environment), label);
+}
+
+fn row_for(out: &mut String, claims: &Claims, label: &str) {
+    let run = classify(claims, &sample_config());
+    let d = decide(&run, &Workspace::new("default").expect("valid workspace"));
+    let (event, git_ref, environment) = (
+        claims.event_name.as_str(),
+        claims.git_ref.as_deref(),
+        claims.environment.as_deref(),
+    );
     let restore = d
         .restore
         .iter()
@@ -166,6 +176,21 @@ pub fn render() -> String {
     for event in EVENTS {
         for (label, r) in REFS {
             row(&mut out, event, label, *r, None);
+        }
+    }
+    out.push_str("\nPull requests into other base branches (`base_ref` as shown):\n\n");
+    out.push_str("| event | ref | class | restore candidates, in order | save scope |\n");
+    out.push_str("| --- | --- | --- | --- | --- |\n");
+    for base in ["release/1.x", "feature/x"] {
+        for event in ["pull_request", "pull_request_target"] {
+            let r = if event == "pull_request" {
+                "refs/pull/7/merge".to_owned()
+            } else {
+                format!("refs/heads/{base}")
+            };
+            let mut claims = sample_claims(event, Some(&r), None);
+            claims.base_ref = Some(base.to_owned());
+            row_for(&mut out, &claims, &format!("base `{base}`"));
         }
     }
     out.push_str("\nWith a deployment `environment` claim (`production`):\n\n");
