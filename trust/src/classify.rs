@@ -14,6 +14,9 @@ pub(crate) const EXTERNAL_EVENTS: &[&str] = &[
     "issue_comment",
     "workflow_run",
 ];
+/// The only event whose runs use a pull request scope (`pr:N`): fork code
+/// without the repository's secrets.
+pub(crate) const PR_SCOPE_EVENT: &str = "pull_request";
 /// Events that publish or deploy.
 pub(crate) const PRIVILEGED_EVENTS: &[&str] = &["release", "deployment", "deployment_status"];
 /// Events that are trusted on a trusted ref (and internal on other branches).
@@ -213,6 +216,11 @@ pub struct RunIdentity {
     pub branch_trusted: bool,
     /// Pull request number from `refs/pull/N/merge` or `refs/pull/N/head`.
     pub pr_number: Option<u64>,
+    /// The pull request scope (`pr:N`) this run may read and write: set only
+    /// for `pull_request` runs. Other external events (`pull_request_target`,
+    /// `issue_comment`, `workflow_run`, ...) run with the repository's secrets
+    /// and must never consume state that pull request code wrote.
+    pub pr_scope: Option<u64>,
     /// Base branch (`refs/heads/...`): a pull request's `base_ref`, or the
     /// branch a merge-queue ref merges into.
     pub base_branch: Option<String>,
@@ -400,6 +408,7 @@ pub fn classify(claims: &Claims, cfg: &TrustConfig) -> RunIdentity {
         branch,
         branch_trusted,
         pr_number,
+        pr_scope: pr_number.filter(|_| class == RunClass::External && event == PR_SCOPE_EVENT),
         base_branch,
         base_trusted,
         default_branch: cfg.default_branch().to_owned(),

@@ -209,7 +209,7 @@ fn push_unique(list: &mut Vec<Scope>, scope: Scope) {
 /// | --- | --- | --- |
 /// | trusted | own branch if trusted, base branch if trusted (merge queue), default branch | own branch |
 /// | internal | own branch, default branch | own branch |
-/// | external | own PR (`pr:N`), base branch, default branch | `pr:N`, or nothing without a PR number |
+/// | external | own PR (`pr:N`, `pull_request` runs only), base branch, default branch | `pr:N`, or nothing |
 /// | privileged | own branch if trusted, default branch | `privileged:<ref>` (read by nobody) |
 ///
 /// Consequences: a `pr:N` scope is read only by external runs, so nothing an
@@ -270,14 +270,14 @@ pub fn decide(run: &RunIdentity, workspace: &Workspace) -> Decision {
             }
         }
         RunClass::External => {
-            if let Some(n) = run.pr_number {
+            if let Some(n) = run.pr_scope {
                 push_unique(&mut restore, Scope::PullRequest(n));
             }
             if let Some(base) = &run.base_branch {
                 push_unique(&mut restore, Scope::Branch(base.clone()));
             }
             push_unique(&mut restore, default);
-            match run.pr_number {
+            match run.pr_scope {
                 Some(n) => (
                     SaveDecision::Allowed {
                         scope: Scope::PullRequest(n),
@@ -287,8 +287,8 @@ pub fn decide(run: &RunIdentity, workspace: &Workspace) -> Decision {
                 None => (
                     denied(
                         "no_pull_request_scope",
-                        "external runs save only to their pull request's own scope, and this run's ref \
-                         (refs/pull/N/merge or refs/pull/N/head) names no pull request; nothing is saved",
+                        "external runs save only to their pull request's own scope, which only `pull_request` \
+                         runs on refs/pull/N/merge or refs/pull/N/head have; nothing is saved",
                     ),
                     "external: may read trusted state; no pull request scope to save to",
                 ),

@@ -186,6 +186,10 @@ fn check_run(cfg: &TrustConfig, run: &RunIdentity, d: &Decision, what: &str) {
             for s in &d.restore {
                 if let Scope::PullRequest(n) = s {
                     assert_eq!(Some(*n), run.pr_number, "{what}: reads another PR's scope");
+                    assert_eq!(
+                        run.event, "pull_request",
+                        "{what}: only pull_request runs read PR scopes"
+                    );
                 }
             }
         }
@@ -198,12 +202,16 @@ fn check_run(cfg: &TrustConfig, run: &RunIdentity, d: &Decision, what: &str) {
             RunClass::External,
         ) => {
             assert_eq!(Some(*n), run.pr_number, "{what}");
+            assert_eq!(
+                run.event, "pull_request",
+                "{what}: only pull_request runs write PR scopes"
+            );
         }
         (SaveDecision::Denied { code, .. }, RunClass::External) => {
             assert_eq!(code, "no_pull_request_scope", "{what}");
-            assert_eq!(
-                run.pr_number, None,
-                "{what}: a PR run may save to its scope"
+            assert!(
+                run.pr_number.is_none() || run.event != "pull_request",
+                "{what}: a pull_request run on a PR ref may save to its scope"
             );
         }
         (
@@ -301,6 +309,11 @@ fn pull_request_target_cannot_poison_main_release_or_deployment() {
     );
     let (_, fork_pr) = sample_case("pull_request", Some("refs/pull/7/merge"), None);
     assert_eq!(fork_pr.save_scope(), Some(&Scope::PullRequest(7)));
+    // Even on a pull request ref, pull_request_target (secrets, write token)
+    // neither reads nor writes the pull request's scope.
+    let (_, prt_on_pr) = sample_case("pull_request_target", Some("refs/pull/7/merge"), None);
+    assert_eq!(prt_on_pr.save_scope(), None);
+    assert!(!prt_on_pr.may_restore_from(&Scope::PullRequest(7)));
 
     for (event, git_ref) in [
         ("push", Some("refs/heads/main")),
