@@ -16,6 +16,47 @@
 //!    single scope it may save to (or why it may not), as a [`Decision`] the
 //!    Worker records in its audit table.
 //!
+//! The Worker's side, with its own JWKS cache and fetch (sketch):
+//!
+//! ```no_run
+//! use stateful_ci_trust::*;
+//!
+//! struct Cache { jwks: Option<Jwks>, fetched_at: Option<i64> }
+//!
+//! fn authorize(
+//!     token: &str,
+//!     workspace: &str,
+//!     now: i64,
+//!     cache: &mut Cache,
+//!     fetch_jwks: impl Fn(&str) -> String, // GET cfg.jwks_url(), body as text
+//! ) -> Result<Decision, String> {
+//!     let cfg = VerifyConfig::github("stateful-ci", ["octo-org/octo-repo"]).map_err(|e| e.to_string())?;
+//!     let policy = JwksRefreshPolicy::default();
+//!     let mut refreshed = false;
+//!     let claims = loop {
+//!         if cache.jwks.is_none() || policy.decide(cache.fetched_at, now, false) == RefreshDecision::Fetch {
+//!             cache.jwks = Some(Jwks::from_json(&fetch_jwks(&cfg.jwks_url())).map_err(|e| e.to_string())?);
+//!             cache.fetched_at = Some(now);
+//!             refreshed = true;
+//!         }
+//!         match verify(token, cache.jwks.as_ref().unwrap(), &cfg, now) {
+//!             // Unknown key: refetch once, if the floor allows, then verify again.
+//!             Err(e) if e.wants_jwks_refresh()
+//!                 && !refreshed
+//!                 && policy.decide(cache.fetched_at, now, true) == RefreshDecision::Fetch =>
+//!             {
+//!                 cache.fetched_at = None; // forces the fetch above
+//!             }
+//!             Err(e) => return Err(format!("{}: {e}", e.code())),
+//!             Ok(claims) => break claims,
+//!         }
+//!     };
+//!     let run = classify(&claims, &TrustConfig::new("main").map_err(|e| e.to_string())?);
+//!     let workspace = Workspace::new(workspace).map_err(|e| e.to_string())?;
+//!     Ok(decide(&run, &workspace)) // record it in D1, then act on it
+//! }
+//! ```
+//!
 //! `docs/TRUST.md` at the repository root holds the table of every event ×
 //! ref class; it is generated from this code by a test, so the two cannot
 //! disagree.
