@@ -5,3 +5,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# --- trust crate on the Worker's target (wasm32): build + Node smoke run ---
+# Installs Debian's rustc-web toolchain when rustup has no wasm32 target.
+bash scripts/check-trust-wasm.sh
