@@ -103,6 +103,7 @@ export class Emulator {
         accounts: new Set(t.accounts ?? []),
         permissions: new Set(t.permissions ?? []),
         status: t.status ?? "active",
+        rateLimit: t.rate_limit ? { requests: t.rate_limit.requests, windowMs: (t.rate_limit.window_seconds ?? 300) * 1000 } : undefined,
         hits: [],
       });
     }
@@ -269,9 +270,10 @@ export class Emulator {
     }
     // Rate limit: N requests per window per token.
     const now = Date.now();
-    token.hits = token.hits.filter((t) => now - t < this.rateLimit.windowMs);
-    if (token.hits.length >= this.rateLimit.requests) {
-      const retry = Math.max(1, Math.ceil((token.hits[0] + this.rateLimit.windowMs - now) / 1000));
+    const limit = token.rateLimit ?? this.rateLimit;
+    token.hits = token.hits.filter((t) => now - t < limit.windowMs);
+    if (token.hits.length >= limit.requests) {
+      const retry = Math.max(1, Math.ceil((token.hits[0] + limit.windowMs - now) / 1000));
       throw new ApiError(429, 971, "Please wait and consider throttling your request speed", { "retry-after": String(retry) });
     }
     token.hits.push(now);
