@@ -70,6 +70,18 @@ export const ERRATA = [
     },
   },
   {
+    id: "error-codes-below-1000",
+    why:
+      "The *_messages / r2_errors item schemas say code >= 1000, but Cloudflare answers rate limiting (HTTP 429) with " +
+      "code 971 'Please wait and consider throttling your request speed' (seen by wrangler, workers-sdk issue 10025). " +
+      "The emulator drops that minimum so its 429 bodies can carry the real code.",
+    apply(doc) {
+      for (const name of ["d1_messages", "iam_messages", "workers_messages", "r2_errors"]) {
+        delete doc.components.schemas[name].items.properties.code.minimum;
+      }
+    },
+  },
+  {
     id: "d1-raw-null-values",
     why:
       "d1_raw-result-response rows items allow number|string|object only, so a NULL column value (JSON null) cannot be returned by /raw. " +

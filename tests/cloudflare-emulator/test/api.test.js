@@ -28,8 +28,10 @@ before(async () => {
   emu = await startEmulator({ config });
 });
 after(async () => {
-  if (emu) {
+  if (!emu) return;
+  try {
     await emu.assertNoViolations();
+  } finally {
     await emu.stop();
   }
 });

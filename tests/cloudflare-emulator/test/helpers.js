@@ -3,7 +3,7 @@
 
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { writeFileSync, mkdtempSync } from "node:fs";
+import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,8 +17,9 @@ export const TOKEN = "emulator-token-all-permissions";
 /** Starts `node src/cli.js`; resolves once it printed `emulator: api=... control=...`. */
 export async function startEmulator({ config, args = [] } = {}) {
   const extra = [...args];
+  let dir;
   if (config) {
-    const dir = mkdtempSync(path.join(os.tmpdir(), "cf-emulator-test-"));
+    dir = mkdtempSync(path.join(os.tmpdir(), "cf-emulator-test-"));
     const file = path.join(dir, "config.json");
     writeFileSync(file, JSON.stringify(config));
     extra.push("--config", file);
@@ -64,6 +65,7 @@ export async function startEmulator({ config, args = [] } = {}) {
     stderr: () => stderr,
     /** SIGTERM; resolves to the exit code (143 = stopped by SIGTERM after Miniflare stopped workerd). */
     async stop() {
+      if (dir) rmSync(dir, { recursive: true, force: true });
       if (proc.exitCode !== null) return proc.exitCode;
       const exited = once(proc, "exit");
       proc.kill("SIGTERM");

@@ -45,8 +45,10 @@ before(async () => {
 });
 
 after(async () => {
-  if (emu) {
+  if (!emu) return;
+  try {
     await emu.assertNoViolations();
+  } finally {
     assert.equal(await emu.stop(), 143);
   }
 });
