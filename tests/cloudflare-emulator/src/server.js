@@ -505,8 +505,10 @@ export class Emulator {
     const durableObjects = {};
     for (const b of s.bindings) {
       if (b.type === "plain_text" || b.type === "secret_text") vars[b.name] = b.text;
-      else if (b.type === "d1") d1[b.name] = account.d1.get(b.id ?? b.database_id).storageId;
-      else if (b.type === "r2_bucket") r2[b.name] = account.r2.get(b.bucket_name).storageId;
+      // Storage resolved at upload time: deleting the database or bucket later leaves the
+      // script bound to the (orphaned) storage instead of breaking every later reload.
+      else if (b.type === "d1") d1[b.name] = s.storageIds[b.name];
+      else if (b.type === "r2_bucket") r2[b.name] = s.storageIds[b.name];
       else if (b.type === "durable_object_namespace") {
         if (b.script_name && b.script_name !== s.name) {
           const other = account.scripts.get(b.script_name);
@@ -849,8 +851,14 @@ const HANDLERS = {
     for (const kept of meta.keep_bindings ?? []) {
       for (const b of prev?.bindings ?? []) if (b.type === kept && !names.has(b.name)) bindings.push(b);
     }
+    const storageIds = {};
+    for (const b of bindings) {
+      if (b.type === "d1") storageIds[b.name] = a.d1.get(b.id ?? b.database_id)?.storageId ?? prev?.storageIds[b.name];
+      if (b.type === "r2_bucket") storageIds[b.name] = a.r2.get(b.bucket_name)?.storageId ?? prev?.storageIds[b.name];
+    }
     const t = nowIso();
     const s = {
+      storageIds,
       name,
       workerName: prev?.workerName ?? `w-${a.id}-${name}`,
       created_on: prev?.created_on ?? t,

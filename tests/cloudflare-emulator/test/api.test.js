@@ -286,3 +286,23 @@ test("Worker upload form is validated: typed metadata and module part content ty
   const url = (await emu.ctl("GET", "/workers")).body.scripts.s1;
   assert.equal(await (await fetch(url)).text(), "true");
 });
+
+test("D1 import: init, upload to upload_url, ingest, poll", async () => {
+  const db = (await call("POST", `/accounts/${A}/d1/database`, { json: { name: "imported" } })).body.result.uuid;
+  const sql = "CREATE TABLE imp(x INTEGER);\nINSERT INTO imp VALUES (1);\nINSERT INTO imp VALUES (2);\n";
+  const { createHash } = await import("node:crypto");
+  const etag = createHash("md5").update(sql).digest("hex");
+  const init = await call("POST", `/accounts/${A}/d1/database/${db}/import`, { json: { action: "init", etag } });
+  assert.equal(init.status, 200, JSON.stringify(init.body));
+  const { upload_url, filename } = init.body.result;
+  assert.equal((await fetch(upload_url, { method: "PUT", body: sql })).status, 200);
+  const wrongEtag = await call("POST", `/accounts/${A}/d1/database/${db}/import`, { json: { action: "ingest", etag: "0".repeat(32), filename } });
+  assert.equal(wrongEtag.body.result.status, "error");
+  const ingest = await call("POST", `/accounts/${A}/d1/database/${db}/import`, { json: { action: "ingest", etag, filename } });
+  assert.equal(ingest.status, 200);
+  const poll = await call("POST", `/accounts/${A}/d1/database/${db}/import`, { json: { action: "poll", current_bookmark: ingest.body.result.at_bookmark } });
+  assert.equal(poll.body.result.status, "complete");
+  assert.equal(poll.body.result.result.num_queries, 3);
+  const rows = await call("POST", `/accounts/${A}/d1/database/${db}/query`, { json: { sql: "SELECT sum(x) AS s FROM imp" } });
+  assert.deepEqual(rows.body.result[0].results, [{ s: 3 }]);
+});

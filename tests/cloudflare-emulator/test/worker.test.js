@@ -198,6 +198,12 @@ test("workers.dev: account subdomain, disabling the route, deleting script, data
   const url = await workerUrl("stateful-ci");
   assert.equal((await fetch(`${url}/health`)).status, 200);
 
+  // Deleting the database a script binds leaves the script running and reloadable.
+  assert.equal((await emu.call("DELETE", `${A}/d1/database/${dbId}`)).status, 200);
+  const sec = await emu.call("PUT", `${A}/workers/scripts/stateful-ci/secrets`, { json: { name: "AFTER_DB_DELETE", text: "x", type: "secret_text" } });
+  assert.equal(sec.status, 200, JSON.stringify(sec.body));
+  assert.equal((await fetch(`${url}/health`)).status, 200);
+
   const del = await emu.call("DELETE", `${A}/workers/scripts/stateful-ci`);
   assert.equal(del.status, 200, JSON.stringify(del.body));
   assert.equal(await workerUrl("stateful-ci"), undefined);
@@ -218,7 +224,6 @@ test("workers.dev: account subdomain, disabling the route, deleting script, data
   assert.equal(noBucket.status, 404);
   assert.equal(noBucket.body.errors[0].code, 10006);
 
-  assert.equal((await emu.call("DELETE", `${A}/d1/database/${dbId}`)).status, 200);
   const noDb = await emu.call("GET", `${A}/d1/database/${dbId}`);
   assert.equal(noDb.status, 404);
   assert.equal(noDb.body.errors[0].code, 7404);
