@@ -9,6 +9,9 @@ import http from "node:http";
 import { ADMIN_WORKER_SOURCE } from "./admin-worker.js";
 
 const ADMIN = "emulator-admin";
+// Longer than common HTTP clients' idle-connection timeouts (hyper: 90 s), so the server never
+// closes a pooled connection the client is about to reuse (a spurious reset in tests).
+export const KEEP_ALIVE_MS = 120_000;
 
 export class Runtime {
   constructor({ persistDir }) {
@@ -133,30 +136,38 @@ export class Runtime {
   }
 }
 
-/** A 127.0.0.1 listener that forwards every request to one Worker's direct socket (looked up per request). */
+/** Forwards one request to a Worker's direct socket (looked up per request, after any reload). */
+export async function forwardToWorker(runtime, workerName, req, res) {
+  await runtime.queue;
+  const target = runtime.directUrl(workerName);
+  if (!target) {
+    res.writeHead(503, { "content-type": "text/plain" });
+    res.end(`emulator: script ${workerName} is not running\n`);
+    return;
+  }
+  const u = new URL(target);
+  // The Host header is kept, so the Worker sees the URL the client used.
+  const up = http.request({ host: u.hostname, port: u.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
+    res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+    upRes.pipe(res);
+  });
+  up.on("error", (e) => {
+    if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
+    res.end(`emulator: worker ${workerName} failed: ${e.message}\n`);
+  });
+  req.pipe(up);
+}
+
+/** A 127.0.0.1 listener that forwards every request to one Worker. */
 export function startWorkerProxy(runtime, workerName, port) {
-  const server = http.createServer(async (req, res) => {
-    await runtime.queue;
-    const target = runtime.directUrl(workerName);
-    if (!target) {
-      res.writeHead(503, { "content-type": "text/plain" });
-      res.end(`emulator: script ${workerName} is not running\n`);
-      return;
-    }
-    const u = new URL(target);
-    const up = http.request(
-      { host: u.hostname, port: u.port, method: req.method, path: req.url, headers: { ...req.headers, host: `${u.hostname}:${u.port}` } },
-      (upRes) => {
-        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-        upRes.pipe(res);
-      },
-    );
-    up.on("error", (e) => {
+  const server = http.createServer((req, res) => {
+    forwardToWorker(runtime, workerName, req, res).catch((e) => {
       if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
       res.end(`emulator: worker ${workerName} failed: ${e.message}\n`);
     });
-    req.pipe(up);
   });
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  server.headersTimeout = KEEP_ALIVE_MS + 1000;
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port ?? 0, "127.0.0.1", () => resolve(server));

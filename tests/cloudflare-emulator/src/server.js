@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { OpenApi, ERRATA } from "./openapi.js";
-import { Runtime, startWorkerProxy } from "./runtime.js";
+import { Runtime, startWorkerProxy, forwardToWorker, KEEP_ALIVE_MS } from "./runtime.js";
 import { splitSql } from "./sql.js";
 
 export const PERMISSIONS = ["Workers Scripts Edit", "D1 Edit", "Workers R2 Storage Edit", "Account Settings Read"];
@@ -130,6 +130,8 @@ export class Emulator {
         } else res.destroy();
       });
     });
+    this.server.keepAliveTimeout = KEEP_ALIVE_MS;
+    this.server.headersTimeout = KEEP_ALIVE_MS + 1000;
     this.server.on("connection", (s) => {
       this.sockets.add(s);
       s.on("close", () => this.sockets.delete(s));
@@ -146,10 +148,14 @@ export class Emulator {
   }
 
   async close() {
-    for (const p of this.proxies.values()) p.server.close();
+    for (const p of this.proxies.values()) {
+      p.server.close();
+      p.server.closeAllConnections();
+    }
     this.proxies.clear();
     if (this.server) {
       this.server.close();
+      this.server.closeAllConnections();
       for (const s of this.sockets) s.destroy();
     }
     await this.runtime.dispose();
@@ -172,6 +178,8 @@ export class Emulator {
 
   async handle(req, res) {
     const url = new URL(req.url, "http://127.0.0.1");
+    const dev = /^([a-z0-9_][a-z0-9-_]*)\.([a-z0-9-]+)\.workers\.dev(:\d+)?$/i.exec(req.headers.host ?? "");
+    if (dev) return this.workersDev(dev[1].toLowerCase(), dev[2].toLowerCase(), req, res);
     const body = await readBody(req);
     if (url.pathname === CONTROL_PREFIX || url.pathname.startsWith(`${CONTROL_PREFIX}/`)) {
       return this.control(req, res, url, body);
@@ -205,7 +213,8 @@ export class Emulator {
     const validated = await this.openapi.validateRequest(op, { params: match.params, query: url.searchParams, headers, body });
     if (validated.errors.length) {
       this.recordViolation({ kind: "request", method: req.method, path: url.pathname, operation: op.operationId, errors: validated.errors });
-      return send(fail(400, validated.errors.map((e) => [1001, `request does not match the OpenAPI subset: ${e}`])));
+      const unique = [...new Set(validated.errors)];
+      return send(fail(400, unique.map((e) => [1001, `request does not match the OpenAPI subset: ${e}`])));
     }
     entry.mutating = isMutating(op, validated.json);
 
@@ -307,6 +316,19 @@ export class Emulator {
     return HANDLERS;
   }
 
+  // Host-based workers.dev routing on the API port: `Host: SCRIPT.SUBDOMAIN.workers.dev`.
+  async workersDev(script, subdomain, req, res) {
+    const a = [...this.accounts.values()].find((x) => x.subdomain === subdomain);
+    const s = a?.scripts.get(script);
+    if (!s || !s.subdomainEnabled) {
+      req.resume();
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end(`There is nothing here yet: no script '${script}' with its workers.dev route enabled under '${subdomain}'\n`);
+      return;
+    }
+    await forwardToWorker(this.runtime, s.workerName, req, res);
+  }
+
   // workers.dev routes: one 127.0.0.1 listener per enabled script.
   async syncProxies() {
     for (const a of this.accounts.values()) {
@@ -322,6 +344,7 @@ export class Emulator {
           if (this.options.onWorker) this.options.onWorker(s.name, url);
         } else if (!want && have) {
           have.server.close();
+          have.server.closeAllConnections();
           this.proxies.delete(s.workerName);
         }
       }
@@ -330,6 +353,7 @@ export class Emulator {
       const a = this.accounts.get(p.account);
       if (!a?.scripts.has(p.script)) {
         p.server.close();
+        p.server.closeAllConnections();
         this.proxies.delete(name);
       }
     }

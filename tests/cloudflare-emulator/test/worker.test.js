@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import http from "node:http";
 import { startEmulator, upload, ACCOUNT } from "./helpers.js";
 
 const WORKER = readFileSync(new URL("./fixtures/worker.mjs", import.meta.url));
@@ -33,6 +34,19 @@ async function get(url) {
   const res = await fetch(url);
   assert.equal(res.status, 200, `${url} answered ${res.status}`);
   return res.json();
+}
+
+function viaHost(host, p) {
+  const api = new URL(emu.api);
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: api.hostname, port: api.port, path: p, headers: { host } }, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve({ status: res.statusCode, body }));
+      })
+      .on("error", reject);
+  });
 }
 
 before(async () => {
@@ -87,6 +101,9 @@ test("D1 migrations through /query are what the uploaded Worker reads", async ()
 
   assert.deepEqual(await get(`${url}/health`), { ok: true, greeting: "hello from vars" });
   assert.deepEqual(await get(`${url}/d1`), ["from-rest"]);
+  // The API port also routes by workers.dev Host header.
+  assert.deepEqual(await viaHost("stateful-ci.emulated.workers.dev", "/health"), { status: 200, body: '{"ok":true,"greeting":"hello from vars"}' });
+  assert.equal((await viaHost("unknown.emulated.workers.dev", "/health")).status, 404);
 
   // The Worker's writes are visible through the REST API too.
   await get(`${url}/d1/insert?name=from-worker`);
