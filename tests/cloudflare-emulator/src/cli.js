@@ -14,7 +14,7 @@ const USAGE = `usage: cloudflare-emulator [--port N] [--config FILE] [--openapi 
   --port N           API port on 127.0.0.1 (0 = pick a free one; env CF_EMULATOR_PORT)
   --config FILE      JSON {accounts, tokens, rate_limit} (env CF_EMULATOR_CONFIG; default: one account, one full token)
   --openapi FILE     the OpenAPI subset (env STATEFUL_CI_OPENAPI; default ../shared/cloudflare/ beside the repository)
-  --persist DIR      keep workerd storage there (default: a temp dir removed on exit)
+  --persist DIR      keep state there across restarts (default: a temp dir removed on exit)
   --worker-port P    port for the first script whose workers.dev route is enabled; SCRIPT=P pins one script`;
 
 function fail(msg) {
@@ -53,6 +53,9 @@ for (const w of args["worker-port"] ?? []) {
   workerPorts[m[1] ?? "*"] = Number(m[2]);
 }
 
+// Worker lines for scripts restored from --persist come after the ready line.
+let ready = false;
+const pendingWorkerLines = [];
 let emulator;
 try {
   emulator = await startEmulator({
@@ -61,13 +64,19 @@ try {
     openapi: args.openapi,
     persistDir: args.persist,
     workerPorts,
-    onWorker: (name, url) => process.stdout.write(`emulator: worker ${name}=${url}\n`),
+    onWorker: (name, url) => {
+      const line = `emulator: worker ${name}=${url}\n`;
+      if (ready) process.stdout.write(line);
+      else pendingWorkerLines.push(line);
+    },
   });
 } catch (e) {
   process.stderr.write(`cloudflare-emulator: could not start: ${e.message}\n`);
   process.exit(1);
 }
 process.stdout.write(`emulator: api=${emulator.apiUrl} control=${emulator.controlUrl}\n`);
+ready = true;
+for (const line of pendingWorkerLines) process.stdout.write(line);
 
 // Miniflare's own exit hook stops workerd and exits with 128+signal on SIGINT/SIGTERM
 // (130/143); this removes our temporary storage on any exit.

@@ -6,7 +6,7 @@
 
 import http from "node:http";
 import { createHash, randomUUID, randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, readFileSync } from "node:fs";
+import { mkdtempSync, rmSync, readFileSync, writeFileSync, renameSync, existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { OpenApi, ERRATA } from "./openapi.js";
@@ -119,7 +119,58 @@ export class Emulator {
     this.sockets = new Set();
   }
 
+  // With --persist, the REST-level state (resources, scripts with their modules and bindings,
+  // secrets included) is kept in DIR/emulator-state.json (mode 0600) beside workerd's storage,
+  // so a restarted emulator serves the same account. Tokens always come from the config.
+  get statePath() {
+    return this.ownsPersistDir ? undefined : path.join(this.persistDir, "emulator-state.json");
+  }
+
+  saveState() {
+    if (!this.statePath) return;
+    const accounts = [...this.accounts.values()].map((a) => ({
+      id: a.id,
+      subdomain: a.subdomain,
+      d1: [...a.d1.values()],
+      r2: [...a.r2.values()],
+      scripts: [...a.scripts.values()].map((sc) => ({
+        ...sc,
+        modules: sc.modules.map((m) => ({ ...m, contents: Buffer.from(m.contents).toString("base64") })),
+      })),
+    }));
+    const data = { version: 1, accounts, d1: [...this.runtime.d1], r2: [...this.runtime.r2], counter: this.runtime.counter };
+    const tmp = `${this.statePath}.tmp`;
+    writeFileSync(tmp, JSON.stringify(data), { mode: 0o600 });
+    renameSync(tmp, this.statePath);
+  }
+
+  loadState() {
+    if (!this.statePath || !existsSync(this.statePath)) return;
+    let data;
+    try {
+      data = JSON.parse(readFileSync(this.statePath, "utf8"));
+    } catch (e) {
+      throw new Error(`emulator state ${this.statePath} is not readable JSON (${e.message}); delete it or use another --persist dir`);
+    }
+    this.runtime.d1 = new Map(data.d1);
+    this.runtime.r2 = new Map(data.r2);
+    this.runtime.counter = data.counter;
+    for (const saved of data.accounts) {
+      const a = this.accounts.get(saved.id);
+      if (!a) continue; // an account no longer in the config
+      a.subdomain = saved.subdomain;
+      for (const d of saved.d1) a.d1.set(d.uuid, d);
+      for (const b of saved.r2) a.r2.set(b.name, b);
+      for (const sc of saved.scripts) {
+        const script = { ...sc, modules: sc.modules.map((m) => ({ ...m, contents: new Uint8Array(Buffer.from(m.contents, "base64")) })) };
+        a.scripts.set(script.name, script);
+        this.runtime.scripts.set(script.workerName, this.runtimeConfig(a, script));
+      }
+    }
+  }
+
   async start() {
+    this.loadState();
     await this.runtime.start();
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((e) => {
@@ -144,6 +195,7 @@ export class Emulator {
     this.origin = `http://127.0.0.1:${port}`;
     this.apiUrl = `${this.origin}${API_PREFIX}`;
     this.controlUrl = `${this.origin}${CONTROL_PREFIX}`;
+    await this.syncProxies();
     return this;
   }
 
@@ -230,6 +282,7 @@ export class Emulator {
       out = fail(e.status, [[e.code, e.message]]);
       if (e.headers) out.headers = e.headers;
     }
+    if (op.method !== "GET" && out.status === 200) this.saveState();
     if (await this.applyFault("after", op, req, res, url, entry, send)) return;
     send(out);
   }

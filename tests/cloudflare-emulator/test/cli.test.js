@@ -91,3 +91,41 @@ test("--exit-on-stdin-close: the emulator and workerd exit when the parent's pip
   assert.equal(code, 0);
   for (const k of kids) assert.ok(!alive(k), `child ${k} left behind`);
 });
+
+test("--persist: a restarted emulator serves the same resources, data and Worker", async () => {
+  const { mkdtempSync, rmSync, statSync } = await import("node:fs");
+  const os = await import("node:os");
+  const path = await import("node:path");
+  const dir = mkdtempSync(path.join(os.tmpdir(), "cf-emulator-persist-"));
+  const A = `/accounts/${ACCOUNT}`;
+  try {
+    let emu = await startEmulator({ args: ["--persist", dir] });
+    const db = (await emu.call("POST", `${A}/d1/database`, { json: { name: "kept" } })).body.result.uuid;
+    await emu.call("POST", `${A}/d1/database/${db}/query`, { json: { sql: "CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('survives')" } });
+    await emu.call("POST", `${A}/r2/buckets`, { json: { name: "kept-bucket" } });
+    await emu.call("PUT", `${A}/r2/buckets/kept-bucket/objects/o`, { body: "obj", headers: { "content-type": "application/octet-stream" } });
+    const up = await upload(emu, "kept-script", { main_module: "w.mjs", compatibility_date: "2024-11-01", bindings: [{ type: "d1", name: "DB", id: db }] }, [
+      { name: "w.mjs", type: "application/javascript+module", contents: "export default { async fetch(r, env) { return new Response((await env.DB.prepare('SELECT v FROM t').first()).v) } }" },
+    ]);
+    assert.equal(up.status, 200, JSON.stringify(up.body));
+    await emu.call("PUT", `${A}/workers/scripts/kept-script/secrets`, { json: { name: "S", text: "secret-text", type: "secret_text" } });
+    await emu.call("POST", `${A}/workers/scripts/kept-script/subdomain`, { json: { enabled: true } });
+    await emu.assertNoViolations();
+    await emu.stop();
+    assert.equal(statSync(path.join(dir, "emulator-state.json")).mode & 0o777, 0o600);
+
+    emu = await startEmulator({ args: ["--persist", dir] });
+    try {
+      const line = await emu.waitLine(/^emulator: worker kept-script=/);
+      assert.equal(await (await fetch(line.split("=")[1])).text(), "survives");
+      assert.deepEqual((await emu.call("GET", `${A}/d1/database`)).body.result.map((d) => d.uuid), [db]);
+      assert.deepEqual((await emu.call("GET", `${A}/r2/buckets/kept-bucket/objects`)).body.result.map((o) => o.key), ["o"]);
+      assert.deepEqual((await emu.call("GET", `${A}/workers/scripts/kept-script/secrets`)).body.result, [{ name: "S", type: "secret_text" }]);
+      await emu.assertNoViolations();
+    } finally {
+      await emu.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
