@@ -7,7 +7,16 @@
 // --exit-on-stdin-close, when stdin closes (exit 0).
 
 import { parseArgs } from "node:util";
-import { startEmulator, loadConfig } from "./server.js";
+
+const [major, minor] = process.versions.node.split(".").map(Number);
+if (major < 22 || (major === 22 && minor < 12)) {
+  process.stderr.write(
+    `cloudflare-emulator: Node ${process.versions.node} is too old: miniflare needs Node >= 22.12. ` +
+      "Fix: run `bash scripts/setup-emulator.sh` and start the emulator with the node binary it prints.\n",
+  );
+  process.exit(1);
+}
+const { startEmulator, loadConfig } = await import("./server.js");
 
 const USAGE = `usage: cloudflare-emulator [--port N] [--config FILE] [--openapi FILE] [--persist DIR]
                            [--worker-port PORT | --worker-port SCRIPT=PORT]... [--exit-on-stdin-close]
