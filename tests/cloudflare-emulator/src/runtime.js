@@ -23,6 +23,29 @@ export class Runtime {
     this.directUrls = new Map();
     this.queue = Promise.resolve();
     this.counter = 0;
+    // Reader/writer discipline: requests into workerd (admin calls, proxied Worker requests)
+    // are readers; a reload (setOptions restarts workerd) is the writer. A reload waits for
+    // in-flight readers to finish, and new readers wait while a reload is pending.
+    this.pendingReloads = 0;
+    this.inflight = 0;
+    this.drainWaiters = [];
+  }
+
+  /** Enters a reader section; returns the function that leaves it. */
+  async enter() {
+    while (this.pendingReloads > 0) await this.queue;
+    this.inflight++;
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      this.inflight--;
+      if (this.inflight === 0) for (const w of this.drainWaiters.splice(0)) w();
+    };
+  }
+
+  drained() {
+    return this.inflight === 0 ? Promise.resolve() : new Promise((r) => this.drainWaiters.push(r));
   }
 
   static workerName(accountId, scriptName) {
@@ -79,7 +102,16 @@ export class Runtime {
 
   /** Serialises reloads; `fn` runs with exclusive access and may call apply(). */
   exclusive(fn) {
-    const run = this.queue.then(fn, fn);
+    this.pendingReloads++;
+    const body = async () => {
+      try {
+        await this.drained();
+        return await fn();
+      } finally {
+        this.pendingReloads--;
+      }
+    };
+    const run = this.queue.then(body, body);
     this.queue = run.catch(() => {});
     return run;
   }
@@ -116,14 +148,18 @@ export class Runtime {
   }
 
   async admin(pathname, { body, headers, search } = {}) {
-    await this.queue;
-    const base = this.directUrls.get(ADMIN);
-    const res = await fetch(new URL(pathname + (search ?? ""), base), {
-      method: "POST",
-      body: typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body),
-      headers: headers ?? { "content-type": "application/json" },
-    });
-    return res.json();
+    const leave = await this.enter();
+    try {
+      const base = this.directUrls.get(ADMIN);
+      const res = await fetch(new URL(pathname + (search ?? ""), base), {
+        method: "POST",
+        body: typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body),
+        headers: headers ?? { "content-type": "application/json" },
+      });
+      return await res.json();
+    } finally {
+      leave();
+    }
   }
 
   directUrl(workerName) {
@@ -138,7 +174,9 @@ export class Runtime {
 
 /** Forwards one request to a Worker's direct socket (looked up per request, after any reload). */
 export async function forwardToWorker(runtime, workerName, req, res) {
-  await runtime.queue;
+  const leave = await runtime.enter();
+  res.once("close", leave);
+  res.once("finish", leave);
   const target = runtime.directUrl(workerName);
   if (!target) {
     res.writeHead(503, { "content-type": "text/plain" });

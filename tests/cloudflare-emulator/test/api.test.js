@@ -306,3 +306,24 @@ test("D1 import: init, upload to upload_url, ingest, poll", async () => {
   const rows = await call("POST", `/accounts/${A}/d1/database/${db}/query`, { json: { sql: "SELECT sum(x) AS s FROM imp" } });
   assert.deepEqual(rows.body.result[0].results, [{ s: 3 }]);
 });
+
+test("concurrent calls around workerd reloads all succeed", async () => {
+  const db = (await call("POST", `/accounts/${A}/d1/database`, { json: { name: "concurrent" } })).body.result.uuid;
+  await call("POST", `/accounts/${A}/d1/database/${db}/query`, { json: { sql: "CREATE TABLE c(i INTEGER)" } });
+  await call("POST", `/accounts/${A}/r2/buckets`, { json: { name: "concurrent" } });
+  const jobs = [];
+  for (let i = 0; i < 4; i++) {
+    jobs.push(call("POST", `/accounts/${A}/r2/buckets`, { json: { name: `par-bucket-${i}` } })); // each reloads workerd
+    jobs.push(call("POST", `/accounts/${A}/d1/database`, { json: { name: `par-db-${i}` } })); // each reloads workerd
+  }
+  for (let i = 0; i < 10; i++) {
+    jobs.push(call("POST", `/accounts/${A}/d1/database/${db}/query`, { json: { sql: "INSERT INTO c VALUES (?)", params: [String(i)] } }));
+    jobs.push(call("PUT", `/accounts/${A}/r2/buckets/concurrent/objects/o${i}`, { body: `v${i}`, headers: { "content-type": "application/octet-stream" } }));
+  }
+  const results = await Promise.all(jobs);
+  assert.deepEqual(results.map((r) => r.status), results.map(() => 200), JSON.stringify(results.filter((r) => r.status !== 200).map((r) => r.body)));
+  const n = await call("POST", `/accounts/${A}/d1/database/${db}/query`, { json: { sql: "SELECT count(*) AS n FROM c" } });
+  assert.deepEqual(n.body.result[0].results, [{ n: 10 }]);
+  const objs = await call("GET", `/accounts/${A}/r2/buckets/concurrent/objects`);
+  assert.equal(objs.body.result.length, 10);
+});

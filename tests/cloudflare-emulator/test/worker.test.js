@@ -170,6 +170,32 @@ test("migration tag precondition and undeclared Durable Object class are rejecte
   assert.deepEqual(await get(`${await workerUrl("stateful-ci")}/health`), { ok: true, greeting: "hello from vars" });
 });
 
+test("a workerd reload waits for in-flight Worker responses to finish", async () => {
+  const src =
+    "export default { fetch() { const { readable, writable } = new TransformStream(); const w = writable.getWriter(); const e = new TextEncoder();" +
+    " (async () => { await w.write(e.encode('first|')); await scheduler.wait(300); await w.write(e.encode('second')); await w.close(); })();" +
+    " return new Response(readable); } }";
+  const up = await upload(emu, "streamer", { main_module: "s.mjs", compatibility_date: "2024-11-01" }, [{ name: "s.mjs", type: JS, contents: src }]);
+  assert.equal(up.status, 200, JSON.stringify(up.body));
+  assert.equal((await emu.call("POST", `${A}/workers/scripts/streamer/subdomain`, { json: { enabled: true } })).status, 200);
+  const res = await fetch(await workerUrl("streamer"));
+  const reader = res.body.getReader();
+  const first = new TextDecoder().decode((await reader.read()).value);
+  assert.equal(first, "first|");
+  // The response is in flight; creating a bucket reloads workerd.
+  const reload = emu.call("POST", `${A}/r2/buckets`, { json: { name: "reload-trigger" } });
+  let rest = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    rest += new TextDecoder().decode(value);
+  }
+  assert.equal(rest, "second");
+  assert.equal((await reload).status, 200);
+  assert.equal((await emu.call("DELETE", `${A}/r2/buckets/reload-trigger`)).status, 200);
+  assert.equal((await emu.call("DELETE", `${A}/workers/scripts/streamer`)).status, 200);
+});
+
 test("secrets: PUT/list/delete, kept across uploads only with keep_bindings", async () => {
   const url = await workerUrl("stateful-ci");
   const secret = "s3cr3t-value-for-the-test";
