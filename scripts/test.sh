@@ -6,10 +6,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
-# --- Cloudflare emulator (tests/cloudflare-emulator) ------------------------------------
-# Node 22 + the emulator's npm deps, then its own node:test suite (real workerd via miniflare).
-# Needs ../shared/cloudflare/cloudflare-subset.openapi.json beside the clone (or STATEFUL_CI_OPENAPI).
-NODE22="$(bash scripts/setup-emulator.sh)"
-(cd tests/cloudflare-emulator && WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
-  "$NODE22" --test --test-concurrency=2 'test/*.test.js')
-# --- end Cloudflare emulator ------------------------------------------------------------
+# --- trust crate on the Worker's target (wasm32): build + Node smoke run ---
+# Installs Debian's rustc-web toolchain when rustup has no wasm32 target.
+bash scripts/check-trust-wasm.sh
+
+# --- Cloudflare emulator (tests/cloudflare-emulator): Node 22 + npm deps, node:test suite
+# over real workerd (miniflare); needs ../shared/cloudflare beside the clone.
+bash scripts/test-emulator.sh
