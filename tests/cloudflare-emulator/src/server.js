@@ -391,7 +391,14 @@ export class Emulator {
         if (want && !have) {
           let port = this.workerPorts[s.name];
           if (port === undefined && this.workerPorts["*"] !== undefined && ![...this.proxies.values()].some((p) => p.pinnedAny)) port = this.workerPorts["*"];
-          const server = await startWorkerProxy(this.runtime, s.workerName, port ?? 0);
+          let server;
+          try {
+            server = await startWorkerProxy(this.runtime, s.workerName, port ?? 0);
+          } catch (e) {
+            const msg = `cannot listen on 127.0.0.1:${port ?? 0} for script '${s.name}' (${e.code ?? e.message}); free the port or pick another --worker-port`;
+            process.stderr.write(`cloudflare-emulator: ${msg}\n`);
+            throw new ApiError(500, 10002, `emulator: ${msg}`);
+          }
           const url = `http://127.0.0.1:${server.address().port}`;
           this.proxies.set(s.workerName, { server, url, script: s.name, account: a.id, pinnedAny: port !== undefined && this.workerPorts[s.name] === undefined });
           if (this.options.onWorker) this.options.onWorker(s.name, url);
