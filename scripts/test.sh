@@ -9,3 +9,7 @@ cargo test --workspace --locked
 # --- trust crate on the Worker's target (wasm32): build + Node smoke run ---
 # Installs Debian's rustc-web toolchain when rustup has no wasm32 target.
 bash scripts/check-trust-wasm.sh
+
+# --- Cloudflare emulator (tests/cloudflare-emulator): Node 22 + npm deps, node:test suite
+# over real workerd (miniflare); needs ../shared/cloudflare beside the clone.
+bash scripts/test-emulator.sh
