@@ -37,12 +37,7 @@ pub struct SaveOptions {
 
 impl Default for SaveOptions {
     fn default() -> Self {
-        SaveOptions {
-            level: std::env::var("SCI_LEVEL")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(3),
-        }
+        SaveOptions { level: 3 }
     }
 }
 
