@@ -5,3 +5,9 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# --- npm launcher, action.yml, YAML lint, Action harness -----------------------
+# Installs its pinned tools (bun, verdaccio, actionlint, zizmor) into
+# ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}; builds the release binary.
+bash scripts/setup-lint.sh >/dev/null
+bash tests/npm/test.sh
