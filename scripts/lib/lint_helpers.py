@@ -9,6 +9,9 @@
                             with the action's inputs as `workflow_call` inputs and its
                             steps as one job, so that actionlint (which lints workflows
                             only) checks the steps' expressions, ids and contexts
+  extract-scripts FILE DIR  writes each bash/sh `run:` block of a workflow or composite
+                            action to DIR/N.sh (expressions replaced by a placeholder, as
+                            actionlint does before shellcheck) and prints `N.sh<TAB>SHELL<TAB>where`
   zizmor-verdict JSONFILE   reads `zizmor --format json` output; every finding fails
                             except `unpinned-uses` on this project's own action
                             (stateful-ci/stateful-ci@REF), which is listed as accepted
@@ -22,6 +25,7 @@ import sys
 
 import yaml
 
+EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.S)
 OWN_ACTION = re.compile(r"^\s*(-\s*)?(uses:\s*)?stateful-ci/stateful-ci@[^\s/]+\s*$")
 
 
@@ -95,6 +99,36 @@ def action_as_workflow(path, out):
     return 1 if problems else 0
 
 
+def extract_scripts(path, out_dir):
+    doc = load(path)
+    if not isinstance(doc, dict):
+        print(f"lint: {path} is not a YAML mapping", file=sys.stderr)
+        return 2
+    places = []
+    if "runs" in doc:
+        places.append(("runs", "bash", (doc.get("runs") or {}).get("steps") or []))
+    else:
+        workflow_shell = (((doc.get("defaults") or {}).get("run") or {}).get("shell")) or "bash"
+        for job_id, job in (doc.get("jobs") or {}).items():
+            job_shell = (((job or {}).get("defaults") or {}).get("run") or {}).get("shell") or workflow_shell
+            places.append((f"jobs.{job_id}", job_shell, (job or {}).get("steps") or []))
+    count = 0
+    for prefix, default_shell, steps in places:
+        for index, step in enumerate(steps):
+            if "run" not in step:
+                continue
+            shell = str(step.get("shell") or default_shell)
+            if shell.split()[0] not in ("bash", "sh"):
+                continue
+            count += 1
+            body = EXPRESSION.sub("_EXPRESSION_", str(step["run"]))
+            name = step.get("name") or step.get("id") or f"step {index}"
+            with open(f"{out_dir}/{count}.sh", "w", encoding="utf-8") as f:
+                f.write(f"{body}\n")
+            print(f"{count}.sh\t{shell.split()[0]}\t{path}: {prefix}.steps[{index}] ({name}), run: line")
+    return 0
+
+
 def zizmor_verdict(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -124,6 +158,8 @@ def main(argv):
         return kind(argv[1])
     if len(argv) == 3 and argv[0] == "action-as-workflow":
         return action_as_workflow(argv[1], argv[2])
+    if len(argv) == 3 and argv[0] == "extract-scripts":
+        return extract_scripts(argv[1], argv[2])
     if len(argv) == 2 and argv[0] == "zizmor-verdict":
         return zizmor_verdict(argv[1])
     print(__doc__, file=sys.stderr)

