@@ -11,7 +11,7 @@ const { spawnSync } = require("node:child_process");
 
 const env = process.env;
 
-// Escaping for workflow commands (::warning::), so that no text from the CLI
+// Escaping for workflow commands (::error::), so that no text in a message
 // can end the command or start another one.
 function commandData(text) {
   return String(text).replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
@@ -67,7 +67,7 @@ function writeSummary(command, report, failure) {
     lines.push(`### stateful-ci ${command}: failed`, "", cell(failure), "");
   } else {
     const source = report.source
-      ? `${cell(report.source.trust)} (scope ${cell(report.source.scope)})`
+      ? `${report.source.trust ? cell(report.source.trust) : "none (local store)"} (scope ${cell(report.source.scope)})`
       : "-";
     lines.push(
       `### stateful-ci ${command}: ${cell(report.outcome)}`,
@@ -82,8 +82,9 @@ function writeSummary(command, report, failure) {
       `| Time | ${formatDuration(report.duration_ms)} |`,
       "",
     );
+    if (report.error) lines.push(`- error: ${cell(report.error)}`);
     for (const warning of report.warnings || []) lines.push(`- warning: ${cell(warning)}`);
-    if ((report.warnings || []).length) lines.push("");
+    if (report.error || (report.warnings || []).length) lines.push("");
   }
   fs.appendFileSync(env.GITHUB_STEP_SUMMARY, `${lines.join("\n")}\n`);
 }
@@ -136,16 +137,14 @@ function main() {
     `Running stateful-ci ${command} (${pathCount ? `${pathCount} path(s) from the paths input` : "paths from stateful-ci.toml"})\n`,
   );
 
-  // What the CLI prints (file names among it) must not act as workflow
-  // commands: stop command processing while it runs.
-  const token = crypto.randomBytes(16).toString("hex");
-  process.stdout.write(`::stop-commands::${token}\n`);
+  // The CLI speaks to the runner itself when GITHUB_ACTIONS=true: log groups,
+  // and its errors and warnings as escaped ::error::/::warning:: commands. So
+  // its stderr goes straight to the log, and its warnings are not repeated.
   const result = spawnSync(cli, args, {
     stdio: ["ignore", "pipe", "inherit"],
     encoding: "utf8",
     maxBuffer: 64 * 1024 * 1024,
   });
-  process.stdout.write(`::${token}::\n`);
 
   const empty = { restored: "false", "snapshot-id": "", bytes: "0", outcome: "error" };
   if (result.error) {
@@ -172,7 +171,6 @@ function main() {
     return strict ? 1 : 0;
   }
 
-  for (const warning of report.warnings || []) annotate("warning", warning);
   const restored = command === "restore" && report.outcome === "hit";
   writeOutputs({
     restored: restored ? "true" : "false",
