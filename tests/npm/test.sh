@@ -23,6 +23,7 @@ ensure_bun
 ensure_verdaccio
 ensure_actionlint
 ensure_zizmor
+ensure_shellcheck
 ensure_pyyaml
 set +e
 
