@@ -27,7 +27,13 @@ impl Printer {
             console::set_colors_enabled_stderr(false);
             console::set_colors_enabled(false);
         }
-        Printer { tty, github, color: tty && !no_color, bar: Mutex::new(None), warnings: Mutex::new(Vec::new()) }
+        Printer {
+            tty,
+            github,
+            color: tty && !no_color,
+            bar: Mutex::new(None),
+            warnings: Mutex::new(Vec::new()),
+        }
     }
 
     /// Open a collapsible group in GitHub's log.
@@ -47,7 +53,15 @@ impl Printer {
     /// The one summary line of a run.
     pub fn summary(&self, line: &str) {
         self.finish_bar();
-        let _ = writeln!(std::io::stderr(), "{}", if self.color { style(line).bold().to_string() } else { line.to_string() });
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}",
+            if self.color {
+                style(line).bold().to_string()
+            } else {
+                line.to_string()
+            }
+        );
     }
 
     pub fn info(&self, line: &str) {
@@ -85,15 +99,19 @@ impl Reporter for Printer {
                 Some(t) if t > 0 => {
                     let b = ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr());
                     b.set_style(
-                        ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-                            .expect("valid template")
-                            .progress_chars("=> "),
+                        ProgressStyle::with_template(
+                            "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
                     );
                     b
                 }
                 _ => {
                     let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                    b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+                    b.set_style(
+                        ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
+                    );
                     b.enable_steady_tick(std::time::Duration::from_millis(120));
                     b
                 }
@@ -128,7 +146,9 @@ impl Reporter for Printer {
 
 /// Escape a message for a GitHub workflow command.
 fn escape_command(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 pub fn human_bytes(n: u64) -> String {
@@ -139,5 +159,9 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

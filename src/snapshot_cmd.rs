@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use stateful_ci_runtime::{
-    Config, Error, LocalStore, Overrides, RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome, Store,
+    Config, Error, LocalStore, Overrides, RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome,
+    Store,
 };
 
 use crate::SnapshotArgs;
@@ -20,13 +21,20 @@ use crate::printer::{Printer, human_bytes};
 fn workspace(args: &SnapshotArgs) -> Result<PathBuf, Error> {
     match &args.dir {
         Some(d) => Ok(d.clone()),
-        None => std::env::current_dir()
-            .map_err(|e| Error::user(format!("cannot read the current directory: {e}"), "run from the repository root")),
+        None => std::env::current_dir().map_err(|e| {
+            Error::user(
+                format!("cannot read the current directory: {e}"),
+                "run from the repository root",
+            )
+        }),
     }
 }
 
 fn open_store(args: &SnapshotArgs, config: &Config) -> Result<Box<dyn Store>, Error> {
-    let scope = args.scope.clone().unwrap_or_else(|| config.workspace.clone());
+    let scope = args
+        .scope
+        .clone()
+        .unwrap_or_else(|| config.workspace.clone());
     match &args.store {
         Some(dir) => Ok(Box::new(LocalStore::open(dir, &scope)?)),
         None => Err(Error::user(
@@ -38,7 +46,10 @@ fn open_store(args: &SnapshotArgs, config: &Config) -> Result<Box<dyn Store>, Er
 
 fn load(args: &SnapshotArgs) -> Result<(PathBuf, Config), Error> {
     let ws = workspace(args)?;
-    let ov = Overrides { paths: args.paths.clone(), exclude: args.excludes.clone() };
+    let ov = Overrides {
+        paths: args.paths.clone(),
+        exclude: args.excludes.clone(),
+    };
     let config = Config::load(&ws, &ov)?;
     Ok((ws, config))
 }
@@ -46,8 +57,9 @@ fn load(args: &SnapshotArgs) -> Result<(PathBuf, Config), Error> {
 pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
     p.group("stateful-ci save");
-    let result = open_store(args, &config)
-        .and_then(|store| stateful_ci_runtime::save(&ws, &config, store.as_ref(), p, &SaveOptions::default()));
+    let result = open_store(args, &config).and_then(|store| {
+        stateful_ci_runtime::save(&ws, &config, store.as_ref(), p, &SaveOptions::default())
+    });
     p.end_group();
     match result {
         Ok(s) => {
@@ -56,7 +68,10 @@ pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
                 SaveOutcome::Unchanged => "unchanged",
             };
             if s.skipped_credentials > 0 {
-                p.info(&format!("skipped {} credential file(s) (never captured)", s.skipped_credentials));
+                p.info(&format!(
+                    "skipped {} credential file(s) (never captured)",
+                    s.skipped_credentials
+                ));
             }
             p.summary(&format!(
                 "{outcome} {} files, {} ({} new, {:.0}% reused), {} stored in {} objects, {}, snapshot {} gen {}",
@@ -101,12 +116,15 @@ pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
 pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
     p.group("stateful-ci restore");
-    let result = open_store(args, &config)
-        .and_then(|store| stateful_ci_runtime::restore(&ws, &config, store.as_ref(), p, &RestoreOptions::default()));
+    let result = open_store(args, &config).and_then(|store| {
+        stateful_ci_runtime::restore(&ws, &config, store.as_ref(), p, &RestoreOptions::default())
+    });
     p.end_group();
     match result {
         Ok(s) if s.outcome == RestoreOutcome::Miss => {
-            p.summary("miss: no snapshot to restore yet; the job runs cold and `save` will create one");
+            p.summary(
+                "miss: no snapshot to restore yet; the job runs cold and `save` will create one",
+            );
             if args.json {
                 print_json(json!({
                     "command": "restore", "outcome": "miss", "snapshot_id": null, "files": 0, "bytes": 0,
@@ -160,12 +178,27 @@ pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
 
 /// A cache failure is a warning and a miss unless `--strict`; any other
 /// error is the user's to fix.
-fn cache_failure(command: &str, e: Error, args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
+fn cache_failure(
+    command: &str,
+    e: Error,
+    args: &SnapshotArgs,
+    p: &Printer,
+) -> Result<ExitCode, Error> {
     if !e.is_cache_failure() || args.strict {
         return Err(e);
     }
-    let what = if command == "restore" { "the job goes on cold" } else { "the previous snapshot stays in place" };
-    stateful_ci_runtime::Reporter::warn(p, &format!("{command} failed: {}; {what} (use --strict to fail instead)", e.message));
+    let what = if command == "restore" {
+        "the job goes on cold"
+    } else {
+        "the previous snapshot stays in place"
+    };
+    stateful_ci_runtime::Reporter::warn(
+        p,
+        &format!(
+            "{command} failed: {}; {what} (use --strict to fail instead)",
+            e.message
+        ),
+    );
     if args.json {
         print_json(json!({
             "command": command, "outcome": "error", "snapshot_id": null, "files": 0, "bytes": 0, "new_bytes": 0,

@@ -21,15 +21,46 @@ pub const LEGACY_CONFIG_FILE: &str = "stateful-ci.json";
 /// normally live in the home directory (Go, Gradle, Maven) are pointed into
 /// the workspace by the generated workflow's environment.
 pub const PRESETS: &[(&str, &[&str], &str)] = &[
-    ("node", &["node_modules", ".pnpm-store", ".turbo", ".next/cache"], "npm/pnpm/yarn/bun installs, Turborepo and Next.js caches"),
-    ("rust", &["target"], "Cargo build output (set CARGO_HOME inside the workspace to cache the registry too)"),
-    ("python", &[".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"], "virtualenv and tool caches"),
-    ("go", &[".cache/go-build", ".cache/go-mod"], "Go build and module caches (GOCACHE, GOMODCACHE set inside the workspace)"),
-    ("gradle", &[".gradle", ".gradle-home/caches", ".gradle-home/wrapper"], "Gradle project cache and GRADLE_USER_HOME inside the workspace"),
-    ("maven", &[".m2/repository"], "Maven local repository (-Dmaven.repo.local=.m2/repository)"),
+    (
+        "node",
+        &["node_modules", ".pnpm-store", ".turbo", ".next/cache"],
+        "npm/pnpm/yarn/bun installs, Turborepo and Next.js caches",
+    ),
+    (
+        "rust",
+        &["target"],
+        "Cargo build output (set CARGO_HOME inside the workspace to cache the registry too)",
+    ),
+    (
+        "python",
+        &[".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"],
+        "virtualenv and tool caches",
+    ),
+    (
+        "go",
+        &[".cache/go-build", ".cache/go-mod"],
+        "Go build and module caches (GOCACHE, GOMODCACHE set inside the workspace)",
+    ),
+    (
+        "gradle",
+        &[".gradle", ".gradle-home/caches", ".gradle-home/wrapper"],
+        "Gradle project cache and GRADLE_USER_HOME inside the workspace",
+    ),
+    (
+        "maven",
+        &[".m2/repository"],
+        "Maven local repository (-Dmaven.repo.local=.m2/repository)",
+    ),
 ];
 
-const TOP_KEYS: &[&str] = &["preset", "paths", "exclude", "workspace", "backend", "deployment"];
+const TOP_KEYS: &[&str] = &[
+    "preset",
+    "paths",
+    "exclude",
+    "workspace",
+    "backend",
+    "deployment",
+];
 const BACKEND_KEYS: &[&str] = &["url", "audience"];
 
 /// The resolved configuration.
@@ -68,7 +99,10 @@ impl Config {
             let text = read_text(&json_path)?;
             parse_json(&text).map_err(|e| e.in_file(LEGACY_CONFIG_FILE))?
         } else {
-            Config { workspace: "default".into(), ..Config::default() }
+            Config {
+                workspace: "default".into(),
+                ..Config::default()
+            }
         };
         if !ov.paths.is_empty() {
             cfg.preset = None;
@@ -91,14 +125,20 @@ impl Config {
 
 fn read_text(path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|e| {
-        Error::user(format!("cannot read {}: {e}", path.display()), "check the file's permissions and encoding (UTF-8)")
+        Error::user(
+            format!("cannot read {}: {e}", path.display()),
+            "check the file's permissions and encoding (UTF-8)",
+        )
     })
 }
 
 /// Parse `stateful-ci.toml` text.
 pub fn parse_toml(text: &str) -> Result<Config, Error> {
     let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-        Error::user(format!("not valid TOML: {}", e.message()), "fix the syntax near the position shown")
+        Error::user(
+            format!("not valid TOML: {}", e.message()),
+            "fix the syntax near the position shown",
+        )
     })?;
     let mut raw = RawConfig::default();
     for (key, item) in doc.iter() {
@@ -108,12 +148,20 @@ pub fn parse_toml(text: &str) -> Result<Config, Error> {
             "exclude" => raw.exclude = expect_str_array(item, "exclude")?,
             "workspace" => raw.workspace = Some(expect_str(item, "workspace")?),
             "backend" => {
-                let table = item.as_table_like().ok_or_else(|| type_err("backend", "a table"))?;
+                let table = item
+                    .as_table_like()
+                    .ok_or_else(|| type_err("backend", "a table"))?;
                 for (k, v) in table.iter() {
                     match k {
                         "url" => raw.backend_url = Some(expect_str(v, "backend.url")?),
                         "audience" => raw.audience = Some(expect_str(v, "backend.audience")?),
-                        other => return Err(unknown_key(&format!("backend.{other}"), other, BACKEND_KEYS)),
+                        other => {
+                            return Err(unknown_key(
+                                &format!("backend.{other}"),
+                                other,
+                                BACKEND_KEYS,
+                            ));
+                        }
                     }
                 }
             }
@@ -127,24 +175,45 @@ pub fn parse_toml(text: &str) -> Result<Config, Error> {
 
 /// Parse the original project's `stateful-ci.json`.
 pub fn parse_json(text: &str) -> Result<Config, Error> {
-    let v: Json = serde_json::from_str(text)
-        .map_err(|e| Error::user(format!("not valid JSON: {e}"), "fix the syntax at the line and column shown"))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| Error::user("the top level must be an object", r#"write e.g. {"preset": "node"}"#))?;
+    let v: Json = serde_json::from_str(text).map_err(|e| {
+        Error::user(
+            format!("not valid JSON: {e}"),
+            "fix the syntax at the line and column shown",
+        )
+    })?;
+    let obj = v.as_object().ok_or_else(|| {
+        Error::user(
+            "the top level must be an object",
+            r#"write e.g. {"preset": "node"}"#,
+        )
+    })?;
     let mut raw = RawConfig::default();
     for (key, val) in obj {
         let strings = |name: &str| -> Result<Vec<String>, Error> {
             val.as_array()
-                .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>())
+                .and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                })
                 .ok_or_else(|| type_err(name, "a list of strings"))
         };
         match key.as_str() {
-            "preset" => raw.preset = Some(val.as_str().ok_or_else(|| type_err("preset", "a string"))?.to_owned()),
+            "preset" => {
+                raw.preset = Some(
+                    val.as_str()
+                        .ok_or_else(|| type_err("preset", "a string"))?
+                        .to_owned(),
+                )
+            }
             "paths" => raw.paths = Some(strings("paths")?),
             "exclude" => raw.exclude = strings("exclude")?,
             "workspace" => {
-                raw.workspace = Some(val.as_str().ok_or_else(|| type_err("workspace", "a string"))?.to_owned())
+                raw.workspace = Some(
+                    val.as_str()
+                        .ok_or_else(|| type_err("workspace", "a string"))?
+                        .to_owned(),
+                )
             }
             other => return Err(unknown_key(other, other, &TOP_KEYS[..4])),
         }
@@ -180,13 +249,18 @@ impl RawConfig {
         if self.preset.is_none() && self.paths.is_none() {
             return Err(Error::user(
                 "neither `preset` nor `paths` is set",
-                format!("add e.g. preset = \"node\" (presets: {})", preset_names().join(", ")),
+                format!(
+                    "add e.g. preset = \"node\" (presets: {})",
+                    preset_names().join(", ")
+                ),
             ));
         }
         let workspace = self.workspace.unwrap_or_else(|| "default".into());
         if workspace.is_empty()
             || workspace.len() > 64
-            || !workspace.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || !workspace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
             return Err(Error::user(
                 format!("workspace name {workspace:?} is not valid"),
@@ -215,13 +289,17 @@ impl RawConfig {
 
 /// The paths of a built-in preset.
 pub fn preset_paths(name: &str) -> Result<&'static [&'static str], Error> {
-    PRESETS.iter().find(|(n, _, _)| *n == name).map(|(_, p, _)| *p).ok_or_else(|| {
-        let mut hint = format!("use one of: {}", preset_names().join(", "));
-        if let Some(s) = suggest(name, &preset_names()) {
-            hint = format!("did you mean {s:?}? ({hint})");
-        }
-        Error::user(format!("unknown preset {name:?}"), hint)
-    })
+    PRESETS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, p, _)| *p)
+        .ok_or_else(|| {
+            let mut hint = format!("use one of: {}", preset_names().join(", "));
+            if let Some(s) = suggest(name, &preset_names()) {
+                hint = format!("did you mean {s:?}? ({hint})");
+            }
+            Error::user(format!("unknown preset {name:?}"), hint)
+        })
 }
 
 pub fn preset_names() -> Vec<&'static str> {
@@ -252,14 +330,22 @@ pub fn normalise_paths(input: &[String], what: &str) -> Result<Vec<String>, Erro
                 "only paths inside the repository can be snapshotted",
             ));
         }
-        validate_relative(&p).map_err(|e| Error::user(format!("{what}: {raw:?}: {e}"), "use a plain relative path like .next/cache"))?;
+        validate_relative(&p).map_err(|e| {
+            Error::user(
+                format!("{what}: {raw:?}: {e}"),
+                "use a plain relative path like .next/cache",
+            )
+        })?;
         out.push(p);
     }
     out.sort();
     out.dedup();
     // Drop roots covered by another root.
     let all = out.clone();
-    out.retain(|p| !all.iter().any(|q| q != p && stateful_ci_protocol::format::is_within(p, q)));
+    out.retain(|p| {
+        !all.iter()
+            .any(|q| q != p && stateful_ci_protocol::format::is_within(p, q))
+    });
     Ok(out)
 }
 
@@ -274,9 +360,16 @@ fn normalise_one(raw: &str) -> String {
 fn validate_excludes(input: &[String], what: &str) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     for raw in input {
-        let p = raw.trim().trim_start_matches("./").trim_end_matches('/').to_string();
+        let p = raw
+            .trim()
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
         if p.is_empty() {
-            return Err(Error::user(format!("{what}: an empty pattern"), "remove it or write a glob like **/*.log"));
+            return Err(Error::user(
+                format!("{what}: an empty pattern"),
+                "remove it or write a glob like **/*.log",
+            ));
         }
         if p.starts_with('/') || p.split('/').any(|c| c == "..") {
             return Err(Error::user(
@@ -284,25 +377,38 @@ fn validate_excludes(input: &[String], what: &str) -> Result<Vec<String>, Error>
                 "exclude patterns are relative to the repository root, e.g. node_modules/.cache",
             ));
         }
-        globset::Glob::new(&p)
-            .map_err(|e| Error::user(format!("{what}: {raw:?} is not a valid glob: {e}"), "see the glob syntax in README.md"))?;
+        globset::Glob::new(&p).map_err(|e| {
+            Error::user(
+                format!("{what}: {raw:?} is not a valid glob: {e}"),
+                "see the glob syntax in README.md",
+            )
+        })?;
         out.push(p);
     }
     Ok(out)
 }
 
 fn expect_str(item: &Item, name: &str) -> Result<String, Error> {
-    item.as_str().map(str::to_owned).ok_or_else(|| type_err(name, "a string"))
+    item.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| type_err(name, "a string"))
 }
 
 fn expect_str_array(item: &Item, name: &str) -> Result<Vec<String>, Error> {
     item.as_array()
-        .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>())
+        .and_then(|a| {
+            a.iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
         .ok_or_else(|| type_err(name, "a list of strings"))
 }
 
 fn type_err(name: &str, want: &str) -> Error {
-    Error::user(format!("`{name}` must be {want}"), format!("e.g. {}", example_for(name)))
+    Error::user(
+        format!("`{name}` must be {want}"),
+        format!("e.g. {}", example_for(name)),
+    )
 }
 
 fn example_for(name: &str) -> &'static str {
@@ -340,7 +446,10 @@ mod tests {
     #[test]
     fn preset_and_paths_resolve() {
         let c = parse_toml("preset = \"node\"\n").unwrap();
-        assert_eq!(c.paths, vec![".next/cache", ".pnpm-store", ".turbo", "node_modules"]);
+        assert_eq!(
+            c.paths,
+            vec![".next/cache", ".pnpm-store", ".turbo", "node_modules"]
+        );
         let c = parse_toml("paths = [\"./a/\", \"a/b\", \"c\"]\nexclude = [\"**/*.log\"]").unwrap();
         assert_eq!(c.paths, vec!["a", "c"]);
         assert_eq!(c.exclude, vec!["**/*.log"]);
@@ -349,9 +458,15 @@ mod tests {
 
     #[test]
     fn json_form_is_read() {
-        assert_eq!(parse_json(r#"{"preset":"rust"}"#).unwrap().paths, vec!["target"]);
+        assert_eq!(
+            parse_json(r#"{"preset":"rust"}"#).unwrap().paths,
+            vec!["target"]
+        );
         let c = parse_json(r#"{"paths":["x"],"exclude":["x/tmp"]}"#).unwrap();
-        assert_eq!((c.paths, c.exclude), (vec!["x".to_string()], vec!["x/tmp".to_string()]));
+        assert_eq!(
+            (c.paths, c.exclude),
+            (vec!["x".to_string()], vec!["x/tmp".to_string()])
+        );
     }
 
     #[test]
@@ -373,16 +488,28 @@ mod tests {
             let shown = format!("{err}\n{}", err.hint.clone().unwrap_or_default());
             assert!(shown.contains(want), "{text:?}: {shown}");
         }
-        assert!(format!("{}", parse_json("{\"pats\": []}").unwrap_err().hint.unwrap()).contains("paths"));
+        assert!(
+            parse_json("{\"pats\": []}")
+                .unwrap_err()
+                .hint
+                .unwrap()
+                .contains("paths")
+        );
     }
 
     #[test]
     fn overrides_replace_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), "preset = \"node\"\n").unwrap();
-        let ov = Overrides { paths: vec!["out".into()], exclude: vec!["out/tmp".into()] };
+        let ov = Overrides {
+            paths: vec!["out".into()],
+            exclude: vec!["out/tmp".into()],
+        };
         let c = Config::load(dir.path(), &ov).unwrap();
-        assert_eq!((c.paths, c.exclude), (vec!["out".to_string()], vec!["out/tmp".to_string()]));
+        assert_eq!(
+            (c.paths, c.exclude),
+            (vec!["out".to_string()], vec!["out/tmp".to_string()])
+        );
         let empty = tempfile::tempdir().unwrap();
         let err = Config::load(empty.path(), &Overrides::default()).unwrap_err();
         assert!(err.hint.unwrap().contains("stateful-ci init"));

@@ -29,11 +29,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), hint: None }
+        Error {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn user(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::User, message: message.into(), hint: Some(hint.into()) }
+        Error {
+            kind: ErrorKind::User,
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
     }
 
     pub fn store(message: impl Into<String>) -> Self {

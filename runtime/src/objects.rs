@@ -22,7 +22,10 @@ pub fn compress_blob(data: &[u8], level: i32) -> (BlobCodec, Vec<u8>) {
     let compressed = CTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level).expect("zstd level is valid")));
+            *c = Some((
+                level,
+                zstd::bulk::Compressor::new(level).expect("zstd level is valid"),
+            ));
         }
         c.as_mut().unwrap().1.compress(data).ok()
     });
@@ -36,7 +39,10 @@ pub fn compress_blob(data: &[u8], level: i32) -> (BlobCodec, Vec<u8>) {
 /// is never larger than the location's `raw_len`.
 pub fn decode_blob(loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
     if stored.len() as u64 != loc.length {
-        return Err(Error::corrupt(format!("blob {} is truncated in its pack", loc.id)));
+        return Err(Error::corrupt(format!(
+            "blob {} is truncated in its pack",
+            loc.id
+        )));
     }
     let data = match loc.codec {
         BlobCodec::Raw => stored.to_vec(),
@@ -55,7 +61,10 @@ pub fn decode_blob(loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
         }
     };
     if data.len() as u64 != loc.raw_len || BlobId::of(&data) != loc.id {
-        return Err(Error::corrupt(format!("blob {} does not match its hash", loc.id)));
+        return Err(Error::corrupt(format!(
+            "blob {} does not match its hash",
+            loc.id
+        )));
     }
     Ok(data)
 }
@@ -74,15 +83,22 @@ pub fn load_manifest(store: &dyn Store, key: &ObjectKey) -> Result<Manifest> {
     }
     let bytes = store.get(key, None)?;
     if bytes.len() as u64 > MAX_MANIFEST_STORED {
-        return Err(Error::corrupt(format!("manifest {key} is larger than any manifest may be")));
+        return Err(Error::corrupt(format!(
+            "manifest {key} is larger than any manifest may be"
+        )));
     }
     if !key.matches(&bytes) {
-        return Err(Error::corrupt(format!("manifest {key} does not match its hash (damaged store)")));
+        return Err(Error::corrupt(format!(
+            "manifest {key} does not match its hash (damaged store)"
+        )));
     }
     let mut json = Vec::new();
     let mut dec = zstd::stream::read::Decoder::new(&bytes[..])
         .map_err(|e| Error::corrupt(format!("manifest {key}: {e}")))?;
-    std::io::Read::read_to_end(&mut std::io::Read::take(&mut dec, MAX_MANIFEST_RAW + 1), &mut json)
-        .map_err(|e| Error::corrupt(format!("manifest {key} does not decompress: {e}")))?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&mut dec, MAX_MANIFEST_RAW + 1),
+        &mut json,
+    )
+    .map_err(|e| Error::corrupt(format!("manifest {key} does not decompress: {e}")))?;
     Manifest::from_json(&json).map_err(|e| Error::corrupt(format!("manifest {key}: {e}")))
 }

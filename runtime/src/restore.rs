@@ -53,7 +53,9 @@ pub struct RestoreOptions {
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions { max_bytes: 512 * 1024 * 1024 * 1024 }
+        RestoreOptions {
+            max_bytes: 512 * 1024 * 1024 * 1024,
+        }
     }
 }
 
@@ -169,13 +171,21 @@ pub fn restore(
             let action = match (e.kind, disk) {
                 (EntryKind::Dir, OnDisk::Dir) => Action::FixMeta,
                 (EntryKind::Symlink, OnDisk::Symlink) => {
-                    let same = fs::read_link(&abs).ok().is_some_and(|t| Some(t.as_os_str().as_bytes()) == e.target.as_deref().map(str::as_bytes));
+                    let same = fs::read_link(&abs).ok().is_some_and(|t| {
+                        Some(t.as_os_str().as_bytes()) == e.target.as_deref().map(str::as_bytes)
+                    });
                     if same { Action::FixMeta } else { Action::Write }
                 }
                 (EntryKind::File, OnDisk::File(st)) => {
-                    let same = index.lookup(&e.path, &st).is_some_and(|b| b == e.blobs.as_slice())
-                        || (st.size == e.size && hash_file(&abs).ok().as_deref() == Some(e.blobs.as_slice()));
-                    match (same, st.mode & 0o777 == e.mode & 0o777 && st.mtime_ns == e.mtime_ns) {
+                    let same = index
+                        .lookup(&e.path, &st)
+                        .is_some_and(|b| b == e.blobs.as_slice())
+                        || (st.size == e.size
+                            && hash_file(&abs).ok().as_deref() == Some(e.blobs.as_slice()));
+                    match (
+                        same,
+                        st.mode & 0o777 == e.mode & 0o777 && st.mtime_ns == e.mtime_ns,
+                    ) {
                         (true, true) => Action::Keep,
                         (true, false) => Action::FixMeta,
                         (false, _) => Action::Write,
@@ -187,8 +197,9 @@ pub fn restore(
         })
         .collect();
 
-    let to_write: Vec<usize> =
-        (0..selected.len()).filter(|&i| selected[i].kind == EntryKind::File && plan[i].1 == Action::Write).collect();
+    let to_write: Vec<usize> = (0..selected.len())
+        .filter(|&i| selected[i].kind == EntryKind::File && plan[i].1 == Action::Write)
+        .collect();
     let bytes_to_write: u64 = to_write.iter().map(|&i| selected[i].size).sum();
     if bytes_to_write > opts.max_bytes {
         return Err(Error::corrupt(format!(
@@ -201,8 +212,9 @@ pub fn restore(
     // Stage.
     let staging = Staging::create(workspace)?;
     reporter.phase(Phase::Fetch, Some(bytes_to_write));
-    let (bytes_fetched, objects_fetched) =
-        stage_files(store, &manifest, &locs, &selected, &to_write, &staging, reporter)?;
+    let (bytes_fetched, objects_fetched) = stage_files(
+        store, &manifest, &locs, &selected, &to_write, &staging, reporter,
+    )?;
 
     // Apply.
     reporter.phase(Phase::Apply, None);
@@ -232,7 +244,8 @@ pub fn restore(
                     if disk == OnDisk::Dir {
                         remove_any(&abs)?;
                     }
-                    fs::rename(staging.file(i), &abs).map_err(|err| io_ctx("move into place", &abs, err))?;
+                    fs::rename(staging.file(i), &abs)
+                        .map_err(|err| io_ctx("move into place", &abs, err))?;
                 }
                 Action::FixMeta => set_meta(&abs, e)?,
                 Action::Keep => {}
@@ -247,7 +260,8 @@ pub fn restore(
                     }
                     fs::rename(&tmp, &abs).map_err(|err| io_ctx("move into place", &abs, err))?;
                 }
-                set_mtime_nofollow(&abs, e.mtime_ns).map_err(|err| io_ctx("set the time of", &abs, err))?;
+                set_mtime_nofollow(&abs, e.mtime_ns)
+                    .map_err(|err| io_ctx("set the time of", &abs, err))?;
             }
         }
         if e.kind == EntryKind::File {
@@ -269,9 +283,14 @@ pub fn restore(
 
     new_index.base = Some((store.describe(), point.head.snapshot));
     if let Err(err) = new_index.store(workspace) {
-        reporter.warn(&format!("could not write the local stat index ({err}); the next save will re-read every file"));
+        reporter.warn(&format!(
+            "could not write the local stat index ({err}); the next save will re-read every file"
+        ));
     }
-    let files: Vec<&&Entry> = selected.iter().filter(|e| e.kind == EntryKind::File).collect();
+    let files: Vec<&&Entry> = selected
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .collect();
     Ok(RestoreSummary {
         outcome: RestoreOutcome::Restored,
         source: Some(point),
@@ -324,7 +343,10 @@ fn on_disk(abs: &Path) -> OnDisk {
 
 /// The blob ids of a file on disk, chunked the way a save would.
 fn hash_file(abs: &Path) -> std::io::Result<Vec<BlobId>> {
-    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(abs)?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(abs)?;
     let len = f.metadata()?.len();
     if len == 0 {
         return Ok(Vec::new());
@@ -334,7 +356,10 @@ fn hash_file(abs: &Path) -> std::io::Result<Vec<BlobId>> {
         return Ok(vec![BlobId::of(&data)]);
     }
     fastcdc::v2020::StreamCDC::new(&mut f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
-        .map(|c| c.map(|c| BlobId::of(&c.data)).map_err(std::io::Error::other))
+        .map(|c| {
+            c.map(|c| BlobId::of(&c.data))
+                .map_err(std::io::Error::other)
+        })
         .collect()
 }
 
@@ -349,7 +374,10 @@ fn check_root_ancestors(workspace: &Path, root: &str) -> Result<()> {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(Error::user(
-                    format!("cannot restore {root}: {} is not a directory (a symlink or file)", cur.display()),
+                    format!(
+                        "cannot restore {root}: {} is not a directory (a symlink or file)",
+                        cur.display()
+                    ),
                     "restore only writes below real directories of the workspace; remove it or change `paths`",
                 ));
             }
@@ -361,8 +389,15 @@ fn check_root_ancestors(workspace: &Path, root: &str) -> Result<()> {
 
 /// Make sure every parent of `rel` is a real directory, replacing a symlink
 /// or file inside a configured root and creating what is missing.
-fn ensure_parents(workspace: &Path, rel: &str, roots: &[String], ok: &mut HashSet<String>) -> Result<()> {
-    let Some(parent_end) = rel.rfind('/') else { return Ok(()) };
+fn ensure_parents(
+    workspace: &Path,
+    rel: &str,
+    roots: &[String],
+    ok: &mut HashSet<String>,
+) -> Result<()> {
+    let Some(parent_end) = rel.rfind('/') else {
+        return Ok(());
+    };
     if ok.contains(&rel[..parent_end]) {
         return Ok(());
     }
@@ -424,23 +459,42 @@ fn remove_any(abs: &Path) -> Result<()> {
 }
 
 fn set_meta(abs: &Path, e: &Entry) -> Result<()> {
-    fs::set_permissions(abs, fs::Permissions::from_mode(e.mode & 0o777)).map_err(|err| io_ctx("set the mode of", abs, err))?;
+    fs::set_permissions(abs, fs::Permissions::from_mode(e.mode & 0o777))
+        .map_err(|err| io_ctx("set the mode of", abs, err))?;
     set_mtime_nofollow(abs, e.mtime_ns).map_err(|err| io_ctx("set the time of", abs, err))
 }
 
 fn set_mtime_nofollow(abs: &Path, ns: i64) -> std::io::Result<()> {
     let c = CString::new(abs.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t, tv_nsec: ns.rem_euclid(1_000_000_000) as _ },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
+            tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+        },
     ];
     // SAFETY: valid NUL-terminated path and a two-element timespec array.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn check_free_space(workspace: &Path, need: u64) -> Result<()> {
-    let c = CString::new(workspace.as_os_str().as_bytes()).map_err(|e| Error::workspace(e.to_string()))?;
+    let c = CString::new(workspace.as_os_str().as_bytes())
+        .map_err(|e| Error::workspace(e.to_string()))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: valid path and an out-parameter of the right type.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -467,7 +521,10 @@ impl Staging {
     fn create(workspace: &Path) -> Result<Staging> {
         let dir = workspace.join(format!("{STAGING_PREFIX}{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| io_ctx("create", &dir, e))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| io_ctx("create", &dir, e))?;
         Ok(Staging { dir })
     }
 
@@ -486,10 +543,14 @@ impl Drop for Staging {
 
 /// Remove staging directories left by restores that were killed.
 fn clean_stale_staging(workspace: &Path) {
-    let Ok(rd) = fs::read_dir(workspace) else { return };
+    let Ok(rd) = fs::read_dir(workspace) else {
+        return;
+    };
     for ent in rd.flatten() {
         let name = ent.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)) else { continue };
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)) else {
+            continue;
+        };
         let alive = pid.parse::<i32>().is_ok_and(|pid| {
             // SAFETY: signal 0 only checks whether the process exists.
             pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0
@@ -527,12 +588,18 @@ fn stage_files(
         if e.blobs.len() != 1 {
             // Empty or multi-blob: create it now at full size.
             let f = File::create(&path).map_err(|err| io_ctx("create", &path, err))?;
-            f.set_len(e.size).map_err(|err| io_ctx("size", &path, err))?;
+            f.set_len(e.size)
+                .map_err(|err| io_ctx("size", &path, err))?;
         }
         let mut off = 0;
         for id in &e.blobs {
-            let loc = locs.get(id).ok_or_else(|| Error::corrupt(format!("{}: blob {id} has no location", e.path)))?;
-            targets.entry(*id).or_default().push((i, off, e.blobs.len() == 1));
+            let loc = locs
+                .get(id)
+                .ok_or_else(|| Error::corrupt(format!("{}: blob {id} has no location", e.path)))?;
+            targets
+                .entry(*id)
+                .or_default()
+                .push((i, off, e.blobs.len() == 1));
             off += loc.raw_len;
         }
     }
@@ -551,7 +618,11 @@ fn stage_files(
         for b in blobs {
             let end = b.offset + b.length;
             match &mut cur {
-                Some(f) if b.offset <= f.end + MAX_GAP && end - f.start <= MAX_SPAN && b.offset >= f.end => {
+                Some(f)
+                    if b.offset <= f.end + MAX_GAP
+                        && end - f.start <= MAX_SPAN
+                        && b.offset >= f.end =>
+                {
                     f.end = end;
                     f.blobs.push(b);
                 }
@@ -559,7 +630,12 @@ fn stage_files(
                     if let Some(f) = cur.take() {
                         fetches.push(f);
                     }
-                    cur = Some(Fetch { pack: key, start: b.offset, end, blobs: vec![b] });
+                    cur = Some(Fetch {
+                        pack: key,
+                        start: b.offset,
+                        end,
+                        blobs: vec![b],
+                    });
                 }
             }
         }
@@ -588,14 +664,16 @@ fn stage_files(
                         .custom_flags(libc::O_NOFOLLOW)
                         .open(&path)
                         .map_err(|err| io_ctx("create", &path, err))?;
-                    out.write_all(&plain).map_err(|err| io_ctx("write", &path, err))?;
+                    out.write_all(&plain)
+                        .map_err(|err| io_ctx("write", &path, err))?;
                 } else {
                     let out = OpenOptions::new()
                         .write(true)
                         .custom_flags(libc::O_NOFOLLOW)
                         .open(&path)
                         .map_err(|err| io_ctx("open", &path, err))?;
-                    out.write_all_at(&plain, off).map_err(|err| io_ctx("write", &path, err))?;
+                    out.write_all_at(&plain, off)
+                        .map_err(|err| io_ctx("write", &path, err))?;
                 }
                 reporter.advance(plain.len() as u64);
             }
@@ -603,6 +681,8 @@ fn stage_files(
         Ok(())
     })?;
     // Metadata on the staged files, so the rename brings it along.
-    to_write.par_iter().try_for_each(|&i| set_meta(&staging.file(i), selected[i]))?;
+    to_write
+        .par_iter()
+        .try_for_each(|&i| set_meta(&staging.file(i), selected[i]))?;
     Ok((fetched, requests))
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use stateful_ci_protocol::limits::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CHUNK_THRESHOLD, PACK_TARGET};
 use stateful_ci_protocol::{
-    BlobCodec, BlobId, BlobLocation, Entry, EntryKind, FORMAT_VERSION, Head, Manifest, ObjectKey, ObjectKind,
+    BlobCodec, BlobId, BlobLocation, Entry, EntryKind, FORMAT_VERSION, Head, Manifest, ObjectKey,
+    ObjectKind,
 };
 
 use crate::config::Config;
@@ -73,7 +74,11 @@ pub struct SaveSummary {
 impl SaveSummary {
     /// Share of the snapshot's bytes that were already stored.
     pub fn dedup_ratio(&self) -> f64 {
-        if self.bytes == 0 { 1.0 } else { 1.0 - self.new_bytes as f64 / self.bytes as f64 }
+        if self.bytes == 0 {
+            1.0
+        } else {
+            1.0 - self.new_bytes as f64 / self.bytes as f64
+        }
     }
 }
 
@@ -139,7 +144,9 @@ pub fn save(
                 }
             }
             Err(e) if e.is_cache_failure() => {
-                reporter.warn(&format!("ignoring the previous snapshot {key} ({e}); saving everything anew"));
+                reporter.warn(&format!(
+                    "ignoring the previous snapshot {key} ({e}); saving everything anew"
+                ));
             }
             Err(e) => return Err(e),
         }
@@ -165,7 +172,14 @@ pub fn save(
         .map(|s| Ok((*s, read_file_twice(workspace, s, &packer, reporter)?)))
         .collect::<Result<_>>()?;
     packer.finish()?;
-    let Packer { new_locs, pack_keys, objects_sent, stored_bytes, new_bytes, .. } = packer;
+    let Packer {
+        new_locs,
+        pack_keys,
+        objects_sent,
+        stored_bytes,
+        new_bytes,
+        ..
+    } = packer;
     let new_locs = new_locs.into_inner().unwrap();
     let pack_keys = pack_keys.into_inner().unwrap();
     let mut stored_bytes = stored_bytes.into_inner();
@@ -178,7 +192,11 @@ pub fn save(
     let mut index = StatIndex::default();
     for (s, outcome) in outcomes {
         match outcome {
-            FileOutcome::Read { blobs, stat, read_at } => {
+            FileOutcome::Read {
+                blobs,
+                stat,
+                read_at,
+            } => {
                 index.record_read(s.path.clone(), &stat, blobs.clone(), read_at);
                 read.insert(&s.path, (blobs, stat));
             }
@@ -215,7 +233,11 @@ pub fn save(
             kind: s.kind,
             mode: stat.mode,
             mtime_ns: stat.mtime_ns,
-            size: if s.kind == EntryKind::File { stat.size } else { 0 },
+            size: if s.kind == EntryKind::File {
+                stat.size
+            } else {
+                0
+            },
             target: s.target.clone(),
             blobs,
         });
@@ -242,11 +264,23 @@ pub fn save(
         if m.entries == entries && m.roots == roots {
             index.base = Some((store_id, h.snapshot));
             let _ = index.store(workspace);
-            return Ok(base_summary(SaveOutcome::Unchanged, h.clone(), objects_sent, stored_bytes));
+            return Ok(base_summary(
+                SaveOutcome::Unchanged,
+                h.clone(),
+                objects_sent,
+                stored_bytes,
+            ));
         }
     }
 
-    let manifest = build_manifest(entries, roots, &known, &new_locs, &pack_keys, head.as_ref().map(|h| h.snapshot))?;
+    let manifest = build_manifest(
+        entries,
+        roots,
+        &known,
+        &new_locs,
+        &pack_keys,
+        head.as_ref().map(|h| h.snapshot),
+    )?;
     let (mkey, mbytes) = encode_manifest(&manifest);
     if store.missing(&[mkey])?.contains(&mkey) {
         store.put(&mkey, &mbytes)?;
@@ -265,7 +299,9 @@ pub fn save(
             CasOutcome::Conflict(current) => {
                 attempts += 1;
                 if attempts >= 8 {
-                    return Err(Error::store("the head kept moving under concurrent saves; gave up after 8 attempts"));
+                    return Err(Error::store(
+                        "the head kept moving under concurrent saves; gave up after 8 attempts",
+                    ));
                 }
                 expected = current.map_or(0, |h| h.generation);
             }
@@ -273,15 +309,26 @@ pub fn save(
     };
     index.base = Some((store_id, mkey));
     if let Err(e) = index.store(workspace) {
-        reporter.warn(&format!("could not write the local stat index ({e}); the next save will re-read every file"));
+        reporter.warn(&format!(
+            "could not write the local stat index ({e}); the next save will re-read every file"
+        ));
     }
-    Ok(base_summary(SaveOutcome::Saved, new_head, objects_sent, stored_bytes))
+    Ok(base_summary(
+        SaveOutcome::Saved,
+        new_head,
+        objects_sent,
+        stored_bytes,
+    ))
 }
 
 /// Which of a manifest's packs are still in the store.
 fn pack_presence(store: &dyn Store, m: &Manifest) -> Result<HashSet<ObjectKey>> {
     let missing = store.missing(&m.packs)?;
-    Ok(m.packs.iter().filter(|p| !missing.contains(p)).copied().collect())
+    Ok(m.packs
+        .iter()
+        .filter(|p| !missing.contains(p))
+        .copied()
+        .collect())
 }
 
 fn build_manifest(
@@ -292,38 +339,65 @@ fn build_manifest(
     pack_keys: &[Option<ObjectKey>],
     parent: Option<ObjectKey>,
 ) -> Result<Manifest> {
-    let mut ids: Vec<BlobId> = entries.iter().flat_map(|e| e.blobs.iter().copied()).collect();
+    let mut ids: Vec<BlobId> = entries
+        .iter()
+        .flat_map(|e| e.blobs.iter().copied())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     let mut packs: Vec<ObjectKey> = Vec::new();
     let mut pack_index: HashMap<ObjectKey, u32> = HashMap::new();
     let mut blobs = Vec::with_capacity(ids.len());
     for id in ids {
-        let loc = new_locs.get(&id).or_else(|| known.get(&id)).ok_or_else(|| {
-            Error::store(format!("internal error: blob {id} has no stored location"))
-        })?;
+        let loc = new_locs
+            .get(&id)
+            .or_else(|| known.get(&id))
+            .ok_or_else(|| {
+                Error::store(format!("internal error: blob {id} has no stored location"))
+            })?;
         let key = match loc.pack {
             PackRef::Existing(k) => k,
-            PackRef::New(ord) => pack_keys[ord as usize]
-                .ok_or_else(|| Error::store(format!("internal error: pack {ord} was never written")))?,
+            PackRef::New(ord) => pack_keys[ord as usize].ok_or_else(|| {
+                Error::store(format!("internal error: pack {ord} was never written"))
+            })?,
         };
         let pack = *pack_index.entry(key).or_insert_with(|| {
             packs.push(key);
             (packs.len() - 1) as u32
         });
-        blobs.push(BlobLocation { id, pack, offset: loc.offset, length: loc.length, raw_len: loc.raw_len, codec: loc.codec });
+        blobs.push(BlobLocation {
+            id,
+            pack,
+            offset: loc.offset,
+            length: loc.length,
+            raw_len: loc.raw_len,
+            codec: loc.codec,
+        });
     }
     let created_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let m = Manifest { version: FORMAT_VERSION, created_at, parent, roots, packs, blobs, entries };
-    m.validate().map_err(|e| Error::store(format!("internal error: the new manifest is invalid: {e}")))?;
+    let m = Manifest {
+        version: FORMAT_VERSION,
+        created_at,
+        parent,
+        roots,
+        packs,
+        blobs,
+        entries,
+    };
+    m.validate()
+        .map_err(|e| Error::store(format!("internal error: the new manifest is invalid: {e}")))?;
     Ok(m)
 }
 
 enum FileOutcome {
-    Read { blobs: Vec<BlobId>, stat: Stat, read_at: i64 },
+    Read {
+        blobs: Vec<BlobId>,
+        stat: Stat,
+        read_at: i64,
+    },
     /// Changed on both attempts.
     Changing,
     /// Gone, or no longer a regular file.
@@ -331,17 +405,31 @@ enum FileOutcome {
 }
 
 /// Read a file, retrying once if it changes while being read.
-fn read_file_twice(workspace: &Path, s: &Scanned, packer: &Packer, reporter: &dyn Reporter) -> Result<FileOutcome> {
+fn read_file_twice(
+    workspace: &Path,
+    s: &Scanned,
+    packer: &Packer,
+    reporter: &dyn Reporter,
+) -> Result<FileOutcome> {
     let abs = workspace.join(&s.path);
     for attempt in 0..2 {
         match read_file(&abs, packer, reporter)? {
-            Attempt::Stable(blobs, stat, read_at) => return Ok(FileOutcome::Read { blobs, stat, read_at }),
+            Attempt::Stable(blobs, stat, read_at) => {
+                return Ok(FileOutcome::Read {
+                    blobs,
+                    stat,
+                    read_at,
+                });
+            }
             Attempt::Vanished => return Ok(FileOutcome::Vanished),
             Attempt::Changed if attempt == 0 => continue,
             Attempt::Changed => {}
         }
     }
-    reporter.warn(&format!("{} kept changing while it was read; it is not in this snapshot", s.path));
+    reporter.warn(&format!(
+        "{} kept changing while it was read; it is not in this snapshot",
+        s.path
+    ));
     Ok(FileOutcome::Changing)
 }
 
@@ -352,25 +440,43 @@ enum Attempt {
 }
 
 fn read_file(abs: &Path, packer: &Packer, reporter: &dyn Reporter) -> Result<Attempt> {
-    let mut f = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(abs) {
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(abs)
+    {
         Ok(f) => f,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::NotFound)
+                || e.raw_os_error() == Some(libc::ELOOP) =>
+        {
             return Ok(Attempt::Vanished);
         }
-        Err(e) => return Err(Error::workspace(format!("cannot read {}: {e}", abs.display()))),
+        Err(e) => {
+            return Err(Error::workspace(format!(
+                "cannot read {}: {e}",
+                abs.display()
+            )));
+        }
     };
     let read_at = now_ns();
-    let m1 = f.metadata().map_err(|e| Error::workspace(format!("cannot stat {}: {e}", abs.display())))?;
+    let m1 = f
+        .metadata()
+        .map_err(|e| Error::workspace(format!("cannot stat {}: {e}", abs.display())))?;
     if !m1.is_file() {
         return Ok(Attempt::Vanished);
     }
     let before = Stat::of(&m1);
-    let io_err = |e: std::io::Error| Error::workspace(format!("cannot read {}: {e}", abs.display()));
+    let io_err =
+        |e: std::io::Error| Error::workspace(format!("cannot read {}: {e}", abs.display()));
     let mut blobs = Vec::new();
     let mut len = 0u64;
     if before.size <= CHUNK_THRESHOLD {
         let mut buf = Vec::with_capacity(before.size as usize + 1);
-        (&mut f).take(CHUNK_THRESHOLD + 1).read_to_end(&mut buf).map_err(io_err)?;
+        (&mut f)
+            .take(CHUNK_THRESHOLD + 1)
+            .read_to_end(&mut buf)
+            .map_err(io_err)?;
         len = buf.len() as u64;
         if len <= CHUNK_THRESHOLD && len > 0 {
             blobs.push(packer.add(&buf)?);
@@ -378,7 +484,8 @@ fn read_file(abs: &Path, packer: &Packer, reporter: &dyn Reporter) -> Result<Att
     } else {
         let chunker = fastcdc::v2020::StreamCDC::new(&mut f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
         for chunk in chunker {
-            let chunk = chunk.map_err(|e| Error::workspace(format!("cannot read {}: {e}", abs.display())))?;
+            let chunk = chunk
+                .map_err(|e| Error::workspace(format!("cannot read {}: {e}", abs.display())))?;
             len += chunk.length as u64;
             blobs.push(packer.add(&chunk.data)?);
             reporter.advance(chunk.length as u64);
@@ -431,7 +538,8 @@ impl<'a> Packer<'a> {
             return Ok(id);
         }
         let (codec, stored) = compress_blob(data, self.level);
-        self.new_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.new_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         let (ord, offset, full) = {
             let mut cur = self.current.lock().unwrap();
             let offset = cur.1.len() as u64;
@@ -447,7 +555,13 @@ impl<'a> Packer<'a> {
         };
         self.new_locs.lock().unwrap().insert(
             id,
-            Loc { pack: PackRef::New(ord), offset, length: stored.len() as u64, raw_len: data.len() as u64, codec },
+            Loc {
+                pack: PackRef::New(ord),
+                offset,
+                length: stored.len() as u64,
+                raw_len: data.len() as u64,
+                codec,
+            },
         );
         if let Some(buf) = full {
             self.write_pack(ord, buf)?;
@@ -460,7 +574,8 @@ impl<'a> Packer<'a> {
         if self.store.missing(&[key])?.contains(&key) {
             self.store.put(&key, &buf)?;
             self.objects_sent.fetch_add(1, Ordering::Relaxed);
-            self.stored_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            self.stored_bytes
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         let mut keys = self.pack_keys.lock().unwrap();
         if keys.len() <= ord as usize {
@@ -476,6 +591,10 @@ impl<'a> Packer<'a> {
             let mut cur = self.current.lock().unwrap();
             (cur.0, std::mem::take(&mut cur.1))
         };
-        if !buf.is_empty() { self.write_pack(ord, buf) } else { Ok(()) }
+        if !buf.is_empty() {
+            self.write_pack(ord, buf)
+        } else {
+            Ok(())
+        }
     }
 }

@@ -71,7 +71,9 @@ impl Filter {
             let glob = GlobBuilder::new(pat)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| Error::user(format!("exclude pattern {pat:?}: {e}"), "fix the glob"))?;
+                .map_err(|e| {
+                    Error::user(format!("exclude pattern {pat:?}: {e}"), "fix the glob")
+                })?;
             if pat.contains('/') {
                 by_path.add(glob);
             } else {
@@ -79,8 +81,12 @@ impl Filter {
             }
         }
         Ok(Filter {
-            by_path: by_path.build().map_err(|e| Error::user(e.to_string(), "fix the exclude globs"))?,
-            by_name: by_name.build().map_err(|e| Error::user(e.to_string(), "fix the exclude globs"))?,
+            by_path: by_path
+                .build()
+                .map_err(|e| Error::user(e.to_string(), "fix the exclude globs"))?,
+            by_name: by_name
+                .build()
+                .map_err(|e| Error::user(e.to_string(), "fix the exclude globs"))?,
         })
     }
 
@@ -109,9 +115,20 @@ pub fn scan(workspace: &Path, roots: &[String], filter: &Filter) -> Result<ScanR
                         counters.credentials.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    visit(s, workspace, root.clone(), m, filter, &out, &counters, &errors);
+                    visit(
+                        s,
+                        workspace,
+                        root.clone(),
+                        m,
+                        filter,
+                        &out,
+                        &counters,
+                        &errors,
+                    );
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing_roots.push(root.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    missing_roots.push(root.clone())
+                }
                 Err(e) => errors.lock().unwrap().push(io_ctx("read", &abs, e)),
             }
         }
@@ -164,10 +181,18 @@ fn visit<'s>(
                     counters.non_utf8.fetch_add(1, Ordering::Relaxed);
                 }
             },
-            Err(e) => errors.lock().unwrap().push(io_ctx("read the link", &abs, e)),
+            Err(e) => errors
+                .lock()
+                .unwrap()
+                .push(io_ctx("read the link", &abs, e)),
         }
     } else if ft.is_file() {
-        out.lock().unwrap().push(Scanned { path: rel, kind: EntryKind::File, stat, target: None });
+        out.lock().unwrap().push(Scanned {
+            path: rel,
+            kind: EntryKind::File,
+            stat,
+            target: None,
+        });
     } else if ft.is_dir() {
         let abs = workspace.join(&rel);
         let rd = match std::fs::read_dir(&abs) {
@@ -177,7 +202,12 @@ fn visit<'s>(
                 return;
             }
         };
-        out.lock().unwrap().push(Scanned { path: rel.clone(), kind: EntryKind::Dir, stat: Stat { size: 0, ..stat }, target: None });
+        out.lock().unwrap().push(Scanned {
+            path: rel.clone(),
+            kind: EntryKind::Dir,
+            stat: Stat { size: 0, ..stat },
+            target: None,
+        });
         let mut files = Vec::new();
         for ent in rd {
             let ent = match ent {

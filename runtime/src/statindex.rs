@@ -42,11 +42,19 @@ impl StatIndex {
     pub fn location(root: &Path) -> Option<PathBuf> {
         let dir = std::env::var_os("STATEFUL_CI_CACHE_DIR")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("stateful-ci")))
-            .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache").join("stateful-ci")))?;
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("stateful-ci"))
+            })
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|d| PathBuf::from(d).join(".cache").join("stateful-ci"))
+            })?;
         let abs = std::fs::canonicalize(root).ok()?;
         let id = blake3::hash(abs.as_os_str().as_encoded_bytes()).to_hex();
-        Some(dir.join("stat-index").join(format!("{}.json.zst", &id[..32])))
+        Some(
+            dir.join("stat-index")
+                .join(format!("{}.json.zst", &id[..32])),
+        )
     }
 
     /// Load the index, or an empty one if it is missing or unreadable.
@@ -61,7 +69,9 @@ impl StatIndex {
     /// Save the index atomically. Failure only costs time later, so the
     /// caller may ignore it (after telling the user).
     pub fn store(&self, root: &Path) -> std::io::Result<()> {
-        let Some(path) = Self::location(root) else { return Ok(()) };
+        let Some(path) = Self::location(root) else {
+            return Ok(());
+        };
         let dir = path.parent().expect("index path has a parent");
         std::fs::create_dir_all(dir)?;
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
@@ -74,7 +84,10 @@ impl StatIndex {
     /// The blobs of `path` if its stat matches a trusted record.
     pub fn lookup(&self, path: &str, stat: &Stat) -> Option<&[BlobId]> {
         let r = self.files.get(path)?;
-        (r.size == stat.size && r.mtime_ns == stat.mtime_ns && r.ctime_ns == stat.ctime_ns && r.ino == stat.ino)
+        (r.size == stat.size
+            && r.mtime_ns == stat.mtime_ns
+            && r.ctime_ns == stat.ctime_ns
+            && r.ino == stat.ino)
             .then_some(&r.blobs[..])
     }
 
@@ -93,7 +106,13 @@ impl StatIndex {
     pub fn record_written(&mut self, path: String, stat: &Stat, blobs: Vec<BlobId>) {
         self.files.insert(
             path,
-            Record { size: stat.size, mtime_ns: stat.mtime_ns, ctime_ns: stat.ctime_ns, ino: stat.ino, blobs },
+            Record {
+                size: stat.size,
+                mtime_ns: stat.mtime_ns,
+                ctime_ns: stat.ctime_ns,
+                ino: stat.ino,
+                blobs,
+            },
         );
     }
 }

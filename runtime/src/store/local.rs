@@ -41,20 +41,34 @@ impl LocalStore {
     pub fn open(root: &Path, scope: &str) -> Result<Self> {
         let marker = root.join(MARKER);
         if !marker.exists() {
-            let non_empty = fs::read_dir(root).map(|mut d| d.next().is_some()).unwrap_or(false);
+            let non_empty = fs::read_dir(root)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
             if non_empty {
                 return Err(Error::user(
-                    format!("{} is not empty and is not a stateful-ci store", root.display()),
+                    format!(
+                        "{} is not empty and is not a stateful-ci store",
+                        root.display()
+                    ),
                     "pass an empty or new directory to --store",
                 ));
             }
-            fs::create_dir_all(root).map_err(|e| store_io("create the store directory", root, e))?;
-            write_atomic(root, &marker, format!("stateful-ci store, format {FORMAT_VERSION}\n").as_bytes(), false)?;
+            fs::create_dir_all(root)
+                .map_err(|e| store_io("create the store directory", root, e))?;
+            write_atomic(
+                root,
+                &marker,
+                format!("stateful-ci store, format {FORMAT_VERSION}\n").as_bytes(),
+                false,
+            )?;
         }
         for d in ["packs", "manifests", "heads", "tmp"] {
             fs::create_dir_all(root.join(d)).map_err(|e| store_io("create", &root.join(d), e))?;
         }
-        Ok(LocalStore { root: root.to_path_buf(), scope: scope.to_string() })
+        Ok(LocalStore {
+            root: root.to_path_buf(),
+            scope: scope.to_string(),
+        })
     }
 
     fn object_path(&self, key: &ObjectKey) -> PathBuf {
@@ -64,7 +78,9 @@ impl LocalStore {
     }
 
     fn head_path(&self) -> PathBuf {
-        self.root.join("heads").join(format!("{}.json", encode_scope(&self.scope)))
+        self.root
+            .join("heads")
+            .join(format!("{}.json", encode_scope(&self.scope)))
     }
 
     fn read_head(&self) -> Result<Option<Head>> {
@@ -85,7 +101,11 @@ impl Store for LocalStore {
     }
 
     fn restore_point(&self) -> Result<Option<RestorePoint>> {
-        Ok(self.read_head()?.map(|head| RestorePoint { head, scope: self.scope.clone(), trust: None }))
+        Ok(self.read_head()?.map(|head| RestorePoint {
+            head,
+            scope: self.scope.clone(),
+            trust: None,
+        }))
     }
 
     fn save_head(&self) -> Result<Option<Head>> {
@@ -93,7 +113,11 @@ impl Store for LocalStore {
     }
 
     fn missing(&self, keys: &[ObjectKey]) -> Result<HashSet<ObjectKey>> {
-        Ok(keys.iter().filter(|k| !self.object_path(k).exists()).copied().collect())
+        Ok(keys
+            .iter()
+            .filter(|k| !self.object_path(k).exists())
+            .copied()
+            .collect())
     }
 
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()> {
@@ -116,12 +140,17 @@ impl Store for LocalStore {
         match range {
             None => {
                 let mut buf = Vec::new();
-                f.read_to_end(&mut buf).map_err(|e| store_io("read", &p, e))?;
+                f.read_to_end(&mut buf)
+                    .map_err(|e| store_io("read", &p, e))?;
                 Ok(buf)
             }
             Some(r) => {
-                let len = r.end.checked_sub(r.start).ok_or_else(|| Error::corrupt("inverted byte range"))?;
-                f.seek(SeekFrom::Start(r.start)).map_err(|e| store_io("seek", &p, e))?;
+                let len = r
+                    .end
+                    .checked_sub(r.start)
+                    .ok_or_else(|| Error::corrupt("inverted byte range"))?;
+                f.seek(SeekFrom::Start(r.start))
+                    .map_err(|e| store_io("seek", &p, e))?;
                 let mut buf = vec![0; len as usize];
                 f.read_exact(&mut buf).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -135,11 +164,21 @@ impl Store for LocalStore {
         }
     }
 
-    fn compare_and_set_head(&self, expected: u64, snapshot: &ObjectKey, _idem: &str) -> Result<CasOutcome> {
+    fn compare_and_set_head(
+        &self,
+        expected: u64,
+        snapshot: &ObjectKey,
+        _idem: &str,
+    ) -> Result<CasOutcome> {
         if !self.object_path(snapshot).exists() {
-            return Err(Error::corrupt(format!("refusing to point the head at {snapshot}: it is not in the store")));
+            return Err(Error::corrupt(format!(
+                "refusing to point the head at {snapshot}: it is not in the store"
+            )));
         }
-        let lock_path = self.root.join("heads").join(format!("{}.lock", encode_scope(&self.scope)));
+        let lock_path = self
+            .root
+            .join("heads")
+            .join(format!("{}.lock", encode_scope(&self.scope)));
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -148,7 +187,11 @@ impl Store for LocalStore {
             .map_err(|e| store_io("open", &lock_path, e))?;
         // SAFETY: flock on a file descriptor we own; released on close.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(store_io("lock", &lock_path, std::io::Error::last_os_error()));
+            return Err(store_io(
+                "lock",
+                &lock_path,
+                std::io::Error::last_os_error(),
+            ));
         }
         let current = self.read_head()?;
         let current_gen = current.as_ref().map_or(0, |h| h.generation);
@@ -161,7 +204,10 @@ impl Store for LocalStore {
         if current_gen != expected {
             return Ok(CasOutcome::Conflict(current));
         }
-        let head = Head { snapshot: *snapshot, generation: expected + 1 };
+        let head = Head {
+            snapshot: *snapshot,
+            generation: expected + 1,
+        };
         let bytes = serde_json::to_vec(&head).expect("head serialises");
         write_atomic(&self.root, &self.head_path(), &bytes, true)?;
         drop(lock);
@@ -196,7 +242,10 @@ fn write_atomic(root: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<()
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn store_io(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -240,8 +289,14 @@ mod tests {
         assert_eq!(h1.generation, 1);
         let k2 = ObjectKey::for_bytes(ObjectKind::Manifest, b"second");
         s.put(&k2, b"second").unwrap();
-        assert_eq!(s.compare_and_set_head(0, &k2, "b").unwrap(), CasOutcome::Conflict(Some(h1.clone())));
-        assert!(matches!(s.compare_and_set_head(1, &k2, "b").unwrap(), CasOutcome::Updated(Head { generation: 2, .. })));
+        assert_eq!(
+            s.compare_and_set_head(0, &k2, "b").unwrap(),
+            CasOutcome::Conflict(Some(h1.clone()))
+        );
+        assert!(matches!(
+            s.compare_and_set_head(1, &k2, "b").unwrap(),
+            CasOutcome::Updated(Head { generation: 2, .. })
+        ));
         let missing = ObjectKey::for_bytes(ObjectKind::Manifest, b"absent");
         assert!(s.compare_and_set_head(2, &missing, "c").is_err());
     }

@@ -59,5 +59,10 @@ pub trait Store: Send + Sync {
     /// Move the save scope's head from generation `expected` (0: no head
     /// yet) to `snapshot`. `idempotency_key` lets a retried commit return the
     /// first result.
-    fn compare_and_set_head(&self, expected: u64, snapshot: &ObjectKey, idempotency_key: &str) -> Result<CasOutcome>;
+    fn compare_and_set_head(
+        &self,
+        expected: u64,
+        snapshot: &ObjectKey,
+        idempotency_key: &str,
+    ) -> Result<CasOutcome>;
 }
