@@ -25,7 +25,7 @@ import sys
 
 import yaml
 
-EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.S)
+EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.DOTALL)
 OWN_ACTION = re.compile(r"^\s*(-\s*)?(uses:\s*)?stateful-ci/stateful-ci@[^\s/]+\s*$")
 
 
@@ -61,9 +61,7 @@ def action_as_workflow(path, out):
             if "shell" not in step:
                 problems.append(f"{where}: a composite action's run step must name its shell")
             if "${{" in str(step["run"]):
-                problems.append(
-                    f"{where}: `${{{{ }}}}` inside run:; pass the value through env: and use the variable"
-                )
+                problems.append(f"{where}: `${{{{ }}}}` inside run:; pass the value through env: and use the variable")
     inputs = {}
     for name, spec in (doc.get("inputs") or {}).items():
         spec = spec or {}

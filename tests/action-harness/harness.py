@@ -194,6 +194,7 @@ class Job:
             )
             proc = subprocess.run(
                 self._shell(step.get("shell"), files["script"], str(step["run"]), name),
+                check=False,
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -2,11 +2,15 @@
 """Tests of action.yml, run through harness.py with the real stateful-ci binary.
 
 usage: python3 tests/action-harness/test_action.py --binary PATH [--registry URL]
+         [--backend-url URL --oidc-request-url URL [--oidc-request-token T]]
 
 --binary    the stateful-ci binary the action gets through STATEFUL_CI_BINARY
 --registry  an npm registry (the local verdaccio of tests/npm/test.sh) that has
             the packed stateful-ci packages: also tests the action's own
             install path (npm exec, no STATEFUL_CI_BINARY)
+--backend-url URL --oidc-request-url URL [--oidc-request-token T]
+            a running backend and a fake issuer's token endpoint: also runs
+            the miss/save/hit scenario through `backend-url`
 
 Prints one line per test and closes with `N passed, N failed`; exit 1 if any
 failed. Backend runs: a job's env may carry STATEFUL_CI_BACKEND_URL and a fake
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -27,7 +30,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import ActionRun, Job, new_root  # noqa: E402
+from harness import ActionRun, Job, new_root
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = []
@@ -56,9 +59,10 @@ def write_files(root: Path, files: dict[str, bytes]):
 
 
 class Ctx:
-    def __init__(self, binary: Path, registry: str | None):
+    def __init__(self, binary: Path, registry: str | None, backend: dict[str, str] | None = None):
         self.binary = binary
         self.registry = registry
+        self.backend = backend
         self.root = new_root()
 
     def job(self, name: str, **env) -> Job:
@@ -175,29 +179,26 @@ def no_report_is_a_warning_unless_strict(ctx: Ctx):
 
 
 def cli_has(binary: Path, command: str) -> bool:
-    proc = subprocess.run([str(binary), command, "--help"], capture_output=True, text=True)
+    proc = subprocess.run([str(binary), command, "--help"], check=False, capture_output=True, text=True)
     return proc.returncode == 0 and "--store" in proc.stdout
 
 
-@test
-def miss_then_save_then_hit_with_a_directory_store(ctx: Ctx):
-    if not (cli_has(ctx.binary, "restore") and cli_has(ctx.binary, "save")):
-        return "skipped: this stateful-ci binary has no restore/save --store yet"
-    store = ctx.root / "store"
+def miss_save_hit(ctx: Ctx, where: dict[str, str], env: dict[str, str], tag: str) -> ActionRun:
+    """Job 1: restore (miss) then save; job 2, fresh workspace: restore (hit)."""
     files = {
         "node_modules/left-pad/index.js": b"module.exports = (s, n) => s.padStart(n);\n",
         "node_modules/left-pad/package.json": b'{"name":"left-pad","version":"1.3.0"}\n',
         "target/debug/app": bytes(range(256)) * 64,
     }
-    paths = "node_modules\ntarget\n"
+    inputs = {"paths": "node_modules\ntarget\n", **where}
 
-    job1 = ctx.job("job1")
+    job1 = ctx.job(f"{tag}-job1", **env)
     write_files(job1.workspace, files)
-    restore1 = job1.uses(REPO, {"command": "restore", "store": str(store), "paths": paths})
+    restore1 = job1.uses(REPO, {"command": "restore", **inputs})
     check(restore1.status == "success", "the first restore failed", restore1)
     check(restore1.outputs["restored"] == "false", f"first restore outputs {restore1.outputs}", restore1)
     check(restore1.outputs["outcome"] == "miss", f"first restore outcome {restore1.outputs['outcome']!r}", restore1)
-    save = job1.uses(REPO, {"command": "save", "store": str(store), "paths": paths})
+    save = job1.uses(REPO, {"command": "save", **inputs})
     check(save.status == "success", "the save failed", save)
     check(save.outputs["outcome"] == "saved", f"save outcome {save.outputs['outcome']!r}", save)
     check(save.outputs["snapshot-id"] != "", "the save gave no snapshot-id", save)
@@ -205,9 +206,9 @@ def miss_then_save_then_hit_with_a_directory_store(ctx: Ctx):
     check(int(save.outputs["bytes"]) >= total, f"save bytes {save.outputs['bytes']} < {total}", save)
     check("### stateful-ci save: saved" in save.summary, f"save summary:\n{save.summary}", save)
 
-    job2 = ctx.job("job2")
+    job2 = ctx.job(f"{tag}-job2", **env)
     check(not (job2.workspace / "node_modules").exists(), "job2's workspace is not fresh")
-    restore2 = job2.uses(REPO, {"command": "restore", "store": str(store), "paths": paths})
+    restore2 = job2.uses(REPO, {"command": "restore", **inputs})
     check(restore2.status == "success", "the second restore failed", restore2)
     check(restore2.outputs["restored"] == "true", f"second restore outputs {restore2.outputs}", restore2)
     check(restore2.outputs["snapshot-id"] == save.outputs["snapshot-id"], "restored another snapshot", restore2)
@@ -221,6 +222,28 @@ def miss_then_save_then_hit_with_a_directory_store(ctx: Ctx):
     for row in ("| Files | 3 |", "| Bytes |", "| New bytes |", "| Snapshot |", "| Source trust class |", "| Time |"):
         check(row in summary, f"the restore summary lacks {row!r}:\n{summary}", restore2)
     check(job2.summary == summary, "the job summary is not the steps' summaries", restore2)
+    return restore2
+
+
+@test
+def miss_then_save_then_hit_with_a_directory_store(ctx: Ctx):
+    if not (cli_has(ctx.binary, "restore") and cli_has(ctx.binary, "save")):
+        return "skipped: this stateful-ci binary has no restore/save --store yet"
+    miss_save_hit(ctx, {"store": str(ctx.root / "store")}, {}, "store")
+
+
+@test
+def miss_then_save_then_hit_with_a_backend(ctx: Ctx):
+    """Against a running backend (`stateful-ci dev`, say) with a fake OIDC
+    issuer's token endpoint, as a runner with `id-token: write` provides."""
+    if not ctx.backend:
+        return "skipped: no --backend-url/--oidc-request-url given"
+    env = {
+        "ACTIONS_ID_TOKEN_REQUEST_URL": ctx.backend["oidc_url"],
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": ctx.backend["oidc_token"],
+    }
+    restore2 = miss_save_hit(ctx, {"backend-url": ctx.backend["url"]}, env, "backend")
+    check("none (local store)" not in restore2.summary, "a backend restore shows no trust class", restore2)
 
 
 @test
@@ -258,7 +281,9 @@ def cache_failure_is_a_warning_unless_strict(ctx: Ctx):
     check(lenient.outputs["restored"] == "false", f"outputs {lenient.outputs}", lenient)
     check(lenient.outputs["outcome"] == "error", f"outcome {lenient.outputs['outcome']!r}", lenient)
     warnings = [text for level, text in lenient.annotations if level == "warning"]
-    check(any(str(not_a_dir.name) in w for w in warnings), f"no warning naming the store: {lenient.annotations}", lenient)
+    check(
+        any(str(not_a_dir.name) in w for w in warnings), f"no warning naming the store: {lenient.annotations}", lenient
+    )
     check("- error: " in lenient.summary, f"the summary does not show the error:\n{lenient.summary}", lenient)
     strict = job.uses(REPO, {"command": "restore", "store": str(not_a_dir), "paths": "cache", "strict": "true"})
     check(strict.status == "failure" and strict.failed_exit_code() == 1, "a strict restore did not fail with 1", strict)
@@ -273,7 +298,9 @@ def cache_failure_is_a_warning_unless_strict(ctx: Ctx):
 def installs_the_cli_from_the_registry(ctx: Ctx):
     if not ctx.registry:
         return "skipped: no --registry given (tests/npm/test.sh gives one)"
-    version = subprocess.run([str(ctx.binary), "--version"], capture_output=True, text=True).stdout.split()[-1]
+    version = subprocess.run(
+        [str(ctx.binary), "--version"], check=False, capture_output=True, text=True
+    ).stdout.split()[-1]
     cache = ctx.root / "npm-cache"
     job = ctx.job(
         "install",
@@ -298,12 +325,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", required=True, type=Path)
     parser.add_argument("--registry")
+    parser.add_argument("--backend-url", help="a running backend for the backend scenario")
+    parser.add_argument("--oidc-request-url", help="ACTIONS_ID_TOKEN_REQUEST_URL of a fake issuer")
+    parser.add_argument("--oidc-request-token", default="harness", help="ACTIONS_ID_TOKEN_REQUEST_TOKEN")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder for inspection")
     args = parser.parse_args()
     if not os.access(args.binary, os.X_OK):
         print(f"test_action: --binary {args.binary} is not an executable file", file=sys.stderr)
         return 2
-    ctx = Ctx(args.binary.resolve(), args.registry)
+    backend = None
+    if args.backend_url or args.oidc_request_url:
+        if not (args.backend_url and args.oidc_request_url):
+            print("test_action: --backend-url and --oidc-request-url go together", file=sys.stderr)
+            return 2
+        backend = {"url": args.backend_url, "oidc_url": args.oidc_request_url, "oidc_token": args.oidc_request_token}
+    ctx = Ctx(args.binary.resolve(), args.registry, backend)
     passed = failed = skipped = 0
     for fn in TESTS:
         try:
