@@ -175,6 +175,38 @@ expect_stderr "launcher: without the platform package it names the package, the 
   "the platform package @stateful-ci/cli-$host_platform (for $host_platform) is not installed" \
   "$work/npm-launcher-only/node_modules/.bin/stateful-ci" --version
 
+# Platform detection, with the machine's answers swapped by a preload: an
+# unsupported os, musl told by ldd's text, musl told by the process report.
+cat >"$work/pretend.js" <<'JS'
+const fs = require("node:fs");
+const how = process.env.PRETEND;
+if (how === "freebsd") Object.defineProperty(process, "platform", { value: "freebsd" });
+const readFileSync = fs.readFileSync;
+fs.readFileSync = function (file, ...rest) {
+  if (file === "/usr/bin/ldd") {
+    if (how === "musl-ldd") return "#!/bin/sh\n# musl libc (x86_64)\n";
+    if (how === "musl-report") throw Object.assign(new Error("ENOENT"), { code: "ENOENT" });
+  }
+  return readFileSync.call(this, file, ...rest);
+};
+if (how === "musl-report") process.report.getReport = () => ({ header: {} });
+JS
+launcher_js="$work/npm-project/node_modules/stateful-ci/bin/stateful-ci.js"
+arch="$(node -p process.arch)"
+expect_stderr "launcher: an unsupported platform is named, with the build-from-source fix" 1 \
+  "no prebuilt stateful-ci for this platform (freebsd-$arch)" \
+  env PRETEND=freebsd node -r "$work/pretend.js" "$launcher_js" --version
+if [ "$(node -p process.platform)" = linux ]; then
+  expect_stderr "launcher: musl (from ldd) looks for the -musl package" 1 \
+    "@stateful-ci/cli-linux-$arch-musl (for linux-$arch-musl) is not installed" \
+    env PRETEND=musl-ldd node -r "$work/pretend.js" "$launcher_js" --version
+  expect_stderr "launcher: musl (from the process report, no ldd) looks for the -musl package" 1 \
+    "@stateful-ci/cli-linux-$arch-musl (for linux-$arch-musl) is not installed" \
+    env PRETEND=musl-report node -r "$work/pretend.js" "$launcher_js" --version
+  expect "launcher: glibc (this machine) finds the linux-$arch package" 0 "stateful-ci $version" \
+    env PRETEND=none node -r "$work/pretend.js" "$launcher_js" --version
+fi
+
 # The real binary's own exit codes through the launcher: usage errors are 2.
 if "$npm_bin" --help 2>/dev/null | grep -q restore; then
   expect "npm: stateful-ci restore --bogus exits 2 through the launcher" 2 "*" "$npm_bin" restore --bogus
@@ -198,6 +230,8 @@ expect "bun: the launcher itself runs under bun's runtime" 0 "stateful-ci $versi
   "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js" --version
 expect "bun runtime: the exit code comes back (5)" 5 '["x"]' \
   env STATEFUL_CI_BINARY="$work/echo-args" STAND_IN_EXIT=5 "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js" x
+expect "bun runtime: a binary killed by SIGTERM ends the launcher by SIGTERM (143)" 143 "" \
+  env STATEFUL_CI_BINARY="$work/kill-self" "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js"
 
 # --- a local registry: publish, then npx and bunx ----------------------------
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
