@@ -61,13 +61,17 @@ pub fn valid_workspace(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_WORKSPACE_LEN
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Whether `key` is an acceptable idempotency key: 1 to
 /// [`MAX_IDEMPOTENCY_KEY_LEN`] printable ASCII bytes without spaces.
 pub fn valid_idempotency_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+    !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
+        && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `GET /v1/health`. No authentication.
@@ -328,7 +332,13 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorBody { code, message: message.into(), reason: None, head: None, missing: Vec::new() }
+        ErrorBody {
+            code,
+            message: message.into(),
+            reason: None,
+            head: None,
+            missing: Vec::new(),
+        }
     }
 }
 
