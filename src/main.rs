@@ -1,3 +1,80 @@
-fn main() {
-    println!("stateful-ci {}", env!("CARGO_PKG_VERSION"));
+//! The `stateful-ci` binary: a thin front over the crates that do the work.
+//! It parses the command line, builds the store, and prints; everything else
+//! lives in `stateful-ci-runtime` (snapshots) and, for deployment, the
+//! installer.
+
+mod printer;
+mod snapshot_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::printer::Printer;
+
+#[derive(Parser)]
+#[command(
+    name = "stateful-ci",
+    version,
+    about = "A persistent workspace for ephemeral GitHub Actions runners",
+    long_about = "stateful-ci restores selected paths (package stores, build outputs, caches) before a job and saves them after it, into a store you own: a local directory or a Worker in your Cloudflare account."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Save the workspace's configured paths as a new snapshot.
+    Save(SnapshotArgs),
+    /// Restore the configured paths from the latest snapshot (a miss exits 0).
+    Restore(SnapshotArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct SnapshotArgs {
+    /// Use a local directory as the store (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<std::path::PathBuf>,
+    /// Path to keep, relative to the repository root (repeatable; replaces
+    /// the configured paths).
+    #[arg(long = "path", value_name = "P")]
+    pub paths: Vec<String>,
+    /// Glob to leave out (repeatable; replaces the configured excludes).
+    #[arg(long = "exclude", value_name = "P")]
+    pub excludes: Vec<String>,
+    /// Scope (head name) inside a local store.
+    #[arg(long, value_name = "NAME")]
+    pub scope: Option<String>,
+    /// Fail (exit 1) on a cache error instead of warning and going on cold.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print a machine-readable summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Workspace root (default: the current directory).
+    #[arg(long, short = 'C', value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let printer = Printer::from_env();
+    let result = match cli.command {
+        Some(Command::Save(args)) => snapshot_cmd::save(&args, &printer),
+        Some(Command::Restore(args)) => snapshot_cmd::restore(&args, &printer),
+        None => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            printer.error(&e);
+            ExitCode::from(1)
+        }
+    }
 }

@@ -246,7 +246,9 @@ pub enum ManifestError {
     BadHash(String),
     #[error("not a valid object key: {0:?}")]
     BadKey(String),
-    #[error("manifest version {0} is not supported by this build (it reads version {FORMAT_VERSION})")]
+    #[error(
+        "manifest version {0} is not supported by this build (it reads version {FORMAT_VERSION})"
+    )]
     Version(u32),
     #[error("manifest is not valid: {0}")]
     Decode(String),
@@ -306,13 +308,25 @@ impl Manifest {
                 return Err(ManifestError::Blob(b.id, "pack index out of range".into()));
             }
             if b.raw_len > MAX_BLOB_RAW || b.length > MAX_BLOB_STORED {
-                return Err(ManifestError::Blob(b.id, "claims more bytes than a blob may hold".into()));
+                return Err(ManifestError::Blob(
+                    b.id,
+                    "claims more bytes than a blob may hold".into(),
+                ));
             }
             if b.codec == BlobCodec::Raw && b.length != b.raw_len {
-                return Err(ManifestError::Blob(b.id, "raw blob with differing lengths".into()));
+                return Err(ManifestError::Blob(
+                    b.id,
+                    "raw blob with differing lengths".into(),
+                ));
             }
-            if b.offset.checked_add(b.length).is_none_or(|end| end > MAX_OBJECT_SIZE) {
-                return Err(ManifestError::Blob(b.id, "location is past the end of any pack".into()));
+            if b.offset
+                .checked_add(b.length)
+                .is_none_or(|end| end > MAX_OBJECT_SIZE)
+            {
+                return Err(ManifestError::Blob(
+                    b.id,
+                    "location is past the end of any pack".into(),
+                ));
             }
             if sizes.insert(b.id, b.raw_len).is_some() {
                 return Err(ManifestError::Blob(b.id, "listed twice".into()));
@@ -348,7 +362,9 @@ impl Manifest {
                         let n = sizes
                             .get(id)
                             .ok_or_else(|| bad(e, &format!("blob {id} has no location")))?;
-                        total = total.checked_add(*n).ok_or_else(|| bad(e, "size overflows"))?;
+                        total = total
+                            .checked_add(*n)
+                            .ok_or_else(|| bad(e, "size overflows"))?;
                     }
                     if total != e.size {
                         return Err(bad(e, "size does not match its blobs"));
@@ -360,7 +376,10 @@ impl Manifest {
                     }
                 }
                 EntryKind::Symlink => {
-                    let t = e.target.as_deref().ok_or_else(|| bad(e, "symlink without target"))?;
+                    let t = e
+                        .target
+                        .as_deref()
+                        .ok_or_else(|| bad(e, "symlink without target"))?;
                     if t.is_empty() || t.len() > MAX_LINK_TARGET_LEN || t.contains('\0') {
                         return Err(bad(e, "symlink target is empty, too long or has NUL"));
                     }
@@ -401,15 +420,24 @@ impl Manifest {
 
 /// Whether `path` is `root` or lies below it.
 pub fn is_within(path: &str, root: &str) -> bool {
-    path == root || (path.len() > root.len() && path.starts_with(root) && path.as_bytes()[root.len()] == b'/')
+    path == root
+        || (path.len() > root.len()
+            && path.starts_with(root)
+            && path.as_bytes()[root.len()] == b'/')
 }
 
 fn entry_err(path: &str, e: PathError) -> ManifestError {
-    ManifestError::Entry { path: path.chars().take(200).collect(), reason: e.to_string() }
+    ManifestError::Entry {
+        path: path.chars().take(200).collect(),
+        reason: e.to_string(),
+    }
 }
 
 fn bad(e: &Entry, reason: &str) -> ManifestError {
-    ManifestError::Entry { path: e.path.chars().take(200).collect(), reason: reason.to_string() }
+    ManifestError::Entry {
+        path: e.path.chars().take(200).collect(),
+        reason: reason.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -417,7 +445,15 @@ mod tests {
     use super::*;
 
     fn file(path: &str, blobs: Vec<BlobId>, size: u64) -> Entry {
-        Entry { path: path.into(), kind: EntryKind::File, mode: 0o644, mtime_ns: 0, size, target: None, blobs }
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            mtime_ns: 0,
+            size,
+            target: None,
+            blobs,
+        }
     }
 
     fn sample() -> Manifest {
@@ -429,9 +465,24 @@ mod tests {
             parent: None,
             roots: vec!["a".into()],
             packs: vec![pack],
-            blobs: vec![BlobLocation { id, pack: 0, offset: 0, length: 5, raw_len: 5, codec: BlobCodec::Raw }],
+            blobs: vec![BlobLocation {
+                id,
+                pack: 0,
+                offset: 0,
+                length: 5,
+                raw_len: 5,
+                codec: BlobCodec::Raw,
+            }],
             entries: vec![
-                Entry { path: "a".into(), kind: EntryKind::Dir, mode: 0o755, mtime_ns: 0, size: 0, target: None, blobs: vec![] },
+                Entry {
+                    path: "a".into(),
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    mtime_ns: 0,
+                    size: 0,
+                    target: None,
+                    blobs: vec![],
+                },
                 file("a/x", vec![id], 5),
             ],
         }
@@ -444,7 +495,12 @@ mod tests {
         assert!(s.starts_with("packs/"));
         assert_eq!(s.parse::<ObjectKey>().unwrap(), k);
         assert!(k.matches(b"abc") && !k.matches(b"abd"));
-        for bad in ["packs/xyz", "blobs/00", "packs/../x", &format!("packs/{}", "A".repeat(64))] {
+        for bad in [
+            "packs/xyz",
+            "blobs/00",
+            "packs/../x",
+            &format!("packs/{}", "A".repeat(64)),
+        ] {
             assert!(bad.parse::<ObjectKey>().is_err(), "{bad}");
         }
     }

@@ -34,7 +34,10 @@ pub fn validate_relative(path: &str) -> Result<(), PathError> {
     if path.starts_with('/') || has_windows_prefix(path) {
         return Err(PathError::Absolute);
     }
-    if path.chars().any(|c| c == '\\' || c == '\0' || c.is_control()) {
+    if path
+        .chars()
+        .any(|c| c == '\\' || c == '\0' || c.is_control())
+    {
         return Err(PathError::BadChar);
     }
     for comp in path.split('/') {
@@ -58,7 +61,12 @@ mod tests {
 
     #[test]
     fn accepts_normal_relative_paths() {
-        for p in ["a", "node_modules/.bin/x", "dir with space/ü.txt", ".next/cache"] {
+        for p in [
+            "a",
+            "node_modules/.bin/x",
+            "dir with space/ü.txt",
+            ".next/cache",
+        ] {
             assert_eq!(validate_relative(p), Ok(()), "{p}");
         }
     }
@@ -80,6 +88,9 @@ mod tests {
         for (p, want) in cases {
             assert_eq!(validate_relative(p), Err(want), "{p:?}");
         }
-        assert_eq!(validate_relative(&"a".repeat(MAX_PATH_LEN + 1)), Err(PathError::TooLong));
+        assert_eq!(
+            validate_relative(&"a".repeat(MAX_PATH_LEN + 1)),
+            Err(PathError::TooLong)
+        );
     }
 }

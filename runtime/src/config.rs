@@ -1,0 +1,517 @@
+//! The workspace configuration: which paths a snapshot covers.
+//!
+//! Read from `stateful-ci.toml` (or the original project's
+//! `stateful-ci.json`) at the workspace root, overridden by `--path` and
+//! `--exclude`. Parsing is strict: a typo in a key is an error with a
+//! suggestion, never a silently ignored setting. Tables owned by other parts
+//! of the tool (`[deployment]`, written by `deploy`) are passed over here.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+use stateful_ci_protocol::path::validate_relative;
+use toml_edit::{DocumentMut, Item};
+
+use crate::error::Error;
+
+pub const CONFIG_FILE: &str = "stateful-ci.toml";
+pub const LEGACY_CONFIG_FILE: &str = "stateful-ci.json";
+
+/// Built-in path sets. Paths are relative to the workspace root; caches that
+/// normally live in the home directory (Go, Gradle, Maven) are pointed into
+/// the workspace by the generated workflow's environment.
+pub const PRESETS: &[(&str, &[&str], &str)] = &[
+    (
+        "node",
+        &["node_modules", ".pnpm-store", ".turbo", ".next/cache"],
+        "npm/pnpm/yarn/bun installs, Turborepo and Next.js caches",
+    ),
+    (
+        "rust",
+        &["target"],
+        "Cargo build output (set CARGO_HOME inside the workspace to cache the registry too)",
+    ),
+    (
+        "python",
+        &[".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"],
+        "virtualenv and tool caches",
+    ),
+    (
+        "go",
+        &[".cache/go-build", ".cache/go-mod"],
+        "Go build and module caches (GOCACHE, GOMODCACHE set inside the workspace)",
+    ),
+    (
+        "gradle",
+        &[".gradle", ".gradle-home/caches", ".gradle-home/wrapper"],
+        "Gradle project cache and GRADLE_USER_HOME inside the workspace",
+    ),
+    (
+        "maven",
+        &[".m2/repository"],
+        "Maven local repository (-Dmaven.repo.local=.m2/repository)",
+    ),
+];
+
+const TOP_KEYS: &[&str] = &[
+    "preset",
+    "paths",
+    "exclude",
+    "workspace",
+    "backend",
+    "deployment",
+];
+const BACKEND_KEYS: &[&str] = &["url", "audience"];
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    pub preset: Option<String>,
+    /// Normalised, de-duplicated roots, none inside another.
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Name of this workspace inside the repository (default `default`).
+    pub workspace: String,
+    pub backend_url: Option<String>,
+    pub audience: Option<String>,
+    /// Which file the settings came from, if any.
+    pub source: Option<String>,
+}
+
+/// Command-line overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Config {
+    /// Load the configuration of the workspace at `root`, applying overrides.
+    /// With neither a config file nor `--path`, this is an error that says
+    /// how to create one.
+    pub fn load(root: &Path, ov: &Overrides) -> Result<Config, Error> {
+        let toml_path = root.join(CONFIG_FILE);
+        let json_path = root.join(LEGACY_CONFIG_FILE);
+        let mut cfg = if toml_path.exists() {
+            let text = read_text(&toml_path)?;
+            parse_toml(&text).map_err(|e| e.in_file(CONFIG_FILE))?
+        } else if json_path.exists() {
+            let text = read_text(&json_path)?;
+            parse_json(&text).map_err(|e| e.in_file(LEGACY_CONFIG_FILE))?
+        } else {
+            Config {
+                workspace: "default".into(),
+                ..Config::default()
+            }
+        };
+        if !ov.paths.is_empty() {
+            cfg.preset = None;
+            cfg.paths = normalise_paths(&ov.paths, "--path")?;
+        }
+        if !ov.exclude.is_empty() {
+            cfg.exclude = validate_excludes(&ov.exclude, "--exclude")?;
+        }
+        if cfg.paths.is_empty() {
+            return Err(Error::user(
+                format!("no paths to snapshot in {}", root.display()),
+                format!(
+                    "create {CONFIG_FILE} with `stateful-ci init`, or pass --path (e.g. --path node_modules)"
+                ),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::user(
+            format!("cannot read {}: {e}", path.display()),
+            "check the file's permissions and encoding (UTF-8)",
+        )
+    })
+}
+
+/// Parse `stateful-ci.toml` text.
+pub fn parse_toml(text: &str) -> Result<Config, Error> {
+    let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        Error::user(
+            format!("not valid TOML: {}", e.message()),
+            "fix the syntax near the position shown",
+        )
+    })?;
+    let mut raw = RawConfig::default();
+    for (key, item) in doc.iter() {
+        match key {
+            "preset" => raw.preset = Some(expect_str(item, "preset")?),
+            "paths" => raw.paths = Some(expect_str_array(item, "paths")?),
+            "exclude" => raw.exclude = expect_str_array(item, "exclude")?,
+            "workspace" => raw.workspace = Some(expect_str(item, "workspace")?),
+            "backend" => {
+                let table = item
+                    .as_table_like()
+                    .ok_or_else(|| type_err("backend", "a table"))?;
+                for (k, v) in table.iter() {
+                    match k {
+                        "url" => raw.backend_url = Some(expect_str(v, "backend.url")?),
+                        "audience" => raw.audience = Some(expect_str(v, "backend.audience")?),
+                        other => {
+                            return Err(unknown_key(
+                                &format!("backend.{other}"),
+                                other,
+                                BACKEND_KEYS,
+                            ));
+                        }
+                    }
+                }
+            }
+            // Owned by `deploy`; validated there.
+            "deployment" => {}
+            other => return Err(unknown_key(other, other, TOP_KEYS)),
+        }
+    }
+    raw.resolve()
+}
+
+/// Parse the original project's `stateful-ci.json`.
+pub fn parse_json(text: &str) -> Result<Config, Error> {
+    let v: Json = serde_json::from_str(text).map_err(|e| {
+        Error::user(
+            format!("not valid JSON: {e}"),
+            "fix the syntax at the line and column shown",
+        )
+    })?;
+    let obj = v.as_object().ok_or_else(|| {
+        Error::user(
+            "the top level must be an object",
+            r#"write e.g. {"preset": "node"}"#,
+        )
+    })?;
+    let mut raw = RawConfig::default();
+    for (key, val) in obj {
+        let strings = |name: &str| -> Result<Vec<String>, Error> {
+            val.as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| type_err(name, "a list of strings"))
+        };
+        match key.as_str() {
+            "preset" => {
+                raw.preset = Some(
+                    val.as_str()
+                        .ok_or_else(|| type_err("preset", "a string"))?
+                        .to_owned(),
+                )
+            }
+            "paths" => raw.paths = Some(strings("paths")?),
+            "exclude" => raw.exclude = strings("exclude")?,
+            "workspace" => {
+                raw.workspace = Some(
+                    val.as_str()
+                        .ok_or_else(|| type_err("workspace", "a string"))?
+                        .to_owned(),
+                )
+            }
+            other => return Err(unknown_key(other, other, &TOP_KEYS[..4])),
+        }
+    }
+    raw.resolve()
+}
+
+#[derive(Default)]
+struct RawConfig {
+    preset: Option<String>,
+    paths: Option<Vec<String>>,
+    exclude: Vec<String>,
+    workspace: Option<String>,
+    backend_url: Option<String>,
+    audience: Option<String>,
+}
+
+impl RawConfig {
+    fn resolve(self) -> Result<Config, Error> {
+        let mut paths = Vec::new();
+        if let Some(p) = &self.preset {
+            paths.extend(preset_paths(p)?.iter().map(|s| s.to_string()));
+        }
+        if let Some(p) = &self.paths {
+            if p.is_empty() {
+                return Err(Error::user(
+                    "`paths` is an empty list",
+                    "list at least one directory to keep (e.g. paths = [\"node_modules\"]) or remove the key and set a preset",
+                ));
+            }
+            paths.extend(p.iter().cloned());
+        }
+        if self.preset.is_none() && self.paths.is_none() {
+            return Err(Error::user(
+                "neither `preset` nor `paths` is set",
+                format!(
+                    "add e.g. preset = \"node\" (presets: {})",
+                    preset_names().join(", ")
+                ),
+            ));
+        }
+        let workspace = self.workspace.unwrap_or_else(|| "default".into());
+        if workspace.is_empty()
+            || workspace.len() > 64
+            || !workspace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(Error::user(
+                format!("workspace name {workspace:?} is not valid"),
+                "use 1-64 characters from A-Z, a-z, 0-9, '-', '_' and '.'",
+            ));
+        }
+        if let Some(url) = &self.backend_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(Error::user(
+                    format!("backend.url {url:?} is not an http(s) URL"),
+                    "set it to the Worker URL that `stateful-ci deploy` printed",
+                ));
+            }
+        }
+        Ok(Config {
+            preset: self.preset,
+            paths: normalise_paths(&paths, "paths")?,
+            exclude: validate_excludes(&self.exclude, "exclude")?,
+            workspace,
+            backend_url: self.backend_url,
+            audience: self.audience,
+            source: None,
+        })
+    }
+}
+
+/// The paths of a built-in preset.
+pub fn preset_paths(name: &str) -> Result<&'static [&'static str], Error> {
+    PRESETS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, p, _)| *p)
+        .ok_or_else(|| {
+            let mut hint = format!("use one of: {}", preset_names().join(", "));
+            if let Some(s) = suggest(name, &preset_names()) {
+                hint = format!("did you mean {s:?}? ({hint})");
+            }
+            Error::user(format!("unknown preset {name:?}"), hint)
+        })
+}
+
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|(n, _, _)| *n).collect()
+}
+
+/// Validate and normalise configured roots: relative, no `..`, no
+/// duplicates, and no root inside another.
+pub fn normalise_paths(input: &[String], what: &str) -> Result<Vec<String>, Error> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in input {
+        let p = normalise_one(raw);
+        if p.is_empty() || p == "." {
+            return Err(Error::user(
+                format!("{what}: {raw:?} names the whole workspace"),
+                "list the directories to keep (e.g. node_modules), not the repository root",
+            ));
+        }
+        if raw.starts_with('/') || raw.starts_with('~') || Path::new(raw).is_absolute() {
+            return Err(Error::user(
+                format!("{what}: {raw:?} is an absolute path"),
+                "paths are relative to the repository root; point tools' caches into the workspace (e.g. CARGO_HOME=.cargo-home)",
+            ));
+        }
+        if p.split('/').any(|c| c == "..") {
+            return Err(Error::user(
+                format!("{what}: {raw:?} leaves the workspace with `..`"),
+                "only paths inside the repository can be snapshotted",
+            ));
+        }
+        validate_relative(&p).map_err(|e| {
+            Error::user(
+                format!("{what}: {raw:?}: {e}"),
+                "use a plain relative path like .next/cache",
+            )
+        })?;
+        out.push(p);
+    }
+    out.sort();
+    out.dedup();
+    // Drop roots covered by another root.
+    let all = out.clone();
+    out.retain(|p| {
+        !all.iter()
+            .any(|q| q != p && stateful_ci_protocol::format::is_within(p, q))
+    });
+    Ok(out)
+}
+
+fn normalise_one(raw: &str) -> String {
+    raw.trim()
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn validate_excludes(input: &[String], what: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for raw in input {
+        let p = raw
+            .trim()
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if p.is_empty() {
+            return Err(Error::user(
+                format!("{what}: an empty pattern"),
+                "remove it or write a glob like **/*.log",
+            ));
+        }
+        if p.starts_with('/') || p.split('/').any(|c| c == "..") {
+            return Err(Error::user(
+                format!("{what}: {raw:?} is absolute or uses `..`"),
+                "exclude patterns are relative to the repository root, e.g. node_modules/.cache",
+            ));
+        }
+        globset::Glob::new(&p).map_err(|e| {
+            Error::user(
+                format!("{what}: {raw:?} is not a valid glob: {e}"),
+                "see the glob syntax in README.md",
+            )
+        })?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn expect_str(item: &Item, name: &str) -> Result<String, Error> {
+    item.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| type_err(name, "a string"))
+}
+
+fn expect_str_array(item: &Item, name: &str) -> Result<Vec<String>, Error> {
+    item.as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| type_err(name, "a list of strings"))
+}
+
+fn type_err(name: &str, want: &str) -> Error {
+    Error::user(
+        format!("`{name}` must be {want}"),
+        format!("e.g. {}", example_for(name)),
+    )
+}
+
+fn example_for(name: &str) -> &'static str {
+    match name {
+        "paths" => r#"paths = ["node_modules", ".next/cache"]"#,
+        "exclude" => r#"exclude = ["**/*.log"]"#,
+        "preset" => r#"preset = "node""#,
+        "workspace" => r#"workspace = "web""#,
+        _ => r#"[backend] url = "https://stateful-ci.example.workers.dev""#,
+    }
+}
+
+fn unknown_key(full: &str, key: &str, known: &[&str]) -> Error {
+    let hint = match suggest(key, known) {
+        Some(s) => format!("did you mean `{s}`? (known keys: {})", known.join(", ")),
+        None => format!("known keys: {}", known.join(", ")),
+    };
+    Error::user(format!("unknown key `{full}`"), hint)
+}
+
+/// The closest candidate by edit distance, if it is close enough.
+pub fn suggest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(input, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_and_paths_resolve() {
+        let c = parse_toml("preset = \"node\"\n").unwrap();
+        assert_eq!(
+            c.paths,
+            vec![".next/cache", ".pnpm-store", ".turbo", "node_modules"]
+        );
+        let c = parse_toml("paths = [\"./a/\", \"a/b\", \"c\"]\nexclude = [\"**/*.log\"]").unwrap();
+        assert_eq!(c.paths, vec!["a", "c"]);
+        assert_eq!(c.exclude, vec!["**/*.log"]);
+        assert_eq!(c.workspace, "default");
+    }
+
+    #[test]
+    fn json_form_is_read() {
+        assert_eq!(
+            parse_json(r#"{"preset":"rust"}"#).unwrap().paths,
+            vec!["target"]
+        );
+        let c = parse_json(r#"{"paths":["x"],"exclude":["x/tmp"]}"#).unwrap();
+        assert_eq!(
+            (c.paths, c.exclude),
+            (vec!["x".to_string()], vec!["x/tmp".to_string()])
+        );
+    }
+
+    #[test]
+    fn bad_input_names_the_problem_and_the_fix() {
+        let cases = [
+            ("paths = [\"/etc\"]", "absolute"),
+            ("paths = [\"../x\"]", "`..`"),
+            ("paths = []", "empty list"),
+            ("paths = [\".\"]", "whole workspace"),
+            ("preset = \"nod\"", "did you mean \"node\""),
+            ("pathz = [\"x\"]", "did you mean `paths`"),
+            ("[backend]\nurll = \"x\"", "did you mean `url`"),
+            ("preset = 3", "must be a string"),
+            ("exclude = [\"a\"]", "neither `preset` nor `paths`"),
+            ("paths = [\"x\"]\nexclude = [\"a[\"]", "not a valid glob"),
+        ];
+        for (text, want) in cases {
+            let err = parse_toml(text).unwrap_err();
+            let shown = format!("{err}\n{}", err.hint.clone().unwrap_or_default());
+            assert!(shown.contains(want), "{text:?}: {shown}");
+        }
+        assert!(
+            parse_json("{\"pats\": []}")
+                .unwrap_err()
+                .hint
+                .unwrap()
+                .contains("paths")
+        );
+    }
+
+    #[test]
+    fn overrides_replace_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "preset = \"node\"\n").unwrap();
+        let ov = Overrides {
+            paths: vec!["out".into()],
+            exclude: vec!["out/tmp".into()],
+        };
+        let c = Config::load(dir.path(), &ov).unwrap();
+        assert_eq!(
+            (c.paths, c.exclude),
+            (vec!["out".to_string()], vec!["out/tmp".to_string()])
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let err = Config::load(empty.path(), &Overrides::default()).unwrap_err();
+        assert!(err.hint.unwrap().contains("stateful-ci init"));
+    }
+}

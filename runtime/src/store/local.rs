@@ -1,0 +1,311 @@
+//! A store in a local directory, laid out exactly like the R2 bucket:
+//!
+//! ```text
+//! DIR/STATEFUL-CI-STORE      marker with the format version
+//! DIR/packs/<hash>           pack objects
+//! DIR/manifests/<hash>       manifest objects
+//! DIR/heads/<scope>.json     {"snapshot": "manifests/<hash>", "generation": N}
+//! DIR/tmp/                   objects being written
+//! ```
+//!
+//! Objects are written to `tmp/`, synced, then renamed into place, so a
+//! reader (or a killed writer) never sees a partial object. Heads move under
+//! an exclusive `flock` so concurrent savers on one machine serialise.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use stateful_ci_protocol::{FORMAT_VERSION, Head, ObjectKey};
+
+use super::{CasOutcome, RestorePoint, Store};
+use crate::error::{Error, Result};
+
+const MARKER: &str = "STATEFUL-CI-STORE";
+
+pub struct LocalStore {
+    root: PathBuf,
+    scope: String,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStore {
+    /// Open (creating if needed) the store at `root`, for `scope`.
+    /// Refuses a non-empty directory that is not a store, so a typo in
+    /// `--store` cannot scatter files into an unrelated folder.
+    pub fn open(root: &Path, scope: &str) -> Result<Self> {
+        let marker = root.join(MARKER);
+        if !marker.exists() {
+            let non_empty = fs::read_dir(root)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            if non_empty {
+                return Err(Error::user(
+                    format!(
+                        "{} is not empty and is not a stateful-ci store",
+                        root.display()
+                    ),
+                    "pass an empty or new directory to --store",
+                ));
+            }
+            fs::create_dir_all(root)
+                .map_err(|e| store_io("create the store directory", root, e))?;
+            write_atomic(
+                root,
+                &marker,
+                format!("stateful-ci store, format {FORMAT_VERSION}\n").as_bytes(),
+                false,
+            )?;
+        }
+        for d in ["packs", "manifests", "heads", "tmp"] {
+            fs::create_dir_all(root.join(d)).map_err(|e| store_io("create", &root.join(d), e))?;
+        }
+        Ok(LocalStore {
+            root: root.to_path_buf(),
+            scope: scope.to_string(),
+        })
+    }
+
+    fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        // The key is `packs/<hex>` or `manifests/<hex>`: validated by
+        // construction, so it cannot escape the root.
+        self.root.join(key.to_string())
+    }
+
+    fn head_path(&self) -> PathBuf {
+        self.root
+            .join("heads")
+            .join(format!("{}.json", encode_scope(&self.scope)))
+    }
+
+    fn read_head(&self) -> Result<Option<Head>> {
+        let p = self.head_path();
+        match fs::read(&p) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::corrupt(format!("head file {} is damaged: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(store_io("read", &p, e)),
+        }
+    }
+}
+
+impl Store for LocalStore {
+    fn describe(&self) -> String {
+        format!("local store {}", self.root.display())
+    }
+
+    fn restore_point(&self) -> Result<Option<RestorePoint>> {
+        Ok(self.read_head()?.map(|head| RestorePoint {
+            head,
+            scope: self.scope.clone(),
+            trust: None,
+        }))
+    }
+
+    fn save_head(&self) -> Result<Option<Head>> {
+        self.read_head()
+    }
+
+    fn missing(&self, keys: &[ObjectKey]) -> Result<HashSet<ObjectKey>> {
+        Ok(keys
+            .iter()
+            .filter(|k| !self.object_path(k).exists())
+            .copied()
+            .collect())
+    }
+
+    fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()> {
+        let dest = self.object_path(key);
+        if dest.exists() {
+            return Ok(());
+        }
+        write_atomic(&self.root, &dest, bytes, true)
+    }
+
+    fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let p = self.object_path(key);
+        let mut f = File::open(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::corrupt(format!("object {key} is missing from {}", self.describe()))
+            } else {
+                store_io("open", &p, e)
+            }
+        })?;
+        match range {
+            None => {
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)
+                    .map_err(|e| store_io("read", &p, e))?;
+                Ok(buf)
+            }
+            Some(r) => {
+                let len = r
+                    .end
+                    .checked_sub(r.start)
+                    .ok_or_else(|| Error::corrupt("inverted byte range"))?;
+                f.seek(SeekFrom::Start(r.start))
+                    .map_err(|e| store_io("seek", &p, e))?;
+                let mut buf = vec![0; len as usize];
+                f.read_exact(&mut buf).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        Error::corrupt(format!("object {key} is shorter than its index says"))
+                    } else {
+                        store_io("read", &p, e)
+                    }
+                })?;
+                Ok(buf)
+            }
+        }
+    }
+
+    fn compare_and_set_head(
+        &self,
+        expected: u64,
+        snapshot: &ObjectKey,
+        _idem: &str,
+    ) -> Result<CasOutcome> {
+        if !self.object_path(snapshot).exists() {
+            return Err(Error::corrupt(format!(
+                "refusing to point the head at {snapshot}: it is not in the store"
+            )));
+        }
+        let lock_path = self
+            .root
+            .join("heads")
+            .join(format!("{}.lock", encode_scope(&self.scope)));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| store_io("open", &lock_path, e))?;
+        // SAFETY: flock on a file descriptor we own; released on close.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(store_io(
+                "lock",
+                &lock_path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let current = self.read_head()?;
+        let current_gen = current.as_ref().map_or(0, |h| h.generation);
+        if let Some(h) = &current {
+            if h.snapshot == *snapshot {
+                // A repeated commit of the same snapshot returns the first result.
+                return Ok(CasOutcome::Updated(h.clone()));
+            }
+        }
+        if current_gen != expected {
+            return Ok(CasOutcome::Conflict(current));
+        }
+        let head = Head {
+            snapshot: *snapshot,
+            generation: expected + 1,
+        };
+        let bytes = serde_json::to_vec(&head).expect("head serialises");
+        write_atomic(&self.root, &self.head_path(), &bytes, true)?;
+        drop(lock);
+        Ok(CasOutcome::Updated(head))
+    }
+}
+
+/// Write `bytes` to `dest` through a temporary file in `root/tmp`.
+fn write_atomic(root: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+    let tmp_dir = root.join("tmp");
+    fs::create_dir_all(&tmp_dir).map_err(|e| store_io("create", &tmp_dir, e))?;
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = tmp_dir.join(format!("{}-{}-{n}", std::process::id(), nanos()));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, dest)?;
+        if sync {
+            if let Some(parent) = dest.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+        }
+        Ok(())
+    })();
+    result.map_err(|e: std::io::Error| {
+        let _ = fs::remove_file(&tmp);
+        store_io("write", dest, e)
+    })
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn store_io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::store(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// File-name-safe form of a scope name.
+fn encode_scope(scope: &str) -> String {
+    let mut out = String::with_capacity(scope.len());
+    for b in scope.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stateful_ci_protocol::ObjectKind;
+
+    #[test]
+    fn put_get_range_missing_and_cas() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(&dir.path().join("s"), "branch:refs/heads/main").unwrap();
+        let k = ObjectKey::for_bytes(ObjectKind::Manifest, b"hello world");
+        assert_eq!(s.missing(&[k]).unwrap().len(), 1);
+        s.put(&k, b"hello world").unwrap();
+        s.put(&k, b"hello world").unwrap();
+        assert!(s.missing(&[k]).unwrap().is_empty());
+        assert_eq!(s.get(&k, Some(6..11)).unwrap(), b"world");
+        assert!(s.get(&k, Some(6..20)).is_err());
+        assert_eq!(s.save_head().unwrap(), None);
+        let h1 = match s.compare_and_set_head(0, &k, "a").unwrap() {
+            CasOutcome::Updated(h) => h,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(h1.generation, 1);
+        let k2 = ObjectKey::for_bytes(ObjectKind::Manifest, b"second");
+        s.put(&k2, b"second").unwrap();
+        assert_eq!(
+            s.compare_and_set_head(0, &k2, "b").unwrap(),
+            CasOutcome::Conflict(Some(h1.clone()))
+        );
+        assert!(matches!(
+            s.compare_and_set_head(1, &k2, "b").unwrap(),
+            CasOutcome::Updated(Head { generation: 2, .. })
+        ));
+        let missing = ObjectKey::for_bytes(ObjectKind::Manifest, b"absent");
+        assert!(s.compare_and_set_head(2, &missing, "c").is_err());
+    }
+
+    #[test]
+    fn refuses_a_directory_that_is_not_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("precious.txt"), "x").unwrap();
+        let err = LocalStore::open(dir.path(), "s").err().unwrap();
+        assert!(err.message.contains("not a stateful-ci store"));
+    }
+}

@@ -1,0 +1,222 @@
+//! `save` and `restore`: resolve the configuration and the store, run the
+//! engine, print one summary line (and JSON on request).
+//!
+//! A cache failure (store unreachable, damaged snapshot) never breaks the
+//! user's build: it is reported as a warning and the command exits 0, unless
+//! `--strict` is given.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::json;
+use stateful_ci_runtime::{
+    Config, Error, LocalStore, Overrides, RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome,
+    Store,
+};
+
+use crate::SnapshotArgs;
+use crate::printer::{Printer, human_bytes};
+
+fn workspace(args: &SnapshotArgs) -> Result<PathBuf, Error> {
+    match &args.dir {
+        Some(d) => Ok(d.clone()),
+        None => std::env::current_dir().map_err(|e| {
+            Error::user(
+                format!("cannot read the current directory: {e}"),
+                "run from the repository root",
+            )
+        }),
+    }
+}
+
+fn open_store(args: &SnapshotArgs, config: &Config) -> Result<Box<dyn Store>, Error> {
+    let scope = args
+        .scope
+        .clone()
+        .unwrap_or_else(|| config.workspace.clone());
+    match &args.store {
+        Some(dir) => Ok(Box::new(LocalStore::open(dir, &scope)?)),
+        None => Err(Error::user(
+            "no store given",
+            "pass --store DIR to use a local directory as the store",
+        )),
+    }
+}
+
+fn load(args: &SnapshotArgs) -> Result<(PathBuf, Config), Error> {
+    let ws = workspace(args)?;
+    let ov = Overrides {
+        paths: args.paths.clone(),
+        exclude: args.excludes.clone(),
+    };
+    let config = Config::load(&ws, &ov)?;
+    Ok((ws, config))
+}
+
+pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
+    let (ws, config) = load(args)?;
+    p.group("stateful-ci save");
+    let result = open_store(args, &config).and_then(|store| {
+        stateful_ci_runtime::save(&ws, &config, store.as_ref(), p, &SaveOptions::default())
+    });
+    p.end_group();
+    match result {
+        Ok(s) => {
+            let outcome = match s.outcome {
+                SaveOutcome::Saved => "saved",
+                SaveOutcome::Unchanged => "unchanged",
+            };
+            if s.skipped_credentials > 0 {
+                p.info(&format!(
+                    "skipped {} credential file(s) (never captured)",
+                    s.skipped_credentials
+                ));
+            }
+            p.summary(&format!(
+                "{outcome} {} files, {} ({} new, {:.0}% reused), {} stored in {} objects, {}, snapshot {} gen {}",
+                s.files,
+                human_bytes(s.bytes),
+                human_bytes(s.new_bytes),
+                s.dedup_ratio() * 100.0,
+                human_bytes(s.stored_bytes),
+                s.objects_sent,
+                secs(s.duration),
+                short(&s.head.snapshot.hash.to_hex()),
+                s.head.generation,
+            ));
+            if args.json {
+                print_json(json!({
+                    "command": "save",
+                    "outcome": outcome,
+                    "snapshot_id": s.head.snapshot.to_string(),
+                    "generation": s.head.generation,
+                    "files": s.files,
+                    "dirs": s.dirs,
+                    "symlinks": s.symlinks,
+                    "bytes": s.bytes,
+                    "new_bytes": s.new_bytes,
+                    "stored_bytes": s.stored_bytes,
+                    "objects_sent": s.objects_sent,
+                    "files_read": s.files_read,
+                    "dedup_ratio": s.dedup_ratio(),
+                    "skipped_credentials": s.skipped_credentials,
+                    "skipped_changing": s.skipped_changing,
+                    "duration_ms": s.duration.as_millis() as u64,
+                    "source": null,
+                    "warnings": p.take_warnings(),
+                }));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => cache_failure("save", e, args, p),
+    }
+}
+
+pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
+    let (ws, config) = load(args)?;
+    p.group("stateful-ci restore");
+    let result = open_store(args, &config).and_then(|store| {
+        stateful_ci_runtime::restore(&ws, &config, store.as_ref(), p, &RestoreOptions::default())
+    });
+    p.end_group();
+    match result {
+        Ok(s) if s.outcome == RestoreOutcome::Miss => {
+            p.summary(
+                "miss: no snapshot to restore yet; the job runs cold and `save` will create one",
+            );
+            if args.json {
+                print_json(json!({
+                    "command": "restore", "outcome": "miss", "snapshot_id": null, "files": 0, "bytes": 0,
+                    "new_bytes": 0, "objects_sent": 0, "dedup_ratio": 0.0,
+                    "duration_ms": s.duration.as_millis() as u64, "source": null, "warnings": p.take_warnings(),
+                }));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(s) => {
+            let src = s.source.as_ref().expect("a hit has a source");
+            p.summary(&format!(
+                "restored {} files, {} ({} files written, {} fetched in {} requests, {} removed), {}, snapshot {} gen {} from {}",
+                s.files,
+                human_bytes(s.bytes),
+                s.files_written,
+                human_bytes(s.bytes_fetched),
+                s.objects_fetched,
+                s.removed,
+                secs(s.duration),
+                short(&src.head.snapshot.hash.to_hex()),
+                src.head.generation,
+                src.scope,
+            ));
+            if args.json {
+                print_json(json!({
+                    "command": "restore",
+                    "outcome": "hit",
+                    "snapshot_id": src.head.snapshot.to_string(),
+                    "generation": src.head.generation,
+                    "files": s.files,
+                    "bytes": s.bytes,
+                    "files_written": s.files_written,
+                    "new_bytes": s.bytes_written,
+                    "bytes_fetched": s.bytes_fetched,
+                    "objects_sent": 0,
+                    "objects_fetched": s.objects_fetched,
+                    "removed": s.removed,
+                    "dedup_ratio": if s.bytes == 0 { 1.0 } else { 1.0 - s.bytes_written as f64 / s.bytes as f64 },
+                    "skipped_credentials": s.skipped_credentials,
+                    "duration_ms": s.duration.as_millis() as u64,
+                    "source": {"scope": src.scope, "trust": src.trust},
+                    "warnings": p.take_warnings(),
+                }));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => cache_failure("restore", e, args, p),
+    }
+}
+
+/// A cache failure is a warning and a miss unless `--strict`; any other
+/// error is the user's to fix.
+fn cache_failure(
+    command: &str,
+    e: Error,
+    args: &SnapshotArgs,
+    p: &Printer,
+) -> Result<ExitCode, Error> {
+    if !e.is_cache_failure() || args.strict {
+        return Err(e);
+    }
+    let what = if command == "restore" {
+        "the job goes on cold"
+    } else {
+        "the previous snapshot stays in place"
+    };
+    stateful_ci_runtime::Reporter::warn(
+        p,
+        &format!(
+            "{command} failed: {}; {what} (use --strict to fail instead)",
+            e.message
+        ),
+    );
+    if args.json {
+        print_json(json!({
+            "command": command, "outcome": "error", "snapshot_id": null, "files": 0, "bytes": 0, "new_bytes": 0,
+            "objects_sent": 0, "dedup_ratio": 0.0, "duration_ms": 0, "source": null,
+            "error": e.message, "warnings": p.take_warnings(),
+        }));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json(v: serde_json::Value) {
+    println!("{v}");
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..12.min(hex.len())]
+}

@@ -1,0 +1,402 @@
+//! A damaged store or a hostile manifest never produces a wrong file, never
+//! writes outside the configured paths, and never breaks the build unless
+//! `--strict` is given.
+
+use std::path::Path;
+
+use stateful_ci_protocol::{
+    BlobCodec, BlobId, BlobLocation, Entry, EntryKind, FORMAT_VERSION, Head, Manifest, ObjectKey,
+    ObjectKind,
+};
+
+use crate::tree::{assert_same, snapshot};
+use crate::util::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn objects(store: &Path, sub: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(store.join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Two generations saved, and a workspace holding generation 1.
+fn two_generations(a: &Area) {
+    write(
+        &a.path("src/out/a.txt"),
+        &"alpha\n".repeat(1000).into_bytes(),
+    );
+    write(&a.path("src/out/b.bin"), &noise(2 * 1024 * 1024 + 3, 1));
+    a.ok("src", &["save", "--store", &a.store(), "--path", "out"]);
+    a.ok("old", &["restore", "--store", &a.store(), "--path", "out"]);
+    write(
+        &a.path("src/out/a.txt"),
+        &"beta\n".repeat(1000).into_bytes(),
+    );
+    write(&a.path("src/out/c.bin"), &noise(300_000, 2));
+    a.ok("src", &["save", "--store", &a.store(), "--path", "out"]);
+}
+
+#[test]
+fn flipped_bytes_never_produce_a_wrong_file() {
+    let a = Area::new();
+    two_generations(&a);
+    copy_dir(&a.path("store"), &a.path("intact"));
+    let before = snapshot(&a.path("old"), &[]);
+    for pack in objects(&a.path("store"), "packs") {
+        let mut b = std::fs::read(&pack).unwrap();
+        let n = b.len();
+        for i in [n / 3, n / 2, n - 1] {
+            b[i] ^= 0x55;
+        }
+        std::fs::write(&pack, b).unwrap();
+    }
+    let out = a.run(
+        "old",
+        &["restore", "--store", &a.store(), "--path", "out", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "a cache failure is not a build failure"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning:") && stderr.contains("does not match its hash")
+            || stderr.contains("decompress"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["outcome"], "error");
+    assert_eq!(
+        snapshot(&a.path("old"), &[]),
+        before,
+        "the workspace must be untouched"
+    );
+
+    let strict = a.run(
+        "old",
+        &[
+            "restore",
+            "--store",
+            &a.store(),
+            "--path",
+            "out",
+            "--strict",
+        ],
+    );
+    assert_eq!(strict.status.code(), Some(1));
+    assert_eq!(snapshot(&a.path("old"), &[]), before);
+
+    // The intact copy still restores generation 2 exactly.
+    a.ok(
+        "old",
+        &[
+            "restore",
+            "--store",
+            a.path("intact").to_str().unwrap(),
+            "--path",
+            "out",
+        ],
+    );
+    assert_same(&a.path("src"), &a.path("old"), &[]);
+}
+
+#[test]
+fn missing_objects_never_produce_a_wrong_file() {
+    let a = Area::new();
+    two_generations(&a);
+    let before = snapshot(&a.path("old"), &[]);
+    for (i, p) in objects(&a.path("store"), "packs").iter().enumerate() {
+        if i % 2 == 0 {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    // An empty workspace needs every blob: the restore fails and writes nothing.
+    let out = a.run(
+        "fresh",
+        &["restore", "--store", &a.store(), "--path", "out", "--json"],
+    );
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["outcome"], "error");
+    assert!(snapshot(&a.path("fresh"), &[]).is_empty());
+    // A warm workspace may need only what survived; either way no file is wrong.
+    a.run("old", &["restore", "--store", &a.store(), "--path", "out"]);
+    let after = snapshot(&a.path("old"), &[]);
+    if after != before {
+        assert_same(&a.path("src"), &a.path("old"), &[]);
+    }
+    // With the manifests gone too, --strict fails and nothing changes.
+    for p in objects(&a.path("store"), "manifests") {
+        std::fs::remove_file(p).unwrap();
+    }
+    let out = a.run(
+        "old",
+        &[
+            "restore",
+            "--store",
+            &a.store(),
+            "--path",
+            "out",
+            "--strict",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot(&a.path("old"), &[]), after);
+    // A save after the damage stores what is missing again and restores exactly.
+    a.ok("src", &["save", "--store", &a.store(), "--path", "out"]);
+    let _ = std::fs::remove_dir_all(a.path("fresh"));
+    a.ok(
+        "fresh",
+        &["restore", "--store", &a.store(), "--path", "out"],
+    );
+    assert_same(&a.path("src"), &a.path("fresh"), &[]);
+}
+
+/// Write a hand-made snapshot into a local store and point the head at it.
+fn plant(store: &Path, entries: Vec<Entry>, blobs: &[(&[u8], BlobCodec, Vec<u8>)]) {
+    let mut pack = Vec::new();
+    let mut locs = Vec::new();
+    for (plain, codec, stored) in blobs {
+        locs.push(BlobLocation {
+            id: BlobId::of(plain),
+            pack: 0,
+            offset: pack.len() as u64,
+            length: stored.len() as u64,
+            raw_len: plain.len() as u64,
+            codec: *codec,
+        });
+        pack.extend_from_slice(stored);
+    }
+    locs.sort_by_key(|l| l.id);
+    let pkey = ObjectKey::for_bytes(ObjectKind::Pack, &pack);
+    let m = Manifest {
+        version: FORMAT_VERSION,
+        created_at: 0,
+        parent: None,
+        roots: vec!["node_modules".into()],
+        packs: vec![pkey],
+        blobs: locs,
+        entries,
+    };
+    let bytes = zstd::encode_all(&m.to_json()[..], 3).unwrap();
+    let mkey = ObjectKey::for_bytes(ObjectKind::Manifest, &bytes);
+    for d in ["packs", "manifests", "heads"] {
+        std::fs::create_dir_all(store.join(d)).unwrap();
+    }
+    std::fs::write(
+        store.join("STATEFUL-CI-STORE"),
+        "stateful-ci store, format 1\n",
+    )
+    .unwrap();
+    std::fs::write(store.join(pkey.to_string()), &pack).unwrap();
+    std::fs::write(store.join(mkey.to_string()), &bytes).unwrap();
+    let head = Head {
+        snapshot: mkey,
+        generation: 1,
+    };
+    std::fs::write(
+        store.join("heads/default.json"),
+        serde_json::to_vec(&head).unwrap(),
+    )
+    .unwrap();
+}
+
+fn dir(path: &str) -> Entry {
+    Entry {
+        path: path.into(),
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        mtime_ns: 0,
+        size: 0,
+        target: None,
+        blobs: vec![],
+    }
+}
+
+fn file(path: &str, data: &[u8]) -> Entry {
+    Entry {
+        path: path.into(),
+        kind: EntryKind::File,
+        mode: 0o644,
+        mtime_ns: 0,
+        size: data.len() as u64,
+        target: None,
+        blobs: vec![BlobId::of(data)],
+    }
+}
+
+fn link(path: &str, target: &str) -> Entry {
+    Entry {
+        path: path.into(),
+        kind: EntryKind::Symlink,
+        mode: 0o777,
+        mtime_ns: 0,
+        size: 0,
+        target: Some(target.into()),
+        blobs: vec![],
+    }
+}
+
+const PWN: &[u8] = b"pwned";
+
+/// Restore a planted snapshot into workspace `w`; nothing may appear in `outside`.
+fn restore_planted(a: &Area, entries: Vec<Entry>) -> std::process::Output {
+    std::fs::create_dir_all(a.path("outside")).unwrap();
+    plant(
+        &a.path("store"),
+        entries,
+        &[(PWN, BlobCodec::Raw, PWN.to_vec())],
+    );
+    let out = a.run(
+        "w",
+        &[
+            "restore",
+            "--store",
+            &a.store(),
+            "--path",
+            "node_modules",
+            "--json",
+        ],
+    );
+    assert!(
+        snapshot(&a.path("outside"), &[]).is_empty(),
+        "something was written outside the workspace"
+    );
+    assert!(!a.path("pwn.txt").exists() && !Path::new("/tmp/stateful-ci-pwn.txt").exists());
+    out
+}
+
+#[test]
+fn crafted_manifests_cannot_escape() {
+    let outside = Area::new();
+    let cases: Vec<Vec<Entry>> = vec![
+        vec![dir("node_modules"), file("node_modules/../pwn.txt", PWN)],
+        vec![dir("node_modules"), file("/tmp/stateful-ci-pwn.txt", PWN)],
+        vec![
+            dir("node_modules"),
+            link("node_modules/l", outside.path("outside").to_str().unwrap()),
+            file("node_modules/l/pwn.txt", PWN),
+        ],
+        vec![dir("node_modules"), file("node_modules2/pwn.txt", PWN)],
+    ];
+    for entries in cases {
+        let a = Area::new();
+        let out = restore_planted(&a, entries.clone());
+        assert!(
+            out.status.success(),
+            "a hostile snapshot is a cache failure, not a crash"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["outcome"], "error", "{entries:?}");
+        assert!(
+            !a.path("w/node_modules").exists(),
+            "nothing is written from a rejected manifest"
+        );
+    }
+}
+
+#[test]
+fn restore_never_writes_through_a_symlink_on_disk() {
+    let a = Area::new();
+    std::fs::create_dir_all(a.path("w/node_modules")).unwrap();
+    std::fs::create_dir_all(a.path("outside")).unwrap();
+    std::os::unix::fs::symlink(a.path("outside"), a.path("w/node_modules/evil")).unwrap();
+    // No directory entry for `evil`: the parent must still not be followed.
+    let out = restore_planted(
+        &a,
+        vec![dir("node_modules"), file("node_modules/evil/pwn.txt", PWN)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(a.path("w/node_modules/evil/pwn.txt")).unwrap(),
+        PWN
+    );
+    assert!(
+        std::fs::symlink_metadata(a.path("w/node_modules/evil"))
+            .unwrap()
+            .is_dir()
+    );
+
+    // A symlinked root ancestor is refused outright.
+    let b = Area::new();
+    std::fs::create_dir_all(b.path("outside")).unwrap();
+    std::fs::create_dir_all(b.path("w")).unwrap();
+    std::os::unix::fs::symlink(b.path("outside"), b.path("w/a")).unwrap();
+    write(&b.path("src/a/cache/x"), b"x");
+    b.ok("src", &["save", "--store", &b.store(), "--path", "a/cache"]);
+    let out = b.run(
+        "w",
+        &["restore", "--store", &b.store(), "--path", "a/cache"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+    assert!(snapshot(&b.path("outside"), &[]).is_empty());
+}
+
+#[test]
+fn hostile_blobs_and_credentials_are_refused() {
+    // A zstd frame that inflates past its claimed size.
+    let a = Area::new();
+    let bomb_plain = vec![0u8; 4 * 1024 * 1024];
+    let bomb = zstd::encode_all(&bomb_plain[..], 3).unwrap();
+    plant(
+        &a.path("store"),
+        vec![
+            dir("node_modules"),
+            Entry {
+                size: 10,
+                ..file("node_modules/x", &bomb_plain[..10])
+            },
+        ],
+        &[(&bomb_plain[..10], BlobCodec::Zstd, bomb)],
+    );
+    let out = a.run(
+        "w",
+        &[
+            "restore",
+            "--store",
+            &a.store(),
+            "--path",
+            "node_modules",
+            "--json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["outcome"], "error");
+    assert!(!a.path("w/node_modules/x").exists());
+
+    // Credentials inside a snapshot are not written.
+    let b = Area::new();
+    let out = restore_planted(
+        &b,
+        vec![
+            dir("node_modules"),
+            file("node_modules/.npmrc", PWN),
+            file("node_modules/ok", PWN),
+        ],
+    );
+    assert!(out.status.success());
+    assert!(b.path("w/node_modules/ok").exists());
+    assert!(!b.path("w/node_modules/.npmrc").exists());
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the `stateful-ci` binary. One test binary (as in
+//! ripgrep) with a module per area; each test builds its own workspaces and
+//! stores in temporary directories and drives the real binary.
+
+mod cli;
+mod damage;
+mod kill;
+mod roundtrip;
+mod tree;
+mod util;

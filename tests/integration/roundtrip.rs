@@ -1,0 +1,170 @@
+//! Save then restore gives back exactly the tree, across generations, and
+//! never stores credentials.
+
+use crate::tree::assert_same;
+use crate::util::*;
+
+const CREDS: &[&str] = &[".npmrc", ".env.local", "server.pem"];
+
+#[test]
+fn round_trip_is_exact() {
+    let a = Area::new();
+    rich_tree(&a.path("src"));
+    let saved = a.ok(
+        "src",
+        &[
+            "save",
+            "--store",
+            &a.store(),
+            "--path",
+            "node_modules",
+            "--json",
+        ],
+    );
+    assert_eq!(saved["outcome"], "saved");
+    assert_eq!(saved["skipped_credentials"], 3);
+    let restored = a.ok(
+        "dst",
+        &[
+            "restore",
+            "--store",
+            &a.store(),
+            "--path",
+            "node_modules",
+            "--json",
+        ],
+    );
+    assert_eq!(restored["outcome"], "hit");
+    assert_eq!(restored["snapshot_id"], saved["snapshot_id"]);
+    assert_same(&a.path("src"), &a.path("dst"), CREDS);
+    for c in CREDS {
+        assert!(
+            !crate::tree::snapshot(&a.path("dst"), &[])
+                .keys()
+                .any(|k| k.ends_with(c)),
+            "{c} restored"
+        );
+    }
+}
+
+#[test]
+fn credentials_never_reach_the_store() {
+    let a = Area::new();
+    rich_tree(&a.path("src"));
+    a.ok(
+        "src",
+        &["save", "--store", &a.store(), "--path", "node_modules"],
+    );
+    // Decode every blob of the snapshot, and keep the raw objects too.
+    let store = stateful_ci_runtime::LocalStore::open(&a.path("store"), "default").unwrap();
+    let head = stateful_ci_runtime::Store::save_head(&store)
+        .unwrap()
+        .unwrap();
+    let m = stateful_ci_runtime::objects::load_manifest(&store, &head.snapshot).unwrap();
+    let mut plain = m.to_json();
+    for b in &m.blobs {
+        let stored = stateful_ci_runtime::Store::get(
+            &store,
+            &m.packs[b.pack as usize],
+            Some(b.offset..b.offset + b.length),
+        )
+        .unwrap();
+        plain.extend(stateful_ci_runtime::objects::decode_blob(b, &stored).unwrap());
+    }
+    for sub in ["packs", "manifests"] {
+        for ent in std::fs::read_dir(a.path("store").join(sub)).unwrap() {
+            plain.extend(std::fs::read(ent.unwrap().path()).unwrap());
+        }
+    }
+    let text = String::from_utf8_lossy(&plain);
+    assert!(
+        text.contains("module.exports"),
+        "sanity: decoded content is searchable"
+    );
+    assert!(
+        !text.contains("SECRET-TOKEN"),
+        "a credential reached the store"
+    );
+    assert!(!text.contains(".npmrc") && !text.contains("server.pem"));
+}
+
+#[test]
+fn second_generation_over_a_stale_tree() {
+    let a = Area::new();
+    rich_tree(&a.path("src"));
+    let args = ["--store", &a.store(), "--path", "node_modules"];
+    a.ok("src", &[&["save"][..], &args].concat());
+    a.ok("stale", &[&["restore"][..], &args].concat());
+
+    // Edit, add, delete, change kinds and modes.
+    let nm = a.path("src/node_modules");
+    write(&nm.join("pkg/index.js"), b"module.exports = 2;\n");
+    write(&nm.join("pkg/new.js"), b"new file\n");
+    std::fs::remove_file(nm.join("pkg/empty.txt")).unwrap();
+    std::fs::remove_dir_all(nm.join("empty")).unwrap();
+    write(&nm.join("empty"), b"now a file");
+    std::fs::remove_file(nm.join("dangling")).unwrap();
+    std::fs::create_dir(nm.join("dangling")).unwrap();
+    chmod(&nm.join(".bin/tool"), 0o700);
+    let mut big = std::fs::read(nm.join("big/random.bin")).unwrap();
+    big[1_500_000..1_500_100].copy_from_slice(&[0xAB; 100]);
+    write(&nm.join("big/random.bin"), &big);
+    let second = a.ok("src", &[&["save", "--json"][..], &args].concat());
+    assert_eq!(second["outcome"], "saved");
+    assert_eq!(second["generation"], 2);
+    assert!(
+        second["new_bytes"].as_u64().unwrap() < 5 * 1024 * 1024,
+        "only changed chunks are new: {second}"
+    );
+
+    // Stale workspace has a local extra file that the snapshot does not have.
+    write(&a.path("stale/node_modules/pkg/junk.js"), b"junk");
+    let r = a.ok("stale", &[&["restore", "--json"][..], &args].concat());
+    assert_eq!(r["generation"], 2);
+    assert_same(&a.path("src"), &a.path("stale"), CREDS);
+
+    // Restoring again onto the matching tree writes nothing.
+    let again = a.ok("stale", &[&["restore", "--json"][..], &args].concat());
+    assert_eq!(again["files_written"], 0, "{again}");
+    assert_same(&a.path("src"), &a.path("stale"), CREDS);
+}
+
+#[test]
+fn unchanged_save_writes_nothing_and_reads_nothing() {
+    let a = Area::new();
+    write(&a.path("w/out/a.txt"), b"a");
+    write(&a.path("w/out/b.txt"), b"b");
+    // Whether or not the stat index lets the second save skip reading (the
+    // files are too fresh to be trusted), the outcome must be "unchanged".
+    let args = ["--store", &a.store(), "--path", "out", "--json"];
+    let first = a.ok("w", &[&["save"][..], &args].concat());
+    let second = a.ok("w", &[&["save"][..], &args].concat());
+    assert_eq!(second["outcome"], "unchanged");
+    assert_eq!(second["objects_sent"], 0);
+    assert_eq!(second["snapshot_id"], first["snapshot_id"]);
+}
+
+#[test]
+fn excludes_are_honoured_on_save_and_restore() {
+    let a = Area::new();
+    write(&a.path("w/out/keep.txt"), b"keep");
+    write(&a.path("w/out/debug.log"), b"log");
+    write(&a.path("w/out/tmp/x"), b"tmp");
+    write(
+        &a.path("w/stateful-ci.toml"),
+        b"paths = [\"out\"]\nexclude = [\"*.log\", \"out/tmp\"]\n",
+    );
+    a.ok("w", &["save", "--store", &a.store()]);
+    write(
+        &a.path("r/stateful-ci.toml"),
+        b"paths = [\"out\"]\nexclude = [\"*.log\", \"out/tmp\"]\n",
+    );
+    write(&a.path("r/out/tmp/local"), b"local, excluded, must survive");
+    a.ok("r", &["restore", "--store", &a.store()]);
+    assert_eq!(std::fs::read(a.path("r/out/keep.txt")).unwrap(), b"keep");
+    assert!(!a.path("r/out/debug.log").exists());
+    assert_eq!(
+        std::fs::read(a.path("r/out/tmp/local")).unwrap(),
+        b"local, excluded, must survive"
+    );
+}
