@@ -5,3 +5,9 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# --- Worker backend (wasm build + tests under workerd) ----------------------
+# setup-wasm.sh: wasm32 compiler, wasm-bindgen-cli (cached outside the clone),
+# Node 22 and tests/worker's npm packages; build-worker.sh: the bundle in
+# worker-template/dist; then node --test over tests/worker/test.
+bash scripts/test-worker.sh
