@@ -6,6 +6,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
+# --- trust crate on the Worker's target (wasm32): build + Node smoke run ---
+# Installs Debian's rustc-web toolchain when rustup has no wasm32 target.
+bash scripts/check-trust-wasm.sh
+
 # --- Worker backend (wasm build + tests under workerd) ----------------------
 # setup-wasm.sh: wasm32 compiler, wasm-bindgen-cli (cached outside the clone),
 # Node 22 and tests/worker's npm packages; build-worker.sh: the bundle in
