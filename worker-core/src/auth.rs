@@ -1,55 +1,24 @@
-//! The one boundary between a bearer token and what the run may do:
-//! [`authenticate`] verifies a GitHub Actions OIDC token against the issuer's
-//! JWKS and turns its verified claims into a [`RunContext`] (tenant, trust
-//! class, restore scopes in order, save scope). Nothing here reads request
-//! fields: only the verified token.
+//! The one boundary between a bearer token and what the run may do, built on
+//! the shared `stateful-ci-trust` crate (verification, classification and
+//! the scope policy, documented in `docs/TRUST.md`):
 //!
-//! This is an interim implementation inside the Worker. The shared crate
-//! `stateful-ci-trust` (verification, classification and policy, with the
-//! documented table) replaces the body of [`authenticate`] once it lands;
-//! callers only see this module's types.
+//! 1. [`authenticate`]: [`stateful_ci_trust::verify`] then
+//!    [`stateful_ci_trust::classify`], giving a [`Verified`] run (tenant,
+//!    claims for the audit record, class);
+//! 2. [`Verified::decide`]: [`stateful_ci_trust::decide`] for a workspace,
+//!    giving a [`RunContext`] with the restore scopes in order and the save
+//!    scope (or why not).
 //!
-//! Classification (from verified claims only):
-//! - privileged: `release`, `deployment`, `deployment_status`, or any run on a
-//!   tag (`refs/tags/*` or `ref_type: tag`);
-//! - trusted: `push`, `schedule`, `workflow_dispatch`, `merge_group` on a
-//!   trusted ref (the default branch or a configured trusted ref; a merge
-//!   queue ref `refs/heads/gh-readonly-queue/<base>/...` counts when `<base>`
-//!   is trusted);
-//! - internal: those events on any other branch;
-//! - external: `pull_request`, `pull_request_target`, `issue_comment`,
-//!   `workflow_run` and every other event.
-//!
-//! Scopes: `branch:<ref>`, `pr:<N>`, `privileged:<ref>`.
-//! - trusted and internal: restore own branch, then the default branch; save
-//!   to own branch.
-//! - external: restore own PR (`pr:N` from `refs/pull/N/merge|head`), then the
-//!   base branch, then the default branch; save only to `pr:N` (no PR number:
-//!   no save; so `pull_request_target`, `issue_comment` and `workflow_run`,
-//!   whose ref is a branch, never save).
-//! - privileged: restore own privileged scope, then the default branch and
-//!   the trusted refs; save to `privileged:<ref>`, which only privileged runs
-//!   of that ref read.
-//!
-//! No trusted, internal or privileged run ever has a `pr:` scope among its
-//! restore scopes, and branch scopes are written only by trusted or internal
-//! runs of that branch.
+//! Nothing here reads request fields: only the verified token. The JWKS cache
+//! and fetch are the Worker's; [`should_fetch_jwks`] applies the refresh
+//! policy (refresh once on an unknown `kid`, never more often than a floor).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rsa::pkcs1v15::Pkcs1v15Sign;
-use rsa::{BigUint, RsaPublicKey};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use stateful_ci_trust as trust;
+use trust::{JwksRefreshPolicy, RefreshDecision, RunClass, SaveDecision};
+
+pub use trust::Jwks;
 
 use crate::config::Config;
-
-/// Allowed clock skew for exp/nbf/iat, seconds.
-pub const CLOCK_SKEW_SECS: i64 = 60;
-/// Longest token accepted, bytes.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
-/// Smallest RSA modulus accepted, bits.
-pub const MIN_RSA_BITS: usize = 2048;
 
 /// The repository a run belongs to, by immutable ids (names can change).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -82,442 +51,203 @@ impl TrustClass {
             TrustClass::Privileged => "privileged",
         }
     }
+
+    fn of(c: RunClass) -> Self {
+        match c {
+            RunClass::Trusted => TrustClass::Trusted,
+            RunClass::Internal => TrustClass::Internal,
+            RunClass::External => TrustClass::External,
+            RunClass::Privileged => TrustClass::Privileged,
+        }
+    }
 }
 
-/// The verified claims the Worker records and decides on.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// The verified claims the Worker records (provenance), as plain strings
+/// (empty when the token had none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Claims {
-    #[serde(default)]
     pub sub: String,
-    #[serde(default)]
     pub repository: String,
-    #[serde(default, deserialize_with = "string_or_number")]
     pub repository_id: String,
-    #[serde(default, deserialize_with = "string_or_number")]
     pub repository_owner_id: String,
-    #[serde(default, rename = "ref")]
     pub git_ref: String,
-    #[serde(default)]
-    pub ref_type: String,
-    #[serde(default)]
     pub sha: String,
-    #[serde(default)]
     pub event_name: String,
-    #[serde(default)]
-    pub base_ref: String,
-    #[serde(default)]
     pub workflow_ref: String,
-    #[serde(default)]
     pub job_workflow_ref: String,
-    #[serde(default)]
     pub actor: String,
-    #[serde(default, deserialize_with = "string_or_number")]
     pub run_id: String,
-    #[serde(default, deserialize_with = "string_or_number")]
     pub run_attempt: String,
-    #[serde(default)]
     pub runner_environment: String,
 }
 
-fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let v = serde_json::Value::deserialize(d)?;
-    Ok(match v {
-        serde_json::Value::String(s) => s,
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => String::new(),
-    })
+impl Claims {
+    fn of(c: &trust::Claims) -> Self {
+        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        Claims {
+            sub: c.sub.clone(),
+            repository: c.repository.clone(),
+            repository_id: c.repository_id.clone(),
+            repository_owner_id: c.repository_owner_id.clone(),
+            git_ref: s(&c.git_ref),
+            sha: s(&c.sha),
+            event_name: c.event_name.clone(),
+            workflow_ref: s(&c.workflow_ref),
+            job_workflow_ref: s(&c.job_workflow_ref),
+            actor: s(&c.actor),
+            run_id: s(&c.run_id),
+            run_attempt: s(&c.run_attempt),
+            runner_environment: s(&c.runner_environment),
+        }
+    }
 }
 
-/// Who is asking and what policy lets them do.
+/// A run whose token verified, classified from its claims.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub tenant: Tenant,
+    pub claims: Claims,
+    pub class: TrustClass,
+    /// Why the run got its class (for the audit record).
+    pub class_reason: String,
+    identity: trust::RunIdentity,
+}
+
+/// Who is asking and what policy lets them do in one workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunContext {
     pub tenant: Tenant,
     pub claims: Claims,
     pub class: TrustClass,
+    pub workspace: String,
     /// In the order a restore tries them.
     pub restore_scopes: Vec<String>,
     pub save_scope: Option<String>,
     pub save_denied_reason: Option<String>,
+    /// The policy's explanation, for the audit record.
+    pub reason: String,
 }
 
-/// Why a token was refused. `reason` is a stable snake_case string.
+impl RunContext {
+    /// The Durable Object name of `scope` in this run's tenant and workspace.
+    pub fn coordinator_name(&self, scope: &str) -> String {
+        format!("v1/{}/{}/{}", self.tenant.id(), self.workspace, scope)
+    }
+}
+
+/// Why a token was refused. `reason` is the trust crate's stable code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthError {
     pub reason: &'static str,
     pub message: String,
+    unknown_kid: bool,
+    not_allowed: bool,
 }
 
 impl AuthError {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        AuthError {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    /// The issuer's keys may have rotated: refetch the JWKS (rate-limited)
-    /// and try once more.
+    /// The issuer's keys may have rotated: refetch the JWKS (if
+    /// [`should_fetch_jwks`] allows) and try once more.
     pub fn is_unknown_kid(&self) -> bool {
-        self.reason == "unknown_kid"
+        self.unknown_kid
     }
 
     /// True for an allow-list refusal (a 403, not a 401).
     pub fn is_repository_not_allowed(&self) -> bool {
-        self.reason == "repository_not_allowed"
+        self.not_allowed
     }
 }
 
-#[derive(Deserialize)]
-struct Header {
-    #[serde(default)]
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
+impl From<trust::TokenError> for AuthError {
+    fn from(e: trust::TokenError) -> Self {
+        AuthError {
+            reason: e.code(),
+            message: e.to_string(),
+            unknown_kid: e.wants_jwks_refresh(),
+            not_allowed: matches!(e, trust::TokenError::RepositoryNotAllowed(_)),
+        }
+    }
 }
 
-#[derive(Deserialize)]
-struct Registered {
-    #[serde(default)]
-    iss: Option<String>,
-    #[serde(default)]
-    aud: Option<serde_json::Value>,
-    #[serde(default)]
-    exp: Option<i64>,
-    #[serde(default)]
-    nbf: Option<i64>,
-    #[serde(default)]
-    iat: Option<i64>,
+/// Whether the Worker should (re)fetch the issuer's JWKS now. `fetched_at`:
+/// when the cached set was fetched (None: nothing cached).
+pub fn should_fetch_jwks(fetched_at: Option<i64>, now: i64, unknown_kid: bool) -> bool {
+    JwksRefreshPolicy::default().decide(fetched_at, now, unknown_kid) == RefreshDecision::Fetch
 }
 
-#[derive(Deserialize)]
-struct Jwks {
-    keys: Vec<Jwk>,
+/// Parses the issuer's JWKS document.
+pub fn parse_jwks(json: &str) -> Result<Jwks, String> {
+    Jwks::from_json(json).map_err(|e| format!("{} ({})", e, e.code()))
 }
 
-#[derive(Deserialize)]
-struct Jwk {
-    #[serde(default)]
-    kty: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    n: Option<String>,
-    #[serde(default)]
-    e: Option<String>,
-}
-
-/// Verifies `token` (a compact JWS) against `jwks_json` (the issuer's
-/// `/.well-known/jwks` document) at time `now` (Unix seconds), then classifies
-/// the run and applies the scope policy.
+/// Verifies `token` against `jwks` at `now` (Unix seconds) and classifies the run.
 pub fn authenticate(
     token: &str,
-    jwks_json: &str,
+    jwks: &Jwks,
     cfg: &Config,
     now: i64,
-) -> Result<RunContext, AuthError> {
-    let claims = verify(token, jwks_json, cfg, now)?;
-    Ok(decide(claims, cfg))
-}
-
-/// Signature and registered-claim checks; returns the verified claims.
-pub fn verify(token: &str, jwks_json: &str, cfg: &Config, now: i64) -> Result<Claims, AuthError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(AuthError::new(
-            "malformed",
-            "the token is longer than any GitHub OIDC token; send the runner's token unchanged",
-        ));
-    }
-    let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthError::new(
-            "malformed",
-            "the bearer token is not a JWT (three dot-separated parts); send the OIDC token from ACTIONS_ID_TOKEN_REQUEST_URL",
-        ));
-    };
-    let header: Header = decode_json(h64)
-        .ok_or_else(|| AuthError::new("malformed", "the token's header is not base64url JSON"))?;
-    match header.alg.as_str() {
-        "RS256" => {}
-        a if a.eq_ignore_ascii_case("none") => {
-            return Err(AuthError::new(
-                "alg_none",
-                "unsigned tokens (alg none) are refused; only RS256 tokens from the issuer are accepted",
-            ));
-        }
-        a => {
-            return Err(AuthError::new(
-                "alg_not_allowed",
-                format!(
-                    "token algorithm {a:?} is refused; only RS256 tokens from the issuer are accepted"
-                ),
-            ));
-        }
-    }
-    let jwks: Jwks = serde_json::from_str(jwks_json).map_err(|e| {
-        AuthError::new(
-            "jwks_invalid",
-            format!("the issuer's JWKS is not valid JSON ({e}); check the issuer URL"),
-        )
-    })?;
-    let kid = header.kid.unwrap_or_default();
-    let jwk = jwks
-        .keys
-        .iter()
-        .find(|k| k.kty == "RSA" && k.kid.as_deref() == Some(kid.as_str()))
-        .ok_or_else(|| AuthError::new("unknown_kid", format!("the token's key id {:?} is not among the issuer's keys; the token was not signed by the issuer", truncate(&kid, 80))))?;
-    let key = rsa_key(jwk)?;
-    let sig = URL_SAFE_NO_PAD
-        .decode(s64)
-        .map_err(|_| AuthError::new("malformed", "the token's signature is not base64url"))?;
-    let digest = Sha256::digest(&token.as_bytes()[..h64.len() + 1 + p64.len()]);
-    key.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &sig)
-        .map_err(|_| AuthError::new("bad_signature", "the token's signature does not verify with the issuer's key; the token was altered or forged"))?;
-
-    let reg: Registered = decode_json(p64)
-        .ok_or_else(|| AuthError::new("malformed", "the token's payload is not base64url JSON"))?;
-    if reg.iss.as_deref() != Some(cfg.issuer.as_str()) {
-        return Err(AuthError::new(
-            "wrong_issuer",
-            format!(
-                "the token's issuer {:?} is not {:?}",
-                truncate(reg.iss.as_deref().unwrap_or(""), 120),
-                cfg.issuer
-            ),
-        ));
-    }
-    let aud_ok = match &reg.aud {
-        Some(serde_json::Value::String(a)) => a == &cfg.audience,
-        Some(serde_json::Value::Array(v)) => {
-            v.iter().any(|a| a.as_str() == Some(cfg.audience.as_str()))
-        }
-        _ => false,
-    };
-    if !aud_ok {
-        return Err(AuthError::new(
-            "wrong_audience",
-            format!(
-                "the token's audience is not {:?}; request the token with audience={}",
-                cfg.audience, cfg.audience
-            ),
-        ));
-    }
-    let exp = reg
-        .exp
-        .ok_or_else(|| AuthError::new("missing_claim", "the token has no exp claim"))?;
-    if now > exp + CLOCK_SKEW_SECS {
-        return Err(AuthError::new(
-            "expired",
-            "the token has expired; request a fresh OIDC token",
-        ));
-    }
-    if let Some(nbf) = reg.nbf {
-        if now + CLOCK_SKEW_SECS < nbf {
-            return Err(AuthError::new(
-                "not_yet_valid",
-                "the token is not valid yet (nbf is in the future); check the runner's clock",
-            ));
-        }
-    }
-    if let Some(iat) = reg.iat {
-        if now + CLOCK_SKEW_SECS < iat {
-            return Err(AuthError::new(
-                "issued_in_future",
-                "the token claims to be issued in the future; check the runner's clock",
-            ));
-        }
-    }
-    let claims: Claims = decode_json(p64)
-        .ok_or_else(|| AuthError::new("malformed", "the token's claims have unexpected types"))?;
-    if claims.repository.is_empty()
-        || claims.repository_id.is_empty()
-        || claims.repository_owner_id.is_empty()
-    {
-        return Err(AuthError::new(
-            "missing_claim",
-            "the token lacks repository, repository_id or repository_owner_id; it is not a GitHub Actions token",
-        ));
-    }
-    let prefix = format!("repo:{}:", claims.repository.to_ascii_lowercase());
-    if !claims.sub.to_ascii_lowercase().starts_with(&prefix) {
-        return Err(AuthError::new(
-            "subject_mismatch",
-            "the token's sub does not name its repository claim",
-        ));
-    }
-    if !cfg
-        .allowed_repositories
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(&claims.repository))
-    {
-        return Err(AuthError::new(
-            "repository_not_allowed",
-            format!(
-                "repository {} is not allowed to use this backend; add it to the allowed repositories and redeploy",
-                truncate(&claims.repository, 200)
-            ),
-        ));
-    }
-    Ok(claims)
-}
-
-fn rsa_key(jwk: &Jwk) -> Result<RsaPublicKey, AuthError> {
-    let bad = || AuthError::new("jwks_invalid", "the issuer's RSA key is malformed");
-    let n = URL_SAFE_NO_PAD
-        .decode(jwk.n.as_deref().ok_or_else(bad)?)
-        .map_err(|_| bad())?;
-    let e = URL_SAFE_NO_PAD
-        .decode(jwk.e.as_deref().ok_or_else(bad)?)
-        .map_err(|_| bad())?;
-    let n = BigUint::from_bytes_be(&n);
-    if n.bits() < MIN_RSA_BITS {
-        return Err(AuthError::new(
-            "weak_key",
-            format!("the issuer's key has fewer than {MIN_RSA_BITS} bits"),
-        ));
-    }
-    RsaPublicKey::new(n, BigUint::from_bytes_be(&e)).map_err(|_| bad())
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(b64: &str) -> Option<T> {
-    let bytes = URL_SAFE_NO_PAD.decode(b64).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
-}
-
-/// Classifies a run and applies the scope policy (module doc).
-pub fn decide(claims: Claims, cfg: &Config) -> RunContext {
-    let default_ref = format!("refs/heads/{}", cfg.default_branch);
-    let is_trusted_ref = |r: &str| r == default_ref || cfg.trusted_refs.iter().any(|t| t == r);
-    let r = claims.git_ref.as_str();
-    let event = claims.event_name.as_str();
-    let is_tag = r.starts_with("refs/tags/") || claims.ref_type == "tag";
-    let class = if matches!(event, "release" | "deployment" | "deployment_status") || is_tag {
-        TrustClass::Privileged
-    } else if matches!(
-        event,
-        "push" | "schedule" | "workflow_dispatch" | "merge_group"
-    ) {
-        let queue_base = r
-            .strip_prefix("refs/heads/gh-readonly-queue/")
-            .and_then(|rest| rest.split('/').next())
-            .map(|b| format!("refs/heads/{b}"));
-        let trusted = if event == "merge_group" {
-            queue_base.as_deref().is_some_and(is_trusted_ref)
-        } else {
-            is_trusted_ref(r)
-        };
-        if trusted {
-            TrustClass::Trusted
-        } else {
-            TrustClass::Internal
-        }
-    } else {
-        TrustClass::External
-    };
-    let default_scope = format!("branch:{default_ref}");
-    let mut restore = Vec::new();
-    let mut push = |s: String| {
-        if !restore.contains(&s) {
-            restore.push(s);
-        }
-    };
-    let (save_scope, save_denied_reason) = match class {
-        TrustClass::Trusted | TrustClass::Internal => {
-            if r.starts_with("refs/heads/") {
-                push(format!("branch:{r}"));
-                push(default_scope.clone());
-                (Some(format!("branch:{r}")), None)
-            } else {
-                push(default_scope.clone());
-                (
-                    None,
-                    Some(format!("ref {r:?} is not a branch; only branch runs save")),
-                )
-            }
-        }
-        TrustClass::External => {
-            let pr = pr_number(r);
-            if let Some(n) = pr {
-                push(format!("pr:{n}"));
-            }
-            if !claims.base_ref.is_empty() {
-                let base = if claims.base_ref.starts_with("refs/") {
-                    claims.base_ref.clone()
-                } else {
-                    format!("refs/heads/{}", claims.base_ref)
-                };
-                if base.starts_with("refs/heads/") {
-                    push(format!("branch:{base}"));
-                }
-            }
-            push(default_scope.clone());
-            match pr {
-                Some(n) => (Some(format!("pr:{n}")), None),
-                None => (
-                    None,
-                    Some(format!(
-                        "a {event} run has no pull request of its own to save to; external runs save only to their pull request's scope"
-                    )),
-                ),
-            }
-        }
-        TrustClass::Privileged => {
-            push(format!("privileged:{r}"));
-            push(default_scope.clone());
-            for t in &cfg.trusted_refs {
-                if t.starts_with("refs/heads/") {
-                    push(format!("branch:{t}"));
-                }
-            }
-            (Some(format!("privileged:{r}")), None)
-        }
-    };
-    RunContext {
+) -> Result<Verified, AuthError> {
+    let claims = trust::verify(token, jwks, &cfg.verify, now)?;
+    let identity = trust::classify(&claims, &cfg.trust);
+    Ok(Verified {
         tenant: Tenant {
-            owner_id: claims.repository_owner_id.clone(),
-            repository_id: claims.repository_id.clone(),
+            owner_id: identity.tenant.repository_owner_id.clone(),
+            repository_id: identity.tenant.repository_id.clone(),
         },
-        claims,
-        class,
-        restore_scopes: restore,
-        save_scope,
-        save_denied_reason,
-    }
+        claims: Claims::of(&claims),
+        class: TrustClass::of(identity.class),
+        class_reason: identity.reason.clone(),
+        identity,
+    })
 }
 
-/// `N` of `refs/pull/N/merge` or `refs/pull/N/head`.
-fn pr_number(r: &str) -> Option<u64> {
-    let rest = r.strip_prefix("refs/pull/")?;
-    let (n, tail) = rest.split_once('/')?;
-    if !matches!(tail, "merge" | "head") {
-        return None;
+impl Verified {
+    /// The policy for `workspace` (already checked with
+    /// `stateful_ci_protocol::wire::valid_workspace`).
+    pub fn decide(&self, workspace: &str) -> Result<RunContext, String> {
+        let ws = trust::Workspace::new(workspace).map_err(|e| e.to_string())?;
+        let d = trust::decide(&self.identity, &ws);
+        let (save_scope, save_denied_reason) = match &d.save {
+            SaveDecision::Allowed { scope } => (Some(scope.to_string()), None),
+            SaveDecision::Denied { code, reason } => (None, Some(format!("{reason} ({code})"))),
+        };
+        Ok(RunContext {
+            tenant: self.tenant.clone(),
+            claims: self.claims.clone(),
+            class: self.class,
+            workspace: workspace.to_string(),
+            restore_scopes: d.restore.iter().map(|s| s.to_string()).collect(),
+            save_scope,
+            save_denied_reason,
+            reason: d.reason,
+        })
     }
-    n.parse().ok().filter(|n| *n > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rsa::RsaPrivateKey;
+    use crate::config::Config;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rsa::pkcs1v15::Pkcs1v15Sign;
     use rsa::traits::PublicKeyParts;
+    use rsa::{RsaPrivateKey, RsaPublicKey};
     use serde_json::json;
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
     use std::sync::OnceLock;
 
+    const ISSUER: &str = "http://127.0.0.1:9";
+    const NOW: i64 = 1_800_000_000;
+
     fn cfg() -> Config {
-        Config {
-            issuer: "https://issuer.test".into(),
-            test_mode: true,
-            audience: "stateful-ci".into(),
-            allowed_repositories: vec!["acme/app".into()],
-            default_branch: "main".into(),
-            trusted_refs: vec!["refs/heads/release".into()],
-            retention_days: 14,
-        }
+        let vars: HashMap<&str, &str> = [
+            ("OIDC_TEST_ISSUER", ISSUER),
+            ("ALLOWED_REPOSITORIES", "acme/app"),
+            ("TRUSTED_REFS", "release"),
+        ]
+        .into();
+        Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap()
     }
 
     fn key() -> &'static RsaPrivateKey {
@@ -525,274 +255,90 @@ mod tests {
         K.get_or_init(|| RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap())
     }
 
-    fn jwks() -> String {
-        let p = key().to_public_key();
-        json!({"keys":[{"kty":"RSA","kid":"k1","alg":"RS256","use":"sig",
+    fn jwks() -> Jwks {
+        let p: RsaPublicKey = key().to_public_key();
+        let doc = json!({"keys":[{"kty":"RSA","kid":"k1","alg":"RS256","use":"sig",
             "n": URL_SAFE_NO_PAD.encode(p.n().to_bytes_be()),
-            "e": URL_SAFE_NO_PAD.encode(p.e().to_bytes_be())}]})
-        .to_string()
+            "e": URL_SAFE_NO_PAD.encode(p.e().to_bytes_be())}]});
+        parse_jwks(&doc.to_string()).unwrap()
     }
 
-    const NOW: i64 = 1_800_000_000;
-
-    fn claims() -> serde_json::Value {
-        json!({"iss":"https://issuer.test","aud":"stateful-ci","exp":NOW+300,"nbf":NOW-10,"iat":NOW-10,
-            "sub":"repo:acme/app:ref:refs/heads/main","repository":"acme/app","repository_id":"42",
-            "repository_owner_id":"7","ref":"refs/heads/main","ref_type":"branch","event_name":"push",
-            "sha":"abc","actor":"dev","run_id":"100","run_attempt":"1","workflow_ref":"acme/app/.github/workflows/ci.yml@refs/heads/main",
-            "runner_environment":"github-hosted"})
-    }
-
-    fn sign(header: serde_json::Value, payload: &serde_json::Value) -> String {
-        let h = URL_SAFE_NO_PAD.encode(header.to_string());
-        let p = URL_SAFE_NO_PAD.encode(payload.to_string());
+    fn token(overrides: serde_json::Value) -> String {
+        let mut c = json!({"iss": ISSUER, "aud": "stateful-ci", "exp": NOW + 300, "nbf": NOW - 10, "iat": NOW - 10,
+            "sub": "repo:acme/app:ref:refs/heads/main", "repository": "acme/app", "repository_id": "42",
+            "repository_owner": "acme", "repository_owner_id": "7", "ref": "refs/heads/main", "ref_type": "branch",
+            "event_name": "push", "sha": "abc", "actor": "dev", "run_id": "100", "run_attempt": "1",
+            "workflow_ref": "acme/app/.github/workflows/ci.yml@refs/heads/main", "runner_environment": "github-hosted"});
+        for (k, v) in overrides.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let h = URL_SAFE_NO_PAD.encode(json!({"alg":"RS256","kid":"k1","typ":"JWT"}).to_string());
+        let p = URL_SAFE_NO_PAD.encode(c.to_string());
         let digest = Sha256::digest(format!("{h}.{p}").as_bytes());
         let sig = key().sign(Pkcs1v15Sign::new::<Sha256>(), &digest).unwrap();
         format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(sig))
     }
 
-    fn token(payload: &serde_json::Value) -> String {
-        sign(json!({"alg":"RS256","kid":"k1","typ":"JWT"}), payload)
-    }
-
-    fn reason(t: &str) -> &'static str {
-        verify(t, &jwks(), &cfg(), NOW).unwrap_err().reason
-    }
-
-    fn with(f: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
-        let mut c = claims();
-        f(&mut c);
-        c
-    }
-
     #[test]
-    fn a_valid_token_is_accepted() {
-        let ctx = authenticate(&token(&claims()), &jwks(), &cfg(), NOW).unwrap();
-        assert_eq!(ctx.tenant.id(), "7/42");
-        assert_eq!(ctx.class, TrustClass::Trusted);
+    fn a_valid_push_to_main_is_trusted_and_saves_to_main() {
+        let v = authenticate(&token(json!({})), &jwks(), &cfg(), NOW).unwrap();
+        assert_eq!(v.tenant.id(), "7/42");
+        assert_eq!(v.class, TrustClass::Trusted);
+        assert_eq!(
+            (v.claims.run_id.as_str(), v.claims.git_ref.as_str()),
+            ("100", "refs/heads/main")
+        );
+        let ctx = v.decide("default").unwrap();
         assert_eq!(ctx.save_scope.as_deref(), Some("branch:refs/heads/main"));
+        assert_eq!(ctx.restore_scopes, vec!["branch:refs/heads/main"]);
+        assert_eq!(
+            ctx.coordinator_name("branch:refs/heads/main"),
+            "v1/7/42/default/branch:refs/heads/main"
+        );
     }
 
     #[test]
-    fn forged_tokens_are_denied_with_distinct_reasons() {
-        let p64 = URL_SAFE_NO_PAD.encode(claims().to_string());
-        let none = format!(
-            "{}.{p64}.",
-            URL_SAFE_NO_PAD.encode(json!({"alg":"none"}).to_string())
-        );
-        assert_eq!(reason(&none), "alg_none");
+    fn refusals_map_to_reasons_and_flags() {
+        let e = authenticate(&token(json!({"exp": NOW - 3600})), &jwks(), &cfg(), NOW).unwrap_err();
+        assert_eq!(e.reason, "token_expired");
+        assert!(!e.is_unknown_kid() && !e.is_repository_not_allowed());
+        let other = json!({"repository": "evil/x", "repository_owner": "evil", "sub": "repo:evil/x:ref:refs/heads/main"});
+        let e = authenticate(&token(other), &jwks(), &cfg(), NOW).unwrap_err();
+        assert!(e.is_repository_not_allowed(), "{e:?}");
+        let empty = parse_jwks(r#"{"keys":[]}"#).unwrap();
+        let e = authenticate(&token(json!({})), &empty, &cfg(), NOW).unwrap_err();
+        assert!(e.is_unknown_kid(), "{e:?}");
+    }
 
-        // HS256 keyed with the public key's bytes (alg confusion).
-        let h = URL_SAFE_NO_PAD.encode(json!({"alg":"HS256","kid":"k1"}).to_string());
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(jwks().as_bytes()).unwrap();
-        mac.update(format!("{h}.{p64}").as_bytes());
-        let hs = format!(
-            "{h}.{p64}.{}",
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-        );
-        assert_eq!(reason(&hs), "alg_not_allowed");
+    #[test]
+    fn pull_requests_save_only_to_their_own_scope() {
+        let pr = json!({"event_name": "pull_request", "ref": "refs/pull/5/merge", "base_ref": "main", "sub": "repo:acme/app:pull_request"});
+        let ctx = authenticate(&token(pr), &jwks(), &cfg(), NOW)
+            .unwrap()
+            .decide("default")
+            .unwrap();
+        assert_eq!(ctx.class, TrustClass::External);
+        assert_eq!(ctx.save_scope.as_deref(), Some("pr:5"));
+        assert_eq!(ctx.restore_scopes.first().map(String::as_str), Some("pr:5"));
+        let prt = json!({"event_name": "pull_request_target", "ref": "refs/heads/main", "base_ref": "main"});
+        let ctx = authenticate(&token(prt), &jwks(), &cfg(), NOW)
+            .unwrap()
+            .decide("default")
+            .unwrap();
+        assert_eq!(ctx.save_scope, None);
+        assert!(ctx.save_denied_reason.is_some());
+        assert!(ctx.restore_scopes.iter().all(|s| !s.starts_with("pr:")));
+    }
 
-        assert_eq!(
-            reason(&token(&with(|c| c["iss"] = json!("https://evil.test")))),
-            "wrong_issuer"
-        );
-        assert_eq!(
-            reason(&token(&with(|c| c["aud"] = json!("other")))),
-            "wrong_audience"
-        );
+    #[test]
+    fn jwks_refresh_is_rate_limited() {
+        assert!(should_fetch_jwks(None, NOW, false));
+        assert!(!should_fetch_jwks(Some(NOW - 10), NOW, false));
         assert!(
-            verify(
-                &token(&with(|c| c["aud"] = json!(["x", "stateful-ci"]))),
-                &jwks(),
-                &cfg(),
-                NOW
-            )
-            .is_ok()
+            !should_fetch_jwks(Some(NOW - 10), NOW, true),
+            "under the floor"
         );
-        assert_eq!(
-            reason(&token(&with(|c| c["exp"] = json!(NOW - 61)))),
-            "expired"
-        );
-        assert_eq!(
-            reason(&token(&with(|c| c["nbf"] = json!(NOW + 120)))),
-            "not_yet_valid"
-        );
-        assert_eq!(
-            reason(&token(&with(|c| c["iat"] = json!(NOW + 120)))),
-            "issued_in_future"
-        );
-        assert_eq!(
-            reason(&sign(json!({"alg":"RS256","kid":"k2"}), &claims())),
-            "unknown_kid"
-        );
-
-        let good = token(&claims());
-        let mut parts: Vec<&str> = good.split('.').collect();
-        let tampered =
-            URL_SAFE_NO_PAD.encode(with(|c| c["ref"] = json!("refs/heads/evil")).to_string());
-        parts[1] = &tampered;
-        assert_eq!(reason(&parts.join(".")), "bad_signature");
-
-        assert_eq!(
-            reason(&token(&with(
-                |c| c["sub"] = json!("repo:other/x:ref:refs/heads/main")
-            ))),
-            "subject_mismatch"
-        );
-        let other = with(|c| {
-            c["repository"] = json!("other/x");
-            c["sub"] = json!("repo:other/x:ref:refs/heads/main");
-        });
-        assert_eq!(reason(&token(&other)), "repository_not_allowed");
-        assert_eq!(reason("not-a-jwt"), "malformed");
-    }
-
-    fn ctx(event: &str, r: &str, base: &str) -> RunContext {
-        let c: Claims = serde_json::from_value(with(|c| {
-            c["event_name"] = json!(event);
-            c["ref"] = json!(r);
-            c["base_ref"] = json!(base);
-            c["ref_type"] = json!(if r.starts_with("refs/tags/") {
-                "tag"
-            } else {
-                "branch"
-            });
-        }))
-        .unwrap();
-        decide(c, &cfg())
-    }
-
-    #[test]
-    fn policy_examples() {
-        let c = ctx("push", "refs/heads/main", "");
-        assert_eq!(
-            (c.class, c.restore_scopes.clone()),
-            (
-                TrustClass::Trusted,
-                vec!["branch:refs/heads/main".to_string()]
-            )
-        );
-        let c = ctx("push", "refs/heads/feature", "");
-        assert_eq!(c.class, TrustClass::Internal);
-        assert_eq!(
-            c.restore_scopes,
-            vec!["branch:refs/heads/feature", "branch:refs/heads/main"]
-        );
-        let c = ctx("pull_request", "refs/pull/5/merge", "main");
-        assert_eq!(c.class, TrustClass::External);
-        assert_eq!(c.restore_scopes, vec!["pr:5", "branch:refs/heads/main"]);
-        assert_eq!(c.save_scope.as_deref(), Some("pr:5"));
-        let c = ctx("pull_request_target", "refs/heads/main", "main");
-        assert_eq!(c.class, TrustClass::External);
-        assert_eq!(
-            c.save_scope, None,
-            "pull_request_target must not save to the base branch"
-        );
-        let c = ctx("release", "refs/tags/v1", "");
-        assert_eq!(c.class, TrustClass::Privileged);
-        assert_eq!(
-            c.restore_scopes,
-            vec![
-                "privileged:refs/tags/v1",
-                "branch:refs/heads/main",
-                "branch:refs/heads/release"
-            ]
-        );
-        let c = ctx(
-            "merge_group",
-            "refs/heads/gh-readonly-queue/main/pr-5-abc",
-            "",
-        );
-        assert_eq!(c.class, TrustClass::Trusted);
-    }
-
-    /// Every event x ref class: no external save scope is ever read by a
-    /// trusted, internal or privileged run, and privileged runs read only
-    /// privileged or trusted-ref scopes.
-    #[test]
-    fn trust_matrix_invariants() {
-        let events = [
-            "push",
-            "schedule",
-            "workflow_dispatch",
-            "merge_group",
-            "pull_request",
-            "pull_request_target",
-            "issue_comment",
-            "workflow_run",
-            "release",
-            "deployment",
-            "deployment_status",
-            "something_new",
-        ];
-        let refs = [
-            "refs/heads/main",
-            "refs/heads/release",
-            "refs/heads/feature",
-            "refs/tags/v1",
-            "refs/pull/5/merge",
-            "refs/pull/6/head",
-            "refs/heads/gh-readonly-queue/main/pr-5-x",
-            "",
-        ];
-        let mut all = Vec::new();
-        for e in events {
-            for r in refs {
-                for base in ["", "main", "feature"] {
-                    all.push(ctx(e, r, base));
-                }
-            }
-        }
-        let external_saves: Vec<String> = all
-            .iter()
-            .filter(|c| c.class == TrustClass::External)
-            .filter_map(|c| c.save_scope.clone())
-            .collect();
-        assert!(!external_saves.is_empty());
-        for c in &all {
-            if c.class == TrustClass::External {
-                if let Some(s) = &c.save_scope {
-                    assert!(s.starts_with("pr:"), "external run saves to {s}");
-                }
-                continue;
-            }
-            for s in &c.restore_scopes {
-                assert!(
-                    !external_saves.contains(s),
-                    "{:?} {} reads external scope {s}",
-                    c.class,
-                    c.claims.event_name
-                );
-                assert!(!s.starts_with("pr:"));
-                if c.class == TrustClass::Privileged {
-                    assert!(
-                        s.starts_with("privileged:")
-                            || s == "branch:refs/heads/main"
-                            || s == "branch:refs/heads/release",
-                        "privileged reads {s}"
-                    );
-                }
-            }
-            if let Some(s) = &c.save_scope {
-                if c.class == TrustClass::Privileged {
-                    assert!(s.starts_with("privileged:"));
-                } else {
-                    assert_eq!(s, &format!("branch:{}", c.claims.git_ref));
-                }
-            }
-        }
-        // Trusted runs read only trusted-ref branch scopes.
-        for c in all.iter().filter(|c| c.class == TrustClass::Trusted) {
-            for s in &c.restore_scopes {
-                let r = s.strip_prefix("branch:").unwrap();
-                assert!(
-                    r == "refs/heads/main"
-                        || r == "refs/heads/release"
-                        || r.starts_with("refs/heads/gh-readonly-queue/main/"),
-                    "trusted reads {s}"
-                );
-            }
-        }
+        assert!(should_fetch_jwks(Some(NOW - 120), NOW, true));
+        assert!(should_fetch_jwks(Some(NOW - 7200), NOW, false), "too old");
     }
 }

@@ -2,7 +2,7 @@
 //! `stateful-ci deploy`, or by `stateful-ci dev`) and secrets.
 
 /// GitHub Actions' OIDC issuer.
-pub const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
+pub use stateful_ci_trust::GITHUB_ISSUER;
 
 /// Binding names. Plain text unless marked secret.
 pub mod vars {
@@ -40,9 +40,13 @@ pub struct Config {
     /// Lower-cased `owner/name`.
     pub allowed_repositories: Vec<String>,
     pub default_branch: String,
-    /// Full refs (`refs/heads/...`) trusted besides the default branch.
+    /// Branches trusted besides the default branch, as given.
     pub trusted_refs: Vec<String>,
     pub retention_days: u32,
+    /// What token verification accepts (issuer, audience, allow-list).
+    pub verify: stateful_ci_trust::VerifyConfig,
+    /// Which branches are trusted.
+    pub trust: stateful_ci_trust::TrustConfig,
 }
 
 /// A setting that cannot be used.
@@ -63,49 +67,42 @@ impl Config {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let (issuer, test_mode) = match get(vars::OIDC_TEST_ISSUER) {
-            Some(url) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError(format!(
-                        "{} is {url:?}, not an http(s) URL; set it to the test issuer's base URL",
-                        vars::OIDC_TEST_ISSUER
-                    )));
-                }
-                (url.trim_end_matches('/').to_string(), true)
-            }
-            None => (GITHUB_ISSUER.to_string(), false),
-        };
-        let allowed_repositories: Vec<String> = get(vars::ALLOWED_REPOSITORIES)
+        let audience = get(vars::OIDC_AUDIENCE)
+            .unwrap_or_else(|| stateful_ci_protocol::wire::DEFAULT_AUDIENCE.into());
+        let allowed: Vec<String> = get(vars::ALLOWED_REPOSITORIES)
             .unwrap_or_default()
             .split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
+            .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        for r in &allowed_repositories {
-            let mut parts = r.split('/');
-            let ok = matches!((parts.next(), parts.next(), parts.next()), (Some(o), Some(n), None) if !o.is_empty() && !n.is_empty());
-            if !ok {
-                return Err(ConfigError(format!(
-                    "{} lists {r:?}, which is not OWNER/NAME; fix the list and redeploy",
-                    vars::ALLOWED_REPOSITORIES
-                )));
-            }
-        }
+        let named = |name: &str, e: &dyn std::fmt::Display| {
+            ConfigError(format!("setting {name}: {e}; fix it and redeploy"))
+        };
+        let verify = match get(vars::OIDC_TEST_ISSUER) {
+            Some(url) => stateful_ci_trust::VerifyConfig::test_issuer(
+                url.trim_end_matches('/'),
+                &audience,
+                &allowed,
+            )
+            .map_err(|e| named(vars::OIDC_TEST_ISSUER, &e))?,
+            None => stateful_ci_trust::VerifyConfig::github(&audience, &allowed)
+                .map_err(|e| named(vars::ALLOWED_REPOSITORIES, &e))?,
+        };
         let default_branch = get(vars::DEFAULT_BRANCH).unwrap_or_else(|| "main".into());
         let default_branch = default_branch.trim_start_matches("refs/heads/").to_string();
-        let trusted_refs = get(vars::TRUSTED_REFS)
+        let mut trust = stateful_ci_trust::TrustConfig::new(&default_branch)
+            .map_err(|e| named(vars::DEFAULT_BRANCH, &e))?;
+        let trusted_refs: Vec<String> = get(vars::TRUSTED_REFS)
             .unwrap_or_default()
             .split(',')
-            .map(|s| s.trim())
+            .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                if s.starts_with("refs/") {
-                    s.to_string()
-                } else {
-                    format!("refs/heads/{s}")
-                }
-            })
             .collect();
+        for t in &trusted_refs {
+            trust = trust
+                .with_trusted_ref(t)
+                .map_err(|e| named(vars::TRUSTED_REFS, &e))?;
+        }
         let retention_days = match get(vars::RETENTION_DAYS) {
             None => 14,
             Some(v) => v.parse::<u32>().ok().filter(|d| *d >= 1).ok_or_else(|| {
@@ -116,20 +113,21 @@ impl Config {
             })?,
         };
         Ok(Config {
-            issuer,
-            test_mode,
-            audience: get(vars::OIDC_AUDIENCE)
-                .unwrap_or_else(|| stateful_ci_protocol::wire::DEFAULT_AUDIENCE.into()),
-            allowed_repositories,
+            issuer: verify.issuer().to_string(),
+            test_mode: verify.is_test_mode(),
+            audience,
+            allowed_repositories: verify.allowed_repositories().to_vec(),
             default_branch,
             trusted_refs,
             retention_days,
+            verify,
+            trust,
         })
     }
 
     /// Where the issuer publishes its keys.
     pub fn jwks_url(&self) -> String {
-        format!("{}/.well-known/jwks", self.issuer)
+        self.verify.jwks_url()
     }
 }
 
@@ -162,12 +160,12 @@ mod tests {
     fn test_issuer_switches_on_test_mode() {
         let c = cfg(&[
             ("OIDC_TEST_ISSUER", "http://127.0.0.1:9/"),
-            ("TRUSTED_REFS", "release,refs/tags/x"),
+            ("TRUSTED_REFS", "release,refs/heads/x"),
         ])
         .unwrap();
         assert!(c.test_mode);
         assert_eq!(c.jwks_url(), "http://127.0.0.1:9/.well-known/jwks");
-        assert_eq!(c.trusted_refs, vec!["refs/heads/release", "refs/tags/x"]);
+        assert_eq!(c.trusted_refs, vec!["release", "refs/heads/x"]);
     }
 
     #[test]
@@ -178,5 +176,7 @@ mod tests {
         assert!(e.0.contains("RETENTION_DAYS"), "{e}");
         let e = cfg(&[("OIDC_TEST_ISSUER", "file:///x")]).unwrap_err();
         assert!(e.0.contains("OIDC_TEST_ISSUER"), "{e}");
+        let e = cfg(&[("TRUSTED_REFS", "refs/tags/v1")]).unwrap_err();
+        assert!(e.0.contains("TRUSTED_REFS"), "{e}");
     }
 }

@@ -74,11 +74,16 @@ impl ScopeCoordinator {
     }
 
     fn head(&self) -> Result<Option<Head>> {
-        let rows: Vec<HeadRow> =
-            self.sql().exec("SELECT manifest, generation FROM head WHERE id = 1", None)?.to_array()?;
+        let rows: Vec<HeadRow> = self
+            .sql()
+            .exec("SELECT manifest, generation FROM head WHERE id = 1", None)?
+            .to_array()?;
         match rows.into_iter().next() {
             None => Ok(None),
-            Some(r) => Ok(Some(Head { snapshot: parse_key(&r.manifest)?, generation: r.generation as u64 })),
+            Some(r) => Ok(Some(Head {
+                snapshot: parse_key(&r.manifest)?,
+                generation: r.generation as u64,
+            })),
         }
     }
 
@@ -96,10 +101,21 @@ impl ScopeCoordinator {
             None => None,
             Some(r) => {
                 let manifest = parse_key(&r.manifest)?;
-                Some(PriorCommit { manifest, head: Head { snapshot: manifest, generation: r.generation as u64 } })
+                Some(PriorCommit {
+                    manifest,
+                    head: Head {
+                        snapshot: manifest,
+                        generation: r.generation as u64,
+                    },
+                })
             }
         };
-        let answer = match commit::apply(current.as_ref(), prior.as_ref(), call.manifest, call.expected_generation) {
+        let answer = match commit::apply(
+            current.as_ref(),
+            prior.as_ref(),
+            call.manifest,
+            call.expected_generation,
+        ) {
             Outcome::Applied(head) => {
                 let g = head.generation as i64;
                 sql.exec(
@@ -117,20 +133,35 @@ impl ScopeCoordinator {
                 )?;
                 sql.exec(
                     "DELETE FROM idempotency WHERE at < ?",
-                    Some(vec![SqlStorageValue::Integer(call.now - IDEMPOTENCY_TTL_SECS)]),
+                    Some(vec![SqlStorageValue::Integer(
+                        call.now - IDEMPOTENCY_TTL_SECS,
+                    )]),
                 )?;
-                CommitAnswer { outcome: "applied".into(), head: Some(head) }
+                CommitAnswer {
+                    outcome: "applied".into(),
+                    head: Some(head),
+                }
             }
-            Outcome::Replayed(head) => CommitAnswer { outcome: "replayed".into(), head: Some(head) },
-            Outcome::Conflict(head) => CommitAnswer { outcome: "conflict".into(), head },
-            Outcome::KeyReused => CommitAnswer { outcome: "key_reused".into(), head: current },
+            Outcome::Replayed(head) => CommitAnswer {
+                outcome: "replayed".into(),
+                head: Some(head),
+            },
+            Outcome::Conflict(head) => CommitAnswer {
+                outcome: "conflict".into(),
+                head,
+            },
+            Outcome::KeyReused => CommitAnswer {
+                outcome: "key_reused".into(),
+                head: current,
+            },
         };
         Ok(answer)
     }
 }
 
 fn parse_key(s: &str) -> Result<ObjectKey> {
-    s.parse().map_err(|e| Error::RustError(format!("coordinator storage holds a bad key: {e}")))
+    s.parse()
+        .map_err(|e| Error::RustError(format!("coordinator storage holds a bad key: {e}")))
 }
 
 impl DurableObject for ScopeCoordinator {

@@ -9,7 +9,9 @@ use js_sys::{Function, Promise, Reflect, Uint8Array};
 use serde::Deserialize;
 use stateful_ci_protocol::wire::{self, ErrorCode};
 use stateful_ci_protocol::{BlobId, Head, ObjectKey};
-use stateful_ci_worker_core::auth::{RunContext, Tenant};
+use stateful_ci_worker_core::auth::{
+    Jwks, RunContext, Tenant, Verified, parse_jwks, should_fetch_jwks,
+};
 use stateful_ci_worker_core::config::Config;
 use stateful_ci_worker_core::grant::GrantClaims;
 use stateful_ci_worker_core::range::{self, ByteRange};
@@ -20,11 +22,6 @@ use worker::*;
 
 use crate::{ApiError, ApiResult};
 
-/// Never refetch the JWKS more often than this (seconds).
-const JWKS_REFRESH_FLOOR: i64 = 60;
-/// Refetch the JWKS when the cached copy is older than this (seconds).
-const JWKS_MAX_AGE: i64 = 3600;
-
 fn s(v: &str) -> JsValue {
     JsValue::from_str(v)
 }
@@ -34,7 +31,12 @@ fn n(v: i64) -> JsValue {
 }
 
 fn db(env: &Env) -> ApiResult<D1Database> {
-    env.d1("DB").map_err(|e| ApiError::new(ErrorCode::Misconfigured, format!("the D1 binding DB is missing ({e}); redeploy with stateful-ci deploy")))
+    env.d1("DB").map_err(|e| {
+        ApiError::new(
+            ErrorCode::Misconfigured,
+            format!("the D1 binding DB is missing ({e}); redeploy with stateful-ci deploy"),
+        )
+    })
 }
 
 fn d1_err(context: &str) -> impl Fn(worker::Error) -> ApiError + '_ {
@@ -66,7 +68,7 @@ pub async fn applied_migrations(env: &Env) -> ApiResult<Vec<String>> {
 
 struct CachedJwks {
     issuer: String,
-    json: String,
+    jwks: Jwks,
     fetched_at: i64,
 }
 
@@ -74,52 +76,65 @@ thread_local! {
     static JWKS: RefCell<Option<CachedJwks>> = const { RefCell::new(None) };
 }
 
-async fn fetch_jwks(cfg: &Config) -> ApiResult<String> {
+async fn fetch_jwks(cfg: &Config, now: i64) -> ApiResult<Jwks> {
     let url = cfg.jwks_url();
     let unavailable = |why: String| {
-        ApiError::new(ErrorCode::JwksUnavailable, format!("could not fetch the issuer's keys from {url}: {why}; retry later"))
+        ApiError::new(
+            ErrorCode::JwksUnavailable,
+            format!("could not fetch the issuer's keys from {url}: {why}; retry later"),
+        )
     };
-    let mut resp = Fetch::Url(url.parse().map_err(|e| unavailable(format!("{e}")))?).send().await.map_err(|e| unavailable(e.to_string()))?;
+    let mut resp = Fetch::Url(url.parse().map_err(|e| unavailable(format!("{e}")))?)
+        .send()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
     if resp.status_code() != 200 {
         return Err(unavailable(format!("HTTP {}", resp.status_code())));
     }
     let text = resp.text().await.map_err(|e| unavailable(e.to_string()))?;
-    if text.len() > 256 * 1024 {
-        return Err(unavailable("the document is larger than 256 KiB".into()));
-    }
-    Ok(text)
-}
-
-/// The issuer's JWKS, from the isolate's cache when fresh enough.
-pub async fn jwks(_env: &Env, cfg: &Config, _force: bool) -> ApiResult<String> {
-    let now = crate::now_secs();
-    let cached = JWKS.with(|c| {
-        c.borrow().as_ref().filter(|j| j.issuer == cfg.issuer && now - j.fetched_at < JWKS_MAX_AGE).map(|j| j.json.clone())
+    let jwks = parse_jwks(&text).map_err(unavailable)?;
+    JWKS.with(|c| {
+        *c.borrow_mut() = Some(CachedJwks {
+            issuer: cfg.issuer.clone(),
+            jwks: jwks.clone(),
+            fetched_at: now,
+        })
     });
-    if let Some(j) = cached {
-        return Ok(j);
-    }
-    let json = fetch_jwks(cfg).await?;
-    JWKS.with(|c| *c.borrow_mut() = Some(CachedJwks { issuer: cfg.issuer.clone(), json: json.clone(), fetched_at: now }));
-    Ok(json)
+    Ok(jwks)
 }
 
-/// Refetches after an unknown `kid`, unless the cache is younger than the
-/// floor (then None: the key is really unknown).
-pub async fn jwks_refresh(_env: &Env, cfg: &Config) -> ApiResult<Option<String>> {
-    let now = crate::now_secs();
-    let recent = JWKS.with(|c| c.borrow().as_ref().is_some_and(|j| j.issuer == cfg.issuer && now - j.fetched_at < JWKS_REFRESH_FLOOR));
-    if recent {
-        return Ok(None);
+fn cached_jwks(cfg: &Config) -> Option<(Jwks, i64)> {
+    JWKS.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|j| j.issuer == cfg.issuer)
+            .map(|j| (j.jwks.clone(), j.fetched_at))
+    })
+}
+
+/// The issuer's JWKS: the isolate's cached copy unless the refresh policy
+/// says to fetch (nothing cached, or too old).
+pub async fn jwks_current(cfg: &Config, now: i64) -> ApiResult<Jwks> {
+    match cached_jwks(cfg) {
+        Some((jwks, at)) if !should_fetch_jwks(Some(at), now, false) => Ok(jwks),
+        _ => fetch_jwks(cfg, now).await,
     }
-    let json = fetch_jwks(cfg).await?;
-    JWKS.with(|c| *c.borrow_mut() = Some(CachedJwks { issuer: cfg.issuer.clone(), json: json.clone(), fetched_at: now }));
-    Ok(Some(json))
+}
+
+/// After a token named an unknown `kid`: a fresh JWKS when the refresh floor
+/// allows, else None (the key is really unknown).
+pub async fn jwks_after_unknown_kid(cfg: &Config, now: i64) -> ApiResult<Option<Jwks>> {
+    let at = cached_jwks(cfg).map(|(_, at)| at);
+    if should_fetch_jwks(at, now, true) {
+        fetch_jwks(cfg, now).await.map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 // ---------------------------------------------------------------- runs and decisions
 
-pub async fn record_run(env: &Env, ctx: &RunContext, now: i64) {
+pub async fn record_run(env: &Env, ctx: &Verified, now: i64) {
     let c = &ctx.claims;
     let r = async {
         db(env)?
@@ -168,11 +183,34 @@ async fn insert_decision(env: &Env, values: [JsValue; 10]) {
 
 pub async fn record_denial(env: &Env, route: &str, reason: &str, detail: &str) {
     let detail: String = detail.chars().take(500).collect();
-    insert_decision(env, [n(crate::now_secs()), s(route), s(""), s(""), s(""), s(""), n(0), s(reason), s(""), s(&detail)]).await;
+    insert_decision(
+        env,
+        [
+            n(crate::now_secs()),
+            s(route),
+            s(""),
+            s(""),
+            s(""),
+            s(""),
+            n(0),
+            s(reason),
+            s(""),
+            s(&detail),
+        ],
+    )
+    .await;
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn record_decision(env: &Env, route: &str, ctx: &RunContext, allowed: bool, reason: &str, scope: &str, detail: &str) {
+pub async fn record_decision(
+    env: &Env,
+    route: &str,
+    ctx: &RunContext,
+    allowed: bool,
+    reason: &str,
+    scope: &str,
+    detail: &str,
+) {
     let detail: String = detail.chars().take(500).collect();
     insert_decision(
         env,
@@ -195,11 +233,20 @@ pub async fn record_decision(env: &Env, route: &str, ctx: &RunContext, allowed: 
 // ---------------------------------------------------------------- R2 objects
 
 fn bucket(env: &Env) -> ApiResult<Bucket> {
-    env.bucket("BUCKET").map_err(|e| ApiError::new(ErrorCode::Misconfigured, format!("the R2 binding BUCKET is missing ({e}); redeploy with stateful-ci deploy")))
+    env.bucket("BUCKET").map_err(|e| {
+        ApiError::new(
+            ErrorCode::Misconfigured,
+            format!("the R2 binding BUCKET is missing ({e}); redeploy with stateful-ci deploy"),
+        )
+    })
 }
 
 /// Stored size of each key (None: not stored), in the order given.
-pub async fn object_sizes(env: &Env, tenant: &Tenant, keys: &[ObjectKey]) -> ApiResult<Vec<Option<u64>>> {
+pub async fn object_sizes(
+    env: &Env,
+    tenant: &Tenant,
+    keys: &[ObjectKey],
+) -> ApiResult<Vec<Option<u64>>> {
     let b = bucket(env)?;
     let t = tenant.id();
     let mut out = Vec::with_capacity(keys.len());
@@ -207,7 +254,10 @@ pub async fn object_sizes(env: &Env, tenant: &Tenant, keys: &[ObjectKey]) -> Api
     for chunk in keys.chunks(32) {
         let heads = join_all(chunk.iter().map(|k| b.head(r2_key(&t, k)))).await;
         for h in heads {
-            out.push(h.map_err(|e| ApiError::internal("R2 head failed", e))?.map(|o| o.size()));
+            out.push(
+                h.map_err(|e| ApiError::internal("R2 head failed", e))?
+                    .map(|o| o.size()),
+            );
         }
     }
     Ok(out)
@@ -216,11 +266,21 @@ pub async fn object_sizes(env: &Env, tenant: &Tenant, keys: &[ObjectKey]) -> Api
 /// Streams the request body, hashing it, into one buffer of exactly
 /// `length` bytes; stores it only when its BLAKE3 hash is the key's. Returns
 /// whether it was newly stored (false: it already was; the body is not read).
-pub async fn put_verified(env: &Env, req: &Request, tenant: &Tenant, key: &ObjectKey, length: u64) -> ApiResult<bool> {
+pub async fn put_verified(
+    env: &Env,
+    req: &Request,
+    tenant: &Tenant,
+    key: &ObjectKey,
+    length: u64,
+) -> ApiResult<bool> {
     let t = tenant.id();
     let r2k = r2_key(&t, key);
     let b = bucket(env)?;
-    if b.head(r2k.clone()).await.map_err(|e| ApiError::internal("R2 head failed", e))?.is_some() {
+    if b.head(r2k.clone())
+        .await
+        .map_err(|e| ApiError::internal("R2 head failed", e))?
+        .is_some()
+    {
         return Ok(false);
     }
     let js = |e: JsValue| ApiError::internal("reading the upload failed", format!("{e:?}"));
@@ -232,14 +292,26 @@ pub async fn put_verified(env: &Env, req: &Request, tenant: &Tenant, key: &Objec
         let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
         loop {
             let res = JsFuture::from(reader.read()).await.map_err(js)?;
-            if Reflect::get(&res, &s("done")).map_err(js)?.as_bool().unwrap_or(true) {
+            if Reflect::get(&res, &s("done"))
+                .map_err(js)?
+                .as_bool()
+                .unwrap_or(true)
+            {
                 break;
             }
-            let chunk: Uint8Array = Reflect::get(&res, &s("value")).map_err(js)?.dyn_into().map_err(|v: JsValue| js(v))?;
+            let chunk: Uint8Array = Reflect::get(&res, &s("value"))
+                .map_err(js)?
+                .dyn_into()
+                .map_err(|v: JsValue| js(v))?;
             let len = u64::from(chunk.length());
             if offset + len > length {
                 let _ = reader.cancel();
-                return Err(ApiError::new(ErrorCode::BadRequest, format!("the body is longer than content-length ({length}); send the exact length")));
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "the body is longer than content-length ({length}); send the exact length"
+                    ),
+                ));
             }
             buf.resize(len as usize, 0);
             chunk.copy_to(&mut buf);
@@ -249,20 +321,36 @@ pub async fn put_verified(env: &Env, req: &Request, tenant: &Tenant, key: &Objec
         }
     }
     if offset != length {
-        return Err(ApiError::new(ErrorCode::BadRequest, format!("the body has {offset} bytes but content-length said {length}; send the whole object")));
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "the body has {offset} bytes but content-length said {length}; send the whole object"
+            ),
+        ));
     }
     let got = BlobId::from(hasher.finalize());
     if got != key.hash {
         return Err(ApiError::new(
             ErrorCode::HashMismatch,
-            format!("the uploaded bytes hash to {got}, not to the key {key}; nothing was stored; upload the object under the BLAKE3 hash of its bytes"),
+            format!(
+                "the uploaded bytes hash to {got}, not to the key {key}; nothing was stored; upload the object under the BLAKE3 hash of its bytes"
+            ),
         ));
     }
     // Only verified bytes reach the final key.
     let raw = Reflect::get(env.as_ref(), &s("BUCKET")).map_err(js)?;
-    let put: Function = Reflect::get(&raw, &s("put")).map_err(js)?.dyn_into().map_err(|v: JsValue| js(v))?;
-    let promise: Promise = put.call2(&raw, &s(&r2k), &target).map_err(js)?.dyn_into().map_err(|v: JsValue| js(v))?;
-    JsFuture::from(promise).await.map_err(|e| ApiError::internal("R2 put failed", format!("{e:?}")))?;
+    let put: Function = Reflect::get(&raw, &s("put"))
+        .map_err(js)?
+        .dyn_into()
+        .map_err(|v: JsValue| js(v))?;
+    let promise: Promise = put
+        .call2(&raw, &s(&r2k), &target)
+        .map_err(js)?
+        .dyn_into()
+        .map_err(|v: JsValue| js(v))?;
+    JsFuture::from(promise)
+        .await
+        .map_err(|e| ApiError::internal("R2 put failed", format!("{e:?}")))?;
     let r = db(env)?
         .prepare("INSERT OR IGNORE INTO objects (tenant, object_key, size, created_at) VALUES (?, ?, ?, ?)")
         .bind(&[s(&t), s(&key.to_string()), n(length as i64), n(crate::now_secs())])?
@@ -274,21 +362,46 @@ pub async fn put_verified(env: &Env, req: &Request, tenant: &Tenant, key: &Objec
     Ok(true)
 }
 
-pub async fn serve_object(env: &Env, tenant: &str, key: &ObjectKey, wanted: Option<ByteRange>) -> ApiResult<Response> {
+pub async fn serve_object(
+    env: &Env,
+    tenant: &str,
+    key: &ObjectKey,
+    wanted: Option<ByteRange>,
+) -> ApiResult<Response> {
     let b = bucket(env)?;
     let r2k = r2_key(tenant, key);
-    let not_found = || ApiError::new(ErrorCode::NotFound, format!("object {key} is not stored (it may have been swept); restore again"));
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!("object {key} is not stored (it may have been swept); restore again"),
+        )
+    };
     let headers = Headers::new();
     headers.set("content-type", "application/octet-stream")?;
     headers.set("accept-ranges", "bytes")?;
     headers.set("cache-control", "private, max-age=3600, immutable")?;
     headers.set("etag", &format!("\"{}\"", key.hash))?;
     let (status, object) = match wanted {
-        None => (200, b.get(r2k).execute().await.map_err(|e| ApiError::internal("R2 get failed", e))?.ok_or_else(not_found)?),
+        None => (
+            200,
+            b.get(r2k)
+                .execute()
+                .await
+                .map_err(|e| ApiError::internal("R2 get failed", e))?
+                .ok_or_else(not_found)?,
+        ),
         Some(r) => {
-            let size = b.head(r2k.clone()).await.map_err(|e| ApiError::internal("R2 head failed", e))?.ok_or_else(not_found)?.size();
+            let size = b
+                .head(r2k.clone())
+                .await
+                .map_err(|e| ApiError::internal("R2 head failed", e))?
+                .ok_or_else(not_found)?
+                .size();
             let (offset, length) = r.resolve(size).ok_or_else(|| {
-                ApiError::new(ErrorCode::RangeNotSatisfiable, format!("the range is outside the object ({size} bytes)"))
+                ApiError::new(
+                    ErrorCode::RangeNotSatisfiable,
+                    format!("the range is outside the object ({size} bytes)"),
+                )
             })?;
             headers.set("content-range", &range::content_range(offset, length, size))?;
             let o = b
@@ -302,13 +415,22 @@ pub async fn serve_object(env: &Env, tenant: &str, key: &ObjectKey, wanted: Opti
         }
     };
     let body = object.body().ok_or_else(not_found)?.response_body()?;
-    Ok(ResponseBuilder::new().with_status(status).with_headers(headers).body(body))
+    Ok(ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(headers)
+        .body(body))
 }
 
 // ---------------------------------------------------------------- snapshots
 
 /// The D1 row id and packs of the snapshot a head names.
-pub async fn snapshot_objects(env: &Env, tenant: &str, workspace: &str, scope: &str, head: &Head) -> ApiResult<Option<(i64, Vec<ObjectKey>)>> {
+pub async fn snapshot_objects(
+    env: &Env,
+    tenant: &str,
+    workspace: &str,
+    scope: &str,
+    head: &Head,
+) -> ApiResult<Option<(i64, Vec<ObjectKey>)>> {
     #[derive(Deserialize)]
     struct Id {
         id: i64,
@@ -333,7 +455,10 @@ pub async fn snapshot_objects(env: &Env, tenant: &str, workspace: &str, scope: &
         .map_err(d1_err("reading a snapshot's objects"))?
         .results()
         .map_err(d1_err("reading a snapshot's objects"))?;
-    let packs = objs.iter().filter_map(|o| o.object_key.parse().ok()).collect();
+    let packs = objs
+        .iter()
+        .filter_map(|o| o.object_key.parse().ok())
+        .collect();
     Ok(Some((id, packs)))
 }
 
@@ -431,7 +556,9 @@ pub async fn record_snapshot(
         )
         .bind(&[s(&t), s(&body.workspace), s(scope), s(&head.snapshot.to_string()), n(head.generation as i64), n(now)])?,
     );
-    d.batch(stmts).await.map_err(d1_err("recording the snapshot's objects"))?;
+    d.batch(stmts)
+        .await
+        .map_err(d1_err("recording the snapshot's objects"))?;
     Ok(())
 }
 
@@ -439,7 +566,14 @@ pub async fn record_snapshot(
 
 /// Drops the scope's snapshots older than the retention age (keeping its
 /// head), then the R2 objects no remaining snapshot of the tenant uses.
-pub async fn sweep_scope(env: &Env, cfg: &Config, tenant: &str, workspace: &str, scope: &str, now: i64) -> ApiResult<u32> {
+pub async fn sweep_scope(
+    env: &Env,
+    cfg: &Config,
+    tenant: &str,
+    workspace: &str,
+    scope: &str,
+    now: i64,
+) -> ApiResult<u32> {
     #[derive(Deserialize)]
     struct Row {
         id: i64,
@@ -473,9 +607,20 @@ pub async fn sweep_scope(env: &Env, cfg: &Config, tenant: &str, workspace: &str,
         .first(None)
         .await
         .map_err(d1_err("sweep"))?;
-    let stored: Vec<retention::Stored> =
-        rows.iter().map(|r| retention::Stored { id: r.id, generation: r.generation as u64, created_at: r.created_at }).collect();
-    let expired = retention::expired(&stored, head.map(|h| h.generation as u64), now, cfg.retention_days);
+    let stored: Vec<retention::Stored> = rows
+        .iter()
+        .map(|r| retention::Stored {
+            id: r.id,
+            generation: r.generation as u64,
+            created_at: r.created_at,
+        })
+        .collect();
+    let expired = retention::expired(
+        &stored,
+        head.map(|h| h.generation as u64),
+        now,
+        cfg.retention_days,
+    );
     let mut dropped = 0;
     for id in expired {
         let objs: Vec<Obj> = d
@@ -487,8 +632,10 @@ pub async fn sweep_scope(env: &Env, cfg: &Config, tenant: &str, workspace: &str,
             .results()
             .map_err(d1_err("sweep"))?;
         d.batch(vec![
-            d.prepare("DELETE FROM snapshot_objects WHERE snapshot_id = ?").bind(&[n(id)])?,
-            d.prepare("DELETE FROM snapshots WHERE id = ?").bind(&[n(id)])?,
+            d.prepare("DELETE FROM snapshot_objects WHERE snapshot_id = ?")
+                .bind(&[n(id)])?,
+            d.prepare("DELETE FROM snapshots WHERE id = ?")
+                .bind(&[n(id)])?,
         ])
         .await
         .map_err(d1_err("sweep"))?;
@@ -500,7 +647,12 @@ pub async fn sweep_scope(env: &Env, cfg: &Config, tenant: &str, workspace: &str,
     Ok(dropped)
 }
 
-async fn delete_if_unused(env: &Env, d: &D1Database, tenant: &str, object_key: &str) -> ApiResult<bool> {
+async fn delete_if_unused(
+    env: &Env,
+    d: &D1Database,
+    tenant: &str,
+    object_key: &str,
+) -> ApiResult<bool> {
     #[derive(Deserialize)]
     struct One {
         #[allow(dead_code)]
@@ -518,8 +670,13 @@ async fn delete_if_unused(env: &Env, d: &D1Database, tenant: &str, object_key: &
     if used.is_some() {
         return Ok(false);
     }
-    let Ok(key) = object_key.parse::<ObjectKey>() else { return Ok(false) };
-    bucket(env)?.delete(r2_key(tenant, &key)).await.map_err(|e| ApiError::internal("R2 delete failed", e))?;
+    let Ok(key) = object_key.parse::<ObjectKey>() else {
+        return Ok(false);
+    };
+    bucket(env)?
+        .delete(r2_key(tenant, &key))
+        .await
+        .map_err(|e| ApiError::internal("R2 delete failed", e))?;
     d.prepare("DELETE FROM objects WHERE tenant = ? AND object_key = ?")
         .bind(&[s(tenant), s(object_key)])?
         .run()
@@ -575,7 +732,11 @@ pub async fn sweep_all(env: &Env, cfg: &Config, now: i64) -> ApiResult<()> {
 
 // ---------------------------------------------------------------- admin
 
-async fn rows<T: serde::de::DeserializeOwned>(env: &Env, sql: &str, limit: u32) -> ApiResult<Vec<T>> {
+async fn rows<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    sql: &str,
+    limit: u32,
+) -> ApiResult<Vec<T>> {
     db(env)?
         .prepare(sql)
         .bind(&[n(i64::from(limit))])?
@@ -663,6 +824,8 @@ pub async fn admin_sizes(env: &Env, limit: u32) -> ApiResult<wire::AdminSizesRes
         .first(None)
         .await
         .map_err(d1_err("admin query"))?;
-    Ok(wire::AdminSizesResponse { scopes, total_object_bytes: total.map_or(0, |t| t.total as u64) })
+    Ok(wire::AdminSizesResponse {
+        scopes,
+        total_object_bytes: total.map_or(0, |t| t.total as u64),
+    })
 }
-
