@@ -184,7 +184,8 @@ pub struct SaveCommitRequest {
     pub workspace: String,
     /// The snapshot's manifest (a `manifests/` key), already uploaded.
     pub manifest: ObjectKey,
-    /// Every pack the manifest references, already uploaded.
+    /// Exactly the packs the manifest lists (its `packs` field), already
+    /// uploaded; the Worker checks this against the stored manifest.
     pub packs: Vec<ObjectKey>,
     /// From `save/prepare`: the head generation this snapshot was based on.
     pub expected_generation: u64,
@@ -251,6 +252,9 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// 422: a commit names objects the store does not have; body lists them.
     MissingObjects,
+    /// 422: the committed manifest cannot be read, or its packs are not the
+    /// packs the commit names.
+    ManifestInvalid,
     /// 502: the OIDC issuer's keys could not be fetched.
     JwksUnavailable,
     /// 500: the Worker is misconfigured (e.g. a secret is missing).
@@ -280,6 +284,7 @@ impl ErrorCode {
             ErrorCode::GenerationConflict => "generation_conflict",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::MissingObjects => "missing_objects",
+            ErrorCode::ManifestInvalid => "manifest_invalid",
             ErrorCode::JwksUnavailable => "jwks_unavailable",
             ErrorCode::Misconfigured => "misconfigured",
             ErrorCode::Internal => "internal",
@@ -299,7 +304,7 @@ impl ErrorCode {
             ErrorCode::LengthRequired => 411,
             ErrorCode::TooLarge => 413,
             ErrorCode::RangeNotSatisfiable => 416,
-            ErrorCode::HashMismatch | ErrorCode::MissingObjects => 422,
+            ErrorCode::HashMismatch | ErrorCode::MissingObjects | ErrorCode::ManifestInvalid => 422,
             ErrorCode::Misconfigured | ErrorCode::Internal => 500,
             ErrorCode::JwksUnavailable => 502,
             ErrorCode::AdminDisabled => 503,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod commit;
 pub mod config;
 pub mod grant;
+pub mod manifest;
 pub mod range;
 pub mod retention;
 

@@ -263,8 +263,9 @@ fn worker_round_trip_and_refusals_from_rust() {
 
     let main = token(issuer, serde_json::json!({}));
     let pack = vec![7u8; 100_000];
-    let manifest = b"not really a manifest, but opaque to the Worker".to_vec();
     let pack_key = ObjectKey::for_bytes(ObjectKind::Pack, &pack);
+    let manifest_json = serde_json::json!({"version": 1, "created_at": 0, "roots": ["w"], "packs": [pack_key], "blobs": [], "entries": []});
+    let manifest = zstd::bulk::compress(manifest_json.to_string().as_bytes(), 3).unwrap();
     let manifest_key = ObjectKey::for_bytes(ObjectKind::Manifest, &manifest);
     let workspace = "rust".to_string();
 

@@ -565,6 +565,30 @@ async fn save_commit(req: &mut Request, env: &Env) -> ApiResult<Response> {
         e.missing = missing;
         return Err(ApiError(e));
     }
+    // The grant of a restore covers the packs recorded here: they must be
+    // exactly the manifest's, not whatever the client claims.
+    let listed = store::manifest_packs(env, &ctx.tenant, &body.manifest).await?;
+    let claimed: std::collections::BTreeSet<ObjectKey> = body.packs.iter().copied().collect();
+    if listed != claimed {
+        store::record_decision(
+            env,
+            "save_commit",
+            &ctx,
+            false,
+            "manifest_invalid",
+            &scope,
+            "packs differ from the manifest",
+        )
+        .await;
+        return Err(ApiError::new(
+            ErrorCode::ManifestInvalid,
+            format!(
+                "the commit names {} packs but the manifest lists {} (or other ones); send exactly the manifest's packs",
+                claimed.len(),
+                listed.len()
+            ),
+        ));
+    }
     let now = now_secs();
     let name = ctx.coordinator_name(&scope);
     let answer = coordinator_commit(

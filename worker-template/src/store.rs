@@ -15,7 +15,7 @@ use stateful_ci_worker_core::auth::{
 use stateful_ci_worker_core::config::Config;
 use stateful_ci_worker_core::grant::GrantClaims;
 use stateful_ci_worker_core::range::{self, ByteRange};
-use stateful_ci_worker_core::retention;
+use stateful_ci_worker_core::{manifest, retention};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::*;
@@ -360,6 +360,35 @@ pub async fn put_verified(
         console_error!("recording an object's size failed: {}", e);
     }
     Ok(true)
+}
+
+/// The packs the stored manifest lists (see `worker_core::manifest`).
+pub async fn manifest_packs(
+    env: &Env,
+    tenant: &Tenant,
+    key: &ObjectKey,
+) -> ApiResult<std::collections::BTreeSet<ObjectKey>> {
+    let invalid =
+        |m: String| ApiError::new(ErrorCode::ManifestInvalid, format!("manifest {key}: {m}"));
+    let object = bucket(env)?
+        .get(r2_key(&tenant.id(), key))
+        .execute()
+        .await
+        .map_err(|e| ApiError::internal("R2 get failed", e))?
+        .ok_or_else(|| invalid("it is not stored; upload it and commit again".into()))?;
+    if object.size() > manifest::MAX_STORED {
+        return Err(invalid(format!(
+            "it is {} bytes; the Worker reads manifests up to {} bytes",
+            object.size(),
+            manifest::MAX_STORED
+        )));
+    }
+    let bytes = object
+        .body()
+        .ok_or_else(|| invalid("it has no body".into()))?
+        .bytes()
+        .await?;
+    manifest::packs(&bytes).map_err(invalid)
 }
 
 pub async fn serve_object(

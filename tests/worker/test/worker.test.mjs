@@ -9,7 +9,7 @@ import { blake3 } from "@noble/hashes/blake3.js";
 import { FakeIssuer } from "../lib/issuer.mjs";
 import { startBackend, ADMIN_TOKEN, distDir } from "../lib/backend.mjs";
 import { statSync, readFileSync, readdirSync } from "node:fs";
-import { gzipSync } from "node:zlib";
+import { gzipSync, zstdCompressSync } from "node:zlib";
 import { join } from "node:path";
 
 let issuer;
@@ -42,12 +42,19 @@ async function api(path, { token, method = "GET", body, headers = {} } = {}) {
   return { status: res.status, data, headers: res.headers };
 }
 
-/** A snapshot: a manifest object plus packs (random bytes; the Worker treats them as opaque). */
-function snapshot(packCount = 2, size = 64 * 1024) {
-  const packs = Array.from({ length: packCount }, () => randomBytes(size));
-  const manifest = Buffer.from(JSON.stringify({ packs: packs.map((p) => keyOf("packs", p)), salt: hex(randomBytes(8)) }));
-  const objects = new Map([[keyOf("manifests", manifest), manifest], ...packs.map((p) => [keyOf("packs", p), p])]);
-  return { manifestKey: keyOf("manifests", manifest), packKeys: packs.map((p) => keyOf("packs", p)), objects };
+/** A stored manifest as the runtime writes it: zstd-compressed JSON. */
+function manifestBytes(packKeys, extra = {}) {
+  const json = { version: 1, created_at: 0, roots: ["w"], packs: packKeys, blobs: [], entries: [], salt: hex(randomBytes(8)), ...extra };
+  return zstdCompressSync(Buffer.from(JSON.stringify(json)));
+}
+
+/** A snapshot: `packCount` random packs plus `shared` pack buffers, and its manifest. */
+function snapshot(packCount = 2, size = 64 * 1024, shared = []) {
+  const packs = [...Array.from({ length: packCount }, () => randomBytes(size)), ...shared];
+  const packKeys = packs.map((p) => keyOf("packs", p));
+  const manifest = manifestBytes(packKeys);
+  const objects = new Map([[keyOf("manifests", manifest), manifest], ...packs.map((p, i) => [packKeys[i], p])]);
+  return { manifestKey: keyOf("manifests", manifest), packKeys, objects };
 }
 
 /** prepare -> PUT missing -> commit; retries generation conflicts when `retry`. */
@@ -152,9 +159,7 @@ test("save prepare -> PUT -> commit -> restore round trip, with ranges and dedup
   assert.equal(outside.data.code, "range_not_satisfiable");
 
   // A second save that shares two packs uploads only what is new.
-  const next = snapshot(1);
-  for (const k of snap.packKeys.slice(0, 2)) next.objects.set(k, snap.objects.get(k));
-  next.packKeys.push(...snap.packKeys.slice(0, 2));
+  const next = snapshot(1, 64 * 1024, snap.packKeys.slice(0, 2).map((k) => snap.objects.get(k)));
   const second = await save(token, next, { workspace: "roundtrip" });
   assert.equal(second.prep.data.expected_generation, 1);
   assert.deepEqual([...second.prep.data.missing].sort(), [next.manifestKey, next.packKeys[0]].sort());
@@ -291,6 +296,36 @@ test("a commit with a missing object is refused and lists it", async () => {
   assert.equal(r.data.hit, undefined, "nothing was committed");
 });
 
+test("a commit must name exactly the manifest's packs, and the manifest must be readable", async () => {
+  const token = issuer.token();
+  const s = snapshot(2, 512);
+  for (const [k, b] of s.objects) await api(`/v1/objects/${k}`, { token, method: "PUT", body: b });
+  // Claiming an extra stored pack (e.g. one of another scope) is refused.
+  const foreign = snapshot(1, 512);
+  for (const [k, b] of foreign.objects) await api(`/v1/objects/${k}`, { token, method: "PUT", body: b });
+  const commit = (packs, manifest = s.manifestKey) =>
+    api("/v1/save/commit", {
+      token,
+      method: "POST",
+      body: { workspace: "manifests", manifest, packs, expected_generation: 0, idempotency_key: `m-${hex(randomBytes(6))}` },
+    });
+  let c = await commit([...s.packKeys, foreign.packKeys[0]]);
+  assert.equal(c.status, 422);
+  assert.equal(c.data.code, "manifest_invalid");
+  c = await commit(s.packKeys.slice(0, 1));
+  assert.equal(c.data.code, "manifest_invalid", "naming fewer packs is refused too");
+  // A manifest that is not zstd JSON is refused.
+  const junk = Buffer.from("not a manifest");
+  const junkKey = keyOf("manifests", junk);
+  await api(`/v1/objects/${junkKey}`, { token, method: "PUT", body: junk });
+  c = await commit([], junkKey);
+  assert.equal(c.data.code, "manifest_invalid");
+  assert.match(c.data.message, /zstd/);
+  assert.equal((await restore(token, "manifests")).data.hit, undefined, "nothing was committed");
+  c = await commit([...s.packKeys].reverse());
+  assert.equal(c.status, 200, "the same packs in any order are accepted");
+});
+
 test("a grant covers exactly its snapshot's objects", async () => {
   const main = issuer.token();
   const pr = issuer.token({ event_name: "pull_request", ref: "refs/pull/5/merge", base_ref: "main", sub: "repo:acme/app:pull_request" });
@@ -411,19 +446,13 @@ test("retention drops old snapshots but keeps each head, and deletes objects no 
   const token = issuer.token();
   const workspace = "retention";
   const shared = randomBytes(300);
-  const a = snapshot(1, 300);
-  a.objects.set(keyOf("packs", shared), shared);
-  a.packKeys.push(keyOf("packs", shared));
+  const a = snapshot(1, 300, [shared]);
   await save(token, a, { workspace });
-  const b = snapshot(1, 300);
-  b.objects.set(keyOf("packs", shared), shared);
-  b.packKeys.push(keyOf("packs", shared));
+  const b = snapshot(1, 300, [shared]);
   await save(token, b, { workspace });
   // Age both snapshots by 30 days (the default retention is 14).
   await backend.db.prepare("UPDATE snapshots SET created_at = created_at - 30 * 86400 WHERE workspace = ?").bind(workspace).run();
-  const c = snapshot(1, 300);
-  c.objects.set(keyOf("packs", shared), shared);
-  c.packKeys.push(keyOf("packs", shared));
+  const c = snapshot(1, 300, [shared]);
   assert.equal((await save(token, c, { workspace })).commit.data.head.generation, 3);
   const gens = (await backend.db.prepare("SELECT generation FROM snapshots WHERE workspace = ? ORDER BY generation").bind(workspace).all()).results.map((r) => r.generation);
   assert.deepEqual(gens, [3], "generations 1 and 2 were swept");
