@@ -42,7 +42,7 @@ export class FakeIssuer {
     if (req.method === "GET" && url.pathname === "/.well-known/jwks") {
       this.jwksFetches++;
       res.writeHead(200, { "content-type": "application/json" });
-      return res.end(JSON.stringify({ keys: [this.jwk] }));
+      return res.end(JSON.stringify({ keys: [this.jwk, ...(this.extraJwks ?? [])] }));
     }
     if (req.method === "GET" && url.pathname === "/actions-token") {
       if (req.headers.authorization !== `bearer ${this.requestToken}` && req.headers.authorization !== `Bearer ${this.requestToken}`) {
@@ -114,6 +114,19 @@ export class FakeIssuer {
   /** A valid RS256 token with default claims merged with `overrides`. */
   token(overrides = {}) {
     return this.sign({ alg: "RS256", typ: "JWT", kid: this.kid }, this.claims(overrides));
+  }
+
+  /**
+   * Publishes an additional key (a rotation) and returns a function that
+   * signs tokens with it.
+   */
+  addKey(kid) {
+    const { publicKey, privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    this.extraJwks = [...(this.extraJwks ?? []), { ...publicKey.export({ format: "jwk" }), kid, alg: "RS256", use: "sig" }];
+    return (overrides = {}) => {
+      const input = `${enc({ alg: "RS256", typ: "JWT", kid })}.${enc(this.claims(overrides))}`;
+      return `${input}.${b64url(createSign("RSA-SHA256").update(input).sign(privateKey))}`;
+    };
   }
 
   forgeAlgNone(overrides = {}) {

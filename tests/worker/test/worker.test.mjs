@@ -390,6 +390,23 @@ test("forged tokens are denied with distinct reasons; a valid token is accepted"
   }
 });
 
+test("a rotated key is fetched at most once per floor interval, however many tokens name it", async () => {
+  assert.equal((await restore(issuer.token())).status, 200, "the JWKS is cached");
+  const before = issuer.jwksFetches;
+  const signNew = issuer.addKey(`rotated-${hex(randomBytes(4))}`);
+  const statuses = [];
+  for (let i = 0; i < 8; i++) statuses.push((await restore(signNew())).status);
+  const fetched = issuer.jwksFetches - before;
+  assert.ok(fetched <= 1, `fetched the JWKS ${fetched} times for 8 unknown-kid tokens`);
+  if (fetched === 0) {
+    // Cached less than a minute ago: the new kid stays unknown until the floor passes.
+    assert.deepEqual(statuses, Array(8).fill(401));
+  } else {
+    // The cache was past the floor: one refetch, and the new key then verifies.
+    assert.equal(statuses.at(-1), 200);
+  }
+});
+
 test("a PR save never becomes what a push to main, a release or a deployment restores", async () => {
   const workspace = "poison";
   const prToken = issuer.token({ event_name: "pull_request", ref: "refs/pull/9/merge", base_ref: "main", sub: "repo:acme/app:pull_request" });
