@@ -27,7 +27,7 @@ use crate::objects::{compress_blob, encode_manifest, load_manifest};
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Scanned, Stat, scan};
 use crate::statindex::{StatIndex, now_ns};
-use crate::store::{CasOutcome, Store};
+use crate::store::{CasOutcome, Commit, Store};
 
 #[derive(Debug, Clone)]
 pub struct SaveOptions {
@@ -291,10 +291,27 @@ pub fn save(
     // Move the head. Every snapshot is complete on its own, so on a
     // conflict the newer save simply goes on top of whatever won.
     let mut expected = head.as_ref().map_or(0, |h| h.generation);
-    let idem = mkey.hash.to_hex();
+    let run = std::env::var("GITHUB_RUN_ID").ok().map(|id| {
+        format!(
+            "run-{id}-{}-",
+            std::env::var("GITHUB_RUN_ATTEMPT").unwrap_or_default()
+        )
+    });
     let mut attempts = 0;
     let new_head = loop {
-        match store.compare_and_set_head(expected, &mkey, &idem)? {
+        let commit = Commit {
+            expected,
+            snapshot: mkey,
+            packs: manifest.packs.clone(),
+            idempotency_key: format!(
+                "{}{}-{expected}",
+                run.as_deref().unwrap_or(""),
+                &mkey.hash.to_hex()[..48]
+            ),
+            total_bytes: bytes,
+            entries: manifest.entries.len() as u64,
+        };
+        match store.commit(&commit)? {
             CasOutcome::Updated(h) => break h,
             CasOutcome::Conflict(current) => {
                 attempts += 1;
