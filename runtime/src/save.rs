@@ -12,6 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -171,7 +172,7 @@ pub fn save(
     // reading and compressing go on while a pack travels, and at most a
     // handful of packs are in memory at once.
     let uploaders = store.parallelism().clamp(1, 3);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Vec<u8>)>(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<FullPack>(1);
     let rx = Mutex::new(rx);
     *packer.sender.lock().unwrap() = Some(tx);
     let outcomes: Result<Vec<(&Scanned, FileOutcome)>> = std::thread::scope(|scope| {
@@ -545,11 +546,14 @@ fn read_file(abs: &Path, packer: &Packer, reporter: &dyn Reporter) -> Result<Att
     Ok(Attempt::Stable(blobs, before, read_at))
 }
 
+/// A sealed pack and its ordinal in this save.
+type FullPack = (u32, Vec<u8>);
+
 /// Collects new blobs into packs and writes each pack when it is full.
 struct Packer<'a> {
     store: &'a dyn Store,
     /// Where full packs go to be uploaded.
-    sender: Mutex<Option<std::sync::mpsc::SyncSender<(u32, Vec<u8>)>>>,
+    sender: Mutex<Option<SyncSender<FullPack>>>,
     /// The first upload failure; the save stops at the next blob.
     failed: Mutex<Option<Error>>,
     level: i32,
