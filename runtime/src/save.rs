@@ -140,7 +140,10 @@ pub fn save(
                         });
                     }
                 }
-                if head.as_ref().is_some_and(|h| h.snapshot == *key) {
+                // The head only counts as "unchanged" if it is still whole.
+                if head.as_ref().is_some_and(|h| h.snapshot == *key)
+                    && present.len() == m.packs.len()
+                {
                     head_manifest = Some(m);
                 }
             }
