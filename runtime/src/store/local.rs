@@ -8,7 +8,7 @@
 //! DIR/tmp/                   objects being written
 //! ```
 //!
-//! Objects are written to `tmp/`, synced, then renamed into place, so a
+//! Objects are written to `tmp/`, then renamed into place, so a
 //! reader (or a killed writer) never sees a partial object. Heads move under
 //! an exclusive `flock` so concurrent savers on one machine serialise.
 
@@ -125,7 +125,9 @@ impl Store for LocalStore {
         if dest.exists() {
             return Ok(());
         }
-        write_atomic(&self.root, &dest, bytes, true)
+        // Not synced: a power loss can at worst leave an object that fails
+        // verification, which readers treat as a miss. The head is synced.
+        write_atomic(&self.root, &dest, bytes, false)
     }
 
     fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Vec<u8>> {

@@ -1,0 +1,186 @@
+// The last step of action.yml: runs `stateful-ci restore|save --json` with the
+// action's inputs (read from the environment, never from expressions), then
+// writes the step outputs to $GITHUB_OUTPUT and a table to
+// $GITHUB_STEP_SUMMARY. Exits with the CLI's exit code. No dependencies: node
+// is on every GitHub-hosted runner (and needed for the npm install anyway).
+"use strict";
+
+const crypto = require("node:crypto");
+const fs = require("node:fs");
+const { spawnSync } = require("node:child_process");
+
+const env = process.env;
+
+// Escaping for workflow commands (::error::), so that no text in a message
+// can end the command or start another one.
+function commandData(text) {
+  return String(text).replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
+}
+
+function annotate(level, message) {
+  process.stdout.write(`::${level} title=stateful-ci::${commandData(message)}\n`);
+}
+
+// Text from the CLI or the backend, made inert in a Markdown table cell.
+function cell(text) {
+  return String(text)
+    .replace(/[\r\n]+/g, " ")
+    .replace(/[\\`*_[\]<>|&#]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function formatBytes(n) {
+  if (typeof n !== "number" || !Number.isFinite(n)) return "-";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  const human = unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+  return unit === 0 ? human : `${human} (${n.toLocaleString("en-US")} B)`;
+}
+
+function formatCount(n) {
+  return typeof n === "number" && Number.isFinite(n) ? n.toLocaleString("en-US") : "-";
+}
+
+function formatDuration(ms) {
+  if (typeof ms !== "number" || !Number.isFinite(ms)) return "-";
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function writeOutputs(values) {
+  if (!env.GITHUB_OUTPUT) return;
+  let text = "";
+  for (const [name, value] of Object.entries(values)) {
+    const delimiter = `stateful_ci_${crypto.randomBytes(16).toString("hex")}`;
+    text += `${name}<<${delimiter}\n${value}\n${delimiter}\n`;
+  }
+  fs.appendFileSync(env.GITHUB_OUTPUT, text);
+}
+
+function writeSummary(command, report, failure) {
+  if (!env.GITHUB_STEP_SUMMARY) return;
+  const lines = [];
+  if (failure) {
+    lines.push(`### stateful-ci ${command}: failed`, "", cell(failure), "");
+  } else {
+    const source = report.source
+      ? `${report.source.trust ? cell(report.source.trust) : "none (local store)"} (scope ${cell(report.source.scope)})`
+      : "-";
+    lines.push(
+      `### stateful-ci ${command}: ${cell(report.outcome)}`,
+      "",
+      "| | |",
+      "| --- | --- |",
+      `| Files | ${formatCount(report.files)} |`,
+      `| Bytes | ${formatBytes(report.bytes)} |`,
+      `| New bytes | ${formatBytes(report.new_bytes)} |`,
+      `| Snapshot | ${report.snapshot_id ? cell(report.snapshot_id) : "-"} |`,
+      `| Source trust class | ${source} |`,
+      `| Time | ${formatDuration(report.duration_ms)} |`,
+      "",
+    );
+    if (report.error) lines.push(`- error: ${cell(report.error)}`);
+    for (const warning of report.warnings || []) lines.push(`- warning: ${cell(warning)}`);
+    if (report.error || (report.warnings || []).length) lines.push("");
+  }
+  fs.appendFileSync(env.GITHUB_STEP_SUMMARY, `${lines.join("\n")}\n`);
+}
+
+function cliArgs(command) {
+  const args = [command, "--json"];
+  if (env.INPUT_STORE) args.push("--store", env.INPUT_STORE);
+  if (env.INPUT_BACKEND_URL) args.push("--backend", env.INPUT_BACKEND_URL);
+  for (const raw of (env.INPUT_PATHS || "").split(/\r?\n/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) continue;
+    if (line.startsWith("!")) args.push("--exclude", line.slice(1).trim());
+    else args.push("--path", line);
+  }
+  if (env.INPUT_STRICT === "true") args.push("--strict");
+  return args;
+}
+
+// The JSON report: exactly one object on stdout by contract; tolerate other
+// lines before it.
+function parseReport(stdout) {
+  const text = stdout.trim();
+  const candidates = [text, ...text.split("\n").reverse()];
+  for (const candidate of candidates) {
+    try {
+      const value = JSON.parse(candidate);
+      if (value && typeof value === "object" && typeof value.outcome === "string") return value;
+    } catch {
+      // try the next candidate
+    }
+  }
+  return null;
+}
+
+function main() {
+  const command = env.INPUT_COMMAND;
+  if (command !== "restore" && command !== "save") {
+    annotate("error", "input 'command' must be 'restore' or 'save'");
+    return 2;
+  }
+  const cli = env.STATEFUL_CI_CLI;
+  if (!cli) {
+    annotate("error", "STATEFUL_CI_CLI is not set: the install step did not run");
+    return 1;
+  }
+  const strict = env.INPUT_STRICT === "true";
+  const args = cliArgs(command);
+  const pathCount = args.filter((a) => a === "--path").length;
+  process.stdout.write(
+    `Running stateful-ci ${command} (${pathCount ? `${pathCount} path(s) from the paths input` : "paths from stateful-ci.toml"})\n`,
+  );
+
+  // The CLI speaks to the runner itself when GITHUB_ACTIONS=true: log groups,
+  // and its errors and warnings as escaped ::error::/::warning:: commands. So
+  // its stderr goes straight to the log, and its warnings are not repeated.
+  const result = spawnSync(cli, args, {
+    stdio: ["ignore", "pipe", "inherit"],
+    encoding: "utf8",
+    maxBuffer: 64 * 1024 * 1024,
+  });
+
+  const empty = { restored: "false", "snapshot-id": "", bytes: "0", outcome: "error" };
+  if (result.error) {
+    const message = `could not run the stateful-ci CLI at ${cli}: ${result.error.message}`;
+    annotate("error", message);
+    writeOutputs(empty);
+    writeSummary(command, null, message);
+    return 1;
+  }
+  const status = result.status === null ? 1 : result.status;
+  const report = parseReport(result.stdout || "");
+  if (!report) {
+    const message =
+      status === 0
+        ? "the stateful-ci CLI printed no JSON report; the workspace was not restored/saved (is the CLI older than this action?)"
+        : `stateful-ci ${command} failed with exit code ${status} (see its messages above)`;
+    writeOutputs(empty);
+    writeSummary(command, null, message);
+    if (status !== 0) {
+      annotate("error", message);
+      return status;
+    }
+    annotate(strict ? "error" : "warning", message);
+    return strict ? 1 : 0;
+  }
+
+  const restored = command === "restore" && report.outcome === "hit";
+  writeOutputs({
+    restored: restored ? "true" : "false",
+    "snapshot-id": report.snapshot_id || "",
+    bytes: String(Number.isFinite(report.bytes) ? report.bytes : 0),
+    outcome: report.outcome,
+  });
+  writeSummary(command, report, null);
+  if (status !== 0) annotate("error", `stateful-ci ${command} failed with exit code ${status}`);
+  return status;
+}
+
+process.exitCode = main();

@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+// The `stateful-ci` command of the npm package: finds the prebuilt binary for
+// this os/cpu/libc in one of the optional platform packages and runs it with
+// the same arguments, handing back its exit code (or the signal that ended it).
+// It downloads nothing and has no install script: the package manager picks
+// the platform package through its `os`/`cpu`/`libc` fields.
+"use strict";
+
+const fs = require("node:fs");
+const path = require("node:path");
+const { spawnSync } = require("node:child_process");
+
+// Platform key -> package. The key is `${process.platform}-${process.arch}`,
+// with `-musl` added on Linux when the C library is musl.
+const PLATFORMS = {
+  "linux-x64": { pkg: "@stateful-ci/cli-linux-x64", os: "linux", cpu: "x64", libc: "glibc" },
+  "linux-arm64": { pkg: "@stateful-ci/cli-linux-arm64", os: "linux", cpu: "arm64", libc: "glibc" },
+  "linux-x64-musl": { pkg: "@stateful-ci/cli-linux-x64-musl", os: "linux", cpu: "x64", libc: "musl" },
+  "linux-arm64-musl": { pkg: "@stateful-ci/cli-linux-arm64-musl", os: "linux", cpu: "arm64", libc: "musl" },
+  "darwin-x64": { pkg: "@stateful-ci/cli-darwin-x64", os: "darwin", cpu: "x64" },
+  "darwin-arm64": { pkg: "@stateful-ci/cli-darwin-arm64", os: "darwin", cpu: "arm64" },
+  "win32-x64": { pkg: "@stateful-ci/cli-win32-x64", os: "win32", cpu: "x64" },
+};
+
+const BUILD_FROM_SOURCE =
+  "build it from source (`cargo install --locked stateful-ci`) and set STATEFUL_CI_BINARY to the binary's path";
+
+function binaryName(platform) {
+  return platform === "win32" ? "stateful-ci.exe" : "stateful-ci";
+}
+
+// musl or glibc, the way detect-libc does it: ldd's text first (cheap), then
+// the process report's glibc version (present only on glibc).
+function isMusl() {
+  if (process.platform !== "linux") return false;
+  try {
+    const ldd = fs.readFileSync("/usr/bin/ldd", "latin1");
+    if (ldd.includes("musl")) return true;
+    if (ldd.includes("GNU C Library") || ldd.includes("GLIBC")) return false;
+  } catch {
+    // no ldd: ask the process report
+  }
+  try {
+    if (process.report && typeof process.report.getReport === "function") {
+      const report = process.report.getReport();
+      const header = (typeof report === "string" ? JSON.parse(report) : report).header || {};
+      return !header.glibcVersionRuntime;
+    }
+  } catch {
+    // no report either: assume glibc, the common case
+  }
+  return false;
+}
+
+function platformKey() {
+  const base = `${process.platform}-${process.arch}`;
+  return isMusl() ? `${base}-musl` : base;
+}
+
+function fail(message) {
+  process.stderr.write(`stateful-ci: ${message}\n`);
+  process.exit(1);
+}
+
+// Returns the path of the binary to run, or exits with an error that says
+// which platform was looked for and how to fix it.
+function resolveBinary() {
+  const override = process.env.STATEFUL_CI_BINARY;
+  if (override) {
+    if (!fs.existsSync(override)) {
+      fail(
+        `STATEFUL_CI_BINARY is set to ${JSON.stringify(override)}, but no file is there. ` +
+          "Fix: point it at a stateful-ci binary, or unset it to use the one from the platform package.",
+      );
+    }
+    return override;
+  }
+  const key = platformKey();
+  const entry = PLATFORMS[key];
+  if (!entry) {
+    fail(
+      `there is no prebuilt stateful-ci for this platform (${key}); ` +
+        `prebuilt ones exist for ${Object.keys(PLATFORMS).join(", ")}. Fix: ${BUILD_FROM_SOURCE}.`,
+    );
+  }
+  let pkgJson;
+  try {
+    pkgJson = require.resolve(`${entry.pkg}/package.json`);
+  } catch {
+    fail(
+      `the platform package ${entry.pkg} (for ${key}) is not installed next to the stateful-ci package. ` +
+        "It is an optional dependency, so it is left out when installing with --omit=optional / --no-optional, " +
+        "when the lock file was made on another platform, or when the package manager could not fetch it. " +
+        `Fix: reinstall stateful-ci with optional dependencies on this machine, or ${BUILD_FROM_SOURCE}.`,
+    );
+  }
+  const binary = path.join(path.dirname(pkgJson), "bin", binaryName(process.platform));
+  if (!fs.existsSync(binary)) {
+    fail(
+      `the platform package ${entry.pkg} is installed but has no binary at ${binary}. ` +
+        `Fix: reinstall stateful-ci, or ${BUILD_FROM_SOURCE}.`,
+    );
+  }
+  return binary;
+}
+
+function main() {
+  const binary = resolveBinary();
+  const result = spawnSync(binary, process.argv.slice(2), { stdio: "inherit", windowsHide: true });
+  if (result.error) {
+    fail(
+      `could not run ${binary}: ${result.error.message}. ` +
+        "Fix: check that the file is an executable stateful-ci binary for this platform.",
+    );
+  }
+  if (result.signal) {
+    // Die the same way the binary did, so that callers see the signal.
+    process.removeAllListeners(result.signal);
+    process.kill(process.pid, result.signal);
+    // Signals that cannot end this process (or none on Windows): use the
+    // shell convention.
+    const number = require("node:os").constants.signals[result.signal] || 0;
+    process.exit(128 + number);
+  }
+  process.exit(result.status === null ? 1 : result.status);
+}
+
+module.exports = { PLATFORMS, platformKey, binaryName };
+
+if (require.main === module) {
+  main();
+}

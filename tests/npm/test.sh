@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Tests of the npm distribution and the GitHub Action with the real tools:
+#   - scripts/npm-pack.sh packs the launcher and the platform package, twice
+#     byte-identically, with the Cargo.toml version and no lifecycle script;
+#   - npm and bun install the tarballs (no registry reachable) and
+#     `stateful-ci --version` runs through each; arguments, exit codes and
+#     signals pass through the launcher; its errors name the platform and fix;
+#   - both packages are published to a local verdaccio (no uplinks) and
+#     `npx stateful-ci --version` and `bunx stateful-ci --version` run from it;
+#   - actionlint + zizmor pass action.yml and catch a planted injection;
+#   - the Action harness (tests/action-harness), including the action's own
+#     install path through the local registry.
+# Tools are installed pinned by scripts/lib/tools.sh into the tools cache.
+# Closes with `N passed, N failed[, N skipped]`; exit 1 if any failed.
+# shellcheck disable=SC2016 # single quotes keep $ for the inner shell or node
+set -uo pipefail
+
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=scripts/lib/tools.sh
+. "$root/scripts/lib/tools.sh"
+set -e
+ensure_bun
+ensure_verdaccio
+ensure_actionlint
+ensure_zizmor
+ensure_shellcheck
+ensure_pyyaml
+set +e
+
+work="$(mktemp -d)"
+registry_pid=""
+cleanup() {
+  if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+skipped=0
+ok() {
+  passed=$((passed + 1))
+  echo "ok   $1"
+}
+not_ok() {
+  failed=$((failed + 1))
+  echo "FAIL $1"
+  shift
+  for line in "$@"; do printf '     %s\n' "$line"; done
+}
+skip() {
+  skipped=$((skipped + 1))
+  echo "SKIP $1: $2"
+}
+# expect NAME WANT_STATUS WANT_STDOUT CMD... : runs CMD, compares exit status
+# and stdout (WANT_STDOUT '*' means any).
+expect() {
+  local name="$1" want_status="$2" want_out="$3"
+  shift 3
+  local out status
+  out="$("$@" 2>"$work/stderr")"
+  status=$?
+  if [ "$status" = "$want_status" ] && { [ "$want_out" = "*" ] || [ "$out" = "$want_out" ]; }; then
+    ok "$name"
+  else
+    not_ok "$name" "command: $*" "exit $status (want $want_status), stdout: $out" \
+      "${want_out:+want stdout: $want_out}" "stderr: $(head -c 600 "$work/stderr")"
+  fi
+}
+# expect_stderr NAME WANT_STATUS TEXT CMD... : exit status, and stderr contains TEXT.
+expect_stderr() {
+  local name="$1" want_status="$2" text="$3"
+  shift 3
+  "$@" >/dev/null 2>"$work/stderr"
+  local status=$?
+  if [ "$status" = "$want_status" ] && grep -qF -- "$text" "$work/stderr"; then
+    ok "$name"
+  else
+    not_ok "$name" "command: $*" "exit $status (want $want_status)" "stderr: $(head -c 600 "$work/stderr")" \
+      "wanted in stderr: $text"
+  fi
+}
+
+# A registry address where nothing listens: installs from tarballs must not
+# need one (and must never reach the public registry for our names).
+dead_registry="http://127.0.0.1:9/"
+export npm_config_cache="$work/npm-cache"
+export npm_config_userconfig="$work/npmrc"
+export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+: >"$work/npmrc"
+export BUN_INSTALL_CACHE_DIR="$work/bun-cache"
+
+version="$(awk '/^\[/ { s = ($0 == "[workspace.package]") }
+  s && /^version[[:space:]]*=/ { sub(/^[^"]*"/, ""); sub(/".*$/, ""); print; exit }' "$root/Cargo.toml")"
+echo "# stateful-ci $version; bun $("$BUN" --version); verdaccio $VERDACCIO_VERSION; node $(node --version)"
+
+# --- pack --------------------------------------------------------------------
+if ! bash "$root/scripts/npm-pack.sh" "$work/dist" >"$work/pack.out" 2>"$work/pack.err"; then
+  not_ok "npm-pack.sh packs" "$(tail -20 "$work/pack.err")"
+  echo "$passed passed, $failed failed"
+  exit 1
+fi
+launcher="$work/dist/stateful-ci-$version.tgz"
+platform_tgz="$(grep -v "/stateful-ci-$version.tgz\$" "$work/pack.out")"
+if [ -s "$launcher" ] && [ -s "$platform_tgz" ] && [ "$(wc -l <"$work/pack.out")" = 2 ]; then
+  ok "npm-pack.sh writes the launcher and the platform tarball ($(basename "$platform_tgz"))"
+else
+  not_ok "npm-pack.sh writes two tarballs" "$(cat "$work/pack.out")"
+fi
+sums1="$(cd "$work/dist" && sha256sum ./*.tgz)"
+bash "$root/scripts/npm-pack.sh" "$work/dist" >/dev/null 2>&1
+sums2="$(cd "$work/dist" && sha256sum ./*.tgz)"
+if [ "$sums1" = "$sums2" ]; then ok "npm-pack.sh is idempotent (same bytes on a rerun)"; else not_ok "npm-pack.sh rerun" "$sums1" "$sums2"; fi
+
+manifest_check='
+const m = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const want = process.argv[1];
+const problems = [];
+if (m.version !== want) problems.push(`version ${m.version} != ${want}`);
+const scripts = Object.keys(m.scripts || {});
+if (scripts.length) problems.push(`has scripts: ${scripts.join(", ")}`);
+for (const [name, v] of Object.entries(m.optionalDependencies || {})) if (v !== want) problems.push(`${name}@${v}`);
+if (m.name.startsWith("@stateful-ci/cli-") && !(m.os && m.cpu)) problems.push("platform package without os/cpu");
+if (problems.length) { console.log(problems.join("; ")); process.exit(1); }'
+for tgz in "$launcher" "$platform_tgz"; do
+  if why="$(tar -xzOf "$tgz" package/package.json | node -e "$manifest_check" "$version")"; then
+    ok "$(basename "$tgz"): version $version everywhere, no lifecycle scripts"
+  else
+    not_ok "$(basename "$tgz") manifest" "$why"
+  fi
+done
+
+# --- npm installs the tarballs -----------------------------------------------
+mkdir -p "$work/npm-project" && echo '{"name":"npm-project","private":true}' >"$work/npm-project/package.json"
+if (cd "$work/npm-project" && npm install --registry "$dead_registry" --fetch-retries 0 \
+  "$launcher" "$platform_tgz" >"$work/npm-install.log" 2>&1); then
+  ok "npm installs both tarballs with no registry reachable"
+else
+  not_ok "npm install of the tarballs" "$(tail -20 "$work/npm-install.log")"
+fi
+npm_bin="$work/npm-project/node_modules/.bin/stateful-ci"
+expect "npm: stateful-ci --version runs the packed binary" 0 "stateful-ci $version" "$npm_bin" --version
+expect "npm: npm exec stateful-ci --version" 0 "stateful-ci $version" \
+  bash -c 'cd "$1" && npm exec --offline -- stateful-ci --version' _ "$work/npm-project"
+if grep -qE '"(pre|post)?install"' "$work"/npm-project/node_modules/stateful-ci/package.json \
+  "$work"/npm-project/node_modules/@stateful-ci/*/package.json; then
+  not_ok "npm: installed packages have no install scripts"
+else
+  ok "npm: installed packages have no install scripts"
+fi
+
+# --- the launcher's passthrough, with stand-in binaries ----------------------
+cat >"$work/echo-args" <<'EOF'
+#!/usr/bin/env node
+process.stdout.write(JSON.stringify(process.argv.slice(2)));
+process.exit(Number(process.env.STAND_IN_EXIT || 0));
+EOF
+cat >"$work/kill-self" <<'EOF'
+#!/usr/bin/env bash
+kill -TERM $$
+EOF
+chmod +x "$work/echo-args" "$work/kill-self"
+expect "launcher: arguments reach the binary intact" 0 '["restore","--path","a b","ü\"q","","--x=$HOME"]' \
+  env STATEFUL_CI_BINARY="$work/echo-args" "$npm_bin" restore --path "a b" 'ü"q' "" '--x=$HOME'
+expect "launcher: the binary's exit code comes back (7)" 7 '[]' \
+  env STATEFUL_CI_BINARY="$work/echo-args" STAND_IN_EXIT=7 "$npm_bin"
+expect "launcher: a binary killed by SIGTERM ends the launcher by SIGTERM (143)" 143 "" \
+  env STATEFUL_CI_BINARY="$work/kill-self" "$npm_bin"
+expect_stderr "launcher: a wrong STATEFUL_CI_BINARY is named, exit 1" 1 "STATEFUL_CI_BINARY is set to \"$work/nope\"" \
+  env STATEFUL_CI_BINARY="$work/nope" "$npm_bin" --version
+mkdir -p "$work/npm-launcher-only" && echo '{"name":"only","private":true}' >"$work/npm-launcher-only/package.json"
+(cd "$work/npm-launcher-only" && npm install --registry "$dead_registry" --fetch-retries 0 "$launcher" >/dev/null 2>&1)
+host_platform="$(node -e 'console.log(require(process.argv[1]).platformKey())' "$root/npm/stateful-ci/bin/stateful-ci.js")"
+expect_stderr "launcher: without the platform package it names the package, the platform and the fix" 1 \
+  "the platform package @stateful-ci/cli-$host_platform (for $host_platform) is not installed" \
+  "$work/npm-launcher-only/node_modules/.bin/stateful-ci" --version
+
+# Platform detection, with the machine's answers swapped by a preload: an
+# unsupported os, musl told by ldd's text, musl told by the process report.
+cat >"$work/pretend.js" <<'JS'
+const fs = require("node:fs");
+const how = process.env.PRETEND;
+if (how === "freebsd") Object.defineProperty(process, "platform", { value: "freebsd" });
+const readFileSync = fs.readFileSync;
+fs.readFileSync = function (file, ...rest) {
+  if (file === "/usr/bin/ldd") {
+    if (how === "musl-ldd") return "#!/bin/sh\n# musl libc (x86_64)\n";
+    if (how === "musl-report") throw Object.assign(new Error("ENOENT"), { code: "ENOENT" });
+  }
+  return readFileSync.call(this, file, ...rest);
+};
+if (how === "musl-report") process.report.getReport = () => ({ header: {} });
+JS
+launcher_js="$work/npm-project/node_modules/stateful-ci/bin/stateful-ci.js"
+arch="$(node -p process.arch)"
+expect_stderr "launcher: an unsupported platform is named, with the build-from-source fix" 1 \
+  "no prebuilt stateful-ci for this platform (freebsd-$arch)" \
+  env PRETEND=freebsd node -r "$work/pretend.js" "$launcher_js" --version
+if [ "$(node -p process.platform)" = linux ]; then
+  expect_stderr "launcher: musl (from ldd) looks for the -musl package" 1 \
+    "@stateful-ci/cli-linux-$arch-musl (for linux-$arch-musl) is not installed" \
+    env PRETEND=musl-ldd node -r "$work/pretend.js" "$launcher_js" --version
+  expect_stderr "launcher: musl (from the process report, no ldd) looks for the -musl package" 1 \
+    "@stateful-ci/cli-linux-$arch-musl (for linux-$arch-musl) is not installed" \
+    env PRETEND=musl-report node -r "$work/pretend.js" "$launcher_js" --version
+  expect "launcher: glibc (this machine) finds the linux-$arch package" 0 "stateful-ci $version" \
+    env PRETEND=none node -r "$work/pretend.js" "$launcher_js" --version
+fi
+
+# The real binary's own exit codes through the launcher: usage errors are 2.
+if "$npm_bin" --help 2>/dev/null | grep -q restore; then
+  expect "npm: stateful-ci restore --bogus exits 2 through the launcher" 2 "*" "$npm_bin" restore --bogus
+else
+  skip "npm: stateful-ci restore --bogus exits 2" "this binary has no restore command yet"
+fi
+
+# --- bun installs the tarballs -----------------------------------------------
+mkdir -p "$work/bun-project" && echo '{"name":"bun-project","private":true}' >"$work/bun-project/package.json"
+printf '[install]\nregistry = "%s"\n' "$dead_registry" >"$work/bun-project/bunfig.toml"
+if (cd "$work/bun-project" && "$BUN" add "$launcher" "$platform_tgz" >"$work/bun-install.log" 2>&1); then
+  ok "bun installs both tarballs with no registry reachable"
+else
+  not_ok "bun add of the tarballs" "$(tail -20 "$work/bun-install.log")"
+fi
+bun_bin="$work/bun-project/node_modules/.bin/stateful-ci"
+expect "bun: node_modules/.bin/stateful-ci --version" 0 "stateful-ci $version" "$bun_bin" --version
+expect "bun: bun run stateful-ci --version" 0 "stateful-ci $version" \
+  bash -c 'cd "$1" && "$2" run stateful-ci --version' _ "$work/bun-project" "$BUN"
+expect "bun: the launcher itself runs under bun's runtime" 0 "stateful-ci $version" \
+  "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js" --version
+expect "bun runtime: the exit code comes back (5)" 5 '["x"]' \
+  env STATEFUL_CI_BINARY="$work/echo-args" STAND_IN_EXIT=5 "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js" x
+expect "bun runtime: a binary killed by SIGTERM ends the launcher by SIGTERM (143)" 143 "" \
+  env STATEFUL_CI_BINARY="$work/kill-self" "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js"
+
+# --- a local registry: publish, then npx and bunx ----------------------------
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+registry="http://127.0.0.1:$port/"
+mkdir -p "$work/verdaccio/storage"
+cat >"$work/verdaccio/config.yaml" <<EOF
+storage: $work/verdaccio/storage
+auth:
+  htpasswd:
+    file: $work/verdaccio/htpasswd
+    max_users: 1
+uplinks: {}
+packages:
+  '**':
+    access: \$all
+    publish: \$authenticated
+    unpublish: \$authenticated
+web:
+  enable: false
+log: { type: stdout, format: pretty, level: warn }
+EOF
+node "$VERDACCIO" --config "$work/verdaccio/config.yaml" --listen "127.0.0.1:$port" >"$work/verdaccio.log" 2>&1 &
+registry_pid=$!
+ready=""
+for _ in $(seq 1 300); do
+  if curl -fsS "${registry}-/ping" >/dev/null 2>&1; then ready=1; break; fi
+  if ! kill -0 "$registry_pid" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+if [ -n "$ready" ]; then
+  ok "verdaccio $VERDACCIO_VERSION answers on 127.0.0.1:$port (no uplinks)"
+  token="$(curl -fsS -X PUT -H 'content-type: application/json' \
+    -d '{"name":"ci","password":"local-test-only"}' "${registry}-/user/org.couchdb.user:ci" |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).token||""))')"
+  printf '//127.0.0.1:%s/:_authToken=%s\n' "$port" "$token" >"$work/npmrc"
+  published=1
+  for tgz in "$platform_tgz" "$launcher"; do
+    if ! npm publish "$tgz" --registry "$registry" >"$work/publish.log" 2>&1; then
+      published=""
+      not_ok "npm publish $(basename "$tgz") to the local registry" "$(tail -10 "$work/publish.log")"
+    fi
+  done
+  [ -n "$published" ] && ok "both packages publish to the local registry"
+
+  mkdir -p "$work/npx-dir"
+  expect "npx stateful-ci --version from the local registry" 0 "stateful-ci $version" \
+    bash -c 'cd "$1" && npx --yes --registry "$2" stateful-ci --version' _ "$work/npx-dir" "$registry"
+  expect "npx stateful-ci@$version --version from the local registry" 0 "stateful-ci $version" \
+    bash -c 'cd "$1" && npx --yes --registry "$2" "stateful-ci@$3" --version' _ "$work/npx-dir" "$registry" "$version"
+  mkdir -p "$work/bunx-dir"
+  printf '[install]\nregistry = "%s"\n' "$registry" >"$work/bunx-dir/bunfig.toml"
+  expect "bunx stateful-ci --version from the local registry" 0 "stateful-ci $version" \
+    env BUN_CONFIG_REGISTRY="$registry" bash -c 'cd "$1" && "$2" x stateful-ci --version' _ "$work/bunx-dir" "$BUN"
+
+  # `bunx stateful-ci init --yes` from the registry, once the binary has init.
+  if "$npm_bin" init --help >/dev/null 2>&1 && "$npm_bin" --help 2>/dev/null | grep -q '\binit\b'; then
+    mkdir -p "$work/init-repo" && git -C "$work/init-repo" init -q
+    cp "$work/bunx-dir/bunfig.toml" "$work/init-repo/"
+    echo '{"name":"demo","private":true,"scripts":{"test":"true"}}' >"$work/init-repo/package.json"
+    if (cd "$work/init-repo" && BUN_CONFIG_REGISTRY="$registry" "$BUN" x stateful-ci init --yes >"$work/init.log" 2>&1) &&
+      [ -f "$work/init-repo/stateful-ci.toml" ] && [ -f "$work/init-repo/.github/workflows/stateful-ci.yml" ]; then
+      ok "bunx stateful-ci init --yes writes stateful-ci.toml and the workflow"
+      if bash "$root/scripts/lint-yaml.sh" "$work/init-repo/.github/workflows/stateful-ci.yml" >"$work/lint-init.log" 2>&1; then
+        ok "the generated workflow passes actionlint and zizmor"
+      else
+        not_ok "the generated workflow passes actionlint and zizmor" "$(tail -30 "$work/lint-init.log")"
+      fi
+    else
+      not_ok "bunx stateful-ci init --yes" "$(tail -20 "$work/init.log")"
+    fi
+  else
+    skip "bunx stateful-ci init --yes from the local registry" "this binary has no init command yet"
+  fi
+else
+  not_ok "verdaccio starts" "$(tail -20 "$work/verdaccio.log")"
+  registry=""
+fi
+
+# --- lint --------------------------------------------------------------------
+if bash "$root/scripts/lint-yaml.sh" "$root/action.yml" >"$work/lint.log" 2>&1; then
+  ok "action.yml: $(tail -1 "$work/lint.log")"
+else
+  not_ok "action.yml passes actionlint and zizmor" "$(tail -30 "$work/lint.log")"
+fi
+mkdir -p "$work/planted"
+sed 's|run: node "$GITHUB_ACTION_PATH/action/run.cjs"|run: node "$GITHUB_ACTION_PATH/action/run.cjs" "${{ inputs.paths }}"|' \
+  "$root/action.yml" >"$work/planted/action.yml"
+if ! grep -q 'run.cjs" "${{ inputs.paths }}"' "$work/planted/action.yml"; then
+  not_ok "planting an injection into a copy of action.yml" "the sed pattern no longer matches action.yml"
+elif bash "$root/scripts/lint-yaml.sh" "$work/planted/action.yml" >"$work/lint-planted.log" 2>&1; then
+  not_ok "the linters catch \${{ inputs.paths }} planted in run:" "$(tail -10 "$work/lint-planted.log")"
+elif grep -q "template-injection" "$work/lint-planted.log" && grep -q 'inside run:' "$work/lint-planted.log"; then
+  ok "the linters catch \${{ inputs.paths }} planted in run: (zizmor template-injection, harness rule)"
+else
+  not_ok "the linters name the planted injection" "$(tail -10 "$work/lint-planted.log")"
+fi
+
+# --- the Action harness ------------------------------------------------------
+binary="$(cd "$work/npm-project" && node -e 'const p=require("path");console.log(p.join(p.dirname(require.resolve(process.argv[1]+"/package.json")),"bin","stateful-ci"))' "@stateful-ci/cli-$host_platform")"
+python3 "$root/tests/action-harness/test_action.py" --binary "$binary" ${registry:+--registry "$registry"} >"$work/harness.log" 2>&1
+harness_status=$?
+sed 's/^/  harness: /' "$work/harness.log" | grep -v ' passed, .* failed' | head -200
+counts="$(tail -1 "$work/harness.log")"
+if [[ "$counts" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+  passed=$((passed + BASH_REMATCH[1]))
+  failed=$((failed + BASH_REMATCH[2]))
+  skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
+  [ "$harness_status" -ne 0 ] && [ "${BASH_REMATCH[2]}" = 0 ] && not_ok "harness exit status $harness_status"
+else
+  not_ok "the action harness ran to its summary (exit $harness_status)" "$(tail -20 "$work/harness.log")"
+fi
+
+echo "$passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
+[ "$failed" -eq 0 ]
