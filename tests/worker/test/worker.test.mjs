@@ -119,6 +119,41 @@ test("unknown routes and methods answer JSON errors with stable codes", async ()
   assert.match(r.data.message, /workspace/);
 });
 
+test("oversized JSON bodies are refused before they are read", async () => {
+  const big = { workspace: "default", objects: Array(30000).fill(keyOf("packs", Buffer.from("x"))) };
+  const r = await api("/v1/save/prepare", { token: issuer.token(), method: "POST", body: big });
+  assert.equal(r.status, 413);
+  assert.equal(r.data.code, "too_large");
+});
+
+test("a misconfigured Worker says what is wrong: unreachable issuer, missing secrets", async () => {
+  // A port nothing listens on: take one, then close it.
+  const { createServer } = await import("node:net");
+  const probe = createServer();
+  await new Promise((ok) => probe.listen(0, "127.0.0.1", ok));
+  const deadIssuer = `http://127.0.0.1:${probe.address().port}`;
+  await new Promise((ok) => probe.close(ok));
+  const broken = await startBackend({ issuerUrl: deadIssuer, vars: { GRANT_KEY: "", ADMIN_TOKEN: "" } });
+  try {
+    const call = async (path, init = {}) => {
+      const res = await fetch(broken.url + path, init);
+      return { status: res.status, data: await res.json() };
+    };
+    const h = await call("/v1/health");
+    assert.equal(h.status, 200);
+    assert.ok(h.data.warnings.some((w) => w.includes("GRANT_KEY")), JSON.stringify(h.data.warnings));
+    const r = await call("/v1/restore", { method: "POST", headers: { authorization: `Bearer ${issuer.token({ iss: deadIssuer })}` }, body: JSON.stringify({ workspace: "w" }) });
+    assert.equal(r.status, 502);
+    assert.equal(r.data.code, "jwks_unavailable");
+    assert.match(r.data.message, /retry/);
+    const a = await call("/v1/admin/runs", { headers: { authorization: "Bearer anything" } });
+    assert.equal(a.status, 503);
+    assert.equal(a.data.code, "admin_disabled");
+  } finally {
+    await broken.stop();
+  }
+});
+
 test("save prepare -> PUT -> commit -> restore round trip, with ranges and dedup", async () => {
   const token = issuer.token({ run_id: "1001" });
   const snap = snapshot(3);
