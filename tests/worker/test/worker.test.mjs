@@ -599,6 +599,24 @@ test("cost: workerd CPU and wall time per request, and bundle size", async () =>
   const rest = await measure(100, () => restore(token, "roundtrip"));
   const blobs = Array.from({ length: 20 }, () => randomBytes(1024 * 1024));
   const put = await measure(20, (i) => api(`/v1/objects/${keyOf("packs", blobs[i])}`, { token, method: "PUT", body: blobs[i] }));
+  // Commits of a 30 000-entry snapshot: the Worker reads its manifest.
+  const pack = randomBytes(4096);
+  const packKey = keyOf("packs", pack);
+  await api(`/v1/objects/${packKey}`, { token, method: "PUT", body: pack });
+  const entries = Array.from({ length: 30000 }, (_, i) => ({ path: `w/dir${i % 300}/file${i}.txt`, kind: "file", mode: 420, mtime_ns: 0, size: 0 }));
+  const manifests = Array.from({ length: 5 }, () => manifestBytes([packKey], { entries }));
+  for (const m of manifests) await api(`/v1/objects/${keyOf("manifests", m)}`, { token, method: "PUT", body: m });
+  let generation = 0;
+  const commit = await measure(5, async (i) => {
+    const r = await api("/v1/save/commit", {
+      token,
+      method: "POST",
+      body: { workspace: "cost", manifest: keyOf("manifests", manifests[i]), packs: [packKey], expected_generation: generation, idempotency_key: `cost-${i}` },
+    });
+    assert.equal(r.status, 200, JSON.stringify(r.data));
+    generation = r.data.head.generation;
+  });
+  console.log(`# worker commit with a 30 000-entry manifest (${manifests[0].length} bytes stored): ${fmt(commit)}`);
   const wasm = statSync(join(distDir, "index_bg.wasm")).size;
   const gz = gzipSync(readFileSync(join(distDir, "index_bg.wasm"))).length;
   console.log(`# worker per request (whole workerd process incl. D1/R2/DO, 10 ms tick resolution averaged): health ${fmt(health)}; restore ${fmt(rest)}; PUT 1 MiB ${fmt(put)}`);
