@@ -4,6 +4,7 @@
 
 mod cli;
 mod damage;
+mod init;
 mod kill;
 mod roundtrip;
 mod tree;

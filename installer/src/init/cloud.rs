@@ -37,8 +37,8 @@ pub fn list_accounts(base: &str, token: &str) -> Result<Vec<Account>, String> {
         max_total: Duration::from_secs(20),
         ..RetryPolicy::default()
     };
-    let resp = send(|| http.get(&url).bearer_auth(token), &policy, |_| {})
-        .map_err(|e| e.to_string())?;
+    let resp =
+        send(|| http.get(&url).bearer_auth(token), &policy, |_| {}).map_err(|e| e.to_string())?;
     let status = resp.status();
     let body: serde_json::Value = resp
         .json()
@@ -115,7 +115,9 @@ fn short(e: &keyring::Error) -> String {
 pub fn check_account_id(id: &str) -> Result<(), String> {
     if id.is_empty()
         || id.len() > 64
-        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(format!(
             "{id:?} is not an account id: copy the 32-character id from the Cloudflare dashboard (Account home, right-hand column)"

@@ -52,7 +52,11 @@ pub fn current(text: &str) -> Result<CurrentConfig, Error> {
     let doc = parse_doc(text)?;
     let strings = |item: Option<&Item>| -> Vec<String> {
         item.and_then(Item::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     Ok(CurrentConfig {
@@ -188,7 +192,10 @@ mod tests {
         assert!(text.starts_with("# stateful-ci: what a CI job keeps"));
         assert!(text.contains("\npreset = \"node\"\n"), "{text}");
         assert!(text.contains("exclude = [\"**/*.log\"]"), "{text}");
-        assert!(text.contains("[deployment]\naccount_id = \"abc123\""), "{text}");
+        assert!(
+            text.contains("[deployment]\naccount_id = \"abc123\""),
+            "{text}"
+        );
         let cfg = parse_toml(&text).unwrap();
         assert_eq!(cfg.preset.as_deref(), Some("node"));
         assert_eq!(cfg.exclude, ["**/*.log"]);
@@ -229,7 +236,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(out.contains("# extra output\npaths = [\"dist\", \"out\"]\n"), "{out}");
+        assert!(
+            out.contains("# extra output\npaths = [\"dist\", \"out\"]\n"),
+            "{out}"
+        );
         assert!(out.contains("# my own note\npreset = \"node\" # keep this\n"));
         assert!(out.contains("url = \"https://x.example\" # from deploy"));
         assert!(out.contains("exclude = [\"dist/tmp\"]"));
@@ -287,6 +297,9 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(err.message.contains("neither `preset` nor `paths`"), "{err}");
+        assert!(
+            err.message.contains("neither `preset` nor `paths`"),
+            "{err}"
+        );
     }
 }

@@ -210,9 +210,14 @@ pub fn detect(files: &ProjectFiles) -> Vec<Detected> {
     if files.has("go.mod") {
         out.push(Detected::Go);
     }
-    if ["build.gradle", "build.gradle.kts", "settings.gradle", "settings.gradle.kts"]
-        .iter()
-        .any(|f| files.has(f))
+    if [
+        "build.gradle",
+        "build.gradle.kts",
+        "settings.gradle",
+        "settings.gradle.kts",
+    ]
+    .iter()
+    .any(|f| files.has(f))
     {
         out.push(Detected::Gradle {
             wrapper: files.has("gradlew"),

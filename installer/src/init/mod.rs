@@ -200,7 +200,9 @@ pub fn read_inputs(root: &Path, workflow: &str) -> Result<Inputs, Error> {
         )
     })?;
     for entry in entries.flatten() {
-        files.names.push(entry.file_name().to_string_lossy().into_owned());
+        files
+            .names
+            .push(entry.file_name().to_string_lossy().into_owned());
     }
     files.names.sort();
     for name in detect::READ_FILES {
@@ -301,7 +303,11 @@ pub fn run(opts: &Options, ui: &mut dyn prompt::Ui) -> Result<Outcome, Error> {
             }
         };
         let (config_state, workflow_state) = (status(&config_diff), status(&workflow_diff));
-        diffs.extend([config_diff, workflow_diff].into_iter().filter(|d| !d.is_empty()));
+        diffs.extend(
+            [config_diff, workflow_diff]
+                .into_iter()
+                .filter(|d| !d.is_empty()),
+        );
         return Ok(Outcome {
             config: config_state,
             workflow: workflow_state,

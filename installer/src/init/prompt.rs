@@ -73,7 +73,9 @@ fn check_paths(s: &str, required: bool) -> Result<(), String> {
 fn check_globs(s: &str) -> Result<(), String> {
     for g in split_list(s) {
         if g.starts_with('/') || g.split('/').any(|c| c == "..") {
-            return Err(format!("{g:?}: patterns are relative to the repository root"));
+            return Err(format!(
+                "{g:?}: patterns are relative to the repository root"
+            ));
         }
         if let Err(e) = globset::Glob::new(&g) {
             return Err(format!("{g:?} is not a valid glob: {e}"));
@@ -396,7 +398,12 @@ mod tests {
         fn note(&mut self, line: &str) {
             self.seen.push(format!("note: {line}"));
         }
-        fn select(&mut self, prompt: &str, items: &[String], default: usize) -> Result<usize, Error> {
+        fn select(
+            &mut self,
+            prompt: &str,
+            items: &[String],
+            default: usize,
+        ) -> Result<usize, Error> {
             let a = self.next(&format!("{prompt} [default {}]", items[default]));
             Ok(if a.is_empty() {
                 default
@@ -439,7 +446,14 @@ mod tests {
     #[test]
     fn detected_preset_is_proposed_and_answers_become_changes() {
         let mut ui = Script::new(&["", "dist", "**/*.log, tmp/**", "acc1", "sekrit"]);
-        let a = ask_with(&node_inputs(None), &Request::default(), &mut ui, None, &no_list).unwrap();
+        let a = ask_with(
+            &node_inputs(None),
+            &Request::default(),
+            &mut ui,
+            None,
+            &no_list,
+        )
+        .unwrap();
         assert!(ui.seen[0].contains("pnpm project"), "{:?}", ui.seen);
         assert!(ui.seen[1].contains("[default node:"), "{:?}", ui.seen);
         assert_eq!(a.changes.preset, Some(Some("node".into())));
@@ -450,12 +464,16 @@ mod tests {
         );
         assert_eq!(a.changes.account_id.as_deref(), Some("acc1"));
         let t = a.store_token.unwrap();
-        assert_eq!((t.account_id.as_str(), t.token.as_str()), ("acc1", "sekrit"));
+        assert_eq!(
+            (t.account_id.as_str(), t.token.as_str()),
+            ("acc1", "sekrit")
+        );
     }
 
     #[test]
     fn a_rerun_with_the_same_answers_changes_nothing() {
-        let existing = "preset = \"node\"\npaths = [\"dist\"]\n[deployment]\naccount_id = \"acc1\"\n";
+        let existing =
+            "preset = \"node\"\npaths = [\"dist\"]\n[deployment]\naccount_id = \"acc1\"\n";
         let mut ui = Script::new(&["", "=", "=", "=", ""]);
         let a = ask_with(
             &node_inputs(Some(existing)),
@@ -503,33 +521,67 @@ mod tests {
             ])
         };
         let mut ui = Script::new(&["", "", "", "B (id-b)", "y"]);
-        let a = ask_with(&node_inputs(None), &Request::default(), &mut ui, Some("tok"), &list)
-            .unwrap();
+        let a = ask_with(
+            &node_inputs(None),
+            &Request::default(),
+            &mut ui,
+            Some("tok"),
+            &list,
+        )
+        .unwrap();
         assert_eq!(a.changes.account_id.as_deref(), Some("id-b"));
         assert_eq!(a.store_token.unwrap().token, "tok");
 
         let failing = |_: &str| -> Result<Vec<Account>, String> { Err("HTTP 403".into()) };
         let mut ui = Script::new(&["", "", "", "typed-id", "n"]);
-        let a = ask_with(&node_inputs(None), &Request::default(), &mut ui, Some("tok"), &failing)
-            .unwrap();
+        let a = ask_with(
+            &node_inputs(None),
+            &Request::default(),
+            &mut ui,
+            Some("tok"),
+            &failing,
+        )
+        .unwrap();
         assert_eq!(a.changes.account_id.as_deref(), Some("typed-id"));
         assert!(a.store_token.is_none());
-        assert!(ui.seen.iter().any(|s| s.contains("Could not list the accounts (HTTP 403)")));
+        assert!(
+            ui.seen
+                .iter()
+                .any(|s| s.contains("Could not list the accounts (HTTP 403)"))
+        );
     }
 
     #[test]
     fn no_preset_requires_paths_and_bad_answers_are_refused() {
         let mut ui = Script::new(&["none", ""]);
-        let err = ask_with(&node_inputs(None), &Request::default(), &mut ui, None, &no_list)
-            .unwrap_err();
+        let err = ask_with(
+            &node_inputs(None),
+            &Request::default(),
+            &mut ui,
+            None,
+            &no_list,
+        )
+        .unwrap_err();
         assert!(err.message.contains("at least one directory"), "{err}");
         let mut ui = Script::new(&["", "/abs"]);
-        let err = ask_with(&node_inputs(None), &Request::default(), &mut ui, None, &no_list)
-            .unwrap_err();
+        let err = ask_with(
+            &node_inputs(None),
+            &Request::default(),
+            &mut ui,
+            None,
+            &no_list,
+        )
+        .unwrap_err();
         assert!(err.message.contains("absolute"), "{err}");
         let mut ui = Script::new(&["", "", "a["]);
-        let err = ask_with(&node_inputs(None), &Request::default(), &mut ui, None, &no_list)
-            .unwrap_err();
+        let err = ask_with(
+            &node_inputs(None),
+            &Request::default(),
+            &mut ui,
+            None,
+            &no_list,
+        )
+        .unwrap_err();
         assert!(err.message.contains("not a valid glob"), "{err}");
     }
 }

@@ -64,9 +64,7 @@ impl Step {
             comment: Some(format!("Replace this step with your {what} command(s).")),
             ..Step::run(
                 &format!("{name} (fill in)"),
-                &format!(
-                    "echo \"::warning title=stateful-ci::fill in the {what} step in {path}\""
-                ),
+                &format!("echo \"::warning title=stateful-ci::fill in the {what} step in {path}\""),
             )
         }
     }
@@ -132,9 +130,10 @@ fn project_steps(kind: Option<&Detected>, path: &str) -> (Vec<Step>, Vec<Step>) 
             for (script, name) in [("build", "Build"), ("test", "Test")] {
                 if scripts.iter().any(|s| s == script) {
                     steps.push(Step::run(name, &run(script)));
-                } else {
-                    steps.push(Step::placeholder(name, script, path));
                 }
+            }
+            if scripts.is_empty() {
+                steps.push(Step::placeholder("Build and test", "build and test", path));
             }
         }
         Some(Detected::Rust { locked }) => {
@@ -341,12 +340,10 @@ mod tests {
 
     #[test]
     fn node_npm_workflow_has_the_required_shape() {
-        let y = gen_for(
-            ProjectFiles::from_names(&["package-lock.json"]).with(
-                "package.json",
-                r#"{"scripts":{"build":"tsc","test":"node --test"}}"#,
-            ),
-        );
+        let y = gen_for(ProjectFiles::from_names(&["package-lock.json"]).with(
+            "package.json",
+            r#"{"scripts":{"build":"tsc","test":"node --test"}}"#,
+        ));
         assert!(y.contains("permissions:\n  contents: read\n  id-token: write"));
         assert_eq!(y.matches("permissions:").count(), 1);
         assert!(y.contains(&format!(
@@ -378,13 +375,16 @@ mod tests {
                     "run: corepack enable",
                     "run: pnpm install --frozen-lockfile --store-dir .pnpm-store",
                     "run: pnpm run test",
-                    "fill in the build step",
                 ],
             ),
             (
                 ProjectFiles::from_names(&["bun.lock"])
                     .with("package.json", r#"{"scripts":{"test":"bun test"}}"#),
-                &[SETUP_BUN, "run: bun install --frozen-lockfile", "run: bun run test"],
+                &[
+                    SETUP_BUN,
+                    "run: bun install --frozen-lockfile",
+                    "run: bun run test",
+                ],
             ),
             (
                 ProjectFiles::from_names(&["Cargo.toml", "Cargo.lock"]),
@@ -419,6 +419,13 @@ mod tests {
                 &[
                     "MAVEN_OPTS: -Dmaven.repo.local=${{ github.workspace }}/.m2/repository",
                     "run: mvn -B verify",
+                ],
+            ),
+            (
+                ProjectFiles::from_names(&["package.json"]),
+                &[
+                    "run: npm install",
+                    "fill in the build and test step in .github/workflows/stateful-ci.yml",
                 ],
             ),
             (
