@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# --- init's integration tests lint the generated workflows with actionlint,
+# ShellCheck and zizmor: install them (pinned, idempotent) before cargo test.
+bash scripts/setup-lint.sh >/dev/null
 cargo test --workspace --locked
 
 # --- trust crate on the Worker's target (wasm32): build + Node smoke run ---

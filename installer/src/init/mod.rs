@@ -285,9 +285,8 @@ pub fn run(opts: &Options, ui: &mut dyn prompt::Ui) -> Result<Outcome, Error> {
         Mode::Defaults | Mode::Check => (default_changes(&inputs, &opts.request)?, None),
     };
     let plan = plan(&inputs, &changes, &opts.workflow, &opts.version)?;
-    let account_id = parse_toml(&plan.config)
+    let account_id = config::current(&plan.config)
         .ok()
-        .and(config::current(&plan.config).ok())
         .and_then(|c| c.account_id);
 
     if opts.mode == Mode::Check {
