@@ -113,7 +113,8 @@ impl Detected {
                     (NodePm::YarnBerry | NodePm::YarnClassic, true) => "yarn.lock".into(),
                     (NodePm::Bun, true) => "a bun lock file".into(),
                 };
-                format!("a {} project (package.json with {lock})", pm.name())
+                let article = if *pm == NodePm::Npm { "an" } else { "a" };
+                format!("{article} {} project (package.json with {lock})", pm.name())
             }
             Detected::Rust { .. } => "a Rust project (Cargo.toml)".into(),
             Detected::Python {
