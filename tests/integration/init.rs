@@ -278,6 +278,16 @@ fn check_reports_drift_and_yes_refuses_to_overwrite_a_changed_workflow() {
     let out = init(repo.path(), &["--check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty(), "no diff when equal");
+    // A flag that would change the config is drift in the config.
+    let out = init(repo.path(), &["--check", "--exclude", "tmp"]);
+    assert_eq!(out.status.code(), Some(1));
+    let diff = text(&out.stdout);
+    assert!(
+        diff.contains("--- a/stateful-ci.toml\n+++ b/stateful-ci.toml\n")
+            && diff.contains("\n+exclude = [\"tmp\"]\n"),
+        "{diff}"
+    );
+    assert!(!read(repo.path(), "stateful-ci.toml").contains("tmp"));
 
     let generated = read(repo.path(), WORKFLOW);
     let edited = generated.replace("runs-on: ubuntu-latest", "runs-on: ubuntu-24.04");
