@@ -3,6 +3,7 @@
 //! lives in `stateful-ci-runtime` (snapshots) and, for deployment, the
 //! installer.
 
+mod init_cmd;
 mod printer;
 mod snapshot_cmd;
 
@@ -30,6 +31,8 @@ enum Command {
     Save(SnapshotArgs),
     /// Restore the configured paths from the latest snapshot (a miss exits 0).
     Restore(SnapshotArgs),
+    /// Set this repository up: write stateful-ci.toml and the workflow.
+    Init(init_cmd::InitArgs),
 }
 
 #[derive(Args, Clone)]
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Save(args)) => snapshot_cmd::save(&args, &printer),
         Some(Command::Restore(args)) => snapshot_cmd::restore(&args, &printer),
+        Some(Command::Init(args)) => init_cmd::run(&args, &printer),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

@@ -5,3 +5,4 @@
 //! Pure planning is kept apart from I/O: a plan is computed from observed
 //! state and printed or applied, so it can be tested without a network.
 //! This crate does not print; the binary renders what it returns.
+pub mod init;

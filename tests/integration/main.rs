@@ -5,6 +5,7 @@
 mod backend;
 mod cli;
 mod damage;
+mod init;
 mod kill;
 mod roundtrip;
 mod tree;

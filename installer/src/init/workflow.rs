@@ -1,0 +1,473 @@
+//! The workflow init writes (`.github/workflows/stateful-ci.yml` by
+//! default): checkout without persisted credentials, restore, the project's
+//! own install/build/test commands, save (always). Its header carries a
+//! marker with a hash of the rest of the file, so a later run can tell a
+//! file init wrote and nobody touched from one the user changed. Pure.
+
+use super::detect::{Detected, NodePm};
+
+/// `actions/checkout`, pinned by commit (v4.2.2).
+pub const CHECKOUT: &str = "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2";
+/// `oven-sh/setup-bun`, pinned by commit (v2.1.2); only for bun projects.
+pub const SETUP_BUN: &str = "oven-sh/setup-bun@735343b667d3e6f658f44d0eca948eb6282f2b76 # v2.1.2";
+/// This project's own action, by its major tag.
+pub const ACTION: &str = "stateful-ci/stateful-ci@v0";
+
+const MARKER: &str = "# stateful-ci-init: blake3=";
+
+/// What the workflow is generated from.
+#[derive(Debug, Clone)]
+pub struct WorkflowSpec<'a> {
+    /// The project kind whose commands the workflow runs; `None`: placeholders.
+    pub kind: Option<&'a Detected>,
+    /// The branch whose pushes run trusted jobs.
+    pub branch: &'a str,
+    /// The workflow's path in the repository, named in the placeholders.
+    pub path: &'a str,
+    /// The generator's version, named in the header.
+    pub version: &'a str,
+}
+
+struct Step {
+    name: String,
+    uses: Option<&'static str>,
+    with: Vec<(&'static str, String)>,
+    run: Option<String>,
+    id: Option<&'static str>,
+    cond: Option<&'static str>,
+    comment: Option<String>,
+}
+
+impl Step {
+    fn run(name: &str, command: &str) -> Step {
+        Step {
+            name: name.into(),
+            uses: None,
+            with: Vec::new(),
+            run: Some(command.into()),
+            id: None,
+            cond: None,
+            comment: None,
+        }
+    }
+
+    fn uses(name: &str, uses: &'static str) -> Step {
+        Step {
+            uses: Some(uses),
+            run: None,
+            ..Step::run(name, "")
+        }
+    }
+
+    fn placeholder(name: &str, what: &str, path: &str) -> Step {
+        Step {
+            comment: Some(format!("Replace this step with your {what} command(s).")),
+            ..Step::run(
+                &format!("{name} (fill in)"),
+                &format!("echo \"::warning title=stateful-ci::fill in the {what} step in {path}\""),
+            )
+        }
+    }
+}
+
+/// The environment that points home-directory caches into the workspace,
+/// where the preset's paths expect them (see `runtime::config::PRESETS`).
+fn job_env(kind: Option<&Detected>) -> Vec<(&'static str, &'static str)> {
+    match kind {
+        Some(Detected::Go) => vec![
+            ("GOCACHE", "${{ github.workspace }}/.cache/go-build"),
+            ("GOMODCACHE", "${{ github.workspace }}/.cache/go-mod"),
+        ],
+        Some(Detected::Gradle { .. }) => {
+            vec![("GRADLE_USER_HOME", "${{ github.workspace }}/.gradle-home")]
+        }
+        Some(Detected::Maven { .. }) => vec![(
+            "MAVEN_OPTS",
+            "-Dmaven.repo.local=${{ github.workspace }}/.m2/repository",
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// Setup and the project's own steps, between restore and save.
+fn project_steps(kind: Option<&Detected>, path: &str) -> (Vec<Step>, Vec<Step>) {
+    let mut setup = Vec::new();
+    let mut steps = Vec::new();
+    match kind {
+        None => {
+            steps.push(Step::placeholder("Install", "install", path));
+            steps.push(Step::placeholder("Build and test", "build and test", path));
+        }
+        Some(Detected::Node {
+            pm,
+            locked,
+            scripts,
+        }) => {
+            let install = match (pm, locked) {
+                (NodePm::Npm, true) => "npm ci",
+                (NodePm::Npm, false) => "npm install",
+                (NodePm::Pnpm, true) => "pnpm install --frozen-lockfile --store-dir .pnpm-store",
+                (NodePm::Pnpm, false) => "pnpm install --store-dir .pnpm-store",
+                (NodePm::YarnBerry, true) => "yarn install --immutable",
+                (NodePm::YarnClassic, true) => "yarn install --frozen-lockfile",
+                (NodePm::YarnBerry | NodePm::YarnClassic, false) => "yarn install",
+                (NodePm::Bun, true) => "bun install --frozen-lockfile",
+                (NodePm::Bun, false) => "bun install",
+            };
+            match pm {
+                NodePm::Bun => setup.push(Step::uses("Set up bun", SETUP_BUN)),
+                NodePm::Pnpm | NodePm::YarnBerry => {
+                    setup.push(Step::run("Enable corepack (pnpm, yarn)", "corepack enable"))
+                }
+                _ => {}
+            }
+            steps.push(Step::run("Install", install));
+            let run = |script: &str| match (pm, script) {
+                (NodePm::Npm, "test") => "npm test".to_string(),
+                (NodePm::Bun, s) => format!("bun run {s}"),
+                (_, s) => format!("{} run {s}", pm.name()),
+            };
+            for (script, name) in [("build", "Build"), ("test", "Test")] {
+                if scripts.iter().any(|s| s == script) {
+                    steps.push(Step::run(name, &run(script)));
+                }
+            }
+            if scripts.is_empty() {
+                steps.push(Step::placeholder("Build and test", "build and test", path));
+            }
+        }
+        Some(Detected::Rust { locked }) => {
+            let l = if *locked { " --locked" } else { "" };
+            steps.push(Step::run("Build", &format!("cargo build{l}")));
+            steps.push(Step::run("Test", &format!("cargo test{l}")));
+        }
+        Some(Detected::Python {
+            requirements,
+            pyproject,
+            pytest,
+        }) => {
+            steps.push(Step::run("Create the virtualenv", "python3 -m venv .venv"));
+            if *requirements {
+                steps.push(Step::run(
+                    "Install",
+                    ".venv/bin/pip install -r requirements.txt",
+                ));
+            } else if *pyproject {
+                steps.push(Step::run("Install", ".venv/bin/pip install -e ."));
+            } else {
+                steps.push(Step::placeholder("Install", "install", path));
+            }
+            if *pytest {
+                steps.push(Step::run("Test", ".venv/bin/python -m pytest"));
+            } else {
+                steps.push(Step::placeholder("Test", "test", path));
+            }
+        }
+        Some(Detected::Go) => {
+            steps.push(Step::run("Build", "go build ./..."));
+            steps.push(Step::run("Test", "go test ./..."));
+        }
+        Some(Detected::Gradle { wrapper }) => {
+            let g = if *wrapper { "./gradlew" } else { "gradle" };
+            steps.push(Step::run("Build and test", &format!("{g} build")));
+        }
+        Some(Detected::Maven { wrapper }) => {
+            let m = if *wrapper { "./mvnw" } else { "mvn" };
+            steps.push(Step::run("Build and test", &format!("{m} -B verify")));
+        }
+    }
+    (setup, steps)
+}
+
+/// A YAML scalar for a branch name: bare when plainly safe, else quoted.
+fn yaml_str(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
+        && !s.starts_with(['-', '.'])
+        && !["true", "false", "yes", "no", "on", "off", "null", "y", "n"]
+            .contains(&s.to_ascii_lowercase().as_str());
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).expect("a string serialises")
+    }
+}
+
+/// The workflow's full text, header and marker included.
+pub fn generate(spec: &WorkflowSpec) -> String {
+    let body = body(spec);
+    format!(
+        "# Generated by `stateful-ci init` (stateful-ci {version}). Edit it freely:\n\
+         # init does not overwrite a changed file without asking, and\n\
+         # `stateful-ci init --check` shows how it differs from what init would write.\n\
+         {MARKER}{hash}\n{body}",
+        version = spec.version,
+        hash = hash(&body),
+    )
+}
+
+fn body(spec: &WorkflowSpec) -> String {
+    let mut y = String::new();
+    y.push_str("name: stateful-ci\n\non:\n  push:\n");
+    y.push_str(&format!("    branches: [{}]\n", yaml_str(spec.branch)));
+    y.push_str("  pull_request:\n  workflow_dispatch:\n\n");
+    y.push_str("permissions:\n  contents: read\n");
+    y.push_str("  id-token: write # the stateful-ci backend verifies this job's OIDC token\n\n");
+    y.push_str("jobs:\n  build:\n    runs-on: ubuntu-latest\n");
+    let env = job_env(spec.kind);
+    if !env.is_empty() {
+        y.push_str("    env:\n");
+        for (k, v) in env {
+            y.push_str(&format!("      {k}: {v}\n"));
+        }
+    }
+    y.push_str("    steps:\n");
+    let (setup, own) = project_steps(spec.kind, spec.path);
+    let mut steps = vec![Step {
+        with: vec![("persist-credentials", "false".into())],
+        ..Step::uses("Check out", CHECKOUT)
+    }];
+    steps.extend(setup);
+    steps.push(Step {
+        id: Some("workspace"),
+        with: vec![("command", "restore".into())],
+        comment: Some("steps.workspace.outputs.restored says whether a snapshot was found.".into()),
+        ..Step::uses("Restore the workspace", ACTION)
+    });
+    steps.extend(own);
+    steps.push(Step {
+        cond: Some("always()"),
+        with: vec![("command", "save".into())],
+        ..Step::uses("Save the workspace", ACTION)
+    });
+    for (i, s) in steps.iter().enumerate() {
+        if i > 0 {
+            y.push('\n');
+        }
+        if let Some(c) = &s.comment {
+            y.push_str(&format!("      # {c}\n"));
+        }
+        y.push_str(&format!("      - name: {}\n", s.name));
+        if let Some(id) = s.id {
+            y.push_str(&format!("        id: {id}\n"));
+        }
+        if let Some(c) = s.cond {
+            y.push_str(&format!("        if: {c}\n"));
+        }
+        if let Some(u) = s.uses {
+            y.push_str(&format!("        uses: {u}\n"));
+        }
+        if !s.with.is_empty() {
+            y.push_str("        with:\n");
+            for (k, v) in &s.with {
+                y.push_str(&format!("          {k}: {v}\n"));
+            }
+        }
+        if let Some(r) = &s.run {
+            y.push_str(&format!("        run: {}\n", run_scalar(r)));
+        }
+    }
+    y
+}
+
+/// A `run:` value: plain when YAML reads it back unchanged, else a literal
+/// block.
+fn run_scalar(cmd: &str) -> String {
+    let needs_block =
+        cmd.contains(": ") || cmd.contains(" #") || cmd.starts_with(['"', '\'', '*', '&', '!']);
+    if needs_block {
+        format!("|\n          {cmd}")
+    } else {
+        cmd.to_string()
+    }
+}
+
+fn hash(body: &str) -> String {
+    blake3::hash(body.as_bytes()).to_hex()[..32].to_string()
+}
+
+/// How the file on disk relates to what init would write now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// No file.
+    Missing,
+    /// Exactly what init would write.
+    Same,
+    /// Written by init and not changed since (an older generator or other
+    /// answers): safe to replace.
+    Untouched,
+    /// Changed by hand, or not written by init: replaced only when asked.
+    Changed,
+}
+
+pub fn classify(existing: Option<&str>, new: &str) -> Existing {
+    let Some(old) = existing else {
+        return Existing::Missing;
+    };
+    if old == new {
+        return Existing::Same;
+    }
+    // The marker line, then the body it hashes.
+    let mut offset = 0;
+    for line in old.split_inclusive('\n').take(10) {
+        offset += line.len();
+        if let Some(recorded) = line.trim_end().strip_prefix(MARKER) {
+            return if recorded == hash(&old[offset..]) {
+                Existing::Untouched
+            } else {
+                Existing::Changed
+            };
+        }
+    }
+    Existing::Changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::detect::{ProjectFiles, detect};
+
+    fn gen_for(files: ProjectFiles) -> String {
+        let found = detect(&files);
+        generate(&WorkflowSpec {
+            kind: found.first(),
+            branch: "main",
+            path: ".github/workflows/stateful-ci.yml",
+            version: "0.1.0",
+        })
+    }
+
+    #[test]
+    fn node_npm_workflow_has_the_required_shape() {
+        let y = gen_for(ProjectFiles::from_names(&["package-lock.json"]).with(
+            "package.json",
+            r#"{"scripts":{"build":"tsc","test":"node --test"}}"#,
+        ));
+        assert!(y.contains("permissions:\n  contents: read\n  id-token: write"));
+        assert_eq!(y.matches("permissions:").count(), 1);
+        assert!(y.contains(&format!(
+            "uses: {CHECKOUT}\n        with:\n          persist-credentials: false\n"
+        )));
+        let order: Vec<usize> = [
+            "command: restore",
+            "run: npm ci",
+            "run: npm run build",
+            "run: npm test",
+            "if: always()\n        uses: stateful-ci/stateful-ci@v0\n        with:\n          command: save",
+        ]
+        .iter()
+        .map(|s| y.find(s).unwrap_or_else(|| panic!("{s:?} missing in\n{y}")))
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{y}");
+        assert!(!y.contains("setup-bun"));
+        assert!(!y.contains("env:"), "node needs no cache env: {y}");
+        assert!(y.contains("branches: [main]"));
+    }
+
+    #[test]
+    fn package_managers_and_ecosystems_get_their_commands() {
+        let cases: &[(ProjectFiles, &[&str])] = &[
+            (
+                ProjectFiles::from_names(&["pnpm-lock.yaml"])
+                    .with("package.json", r#"{"scripts":{"test":"vitest"}}"#),
+                &[
+                    "run: corepack enable",
+                    "run: pnpm install --frozen-lockfile --store-dir .pnpm-store",
+                    "run: pnpm run test",
+                ],
+            ),
+            (
+                ProjectFiles::from_names(&["bun.lock"])
+                    .with("package.json", r#"{"scripts":{"test":"bun test"}}"#),
+                &[
+                    SETUP_BUN,
+                    "run: bun install --frozen-lockfile",
+                    "run: bun run test",
+                ],
+            ),
+            (
+                ProjectFiles::from_names(&["Cargo.toml", "Cargo.lock"]),
+                &["run: cargo build --locked", "run: cargo test --locked"],
+            ),
+            (
+                ProjectFiles::default().with("requirements.txt", "pytest\n"),
+                &[
+                    "run: python3 -m venv .venv",
+                    "run: .venv/bin/pip install -r requirements.txt",
+                    "run: .venv/bin/python -m pytest",
+                ],
+            ),
+            (
+                ProjectFiles::from_names(&["go.mod"]),
+                &[
+                    "GOCACHE: ${{ github.workspace }}/.cache/go-build",
+                    "GOMODCACHE: ${{ github.workspace }}/.cache/go-mod",
+                    "run: go build ./...",
+                    "run: go test ./...",
+                ],
+            ),
+            (
+                ProjectFiles::from_names(&["build.gradle.kts", "gradlew"]),
+                &[
+                    "GRADLE_USER_HOME: ${{ github.workspace }}/.gradle-home",
+                    "run: ./gradlew build",
+                ],
+            ),
+            (
+                ProjectFiles::from_names(&["pom.xml"]),
+                &[
+                    "MAVEN_OPTS: -Dmaven.repo.local=${{ github.workspace }}/.m2/repository",
+                    "run: mvn -B verify",
+                ],
+            ),
+            (
+                ProjectFiles::from_names(&["package.json"]),
+                &[
+                    "run: npm install",
+                    "fill in the build and test step in .github/workflows/stateful-ci.yml",
+                ],
+            ),
+            (
+                ProjectFiles::from_names(&["README.md"]),
+                &["fill in the install step in .github/workflows/stateful-ci.yml"],
+            ),
+        ];
+        for (files, wants) in cases {
+            let y = gen_for(files.clone());
+            for w in *wants {
+                assert!(y.contains(w), "{w:?} missing for {:?}:\n{y}", files.names);
+            }
+            assert!(!y.contains("run: |") || y.contains("::warning"), "{y}");
+        }
+    }
+
+    #[test]
+    fn odd_branch_names_are_quoted() {
+        assert_eq!(yaml_str("main"), "main");
+        assert_eq!(yaml_str("release/1.x"), "release/1.x");
+        assert_eq!(yaml_str("on"), "\"on\"");
+        assert_eq!(yaml_str("a b#c"), "\"a b#c\"");
+    }
+
+    #[test]
+    fn the_marker_tells_untouched_from_changed() {
+        let spec = |branch| WorkflowSpec {
+            kind: None,
+            branch,
+            path: "w.yml",
+            version: "0.1.0",
+        };
+        let v1 = generate(&spec("main"));
+        let v2 = generate(&spec("trunk"));
+        assert_eq!(classify(None, &v1), Existing::Missing);
+        assert_eq!(classify(Some(&v1), &v1), Existing::Same);
+        assert_eq!(classify(Some(&v1), &v2), Existing::Untouched);
+        let edited = v1.replace("runs-on: ubuntu-latest", "runs-on: ubuntu-24.04");
+        assert_eq!(classify(Some(&edited), &v1), Existing::Changed);
+        assert_eq!(classify(Some("name: mine\n"), &v1), Existing::Changed);
+        // Only the header changed (e.g. a newer generator version): untouched.
+        let older = v1.replace("(stateful-ci 0.1.0)", "(stateful-ci 0.0.9)");
+        assert_eq!(classify(Some(&older), &v1), Existing::Untouched);
+    }
+}
