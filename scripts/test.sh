@@ -19,3 +19,9 @@ bash scripts/test-emulator.sh
 # ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}; builds the release binary.
 bash scripts/setup-lint.sh >/dev/null
 bash tests/npm/test.sh
+
+# --- Worker backend (wasm build + tests under workerd) ----------------------
+# setup-wasm.sh: wasm32 compiler, wasm-bindgen-cli (cached outside the clone),
+# Node 22 and tests/worker's npm packages; build-worker.sh: the bundle in
+# worker-template/dist; then node --test over tests/worker/test.
+bash scripts/test-worker.sh

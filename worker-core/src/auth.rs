@@ -1,0 +1,344 @@
+//! The one boundary between a bearer token and what the run may do, built on
+//! the shared `stateful-ci-trust` crate (verification, classification and
+//! the scope policy, documented in `docs/TRUST.md`):
+//!
+//! 1. [`authenticate`]: [`stateful_ci_trust::verify`] then
+//!    [`stateful_ci_trust::classify`], giving a [`Verified`] run (tenant,
+//!    claims for the audit record, class);
+//! 2. [`Verified::decide`]: [`stateful_ci_trust::decide`] for a workspace,
+//!    giving a [`RunContext`] with the restore scopes in order and the save
+//!    scope (or why not).
+//!
+//! Nothing here reads request fields: only the verified token. The JWKS cache
+//! and fetch are the Worker's; [`should_fetch_jwks`] applies the refresh
+//! policy (refresh once on an unknown `kid`, never more often than a floor).
+
+use stateful_ci_trust as trust;
+use trust::{JwksRefreshPolicy, RefreshDecision, RunClass, SaveDecision};
+
+pub use trust::Jwks;
+
+use crate::config::Config;
+
+/// The repository a run belongs to, by immutable ids (names can change).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant {
+    pub owner_id: String,
+    pub repository_id: String,
+}
+
+impl Tenant {
+    /// Stable string form: `<owner_id>/<repository_id>`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.owner_id, self.repository_id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrustClass {
+    Trusted,
+    Internal,
+    External,
+    Privileged,
+}
+
+impl TrustClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustClass::Trusted => "trusted",
+            TrustClass::Internal => "internal",
+            TrustClass::External => "external",
+            TrustClass::Privileged => "privileged",
+        }
+    }
+
+    fn of(c: RunClass) -> Self {
+        match c {
+            RunClass::Trusted => TrustClass::Trusted,
+            RunClass::Internal => TrustClass::Internal,
+            RunClass::External => TrustClass::External,
+            RunClass::Privileged => TrustClass::Privileged,
+        }
+    }
+}
+
+/// The verified claims the Worker records (provenance), as plain strings
+/// (empty when the token had none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Claims {
+    pub sub: String,
+    pub repository: String,
+    pub repository_id: String,
+    pub repository_owner_id: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub event_name: String,
+    pub workflow_ref: String,
+    pub job_workflow_ref: String,
+    pub actor: String,
+    pub run_id: String,
+    pub run_attempt: String,
+    pub runner_environment: String,
+}
+
+impl Claims {
+    fn of(c: &trust::Claims) -> Self {
+        let s = |o: &Option<String>| o.clone().unwrap_or_default();
+        Claims {
+            sub: c.sub.clone(),
+            repository: c.repository.clone(),
+            repository_id: c.repository_id.clone(),
+            repository_owner_id: c.repository_owner_id.clone(),
+            git_ref: s(&c.git_ref),
+            sha: s(&c.sha),
+            event_name: c.event_name.clone(),
+            workflow_ref: s(&c.workflow_ref),
+            job_workflow_ref: s(&c.job_workflow_ref),
+            actor: s(&c.actor),
+            run_id: s(&c.run_id),
+            run_attempt: s(&c.run_attempt),
+            runner_environment: s(&c.runner_environment),
+        }
+    }
+}
+
+/// A run whose token verified, classified from its claims.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub tenant: Tenant,
+    pub claims: Claims,
+    pub class: TrustClass,
+    /// Why the run got its class (for the audit record).
+    pub class_reason: String,
+    identity: trust::RunIdentity,
+}
+
+/// Who is asking and what policy lets them do in one workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunContext {
+    pub tenant: Tenant,
+    pub claims: Claims,
+    pub class: TrustClass,
+    pub workspace: String,
+    /// In the order a restore tries them.
+    pub restore_scopes: Vec<String>,
+    pub save_scope: Option<String>,
+    pub save_denied_reason: Option<String>,
+    /// The policy's explanation, for the audit record.
+    pub reason: String,
+}
+
+impl RunContext {
+    /// The Durable Object name of `scope` in this run's tenant and workspace.
+    pub fn coordinator_name(&self, scope: &str) -> String {
+        format!("v1/{}/{}/{}", self.tenant.id(), self.workspace, scope)
+    }
+}
+
+/// Why a token was refused. `reason` is the trust crate's stable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError {
+    pub reason: &'static str,
+    pub message: String,
+    unknown_kid: bool,
+    not_allowed: bool,
+}
+
+impl AuthError {
+    /// The issuer's keys may have rotated: refetch the JWKS (if
+    /// [`should_fetch_jwks`] allows) and try once more.
+    pub fn is_unknown_kid(&self) -> bool {
+        self.unknown_kid
+    }
+
+    /// True for an allow-list refusal (a 403, not a 401).
+    pub fn is_repository_not_allowed(&self) -> bool {
+        self.not_allowed
+    }
+}
+
+impl From<trust::TokenError> for AuthError {
+    fn from(e: trust::TokenError) -> Self {
+        AuthError {
+            reason: e.code(),
+            message: e.to_string(),
+            unknown_kid: e.wants_jwks_refresh(),
+            not_allowed: matches!(e, trust::TokenError::RepositoryNotAllowed(_)),
+        }
+    }
+}
+
+/// Whether the Worker should (re)fetch the issuer's JWKS now. `fetched_at`:
+/// when the cached set was fetched (None: nothing cached).
+pub fn should_fetch_jwks(fetched_at: Option<i64>, now: i64, unknown_kid: bool) -> bool {
+    JwksRefreshPolicy::default().decide(fetched_at, now, unknown_kid) == RefreshDecision::Fetch
+}
+
+/// Parses the issuer's JWKS document.
+pub fn parse_jwks(json: &str) -> Result<Jwks, String> {
+    Jwks::from_json(json).map_err(|e| format!("{} ({})", e, e.code()))
+}
+
+/// Verifies `token` against `jwks` at `now` (Unix seconds) and classifies the run.
+pub fn authenticate(
+    token: &str,
+    jwks: &Jwks,
+    cfg: &Config,
+    now: i64,
+) -> Result<Verified, AuthError> {
+    let claims = trust::verify(token, jwks, &cfg.verify, now)?;
+    let identity = trust::classify(&claims, &cfg.trust);
+    Ok(Verified {
+        tenant: Tenant {
+            owner_id: identity.tenant.repository_owner_id.clone(),
+            repository_id: identity.tenant.repository_id.clone(),
+        },
+        claims: Claims::of(&claims),
+        class: TrustClass::of(identity.class),
+        class_reason: identity.reason.clone(),
+        identity,
+    })
+}
+
+impl Verified {
+    /// The policy for `workspace` (already checked with
+    /// `stateful_ci_protocol::wire::valid_workspace`).
+    pub fn decide(&self, workspace: &str) -> Result<RunContext, String> {
+        let ws = trust::Workspace::new(workspace).map_err(|e| e.to_string())?;
+        let d = trust::decide(&self.identity, &ws);
+        let (save_scope, save_denied_reason) = match &d.save {
+            SaveDecision::Allowed { scope } => (Some(scope.to_string()), None),
+            SaveDecision::Denied { code, reason } => (None, Some(format!("{reason} ({code})"))),
+        };
+        Ok(RunContext {
+            tenant: self.tenant.clone(),
+            claims: self.claims.clone(),
+            class: self.class,
+            workspace: workspace.to_string(),
+            restore_scopes: d.restore.iter().map(|s| s.to_string()).collect(),
+            save_scope,
+            save_denied_reason,
+            reason: d.reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rsa::pkcs1v15::Pkcs1v15Sign;
+    use rsa::traits::PublicKeyParts;
+    use rsa::{RsaPrivateKey, RsaPublicKey};
+    use serde_json::json;
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    const ISSUER: &str = "http://127.0.0.1:9";
+    const NOW: i64 = 1_800_000_000;
+
+    fn cfg() -> Config {
+        let vars: HashMap<&str, &str> = [
+            ("OIDC_TEST_ISSUER", ISSUER),
+            ("ALLOWED_REPOSITORIES", "acme/app"),
+            ("TRUSTED_REFS", "release"),
+        ]
+        .into();
+        Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap()
+    }
+
+    fn key() -> &'static RsaPrivateKey {
+        static K: OnceLock<RsaPrivateKey> = OnceLock::new();
+        K.get_or_init(|| RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap())
+    }
+
+    fn jwks() -> Jwks {
+        let p: RsaPublicKey = key().to_public_key();
+        let doc = json!({"keys":[{"kty":"RSA","kid":"k1","alg":"RS256","use":"sig",
+            "n": URL_SAFE_NO_PAD.encode(p.n().to_bytes_be()),
+            "e": URL_SAFE_NO_PAD.encode(p.e().to_bytes_be())}]});
+        parse_jwks(&doc.to_string()).unwrap()
+    }
+
+    fn token(overrides: serde_json::Value) -> String {
+        let mut c = json!({"iss": ISSUER, "aud": "stateful-ci", "exp": NOW + 300, "nbf": NOW - 10, "iat": NOW - 10,
+            "sub": "repo:acme/app:ref:refs/heads/main", "repository": "acme/app", "repository_id": "42",
+            "repository_owner": "acme", "repository_owner_id": "7", "ref": "refs/heads/main", "ref_type": "branch",
+            "event_name": "push", "sha": "abc", "actor": "dev", "run_id": "100", "run_attempt": "1",
+            "workflow_ref": "acme/app/.github/workflows/ci.yml@refs/heads/main", "runner_environment": "github-hosted"});
+        for (k, v) in overrides.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let h = URL_SAFE_NO_PAD.encode(json!({"alg":"RS256","kid":"k1","typ":"JWT"}).to_string());
+        let p = URL_SAFE_NO_PAD.encode(c.to_string());
+        let digest = Sha256::digest(format!("{h}.{p}").as_bytes());
+        let sig = key().sign(Pkcs1v15Sign::new::<Sha256>(), &digest).unwrap();
+        format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    #[test]
+    fn a_valid_push_to_main_is_trusted_and_saves_to_main() {
+        let v = authenticate(&token(json!({})), &jwks(), &cfg(), NOW).unwrap();
+        assert_eq!(v.tenant.id(), "7/42");
+        assert_eq!(v.class, TrustClass::Trusted);
+        assert_eq!(
+            (v.claims.run_id.as_str(), v.claims.git_ref.as_str()),
+            ("100", "refs/heads/main")
+        );
+        let ctx = v.decide("default").unwrap();
+        assert_eq!(ctx.save_scope.as_deref(), Some("branch:refs/heads/main"));
+        assert_eq!(ctx.restore_scopes, vec!["branch:refs/heads/main"]);
+        assert_eq!(
+            ctx.coordinator_name("branch:refs/heads/main"),
+            "v1/7/42/default/branch:refs/heads/main"
+        );
+    }
+
+    #[test]
+    fn refusals_map_to_reasons_and_flags() {
+        let e = authenticate(&token(json!({"exp": NOW - 3600})), &jwks(), &cfg(), NOW).unwrap_err();
+        assert_eq!(e.reason, "token_expired");
+        assert!(!e.is_unknown_kid() && !e.is_repository_not_allowed());
+        let other = json!({"repository": "evil/x", "repository_owner": "evil", "sub": "repo:evil/x:ref:refs/heads/main"});
+        let e = authenticate(&token(other), &jwks(), &cfg(), NOW).unwrap_err();
+        assert!(e.is_repository_not_allowed(), "{e:?}");
+        let empty = parse_jwks(r#"{"keys":[]}"#).unwrap();
+        let e = authenticate(&token(json!({})), &empty, &cfg(), NOW).unwrap_err();
+        assert!(e.is_unknown_kid(), "{e:?}");
+    }
+
+    #[test]
+    fn pull_requests_save_only_to_their_own_scope() {
+        let pr = json!({"event_name": "pull_request", "ref": "refs/pull/5/merge", "base_ref": "main", "sub": "repo:acme/app:pull_request"});
+        let ctx = authenticate(&token(pr), &jwks(), &cfg(), NOW)
+            .unwrap()
+            .decide("default")
+            .unwrap();
+        assert_eq!(ctx.class, TrustClass::External);
+        assert_eq!(ctx.save_scope.as_deref(), Some("pr:5"));
+        assert_eq!(ctx.restore_scopes.first().map(String::as_str), Some("pr:5"));
+        let prt = json!({"event_name": "pull_request_target", "ref": "refs/heads/main", "base_ref": "main"});
+        let ctx = authenticate(&token(prt), &jwks(), &cfg(), NOW)
+            .unwrap()
+            .decide("default")
+            .unwrap();
+        assert_eq!(ctx.save_scope, None);
+        assert!(ctx.save_denied_reason.is_some());
+        assert!(ctx.restore_scopes.iter().all(|s| !s.starts_with("pr:")));
+    }
+
+    #[test]
+    fn jwks_refresh_is_rate_limited() {
+        assert!(should_fetch_jwks(None, NOW, false));
+        assert!(!should_fetch_jwks(Some(NOW - 10), NOW, false));
+        assert!(
+            !should_fetch_jwks(Some(NOW - 10), NOW, true),
+            "under the floor"
+        );
+        assert!(should_fetch_jwks(Some(NOW - 120), NOW, true));
+        assert!(should_fetch_jwks(Some(NOW - 7200), NOW, false), "too old");
+    }
+}

@@ -1,0 +1,14 @@
+//! Logic of the stateful-ci Worker that needs no Workers runtime; see
+//! README.md. No I/O, no clocks, no `worker` crate: time, keys and stored
+//! state are parameters, so all of it is tested natively.
+
+pub mod auth;
+pub mod commit;
+pub mod config;
+pub mod grant;
+pub mod manifest;
+pub mod range;
+pub mod retention;
+
+pub use auth::{AuthError, RunContext, Tenant, TrustClass};
+pub use config::Config;
