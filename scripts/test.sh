@@ -10,6 +10,12 @@ cargo test --workspace --locked
 # Installs Debian's rustc-web toolchain when rustup has no wasm32 target.
 bash scripts/check-trust-wasm.sh
 
+# --- Worker backend (wasm build + tests under workerd) ----------------------
+# setup-wasm.sh: wasm32 compiler, wasm-bindgen-cli (cached outside the clone),
+# Node 22 and tests/worker's npm packages; build-worker.sh: the bundle in
+# worker-template/dist; then node --test over tests/worker/test.
+bash scripts/test-worker.sh
+
 # --- Cloudflare emulator (tests/cloudflare-emulator): Node 22 + npm deps, node:test suite
 # over real workerd (miniflare); needs ../shared/cloudflare beside the clone.
 bash scripts/test-emulator.sh
@@ -19,9 +25,3 @@ bash scripts/test-emulator.sh
 # ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}; builds the release binary.
 bash scripts/setup-lint.sh >/dev/null
 bash tests/npm/test.sh
-
-# --- Worker backend (wasm build + tests under workerd) ----------------------
-# setup-wasm.sh: wasm32 compiler, wasm-bindgen-cli (cached outside the clone),
-# Node 22 and tests/worker's npm packages; build-worker.sh: the bundle in
-# worker-template/dist; then node --test over tests/worker/test.
-bash scripts/test-worker.sh
