@@ -5,3 +5,9 @@
 //! Pure planning is kept apart from I/O: a plan is computed from observed
 //! state and printed or applied, so it can be tested without a network.
 //! This crate does not print; the binary renders what it returns.
+
+pub mod bundle;
+pub mod cloudflare;
+pub mod credentials;
+pub mod deploy;
+pub mod dev;
