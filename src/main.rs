@@ -3,8 +3,12 @@
 //! lives in `stateful-ci-runtime` (snapshots) and, for deployment, the
 //! installer.
 
+mod deploy_cmd;
+mod destroy_cmd;
+mod dev_cmd;
 mod printer;
 mod snapshot_cmd;
+mod upgrade_cmd;
 
 use std::process::ExitCode;
 
@@ -30,6 +34,14 @@ enum Command {
     Save(SnapshotArgs),
     /// Restore the configured paths from the latest snapshot (a miss exits 0).
     Restore(SnapshotArgs),
+    /// Provision the backend in your Cloudflare account (plan, then apply).
+    Deploy(deploy_cmd::DeployArgs),
+    /// Deploy this binary's Worker over the recorded deployment.
+    Upgrade(upgrade_cmd::UpgradeArgs),
+    /// Delete what `deploy` created and clear the deployment record.
+    Destroy(destroy_cmd::DestroyArgs),
+    /// Run the whole backend on this machine (local Cloudflare emulator).
+    Dev(dev_cmd::DevArgs),
 }
 
 #[derive(Args, Clone)]
@@ -64,6 +76,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Save(args)) => snapshot_cmd::save(&args, &printer),
         Some(Command::Restore(args)) => snapshot_cmd::restore(&args, &printer),
+        Some(Command::Deploy(args)) => deploy_cmd::deploy(&args, &printer),
+        Some(Command::Upgrade(args)) => upgrade_cmd::upgrade(&args, &printer),
+        Some(Command::Destroy(args)) => destroy_cmd::destroy(&args, &printer),
+        Some(Command::Dev(args)) => dev_cmd::dev(&args, &printer),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

@@ -324,7 +324,10 @@ impl<'a> Deployer<'a> {
         }
         progress(&format!("waiting for {}/v1/health", plan.worker_url));
         self.wait_healthy(&plan.worker_url)?;
-        if plan.record_stale || !plan.steps.is_empty() {
+        let settings_stale = record.repositories != self.settings.repositories
+            || record.default_branch.as_deref() != Some(self.settings.default_branch.as_str())
+            || record.audience.as_deref() != Some(self.settings.audience.as_str());
+        if plan.record_stale || settings_stale || !plan.steps.is_empty() {
             record.database_id = database_id.clone();
             record.worker_url = Some(plan.worker_url.clone());
             record.worker_version = Some(self.bundle.version.clone());
@@ -336,6 +339,9 @@ impl<'a> Deployer<'a> {
                 .iter()
                 .map(|(n, _)| n.clone())
                 .collect();
+            record.repositories = self.settings.repositories.clone();
+            record.default_branch = Some(self.settings.default_branch.clone());
+            record.audience = Some(self.settings.audience.clone());
             if seen.script.is_none() {
                 record.mark_created("script");
             }

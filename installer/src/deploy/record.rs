@@ -23,6 +23,10 @@ pub struct Record {
     pub d1_migrations: Vec<String>,
     /// Which of `bucket`, `database`, `script` this tool created.
     pub created: Vec<String>,
+    /// The Worker's non-secret settings, reused by `upgrade`.
+    pub repositories: Vec<String>,
+    pub default_branch: Option<String>,
+    pub audience: Option<String>,
 }
 
 impl Record {
@@ -107,6 +111,9 @@ impl ConfigFile {
             do_migration_tag: s("do_migration_tag"),
             d1_migrations: list("d1_migrations"),
             created: list("created"),
+            repositories: list("repositories"),
+            default_branch: s("default_branch"),
+            audience: s("audience"),
         }))
     }
 
@@ -141,6 +148,12 @@ impl ConfigFile {
             value(r.d1_migrations.iter().collect::<Array>()),
         );
         t.insert("created", value(r.created.iter().collect::<Array>()));
+        t.insert(
+            "repositories",
+            value(r.repositories.iter().collect::<Array>()),
+        );
+        set_opt(t, "default_branch", r.default_branch.as_deref());
+        set_opt(t, "audience", r.audience.as_deref());
         if let Some(url) = &r.worker_url {
             if !doc.contains_key("backend") {
                 doc.insert("backend", Item::Table(Table::new()));
@@ -165,8 +178,22 @@ impl ConfigFile {
             {
                 b.remove("url");
             }
+            if b.is_empty() {
+                doc.remove("backend");
+            }
         }
         self.save(&doc)
+    }
+}
+
+fn set_opt(t: &mut Table, k: &str, v: Option<&str>) {
+    match v {
+        Some(v) => {
+            t.insert(k, value(v));
+        }
+        None => {
+            t.remove(k);
+        }
     }
 }
 
