@@ -3,6 +3,7 @@
 //! stores in temporary directories and drives the real binary.
 
 mod cli;
+mod deploy;
 mod damage;
 mod kill;
 mod roundtrip;

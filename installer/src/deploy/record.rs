@@ -178,9 +178,9 @@ impl ConfigFile {
             {
                 b.remove("url");
             }
-            if b.is_empty() {
-                doc.remove("backend");
-            }
+        }
+        if doc.get("backend").and_then(Item::as_table).is_some_and(Table::is_empty) {
+            doc.remove("backend");
         }
         self.save(&doc)
     }
