@@ -54,7 +54,12 @@ impl Emu {
     fn start() -> Emu {
         require_setup();
         let dir = tempfile::tempdir().unwrap();
-        let all = ["Workers Scripts Edit", "D1 Edit", "Workers R2 Storage Edit", "Account Settings Read"];
+        let all = [
+            "Workers Scripts Edit",
+            "D1 Edit",
+            "Workers R2 Storage Edit",
+            "Account Settings Read",
+        ];
         let config = json!({
             "accounts": [
                 {"id": ACCOUNT, "name": "Team", "workers_subdomain": "team"},
@@ -97,7 +102,10 @@ impl Emu {
             .expect("the emulator printed its ready line");
         let mut parts = rest.split_whitespace();
         let api = parts.next().unwrap().to_string();
-        let control = parts.find_map(|p| p.strip_prefix("control=")).unwrap().to_string();
+        let control = parts
+            .find_map(|p| p.strip_prefix("control="))
+            .unwrap()
+            .to_string();
         Emu {
             child,
             api,
@@ -124,7 +132,11 @@ impl Emu {
 
     fn requests(&self) -> Vec<Json> {
         let r = self.ctl("GET", "/requests", None);
-        r.get("requests").unwrap_or(&r).as_array().cloned().unwrap_or_default()
+        r.get("requests")
+            .unwrap_or(&r)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn clear_requests(&self) {
@@ -135,7 +147,13 @@ impl Emu {
         self.requests()
             .iter()
             .filter(|r| r["mutating"] == json!(true))
-            .map(|r| format!("{} {}", r["method"].as_str().unwrap_or(""), r["operation"].as_str().unwrap_or("")))
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["method"].as_str().unwrap_or(""),
+                    r["operation"].as_str().unwrap_or("")
+                )
+            })
             .collect()
     }
 
@@ -252,10 +270,14 @@ impl<'a> Cli<'a> {
 
 /// Replace the bundle version (it changes with every Worker build).
 fn normalise(plan: &str) -> String {
+    let prefix = format!("{}+", env!("CARGO_PKG_VERSION"));
     plan.lines()
-        .map(|l| match l.find("0.1.0+") {
-            Some(i) => format!("{}<VERSION>{}", &l[..i], &l[i + 18..]),
-            None => l.to_string(),
+        .map(|l| {
+            let mut l = l.to_string();
+            while let Some(i) = l.find(&prefix) {
+                l = format!("{}<VERSION>{}", &l[..i], &l[i + prefix.len() + 12..]);
+            }
+            l
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -268,15 +290,32 @@ fn snapshot(name: &str, actual: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing (UPDATE_SNAPSHOTS=1 writes it)", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing (UPDATE_SNAPSHOTS=1 writes it)",
+            path.display()
+        )
+    });
     assert_eq!(actual, want, "plan differs from {}", path.display());
 }
 
 fn d1_migrations(c: &Client, db_name: &str) -> Vec<String> {
-    let db = c.database_by_name(ACCOUNT, db_name).unwrap().expect("database exists");
-    let r = c.query(ACCOUNT, &db.uuid, "SELECT name FROM d1_migrations ORDER BY id", &[]).unwrap();
-    r[0].results.iter().map(|row| row["name"].as_str().unwrap().to_string()).collect()
+    let db = c
+        .database_by_name(ACCOUNT, db_name)
+        .unwrap()
+        .expect("database exists");
+    let r = c
+        .query(
+            ACCOUNT,
+            &db.uuid,
+            "SELECT name FROM d1_migrations ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    r[0].results
+        .iter()
+        .map(|row| row["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// A bundle like the embedded one plus a D1 migration and a Durable Object step.
@@ -315,21 +354,37 @@ fn deploy_upgrade_destroy_end_to_end() {
     let c = emu.client();
     // Someone else's resources in the same account.
     c.create_bucket(ACCOUNT, "foreign-bucket").unwrap();
-    c.put_object(ACCOUNT, "foreign-bucket", "theirs", b"keep").unwrap();
+    c.put_object(ACCOUNT, "foreign-bucket", "theirs", b"keep")
+        .unwrap();
     c.create_database(ACCOUNT, "foreign-db").unwrap();
-    let foreign_meta = json!({"main_module": "f.js", "compatibility_date": "2025-09-01", "bindings": []});
+    let foreign_meta =
+        json!({"main_module": "f.js", "compatibility_date": "2025-09-01", "bindings": []});
     c.upload_script(
         ACCOUNT,
         "foreign-script",
         &[
-            Part { name: "metadata".into(), filename: None, content_type: "application/json".into(), bytes: foreign_meta.to_string().into_bytes() },
-            Part { name: "f.js".into(), filename: Some("f.js".into()), content_type: "application/javascript+module".into(), bytes: b"export default { fetch() { return new Response('f') } }".to_vec() },
+            Part {
+                name: "metadata".into(),
+                filename: None,
+                content_type: "application/json".into(),
+                bytes: foreign_meta.to_string().into_bytes(),
+            },
+            Part {
+                name: "f.js".into(),
+                filename: Some("f.js".into()),
+                content_type: "application/javascript+module".into(),
+                bytes: b"export default { fetch() { return new Response('f') } }".to_vec(),
+            },
         ],
     )
     .unwrap();
 
     let cli = Cli::new(&emu, TOKEN);
-    std::fs::write(cli.dir.path().join("stateful-ci.toml"), "# my settings\npreset = \"rust\"\n").unwrap();
+    std::fs::write(
+        cli.dir.path().join("stateful-ci.toml"),
+        "# my settings\npreset = \"rust\"\n",
+    )
+    .unwrap();
 
     // Dry run: the plan, no mutating call.
     emu.clear_requests();
@@ -339,13 +394,30 @@ fn deploy_upgrade_destroy_end_to_end() {
 
     cli.ok(&["deploy", "--yes", "--repository", "octo/app"], &[]);
     let config = cli.config();
-    assert!(config.contains("# my settings") && config.contains("[deployment]"), "{config}");
-    assert!(config.contains("url = \"https://stateful-ci.team.workers.dev\""), "{config}");
+    assert!(
+        config.contains("# my settings") && config.contains("[deployment]"),
+        "{config}"
+    );
+    assert!(
+        config.contains("url = \"https://stateful-ci.team.workers.dev\""),
+        "{config}"
+    );
     let st = emu.account_state();
-    let ours = st["scripts"].as_array().unwrap().iter().find(|s| s["name"] == "stateful-ci").unwrap().clone();
+    let ours = st["scripts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "stateful-ci")
+        .unwrap()
+        .clone();
     assert_eq!(ours["migration_tag"], "v1");
     assert_eq!(ours["secrets"], json!(["ADMIN_TOKEN", "GRANT_KEY"]));
-    let types: Vec<&str> = ours["modules"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = ours["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, vec!["ESModule", "CompiledWasm"]);
     assert_eq!(d1_migrations(&c, "stateful-ci"), vec!["0001_init.sql"]);
 
@@ -354,20 +426,42 @@ fn deploy_upgrade_destroy_end_to_end() {
     assert_eq!(s, 200, "{body}");
     let health: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(health["oidc_test_mode"], json!(false));
-    assert_eq!(emu.worker_get("stateful-ci", "/v1/admin/runs?limit=1", Some(ADMIN)).0, 200);
-    assert_eq!(emu.worker_get("stateful-ci", "/v1/admin/runs?limit=1", Some("wrong-token-0000000000")).0, 401);
+    assert_eq!(
+        emu.worker_get("stateful-ci", "/v1/admin/runs?limit=1", Some(ADMIN))
+            .0,
+        200
+    );
+    assert_eq!(
+        emu.worker_get(
+            "stateful-ci",
+            "/v1/admin/runs?limit=1",
+            Some("wrong-token-0000000000")
+        )
+        .0,
+        401
+    );
 
     // Nothing changed: the second deploy makes no mutating call.
     emu.clear_requests();
     let again = cli.ok(&["deploy", "--yes"], &[]);
     assert!(again.contains("nothing to change"), "{again}");
     assert_eq!(emu.mutating(), Vec::<String>::new());
-    snapshot("deploy-unchanged.txt", &normalise(&cli.ok(&["deploy", "--dry-run"], &[])));
+    snapshot(
+        "deploy-unchanged.txt",
+        &normalise(&cli.ok(&["deploy", "--dry-run"], &[])),
+    );
 
     // Data that an upgrade must keep.
     let db = c.database_by_name(ACCOUNT, "stateful-ci").unwrap().unwrap();
-    c.query(ACCOUNT, &db.uuid, "CREATE TABLE keep_me (v TEXT); INSERT INTO keep_me VALUES ('still here');", &[]).unwrap();
-    c.put_object(ACCOUNT, "stateful-ci", "r/1/2/packs/keep", b"object bytes").unwrap();
+    c.query(
+        ACCOUNT,
+        &db.uuid,
+        "CREATE TABLE keep_me (v TEXT); INSERT INTO keep_me VALUES ('still here');",
+        &[],
+    )
+    .unwrap();
+    c.put_object(ACCOUNT, "stateful-ci", "r/1/2/packs/keep", b"object bytes")
+        .unwrap();
 
     // Upgrade to a bundle with one more D1 migration and one more DO step.
     let b = tempfile::tempdir().unwrap();
@@ -384,18 +478,45 @@ fn deploy_upgrade_destroy_end_to_end() {
     m.sort();
     assert_eq!(
         m,
-        vec!["POST cloudflare-d1-query-database", "PUT worker-script-upload-worker-module"],
+        vec![
+            "POST cloudflare-d1-query-database",
+            "PUT worker-script-upload-worker-module"
+        ],
         "upgrade must apply only the new migration and upload once"
     );
-    assert_eq!(d1_migrations(&c, "stateful-ci"), vec!["0001_init.sql", "9001_test_extra.sql"]);
+    assert_eq!(
+        d1_migrations(&c, "stateful-ci"),
+        vec!["0001_init.sql", "9001_test_extra.sql"]
+    );
     let st = emu.account_state();
-    let ours = st["scripts"].as_array().unwrap().iter().find(|s| s["name"] == "stateful-ci").unwrap().clone();
+    let ours = st["scripts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "stateful-ci")
+        .unwrap()
+        .clone();
     assert_eq!(ours["migration_tag"], "v2");
-    assert_eq!(ours["secrets"], json!(["ADMIN_TOKEN", "GRANT_KEY"]), "secrets kept");
-    assert_eq!(emu.worker_get("stateful-ci", "/v1/admin/runs?limit=1", Some(ADMIN)).0, 200);
-    let kept = c.query(ACCOUNT, &db.uuid, "SELECT v FROM keep_me", &[]).unwrap();
+    assert_eq!(
+        ours["secrets"],
+        json!(["ADMIN_TOKEN", "GRANT_KEY"]),
+        "secrets kept"
+    );
+    assert_eq!(
+        emu.worker_get("stateful-ci", "/v1/admin/runs?limit=1", Some(ADMIN))
+            .0,
+        200
+    );
+    let kept = c
+        .query(ACCOUNT, &db.uuid, "SELECT v FROM keep_me", &[])
+        .unwrap();
     assert_eq!(kept[0].results, vec![json!({"v": "still here"})]);
-    let keys: Vec<String> = c.objects(ACCOUNT, "stateful-ci").unwrap().into_iter().map(|o| o.key).collect();
+    let keys: Vec<String> = c
+        .objects(ACCOUNT, "stateful-ci")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(keys, vec!["r/1/2/packs/keep"]);
     assert!(cli.config().contains("do_migration_tag = \"v2\""));
 
@@ -409,17 +530,36 @@ fn deploy_upgrade_destroy_end_to_end() {
     let no_tty = cli.run(&["destroy"]);
     assert_eq!(no_tty.status.code(), Some(1));
     let listing = cli.ok(&["destroy", "--yes"], &[]);
-    assert!(listing.contains("Worker script stateful-ci") && listing.contains("R2 bucket stateful-ci"), "{listing}");
+    assert!(
+        listing.contains("Worker script stateful-ci") && listing.contains("R2 bucket stateful-ci"),
+        "{listing}"
+    );
     let st = emu.account_state();
     let names = |k: &str, f: &str| -> Vec<String> {
-        st[k].as_array().unwrap().iter().map(|x| if f.is_empty() { x.as_str().unwrap().to_string() } else { x[f].as_str().unwrap().to_string() }).collect()
+        st[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                if f.is_empty() {
+                    x.as_str().unwrap().to_string()
+                } else {
+                    x[f].as_str().unwrap().to_string()
+                }
+            })
+            .collect()
     };
     assert_eq!(names("r2_buckets", ""), vec!["foreign-bucket"]);
     assert_eq!(names("d1_databases", "name"), vec!["foreign-db"]);
     assert_eq!(names("scripts", "name"), vec!["foreign-script"]);
     assert_eq!(c.objects(ACCOUNT, "foreign-bucket").unwrap().len(), 1);
     let config = cli.config();
-    assert!(!config.contains("[deployment]") && !config.contains("workers.dev") && config.contains("# my settings"), "{config}");
+    assert!(
+        !config.contains("[deployment]")
+            && !config.contains("workers.dev")
+            && config.contains("# my settings"),
+        "{config}"
+    );
     // A second destroy has nothing to do and says so.
     assert_eq!(cli.run(&["destroy", "--yes"]).status.code(), Some(1));
 
@@ -445,30 +585,61 @@ fn a_failure_at_any_step_is_finished_by_a_rerun() {
             case += 1;
             let name = format!("fault-{case}");
             let cli = Cli::new(&emu, TOKEN);
-            let args = ["deploy", "--yes", "--repository", "octo/app", "--name", name.as_str()];
-            // Two attempts per call (STATEFUL_CI_CF_MAX_ATTEMPTS=2); both fail after taking effect.
-            emu.fault(json!({"kind": kind, "operation": op, "when": "after", "count": 2}));
+            let args = [
+                "deploy",
+                "--yes",
+                "--repository",
+                "octo/app",
+                "--name",
+                name.as_str(),
+            ];
+            // Every attempt fails after taking effect (two per call, STATEFUL_CI_CF_MAX_ATTEMPTS=2,
+            // plus the deployer's own re-checks), so this run fails.
+            emu.fault(json!({"kind": kind, "operation": op, "when": "after", "count": 6}));
             let failed = cli.run(&args);
             emu.ctl("DELETE", "/faults", None);
-            assert_eq!(failed.status.code(), Some(1), "{op}/{kind}: {}", String::from_utf8_lossy(&failed.stderr));
+            assert_eq!(
+                failed.status.code(),
+                Some(1),
+                "{op}/{kind}: {}",
+                String::from_utf8_lossy(&failed.stderr)
+            );
             let err = String::from_utf8_lossy(&failed.stderr);
             assert!(err.contains("hint:"), "{op}/{kind}: {err}");
             cli.ok(&args, &[]);
             // Same end state as a clean deploy, no duplicates.
             let st = emu.account_state();
             let count = |k: &str, f: Option<&str>| {
-                st[k].as_array().unwrap().iter().filter(|x| match f {
-                    Some(f) => x[f].as_str() == Some(name.as_str()),
-                    None => x.as_str() == Some(name.as_str()),
-                }).count()
+                st[k]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|x| match f {
+                        Some(f) => x[f].as_str() == Some(name.as_str()),
+                        None => x.as_str() == Some(name.as_str()),
+                    })
+                    .count()
             };
             assert_eq!(count("r2_buckets", None), 1, "{op}/{kind}");
             assert_eq!(count("d1_databases", Some("name")), 1, "{op}/{kind}");
-            let script = st["scripts"].as_array().unwrap().iter().find(|s| s["name"] == json!(name)).unwrap();
+            let script = st["scripts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == json!(name))
+                .unwrap();
             assert_eq!(script["migration_tag"], "v1", "{op}/{kind}");
-            assert_eq!(script["secrets"], json!(["ADMIN_TOKEN", "GRANT_KEY"]), "{op}/{kind}");
+            assert_eq!(
+                script["secrets"],
+                json!(["ADMIN_TOKEN", "GRANT_KEY"]),
+                "{op}/{kind}"
+            );
             assert_eq!(script["workers_dev_enabled"], json!(true), "{op}/{kind}");
-            assert_eq!(d1_migrations(&c, &name), vec!["0001_init.sql"], "{op}/{kind}");
+            assert_eq!(
+                d1_migrations(&c, &name),
+                vec!["0001_init.sql"],
+                "{op}/{kind}"
+            );
             // And the run after success changes nothing.
             emu.clear_requests();
             cli.ok(&args, &[]);
@@ -486,7 +657,9 @@ fn rate_limits_are_waited_out_and_permissions_are_named() {
     // 429 with retry-after: 1 on the bucket creation, waited out.
     let cli = Cli::new(&emu, TOKEN);
     emu.clear_requests();
-    emu.fault(json!({"kind": "429", "operation": "r2-create-bucket", "retry_after": 1, "count": 1}));
+    emu.fault(
+        json!({"kind": "429", "operation": "r2-create-bucket", "retry_after": 1, "count": 1}),
+    );
     let out = cli.run(&["deploy", "--yes", "--repository", "octo/app"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -504,16 +677,38 @@ fn rate_limits_are_waited_out_and_permissions_are_named() {
 
     // A token without D1 Edit: the error names the permission.
     let weak = Cli::new(&emu, TOKEN_NO_D1);
-    let out = weak.run(&["deploy", "--yes", "--repository", "octo/app", "--name", "weak-one"]);
+    let out = weak.run(&[
+        "deploy",
+        "--yes",
+        "--repository",
+        "octo/app",
+        "--name",
+        "weak-one",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("D1 Edit") && err.contains("create the D1 database"), "{err}");
+    assert!(
+        err.contains("D1 Edit") && err.contains("create the D1 database"),
+        "{err}"
+    );
 
     // An account-owned token is verified through the account endpoint.
     let owned = Cli::new(&emu, TOKEN_ACCOUNT_OWNED);
-    owned.ok(&["deploy", "--dry-run", "--repository", "octo/app", "--name", "owned-one"], &[]);
+    owned.ok(
+        &[
+            "deploy",
+            "--dry-run",
+            "--repository",
+            "octo/app",
+            "--name",
+            "owned-one",
+        ],
+        &[],
+    );
     assert!(
-        emu.requests().iter().any(|r| r["operation"] == "account-api-tokens-verify-token" && r["status"] == 200),
+        emu.requests()
+            .iter()
+            .any(|r| r["operation"] == "account-api-tokens-verify-token" && r["status"] == 200),
         "account token verify not used"
     );
 
@@ -522,7 +717,10 @@ fn rate_limits_are_waited_out_and_permissions_are_named() {
     let out = bad.run(&["deploy", "--yes", "--repository", "octo/app"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("CLOUDFLARE_API_TOKEN") && !err.contains("not-a-token"), "{err}");
+    assert!(
+        err.contains("CLOUDFLARE_API_TOKEN") && !err.contains("not-a-token"),
+        "{err}"
+    );
 
     for c in [&cli, &weak, &owned] {
         c.assert_token_never_printed();
@@ -535,8 +733,12 @@ fn descendants(pid: u32) -> Vec<u32> {
     let mut frontier = vec![pid];
     while let Some(p) = frontier.pop() {
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+            let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
             let after = &stat[stat.rfind(')').unwrap() + 2..];
             let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
             if ppid == p {
@@ -556,7 +758,11 @@ fn alive(pid: u32) -> bool {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -566,7 +772,15 @@ fn dev_serves_the_backend_and_stops_everything_on_a_signal() {
         let port = free_port();
         let cfg = tempfile::tempdir().unwrap();
         let mut child = bin()
-            .args(["dev", "--port", &port.to_string(), "--repository", "octo/app", "--oidc-issuer", "http://127.0.0.1:9/issuer"])
+            .args([
+                "dev",
+                "--port",
+                &port.to_string(),
+                "--repository",
+                "octo/app",
+                "--oidc-issuer",
+                "http://127.0.0.1:9/issuer",
+            ])
             .current_dir(cfg.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -580,12 +794,22 @@ fn dev_serves_the_backend_and_stops_everything_on_a_signal() {
                 let _ = tx.send(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(180)).expect("dev printed its backend line");
+        let line = rx
+            .recv_timeout(Duration::from_secs(180))
+            .expect("dev printed its backend line");
         assert_eq!(line, format!("backend: http://127.0.0.1:{port}"));
         let http = stateful_ci_net::client(Duration::from_secs(10));
-        let health: Json = http.get(format!("http://127.0.0.1:{port}/v1/health")).send().unwrap().json().unwrap();
+        let health: Json = http
+            .get(format!("http://127.0.0.1:{port}/v1/health"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         assert_eq!(health["oidc_test_mode"], json!(true), "{health}");
-        assert!(!cfg.path().join("stateful-ci.toml").exists(), "dev must not write the user's config");
+        assert!(
+            !cfg.path().join("stateful-ci.toml").exists(),
+            "dev must not write the user's config"
+        );
         let procs = descendants(child.id());
         assert!(!procs.is_empty(), "dev started the emulator");
         unsafe {
@@ -596,8 +820,15 @@ fn dev_serves_the_backend_and_stops_everything_on_a_signal() {
         assert!(started.elapsed() < Duration::from_secs(60));
         assert_eq!(status.code(), Some(128 + signal), "dev exit status");
         for p in procs {
-            assert!(!alive(p), "process {p} started by dev is still running after signal {signal}");
+            assert!(
+                !alive(p),
+                "process {p} started by dev is still running after signal {signal}"
+            );
         }
-        assert!(http.get(format!("http://127.0.0.1:{port}/v1/health")).send().is_err());
+        assert!(
+            http.get(format!("http://127.0.0.1:{port}/v1/health"))
+                .send()
+                .is_err()
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! stores in temporary directories and drives the real binary.
 
 mod cli;
-mod deploy;
 mod damage;
+mod deploy;
 mod kill;
 mod roundtrip;
 mod tree;

@@ -179,7 +179,11 @@ impl ConfigFile {
                 b.remove("url");
             }
         }
-        if doc.get("backend").and_then(Item::as_table).is_some_and(Table::is_empty) {
+        if doc
+            .get("backend")
+            .and_then(Item::as_table)
+            .is_some_and(Table::is_empty)
+        {
             doc.remove("backend");
         }
         self.save(&doc)
