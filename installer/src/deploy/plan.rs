@@ -303,3 +303,114 @@ impl fmt::Display for Plan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want() -> Desired {
+        Desired {
+            account_id: "a".repeat(32),
+            script: "stateful-ci".into(),
+            bucket: "stateful-ci".into(),
+            database: "stateful-ci".into(),
+            version: "0.2.0+aaaaaaaaaaaa".into(),
+            migrations: vec!["0001_init.sql".into(), "0002_more.sql".into()],
+            do_steps: vec![
+                DoStep {
+                    tag: "v1".into(),
+                    new_sqlite_classes: vec!["A".into()],
+                },
+                DoStep {
+                    tag: "v2".into(),
+                    new_sqlite_classes: vec!["B".into()],
+                },
+            ],
+            worker_config: "cfg".into(),
+            secrets: vec!["ADMIN_TOKEN".into()],
+        }
+    }
+
+    fn deployed(version: &str, tag: &str) -> (Observed, Record) {
+        let seen = Observed {
+            account_subdomain: Some("team".into()),
+            bucket_exists: true,
+            database_id: Some("db".into()),
+            migrations_table: true,
+            applied_migrations: vec!["0001_init.sql".into()],
+            script: Some(ScriptState {
+                migration_tag: Some(tag.into()),
+                secrets: vec!["ADMIN_TOKEN".into()],
+                route_enabled: true,
+            }),
+        };
+        let rec = Record {
+            account_id: "a".repeat(32),
+            script: "stateful-ci".into(),
+            worker_version: Some(version.into()),
+            worker_config: Some("cfg".into()),
+            ..Record::default()
+        };
+        (seen, rec)
+    }
+
+    #[test]
+    fn an_upgrade_applies_only_what_is_new() {
+        let (seen, rec) = deployed("0.1.0+bbbbbbbbbbbb", "v1");
+        let p = plan(&want(), &seen, Some(&rec), false).unwrap();
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::ApplyMigration("0002_more.sql".into()),
+                Step::UploadWorker {
+                    version: "0.2.0+aaaaaaaaaaaa".into(),
+                    old_tag: Some("v1".into()),
+                    new_tags: vec!["v2".into()],
+                    reason: "version 0.1.0+bbbbbbbbbbbb -> 0.2.0+aaaaaaaaaaaa".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_downgrade_is_refused_unless_forced() {
+        let (seen, rec) = deployed("0.3.0+cccccccccccc", "v2");
+        let e = plan(&want(), &seen, Some(&rec), false).unwrap_err();
+        assert!(matches!(e, PlanError::Downgrade { .. }), "{e}");
+        assert!(e.hint().contains("--force"));
+        let p = plan(&want(), &seen, Some(&rec), true).unwrap();
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| matches!(s, Step::UploadWorker { new_tags, .. } if new_tags.is_empty()))
+        );
+    }
+
+    #[test]
+    fn an_unknown_durable_object_tag_is_refused() {
+        let (seen, rec) = deployed("0.2.0+aaaaaaaaaaaa", "v9");
+        let e = plan(&want(), &seen, Some(&rec), false).unwrap_err();
+        assert!(e.to_string().contains("\"v9\""), "{e}");
+    }
+
+    #[test]
+    fn no_subdomain_is_an_error_with_a_fix() {
+        let e = plan(&want(), &Observed::default(), None, false).unwrap_err();
+        assert_eq!(e, PlanError::NoSubdomain);
+        assert!(e.hint().contains("workers.dev subdomain"));
+    }
+
+    #[test]
+    fn changed_settings_reupload_without_migrations() {
+        let (mut seen, mut rec) = deployed("0.2.0+aaaaaaaaaaaa", "v2");
+        seen.applied_migrations.push("0002_more.sql".into());
+        rec.worker_config = Some("old".into());
+        let p = plan(&want(), &seen, Some(&rec), false).unwrap();
+        assert_eq!(p.steps.len(), 1);
+        assert!(
+            p.steps[0].to_string().contains("settings changed"),
+            "{}",
+            p.steps[0]
+        );
+    }
+}
