@@ -4,6 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# --- Deploy suite (tests/integration/deploy.rs): the installer embeds the Worker bundle
+# at build time and drives the local Cloudflare emulator, so both are set up before
+# `cargo test` (each script is idempotent and quick when already done).
+bash scripts/setup-wasm.sh
+bash scripts/build-worker.sh
+bash scripts/setup-emulator.sh >/dev/null
 cargo test --workspace --locked
 
 # --- trust crate on the Worker's target (wasm32): build + Node smoke run ---
