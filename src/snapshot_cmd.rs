@@ -15,6 +15,9 @@ use stateful_ci_runtime::{
     Store,
 };
 
+use stateful_ci_runtime::store::WorkerStore;
+use stateful_ci_runtime::store::worker::OidcSource;
+
 use crate::SnapshotArgs;
 use crate::printer::{Printer, human_bytes};
 
@@ -31,17 +34,21 @@ fn workspace(args: &SnapshotArgs) -> Result<PathBuf, Error> {
 }
 
 fn open_store(args: &SnapshotArgs, config: &Config) -> Result<Box<dyn Store>, Error> {
-    let scope = args
-        .scope
-        .clone()
-        .unwrap_or_else(|| config.workspace.clone());
-    match &args.store {
-        Some(dir) => Ok(Box::new(LocalStore::open(dir, &scope)?)),
-        None => Err(Error::user(
-            "no store given",
-            "pass --store DIR to use a local directory as the store",
-        )),
+    if let Some(dir) = &args.store {
+        let scope = args
+            .scope
+            .clone()
+            .unwrap_or_else(|| config.workspace.clone());
+        return Ok(Box::new(LocalStore::open(dir, &scope)?));
     }
+    let url = args.backend.clone().or_else(|| config.backend_url.clone()).ok_or_else(|| {
+        Error::user(
+            "no store given",
+            "pass --store DIR (a local directory) or --backend URL (a deployed Worker; also STATEFUL_CI_BACKEND_URL or [backend] url in stateful-ci.toml)",
+        )
+    })?;
+    let oidc = OidcSource::from_env(config.audience.as_deref())?;
+    Ok(Box::new(WorkerStore::new(&url, &config.workspace, oidc)?))
 }
 
 fn load(args: &SnapshotArgs) -> Result<(PathBuf, Config), Error> {

@@ -646,39 +646,46 @@ fn stage_files(
 
     let fetched: u64 = fetches.iter().map(|f| f.end - f.start).sum();
     let requests = fetches.len() as u64;
-    fetches.par_iter().try_for_each(|f| -> Result<()> {
-        let data = store.get(&f.pack, Some(f.start..f.end))?;
-        if data.len() as u64 != f.end - f.start {
-            return Err(Error::corrupt(format!("{} returned a short range", f.pack)));
-        }
-        for b in &f.blobs {
-            let lo = (b.offset - f.start) as usize;
-            let plain = decode_blob(b, &data[lo..lo + b.length as usize])?;
-            for &(i, off, whole) in &targets[&b.id] {
-                let path = staging.file(i);
-                if whole {
-                    let mut out = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(&path)
-                        .map_err(|err| io_ctx("create", &path, err))?;
-                    out.write_all(&plain)
-                        .map_err(|err| io_ctx("write", &path, err))?;
-                } else {
-                    let out = OpenOptions::new()
-                        .write(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(&path)
-                        .map_err(|err| io_ctx("open", &path, err))?;
-                    out.write_all_at(&plain, off)
-                        .map_err(|err| io_ctx("write", &path, err))?;
-                }
-                reporter.advance(plain.len() as u64);
+    // Network stores want more requests in flight than there are cores.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(store.parallelism().max(1))
+        .build()
+        .map_err(|e| Error::workspace(format!("cannot start transfer threads: {e}")))?;
+    pool.install(|| {
+        fetches.par_iter().try_for_each(|f| -> Result<()> {
+            let data = store.get(&f.pack, Some(f.start..f.end))?;
+            if data.len() as u64 != f.end - f.start {
+                return Err(Error::corrupt(format!("{} returned a short range", f.pack)));
             }
-        }
-        Ok(())
+            for b in &f.blobs {
+                let lo = (b.offset - f.start) as usize;
+                let plain = decode_blob(b, &data[lo..lo + b.length as usize])?;
+                for &(i, off, whole) in &targets[&b.id] {
+                    let path = staging.file(i);
+                    if whole {
+                        let mut out = OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(&path)
+                            .map_err(|err| io_ctx("create", &path, err))?;
+                        out.write_all(&plain)
+                            .map_err(|err| io_ctx("write", &path, err))?;
+                    } else {
+                        let out = OpenOptions::new()
+                            .write(true)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(&path)
+                            .map_err(|err| io_ctx("open", &path, err))?;
+                        out.write_all_at(&plain, off)
+                            .map_err(|err| io_ctx("write", &path, err))?;
+                    }
+                    reporter.advance(plain.len() as u64);
+                }
+            }
+            Ok(())
+        })
     })?;
     // Metadata on the staged files, so the rename brings it along.
     to_write

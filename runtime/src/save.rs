@@ -12,6 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -27,7 +28,7 @@ use crate::objects::{compress_blob, encode_manifest, load_manifest};
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Scanned, Stat, scan};
 use crate::statindex::{StatIndex, now_ns};
-use crate::store::{CasOutcome, Store};
+use crate::store::{CasOutcome, Commit, Store};
 
 #[derive(Debug, Clone)]
 pub struct SaveOptions {
@@ -139,7 +140,10 @@ pub fn save(
                         });
                     }
                 }
-                if head.as_ref().is_some_and(|h| h.snapshot == *key) {
+                // The head only counts as "unchanged" if it is still whole.
+                if head.as_ref().is_some_and(|h| h.snapshot == *key)
+                    && present.len() == m.packs.len()
+                {
                     head_manifest = Some(m);
                 }
             }
@@ -167,11 +171,38 @@ pub fn save(
     let total: u64 = to_read.iter().map(|s| s.stat.size).sum();
     reporter.phase(Phase::Pack, Some(total));
     let packer = Packer::new(store, opts.level, &known);
-    let outcomes: Vec<(&Scanned, FileOutcome)> = to_read
-        .par_iter()
-        .map(|s| Ok((*s, read_file_twice(workspace, s, &packer, reporter)?)))
-        .collect::<Result<_>>()?;
-    packer.finish()?;
+    // Full packs go to a few upload threads through a one-slot channel, so
+    // reading and compressing go on while a pack travels, and at most a
+    // handful of packs are in memory at once.
+    let uploaders = store.parallelism().clamp(1, 3);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<FullPack>(1);
+    let rx = Mutex::new(rx);
+    *packer.sender.lock().unwrap() = Some(tx);
+    let outcomes: Result<Vec<(&Scanned, FileOutcome)>> = std::thread::scope(|scope| {
+        for _ in 0..uploaders {
+            scope.spawn(|| {
+                loop {
+                    let job = rx.lock().unwrap().recv();
+                    let Ok((ord, buf)) = job else { break };
+                    if let Err(e) = packer.upload(ord, &buf) {
+                        packer.failed.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            });
+        }
+        let outcomes = to_read
+            .par_iter()
+            .map(|s| Ok((*s, read_file_twice(workspace, s, &packer, reporter)?)))
+            .collect::<Result<_>>();
+        let finished = packer.finish();
+        // Closing the channel lets the upload threads drain and stop.
+        packer.sender.lock().unwrap().take();
+        finished.and(outcomes)
+    });
+    if let Some(e) = packer.failed.lock().unwrap().take() {
+        return Err(e);
+    }
+    let outcomes = outcomes?;
     let Packer {
         new_locs,
         pack_keys,
@@ -291,10 +322,27 @@ pub fn save(
     // Move the head. Every snapshot is complete on its own, so on a
     // conflict the newer save simply goes on top of whatever won.
     let mut expected = head.as_ref().map_or(0, |h| h.generation);
-    let idem = mkey.hash.to_hex();
+    let run = std::env::var("GITHUB_RUN_ID").ok().map(|id| {
+        format!(
+            "run-{id}-{}-",
+            std::env::var("GITHUB_RUN_ATTEMPT").unwrap_or_default()
+        )
+    });
     let mut attempts = 0;
     let new_head = loop {
-        match store.compare_and_set_head(expected, &mkey, &idem)? {
+        let commit = Commit {
+            expected,
+            snapshot: mkey,
+            packs: manifest.packs.clone(),
+            idempotency_key: format!(
+                "{}{}-{expected}",
+                run.as_deref().unwrap_or(""),
+                &mkey.hash.to_hex()[..48]
+            ),
+            total_bytes: bytes,
+            entries: manifest.entries.len() as u64,
+        };
+        match store.commit(&commit)? {
             CasOutcome::Updated(h) => break h,
             CasOutcome::Conflict(current) => {
                 attempts += 1;
@@ -501,9 +549,16 @@ fn read_file(abs: &Path, packer: &Packer, reporter: &dyn Reporter) -> Result<Att
     Ok(Attempt::Stable(blobs, before, read_at))
 }
 
+/// A sealed pack and its ordinal in this save.
+type FullPack = (u32, Vec<u8>);
+
 /// Collects new blobs into packs and writes each pack when it is full.
 struct Packer<'a> {
     store: &'a dyn Store,
+    /// Where full packs go to be uploaded.
+    sender: Mutex<Option<SyncSender<FullPack>>>,
+    /// The first upload failure; the save stops at the next blob.
+    failed: Mutex<Option<Error>>,
     level: i32,
     known: &'a HashMap<BlobId, Loc>,
     claimed: Mutex<HashSet<BlobId>>,
@@ -519,6 +574,8 @@ impl<'a> Packer<'a> {
     fn new(store: &'a dyn Store, level: i32, known: &'a HashMap<BlobId, Loc>) -> Self {
         Packer {
             store,
+            sender: Mutex::new(None),
+            failed: Mutex::new(None),
             level,
             known,
             claimed: Mutex::new(HashSet::new()),
@@ -533,6 +590,9 @@ impl<'a> Packer<'a> {
 
     /// Make sure `data` is stored; returns its id.
     fn add(&self, data: &[u8]) -> Result<BlobId> {
+        if let Some(e) = &*self.failed.lock().unwrap() {
+            return Err(e.clone());
+        }
         let id = BlobId::of(data);
         if self.known.contains_key(&id) || !self.claimed.lock().unwrap().insert(id) {
             return Ok(id);
@@ -569,10 +629,22 @@ impl<'a> Packer<'a> {
         Ok(id)
     }
 
+    /// Hand a full pack to the upload threads (or upload it here if there
+    /// are none).
     fn write_pack(&self, ord: u32, buf: Vec<u8>) -> Result<()> {
-        let key = ObjectKey::for_bytes(ObjectKind::Pack, &buf);
+        let sender = self.sender.lock().unwrap().clone();
+        match sender {
+            Some(tx) => tx
+                .send((ord, buf))
+                .map_err(|_| Error::store("internal error: the upload threads stopped early")),
+            None => self.upload(ord, &buf),
+        }
+    }
+
+    fn upload(&self, ord: u32, buf: &[u8]) -> Result<()> {
+        let key = ObjectKey::for_bytes(ObjectKind::Pack, buf);
         if self.store.missing(&[key])?.contains(&key) {
-            self.store.put(&key, &buf)?;
+            self.store.put(&key, buf)?;
             self.objects_sent.fetch_add(1, Ordering::Relaxed);
             self.stored_bytes
                 .fetch_add(buf.len() as u64, Ordering::Relaxed);

@@ -400,3 +400,20 @@ fn hostile_blobs_and_credentials_are_refused() {
     assert!(b.path("w/node_modules/ok").exists());
     assert!(!b.path("w/node_modules/.npmrc").exists());
 }
+
+#[test]
+fn a_save_over_a_head_with_lost_packs_stores_them_again() {
+    let a = Area::new();
+    write(&a.path("src/out/a.txt"), b"alpha");
+    write(&a.path("src/out/b.bin"), &noise(100_000, 3));
+    let args = ["--store", &a.store(), "--path", "out", "--json"];
+    a.ok("src", &[&["save"][..], &args].concat());
+    for p in objects(&a.path("store"), "packs") {
+        std::fs::remove_file(p).unwrap();
+    }
+    // Same content, but the head can no longer be restored: not "unchanged".
+    let again = a.ok("src", &[&["save"][..], &args].concat());
+    assert_eq!(again["outcome"], "saved", "{again}");
+    a.ok("fresh", &["restore", "--store", &a.store(), "--path", "out", "--strict"]);
+    assert_same(&a.path("src"), &a.path("fresh"), &[]);
+}

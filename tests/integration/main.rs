@@ -2,6 +2,7 @@
 //! ripgrep) with a module per area; each test builds its own workspaces and
 //! stores in temporary directories and drives the real binary.
 
+mod backend;
 mod cli;
 mod damage;
 mod deploy;

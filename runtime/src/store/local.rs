@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use stateful_ci_protocol::{FORMAT_VERSION, Head, ObjectKey};
 
-use super::{CasOutcome, RestorePoint, Store};
+use super::{CasOutcome, Commit, RestorePoint, Store};
 use crate::error::{Error, Result};
 
 const MARKER: &str = "STATEFUL-CI-STORE";
@@ -166,12 +166,8 @@ impl Store for LocalStore {
         }
     }
 
-    fn compare_and_set_head(
-        &self,
-        expected: u64,
-        snapshot: &ObjectKey,
-        _idem: &str,
-    ) -> Result<CasOutcome> {
+    fn commit(&self, commit: &Commit) -> Result<CasOutcome> {
+        let (expected, snapshot) = (commit.expected, &commit.snapshot);
         if !self.object_path(snapshot).exists() {
             return Err(Error::corrupt(format!(
                 "refusing to point the head at {snapshot}: it is not in the store"
@@ -272,6 +268,17 @@ mod tests {
     use super::*;
     use stateful_ci_protocol::ObjectKind;
 
+    fn cas(s: &LocalStore, expected: u64, snapshot: &ObjectKey) -> Result<CasOutcome> {
+        s.commit(&Commit {
+            expected,
+            snapshot: *snapshot,
+            packs: vec![],
+            idempotency_key: snapshot.hash.to_hex(),
+            total_bytes: 0,
+            entries: 0,
+        })
+    }
+
     #[test]
     fn put_get_range_missing_and_cas() {
         let dir = tempfile::tempdir().unwrap();
@@ -284,7 +291,7 @@ mod tests {
         assert_eq!(s.get(&k, Some(6..11)).unwrap(), b"world");
         assert!(s.get(&k, Some(6..20)).is_err());
         assert_eq!(s.save_head().unwrap(), None);
-        let h1 = match s.compare_and_set_head(0, &k, "a").unwrap() {
+        let h1 = match cas(&s, 0, &k).unwrap() {
             CasOutcome::Updated(h) => h,
             other => panic!("{other:?}"),
         };
@@ -292,15 +299,15 @@ mod tests {
         let k2 = ObjectKey::for_bytes(ObjectKind::Manifest, b"second");
         s.put(&k2, b"second").unwrap();
         assert_eq!(
-            s.compare_and_set_head(0, &k2, "b").unwrap(),
+            cas(&s, 0, &k2).unwrap(),
             CasOutcome::Conflict(Some(h1.clone()))
         );
         assert!(matches!(
-            s.compare_and_set_head(1, &k2, "b").unwrap(),
+            cas(&s, 1, &k2).unwrap(),
             CasOutcome::Updated(Head { generation: 2, .. })
         ));
         let missing = ObjectKey::for_bytes(ObjectKind::Manifest, b"absent");
-        assert!(s.compare_and_set_head(2, &missing, "c").is_err());
+        assert!(cas(&s, 2, &missing).is_err());
     }
 
     #[test]

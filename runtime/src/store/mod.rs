@@ -14,8 +14,10 @@ use stateful_ci_protocol::{Head, ObjectKey};
 use crate::error::Result;
 
 pub mod local;
+pub mod worker;
 
 pub use local::LocalStore;
+pub use worker::WorkerStore;
 
 /// The snapshot a restore should use, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,13 +58,27 @@ pub trait Store: Send + Sync {
     /// Read an object, or a byte range of it.
     fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Vec<u8>>;
 
-    /// Move the save scope's head from generation `expected` (0: no head
-    /// yet) to `snapshot`. `idempotency_key` lets a retried commit return the
-    /// first result.
-    fn compare_and_set_head(
-        &self,
-        expected: u64,
-        snapshot: &ObjectKey,
-        idempotency_key: &str,
-    ) -> Result<CasOutcome>;
+    /// Move the save scope's head from generation `commit.expected` (0: no
+    /// head yet) to `commit.snapshot`, whose objects are all stored.
+    fn commit(&self, commit: &Commit) -> Result<CasOutcome>;
+
+    /// How many transfers to run at once (an optional capability: network
+    /// stores want more than the number of cores).
+    fn parallelism(&self) -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+}
+
+/// A request to move the head to a new snapshot.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub expected: u64,
+    pub snapshot: ObjectKey,
+    /// Exactly the packs the manifest lists.
+    pub packs: Vec<ObjectKey>,
+    /// Chosen by the client, unique per attempted snapshot; a retried commit
+    /// with the same key returns the first result.
+    pub idempotency_key: String,
+    pub total_bytes: u64,
+    pub entries: u64,
 }
