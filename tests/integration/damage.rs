@@ -414,6 +414,16 @@ fn a_save_over_a_head_with_lost_packs_stores_them_again() {
     // Same content, but the head can no longer be restored: not "unchanged".
     let again = a.ok("src", &[&["save"][..], &args].concat());
     assert_eq!(again["outcome"], "saved", "{again}");
-    a.ok("fresh", &["restore", "--store", &a.store(), "--path", "out", "--strict"]);
+    a.ok(
+        "fresh",
+        &[
+            "restore",
+            "--store",
+            &a.store(),
+            "--path",
+            "out",
+            "--strict",
+        ],
+    );
     assert_same(&a.path("src"), &a.path("fresh"), &[]);
 }

@@ -832,3 +832,76 @@ fn dev_serves_the_backend_and_stops_everything_on_a_signal() {
         );
     }
 }
+
+/// `stateful-ci dev --oidc-issuer` + `save`/`restore --backend` with tokens
+/// from that issuer give back the exact tree.
+#[test]
+fn dev_backend_serves_save_and_restore_with_a_test_issuer() {
+    require_setup();
+    let Some(mut issuer) = crate::backend::start() else {
+        return;
+    };
+    let port = free_port();
+    let mut dev = bin()
+        .args([
+            "dev",
+            "--port",
+            &port.to_string(),
+            "--repository",
+            "acme/app",
+            "--oidc-issuer",
+            &issuer.issuer,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut dev = StopOnDrop(dev);
+    let line = rx
+        .recv_timeout(Duration::from_secs(180))
+        .expect("dev printed its backend line");
+    let backend = line
+        .strip_prefix("backend: ")
+        .expect("backend line")
+        .to_string();
+    // Point the issuer's runner environment at the dev backend instead of serve.mjs's Worker.
+    issuer.url = backend;
+    let a = crate::util::Area::new();
+    crate::util::rich_tree(&a.path("src"));
+    let args = ["--path", "node_modules", "--json"];
+    let saved = issuer.ok(&a, "src", &[&["save"][..], &args].concat());
+    assert_eq!(saved["outcome"], "saved", "{saved}");
+    let hit = issuer.ok(&a, "dst", &[&["restore"][..], &args].concat());
+    assert_eq!(hit["outcome"], "hit", "{hit}");
+    crate::tree::assert_same(
+        &a.path("src"),
+        &a.path("dst"),
+        &[".npmrc", ".env.local", "server.pem"],
+    );
+    unsafe {
+        libc::kill(dev.0.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(dev.0.wait().unwrap().code(), Some(130));
+}
+
+/// Stops a `stateful-ci dev` left running by a failed assertion.
+struct StopOnDrop(Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            unsafe {
+                libc::kill(self.0.id() as i32, libc::SIGTERM);
+            }
+            let _ = self.0.wait();
+        }
+    }
+}
