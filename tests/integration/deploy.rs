@@ -73,7 +73,9 @@ impl Emu {
                  "permissions": ["Workers Scripts Edit", "D1 Read", "Workers R2 Storage Edit", "Account Settings Read"]},
                 {"id": "a0000000000000000000000000000003", "value": TOKEN_ACCOUNT_OWNED, "owner": "account",
                  "account_id": ACCOUNT, "accounts": [ACCOUNT], "permissions": all}
-            ]
+            ],
+            // The fault suite makes about a thousand calls with one token.
+            "rate_limit": {"requests": 100000, "window_seconds": 300}
         });
         let cfg = dir.path().join("accounts.json");
         std::fs::write(&cfg, config.to_string()).unwrap();
@@ -645,9 +647,49 @@ fn a_failure_at_any_step_is_finished_by_a_rerun() {
             cli.ok(&args, &[]);
             assert_eq!(emu.mutating(), Vec::<String>::new(), "{op}/{kind}");
             cli.ok(&["destroy", "--yes"], &[]);
+            let st = emu.account_state();
+            assert!(
+                !st.to_string().contains(&format!("\"{name}\"")),
+                "{op}/{kind}: left behind: {st}"
+            );
             cli.assert_token_never_printed();
         }
     }
+
+    // A deploy that stopped half way is destroyed completely, and a destroy
+    // that stopped half way is finished by a rerun.
+    let cli = Cli::new(&emu, TOKEN);
+    let args = [
+        "deploy",
+        "--yes",
+        "--repository",
+        "octo/app",
+        "--name",
+        "half-way",
+    ];
+    emu.fault(
+        json!({"kind": "500", "operation": "worker-script-upload-worker-module", "count": 6}),
+    );
+    assert_eq!(cli.run(&args).status.code(), Some(1));
+    emu.ctl("DELETE", "/faults", None);
+    emu.fault(json!({"kind": "reset", "operation": "cloudflare-d1-delete-database", "count": 6}));
+    let partial = cli.run(&["destroy", "--yes"]);
+    emu.ctl("DELETE", "/faults", None);
+    assert_eq!(
+        partial.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&partial.stderr)
+    );
+    assert!(
+        cli.config().contains("[deployment]"),
+        "the record stays until destroy is done"
+    );
+    cli.ok(&["destroy", "--yes"], &[]);
+    let st = emu.account_state();
+    assert!(!st.to_string().contains("half-way"), "left behind: {st}");
+    cli.assert_token_never_printed();
+
     emu.assert_no_violations();
 }
 

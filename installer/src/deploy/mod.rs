@@ -264,16 +264,20 @@ impl<'a> Deployer<'a> {
         for step in &plan.steps {
             progress(&step.to_string());
             match step {
+                // Each create is recorded before it is sent: if its answer is
+                // lost, the rerun finds the resource in place, and `destroy`
+                // still knows this tool made it (a missing one counts as deleted).
                 Step::CreateBucket(b) => {
-                    c.create_bucket(&a, b).map_err(cf)?;
                     record.mark_created("bucket");
                     self.config.write(&record)?;
+                    c.create_bucket(&a, b).map_err(cf)?;
                 }
                 Step::CreateDatabase(d) => {
+                    record.mark_created("database");
+                    self.config.write(&record)?;
                     let db = c.create_database(&a, d).map_err(cf)?;
                     database_id = Some(db.uuid.clone());
                     record.database_id = Some(db.uuid);
-                    record.mark_created("database");
                     self.config.write(&record)?;
                 }
                 Step::CreateMigrationsTable => {
@@ -292,8 +296,11 @@ impl<'a> Deployer<'a> {
                 }
                 Step::UploadWorker { .. } => {
                     let db = database_id.clone().expect("database exists by now");
+                    if seen.script.is_none() {
+                        record.mark_created("script");
+                        self.config.write(&record)?;
+                    }
                     tag = Some(self.upload(&db, tag.clone())?);
-                    record.mark_created("script");
                     record.do_migration_tag = tag.clone();
                     self.config.write(&record)?;
                 }
@@ -342,9 +349,6 @@ impl<'a> Deployer<'a> {
             record.repositories = self.settings.repositories.clone();
             record.default_branch = Some(self.settings.default_branch.clone());
             record.audience = Some(self.settings.audience.clone());
-            if seen.script.is_none() {
-                record.mark_created("script");
-            }
             self.config.write(&record)?;
         }
         Ok(Outcome {
