@@ -369,9 +369,11 @@ impl<'a> Deployer<'a> {
             .iter()
             .find(|(n, _)| n == m)
             .expect("planned migrations come from the bundle");
+        let body = sql.trim_end();
+        // A newline first, so a trailing `-- comment` cannot swallow the insert.
+        let sep = if body.ends_with(';') { "\n" } else { "\n;\n" };
         let stmt = format!(
-            "{}\n;\nINSERT INTO d1_migrations (name) VALUES ('{}');",
-            sql.trim_end(),
+            "{body}{sep}INSERT INTO d1_migrations (name) VALUES ('{}');",
             m.replace('\'', "''")
         );
         match self.client.query(a, db, &stmt, &[]) {
