@@ -32,7 +32,7 @@ pub struct DevArgs {
 
 pub fn dev(args: &DevArgs, printer: &Printer) -> Result<ExitCode, Error> {
     // Before any thread starts, so every thread leaves SIGINT/SIGTERM to us.
-    dev::block_signals();
+    let signals = dev::take_signals();
     let mut repositories = args.repositories.clone();
     if repositories.is_empty() {
         repositories.extend(deploy_cmd::origin_repository(&None));
@@ -51,7 +51,14 @@ pub fn dev(args: &DevArgs, printer: &Printer) -> Result<ExitCode, Error> {
     println!("backend: {}", session.backend);
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    let sig = dev::wait_for_signal(|| session.emulator.alive());
+    dev::serving();
+    let sig = loop {
+        match signals.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(sig) => break sig,
+            Err(_) if !session.emulator.alive() => break 0,
+            Err(_) => {}
+        }
+    };
     session.emulator.stop();
     if sig == 0 {
         return Err(Error::user(

@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,6 +113,7 @@ impl Emulator {
                 "run scripts/setup-emulator.sh to install Node 22",
             )
         })?;
+        EMULATOR_GROUP.store(child.id() as i32, Ordering::SeqCst);
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         {
             let mut err = child.stderr.take().expect("piped");
@@ -184,6 +187,7 @@ impl Emulator {
             return;
         };
         let pgid = child.id() as i32;
+        let _ = EMULATOR_GROUP.compare_exchange(pgid, 0, Ordering::SeqCst, Ordering::SeqCst);
         unsafe {
             libc::kill(-pgid, libc::SIGTERM);
         }
@@ -271,38 +275,55 @@ pub fn start(opts: &DevOptions, progress: &dyn Fn(&str)) -> Result<DevSession, E
     })
 }
 
-/// Block SIGINT and SIGTERM in this thread (call before starting threads),
-/// so [`wait_for_signal`] can take them.
-pub fn block_signals() {
+/// Process group of the running emulator (0: none), for the signal thread.
+static EMULATOR_GROUP: AtomicI32 = AtomicI32::new(0);
+/// Set once the backend serves; before that a signal stops at once.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Block SIGINT and SIGTERM (call before any thread starts, so no thread
+/// takes them by default) and hand them to one thread: while starting up, a
+/// signal stops the emulator's process group and exits (128 + signal); once
+/// [`serving`] was called, the signal is sent on the returned channel and the
+/// caller stops in order.
+pub fn take_signals() -> Receiver<i32> {
+    let set = signal_set();
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            let mut sig: libc::c_int = 0;
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            if SERVING.load(Ordering::SeqCst) {
+                let _ = tx.send(sig);
+            } else {
+                let pg = EMULATOR_GROUP.load(Ordering::SeqCst);
+                if pg > 0 {
+                    unsafe {
+                        libc::kill(-pg, libc::SIGTERM);
+                    }
+                }
+                std::process::exit(128 + sig);
+            }
+        }
+    });
+    rx
 }
 
-/// Wait for SIGINT/SIGTERM (returns the signal) or for `still_ok` to turn
-/// false (returns 0), checking once a second.
-pub fn wait_for_signal(mut still_ok: impl FnMut() -> bool) -> i32 {
+/// From now on signals go to the channel of [`take_signals`].
+pub fn serving() {
+    SERVING.store(true, Ordering::SeqCst);
+}
+
+fn signal_set() -> libc::sigset_t {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
-        let ts = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        loop {
-            let sig = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
-            if sig > 0 {
-                return sig;
-            }
-            if !still_ok() {
-                return 0;
-            }
-        }
+        set
     }
 }
