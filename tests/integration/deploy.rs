@@ -499,6 +499,7 @@ fn deploy_upgrade_destroy_end_to_end() {
         .unwrap()
         .clone();
     assert_eq!(ours["migration_tag"], "v2");
+    assert_eq!(ours["durable_object_classes"], json!(["ScopeCoordinator", "ExtraCoordinator"]));
     assert_eq!(
         ours["secrets"],
         json!(["ADMIN_TOKEN", "GRANT_KEY"]),
