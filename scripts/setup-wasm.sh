@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes the Worker's wasm build possible on this machine, idempotently:
 #   1. a Rust compiler that can target wasm32-unknown-unknown: rustup's target
-#      when it can be added, else Debian's rustc-web with the std source
+#      when it is installed (`rustup target add wasm32-unknown-unknown` on a
+#      laptop with network), else Debian's rustc-web with the std source
 #      (built with -Zbuild-std; see docs/WORKER.md);
 #   2. wasm-bindgen-cli at exactly the version in worker-template/Cargo.lock,
 #      built once into $STATEFUL_CI_TOOLS (outside the clone);
@@ -18,9 +19,9 @@ log() { echo "setup-wasm: $*" >&2; }
 # --- 1. compiler -------------------------------------------------------------
 route=""
 if command -v rustup >/dev/null 2>&1; then
+  # Use rustup's target only when it is already installed: nothing here
+  # downloads a toolchain from outside the package registries.
   if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    route=rustup
-  elif rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
     route=rustup
   fi
 fi
@@ -30,7 +31,7 @@ if [ -z "$route" ]; then
     [ -e "$f" ] || need_apt=1
   done
   if [ "$need_apt" = 1 ]; then
-    log "rustup cannot add wasm32-unknown-unknown; installing Debian's rustc-web (offline route)"
+    log "rustup has no wasm32-unknown-unknown target; installing Debian's rustc-web (offline route)"
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     pkgs="rustc-web cargo-web rust-web-src rust-web-llvm lld-22"

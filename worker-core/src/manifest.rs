@@ -2,13 +2,16 @@
 //! `FORMAT.md`): its format version and the packs it lists. A commit is
 //! accepted only when the packs it names are exactly the manifest's, so a
 //! restore grant covers what the snapshot really uses and nothing a client
-//! merely claimed. Decompression streams and is capped; the rest of the
-//! manifest (entries, blob locations) is skipped, not kept.
+//! merely claimed. Decompression streams and is capped, and reading stops as
+//! soon as `version` and `packs` are known (the runtime writes them before
+//! the blob locations and entries).
 
 use std::collections::BTreeSet;
 use std::io::Read;
 
-use serde::Deserialize;
+use std::cell::RefCell;
+
+use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use stateful_ci_protocol::{FORMAT_VERSION, ObjectKey, ObjectKind};
 
 /// The largest stored manifest the Worker reads (Worker memory is 128 MB).
@@ -16,10 +19,49 @@ pub const MAX_STORED: u64 = 32 * 1024 * 1024;
 /// The most decompressed bytes the Worker reads from one manifest.
 pub const MAX_RAW: u64 = 256 * 1024 * 1024;
 
-#[derive(Deserialize)]
-struct Head {
-    version: u32,
-    packs: Vec<ObjectKey>,
+/// What a commit needs from the manifest.
+#[derive(Default)]
+struct Wanted {
+    version: Option<u32>,
+    packs: Option<Vec<ObjectKey>>,
+}
+
+/// Marks "stopped early on purpose" in the error channel.
+const STOP: &str = "stateful-ci: stop reading, the fields are found";
+
+/// Reads the top-level object field by field and stops as soon as `version`
+/// and `packs` are known (writers put them before the large `blobs` and
+/// `entries`), so the rest of the manifest is neither decompressed nor parsed.
+struct Fields<'a>(&'a RefCell<Wanted>);
+
+impl<'de> DeserializeSeed<'de> for Fields<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Fields<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a manifest object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            let mut w = self.0.borrow_mut();
+            match key.as_str() {
+                "version" => w.version = Some(map.next_value()?),
+                "packs" => w.packs = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            if w.version.is_some() && w.packs.is_some() {
+                return Err(A::Error::custom(STOP));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The set of packs `stored` (the manifest object's bytes) lists.
@@ -36,19 +78,28 @@ pub fn packs(stored: &[u8]) -> Result<BTreeSet<ObjectKey>, String> {
         )
     })?;
     let reader = std::io::BufReader::new(decoder.take(MAX_RAW));
-    let head: Head = serde_json::from_reader(reader).map_err(|e| {
-        format!("the manifest does not decode as manifest JSON ({e}); upload the manifest as the runtime writes it")
-    })?;
-    if head.version != FORMAT_VERSION {
+    let wanted = RefCell::new(Wanted::default());
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    if let Err(e) = Fields(&wanted).deserialize(&mut de) {
+        if !e.to_string().starts_with(STOP) {
+            return Err(format!(
+                "the manifest does not decode as manifest JSON ({e}); upload the manifest as the runtime writes it"
+            ));
+        }
+    }
+    let w = wanted.into_inner();
+    let (Some(version), Some(packs)) = (w.version, w.packs) else {
+        return Err("the manifest does not decode as manifest JSON (no version or packs); upload the manifest as the runtime writes it".into());
+    };
+    if version != FORMAT_VERSION {
         return Err(format!(
-            "the manifest has format version {}, this Worker reads version {FORMAT_VERSION}; upgrade the backend (stateful-ci upgrade)",
-            head.version
+            "the manifest has format version {version}, this Worker reads version {FORMAT_VERSION}; upgrade the backend (stateful-ci upgrade)"
         ));
     }
-    if let Some(k) = head.packs.iter().find(|k| k.kind != ObjectKind::Pack) {
+    if let Some(k) = packs.iter().find(|k| k.kind != ObjectKind::Pack) {
         return Err(format!("the manifest lists {k} as a pack"));
     }
-    Ok(head.packs.into_iter().collect())
+    Ok(packs.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -72,6 +123,29 @@ mod tests {
             "entries": [{"path": "x", "kind": "dir", "mode": 493, "mtime_ns": 0}]}),
         );
         assert_eq!(packs(&m).unwrap(), [a, b].into_iter().collect());
+    }
+
+    #[test]
+    fn stops_reading_once_version_and_packs_are_known() {
+        let a = pack(b"a");
+        // Everything after `packs` is never parsed, so even a broken tail passes.
+        let json = format!(
+            r#"{{"version":1,"created_at":0,"roots":["x"],"packs":["{a}"],"blobs":[ this is not json"#
+        );
+        let m = zstd::bulk::compress(json.as_bytes(), 3).unwrap();
+        assert_eq!(packs(&m).unwrap(), [a].into_iter().collect());
+        // A real manifest as the protocol crate serialises it.
+        let manifest = stateful_ci_protocol::Manifest {
+            version: FORMAT_VERSION,
+            created_at: 1,
+            parent: None,
+            roots: vec!["x".into()],
+            packs: vec![a],
+            blobs: vec![],
+            entries: vec![],
+        };
+        let m = zstd::bulk::compress(&manifest.to_json(), 3).unwrap();
+        assert_eq!(packs(&m).unwrap(), [a].into_iter().collect());
     }
 
     #[test]

@@ -74,14 +74,27 @@ fn json<T: Serialize>(status: u16, value: &T) -> ApiResult<Response> {
         .fixed(body))
 }
 
+/// The largest JSON request body accepted.
+const MAX_JSON_BODY: u64 = 1024 * 1024;
+
 async fn read_json<T: DeserializeOwned>(req: &mut Request) -> ApiResult<T> {
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_JSON_BODY) {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "the JSON body exceeds 1 MiB; list fewer objects per request",
+        ));
+    }
     let text = req.text().await.map_err(|e| {
         ApiError::new(
             ErrorCode::BadRequest,
             format!("could not read the body: {e}"),
         )
     })?;
-    if text.len() > 1024 * 1024 {
+    if text.len() as u64 > MAX_JSON_BODY {
         return Err(ApiError::new(
             ErrorCode::TooLarge,
             "the JSON body exceeds 1 MiB; list fewer objects per request",

@@ -119,6 +119,41 @@ test("unknown routes and methods answer JSON errors with stable codes", async ()
   assert.match(r.data.message, /workspace/);
 });
 
+test("oversized JSON bodies are refused before they are read", async () => {
+  const big = { workspace: "default", objects: Array(30000).fill(keyOf("packs", Buffer.from("x"))) };
+  const r = await api("/v1/save/prepare", { token: issuer.token(), method: "POST", body: big });
+  assert.equal(r.status, 413);
+  assert.equal(r.data.code, "too_large");
+});
+
+test("a misconfigured Worker says what is wrong: unreachable issuer, missing secrets", async () => {
+  // A port nothing listens on: take one, then close it.
+  const { createServer } = await import("node:net");
+  const probe = createServer();
+  await new Promise((ok) => probe.listen(0, "127.0.0.1", ok));
+  const deadIssuer = `http://127.0.0.1:${probe.address().port}`;
+  await new Promise((ok) => probe.close(ok));
+  const broken = await startBackend({ issuerUrl: deadIssuer, vars: { GRANT_KEY: "", ADMIN_TOKEN: "" } });
+  try {
+    const call = async (path, init = {}) => {
+      const res = await fetch(broken.url + path, init);
+      return { status: res.status, data: await res.json() };
+    };
+    const h = await call("/v1/health");
+    assert.equal(h.status, 200);
+    assert.ok(h.data.warnings.some((w) => w.includes("GRANT_KEY")), JSON.stringify(h.data.warnings));
+    const r = await call("/v1/restore", { method: "POST", headers: { authorization: `Bearer ${issuer.token({ iss: deadIssuer })}` }, body: JSON.stringify({ workspace: "w" }) });
+    assert.equal(r.status, 502);
+    assert.equal(r.data.code, "jwks_unavailable");
+    assert.match(r.data.message, /retry/);
+    const a = await call("/v1/admin/runs", { headers: { authorization: "Bearer anything" } });
+    assert.equal(a.status, 503);
+    assert.equal(a.data.code, "admin_disabled");
+  } finally {
+    await broken.stop();
+  }
+});
+
 test("save prepare -> PUT -> commit -> restore round trip, with ranges and dedup", async () => {
   const token = issuer.token({ run_id: "1001" });
   const snap = snapshot(3);
@@ -564,6 +599,24 @@ test("cost: workerd CPU and wall time per request, and bundle size", async () =>
   const rest = await measure(100, () => restore(token, "roundtrip"));
   const blobs = Array.from({ length: 20 }, () => randomBytes(1024 * 1024));
   const put = await measure(20, (i) => api(`/v1/objects/${keyOf("packs", blobs[i])}`, { token, method: "PUT", body: blobs[i] }));
+  // Commits of a 30 000-entry snapshot: the Worker reads its manifest.
+  const pack = randomBytes(4096);
+  const packKey = keyOf("packs", pack);
+  await api(`/v1/objects/${packKey}`, { token, method: "PUT", body: pack });
+  const entries = Array.from({ length: 30000 }, (_, i) => ({ path: `w/dir${i % 300}/file${i}.txt`, kind: "file", mode: 420, mtime_ns: 0, size: 0 }));
+  const manifests = Array.from({ length: 5 }, () => manifestBytes([packKey], { entries }));
+  for (const m of manifests) await api(`/v1/objects/${keyOf("manifests", m)}`, { token, method: "PUT", body: m });
+  let generation = 0;
+  const commit = await measure(5, async (i) => {
+    const r = await api("/v1/save/commit", {
+      token,
+      method: "POST",
+      body: { workspace: "cost", manifest: keyOf("manifests", manifests[i]), packs: [packKey], expected_generation: generation, idempotency_key: `cost-${i}` },
+    });
+    assert.equal(r.status, 200, JSON.stringify(r.data));
+    generation = r.data.head.generation;
+  });
+  console.log(`# worker commit with a 30 000-entry manifest (${manifests[0].length} bytes stored): ${fmt(commit)}`);
   const wasm = statSync(join(distDir, "index_bg.wasm")).size;
   const gz = gzipSync(readFileSync(join(distDir, "index_bg.wasm"))).length;
   console.log(`# worker per request (whole workerd process incl. D1/R2/DO, 10 ms tick resolution averaged): health ${fmt(health)}; restore ${fmt(rest)}; PUT 1 MiB ${fmt(put)}`);
