@@ -428,6 +428,8 @@ fn deploy_upgrade_destroy_end_to_end() {
     assert_eq!(s, 200, "{body}");
     let health: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(health["oidc_test_mode"], json!(false));
+    // The D1 that `/query` migrated is the D1 the Worker reads.
+    assert_eq!(health["migrations"], json!(["0001_init.sql"]), "{health}");
     assert_eq!(
         emu.worker_get("stateful-ci", "/v1/admin/runs?limit=1", Some(ADMIN))
             .0,
@@ -490,6 +492,13 @@ fn deploy_upgrade_destroy_end_to_end() {
         d1_migrations(&c, "stateful-ci"),
         vec!["0001_init.sql", "9001_test_extra.sql"]
     );
+    let (_, body) = emu.worker_get("stateful-ci", "/v1/health", None);
+    let health: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        health["migrations"],
+        json!(["0001_init.sql", "9001_test_extra.sql"]),
+        "{health}"
+    );
     let st = emu.account_state();
     let ours = st["scripts"]
         .as_array()
@@ -499,7 +508,10 @@ fn deploy_upgrade_destroy_end_to_end() {
         .unwrap()
         .clone();
     assert_eq!(ours["migration_tag"], "v2");
-    assert_eq!(ours["durable_object_classes"], json!(["ScopeCoordinator", "ExtraCoordinator"]));
+    assert_eq!(
+        ours["durable_object_classes"],
+        json!(["ScopeCoordinator", "ExtraCoordinator"])
+    );
     assert_eq!(
         ours["secrets"],
         json!(["ADMIN_TOKEN", "GRANT_KEY"]),
