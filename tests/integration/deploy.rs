@@ -188,10 +188,26 @@ impl Emu {
 }
 
 impl Drop for Emu {
+    /// SIGTERM lets the emulator stop its workerd (a SIGKILL would orphan it).
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_gracefully(&mut self.child);
     }
+}
+
+/// SIGTERM, wait up to 20 s, then SIGKILL.
+fn stop_gracefully(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let started = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
 }
 
 /// Runs the CLI against an emulator and keeps every output for the token check.
@@ -953,10 +969,7 @@ struct StopOnDrop(Child);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         if matches!(self.0.try_wait(), Ok(None)) {
-            unsafe {
-                libc::kill(self.0.id() as i32, libc::SIGTERM);
-            }
-            let _ = self.0.wait();
+            stop_gracefully(&mut self.0);
         }
     }
 }
