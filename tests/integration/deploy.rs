@@ -746,6 +746,35 @@ fn rate_limits_are_waited_out_and_permissions_are_named() {
     let t = |r: &Json| r["time"].as_str().unwrap().to_string();
     assert!(t(&creates[1]) > t(&creates[0]));
 
+    // Page and cursor pagination walk every page.
+    let small = emu.client().with_page_size(10);
+    for i in 0..23 {
+        small
+            .create_database(ACCOUNT, &format!("paged-{i:02}"))
+            .unwrap();
+    }
+    let mut dbs: Vec<String> = small
+        .databases(ACCOUNT)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    dbs.retain(|n| n.starts_with("paged-"));
+    assert_eq!(dbs.len(), 23, "{dbs:?}");
+    small.create_bucket(ACCOUNT, "paged-bucket").unwrap();
+    for i in 0..25 {
+        small
+            .put_object(ACCOUNT, "paged-bucket", &format!("k/{i:02}"), b"x")
+            .unwrap();
+    }
+    assert_eq!(small.objects(ACCOUNT, "paged-bucket").unwrap().len(), 25);
+    let pages = emu
+        .requests()
+        .iter()
+        .filter(|r| r["operation"] == "r2-list-objects")
+        .count();
+    assert_eq!(pages, 3, "25 objects in pages of 10");
+
     // A token without D1 Edit: the error names the permission.
     let weak = Cli::new(&emu, TOKEN_NO_D1);
     let out = weak.run(&[

@@ -209,7 +209,7 @@ impl Client {
         self.list_cursor(
             BUCKET_LIST,
             &format!("/accounts/{}/r2/buckets", seg(account)),
-            &[("per_page", "100".into())],
+            &[("per_page", self.page_size(100).to_string())],
             |v| v.get("buckets").cloned().unwrap_or(Json::Array(vec![])),
         )
     }
@@ -250,7 +250,7 @@ impl Client {
                 seg(account),
                 seg(bucket)
             ),
-            &[("per_page", "1000".into())],
+            &[("per_page", self.page_size(1000).to_string())],
             |v| v,
         )
     }

@@ -193,6 +193,8 @@ pub struct Client {
     token: ApiToken,
     policy: RetryPolicy,
     on_retry: Option<RetryHook>,
+    /// Items per list page (`None`: each list's default).
+    page_size: Option<u64>,
 }
 
 impl fmt::Debug for Client {
@@ -210,6 +212,7 @@ impl Client {
             token,
             policy: RetryPolicy::default(),
             on_retry: None,
+            page_size: None,
         }
     }
 
@@ -230,6 +233,16 @@ impl Client {
     pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
         self.on_retry = Some(Box::new(hook));
         self
+    }
+
+    /// Ask for this many items per list page (tests use small pages).
+    pub fn with_page_size(mut self, n: u64) -> Self {
+        self.page_size = Some(n);
+        self
+    }
+
+    pub(crate) fn page_size(&self, default: u64) -> u64 {
+        self.page_size.unwrap_or(default)
     }
 
     pub fn base(&self) -> &str {
@@ -370,7 +383,7 @@ impl Client {
     ) -> CfResult<Vec<T>> {
         let url = self.url(path);
         let mut out = Vec::new();
-        let per_page = 50u64;
+        let per_page = self.page_size(50);
         for page in 1u64.. {
             let (v, info) = self.run(op, || {
                 self.http.get(&url).query(query).query(&[
