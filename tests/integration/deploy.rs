@@ -1002,3 +1002,57 @@ impl Drop for StopOnDrop {
         }
     }
 }
+
+/// A signal while `dev` is still deploying stops the emulator it started too.
+#[test]
+fn dev_interrupted_during_startup_leaves_nothing_behind() {
+    require_setup();
+    let port = free_port();
+    let mut child = bin()
+        .args([
+            "dev",
+            "--port",
+            &port.to_string(),
+            "--repository",
+            "octo/app",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut child = StopOnDrop(child);
+    // The emulator answers the API once deploy's steps start.
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(180))
+            .expect("dev reports its steps");
+        if line.contains("create R2 bucket") {
+            break;
+        }
+    }
+    let procs = descendants(child.0.id());
+    assert!(!procs.is_empty(), "dev started the emulator");
+    unsafe {
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(child.0.wait().unwrap().code(), Some(143));
+    // The emulator stops its workerd on SIGTERM; wait for that (bounded).
+    let started = Instant::now();
+    while procs.iter().any(|p| alive(*p)) && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in procs {
+        assert!(
+            !alive(p),
+            "process {p} started by dev survived a signal during startup"
+        );
+    }
+}
