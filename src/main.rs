@@ -3,9 +3,13 @@
 //! lives in `stateful-ci-runtime` (snapshots) and, for deployment, the
 //! installer.
 
+mod deploy_cmd;
+mod destroy_cmd;
+mod dev_cmd;
 mod init_cmd;
 mod printer;
 mod snapshot_cmd;
+mod upgrade_cmd;
 
 use std::process::ExitCode;
 
@@ -33,6 +37,14 @@ enum Command {
     Restore(SnapshotArgs),
     /// Set this repository up: write stateful-ci.toml and the workflow.
     Init(init_cmd::InitArgs),
+    /// Provision the backend in your Cloudflare account (plan, then apply).
+    Deploy(deploy_cmd::DeployArgs),
+    /// Deploy this binary's Worker over the recorded deployment.
+    Upgrade(upgrade_cmd::UpgradeArgs),
+    /// Delete what `deploy` created and clear the deployment record.
+    Destroy(destroy_cmd::DestroyArgs),
+    /// Run the whole backend on this machine (local Cloudflare emulator).
+    Dev(dev_cmd::DevArgs),
 }
 
 #[derive(Args, Clone)]
@@ -74,6 +86,10 @@ fn main() -> ExitCode {
         Some(Command::Save(args)) => snapshot_cmd::save(&args, &printer),
         Some(Command::Restore(args)) => snapshot_cmd::restore(&args, &printer),
         Some(Command::Init(args)) => init_cmd::run(&args, &printer),
+        Some(Command::Deploy(args)) => deploy_cmd::deploy(&args, &printer),
+        Some(Command::Upgrade(args)) => upgrade_cmd::upgrade(&args, &printer),
+        Some(Command::Destroy(args)) => destroy_cmd::destroy(&args, &printer),
+        Some(Command::Dev(args)) => dev_cmd::dev(&args, &printer),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

@@ -6,3 +6,9 @@
 //! state and printed or applied, so it can be tested without a network.
 //! This crate does not print; the binary renders what it returns.
 pub mod init;
+
+pub mod bundle;
+pub mod cloudflare;
+pub mod credentials;
+pub mod deploy;
+pub mod dev;

@@ -5,6 +5,7 @@
 mod backend;
 mod cli;
 mod damage;
+mod deploy;
 mod init;
 mod kill;
 mod roundtrip;

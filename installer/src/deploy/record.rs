@@ -1,0 +1,251 @@
+//! The deployment record: the `[deployment]` table of `stateful-ci.toml`
+//! (and `[backend] url`), edited with toml_edit so the user's comments and
+//! layout stay. It names what this tool created, which is all `destroy`
+//! deletes. It never holds a secret.
+
+use std::path::{Path, PathBuf};
+
+use stateful_ci_runtime::Error;
+use toml_edit::{Array, DocumentMut, Item, Table, value};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub account_id: String,
+    pub script: String,
+    pub bucket: String,
+    pub database: String,
+    pub database_id: Option<String>,
+    pub worker_url: Option<String>,
+    pub worker_version: Option<String>,
+    /// Hash of the non-secret Worker settings (bindings and vars).
+    pub worker_config: Option<String>,
+    pub do_migration_tag: Option<String>,
+    pub d1_migrations: Vec<String>,
+    /// Which of `bucket`, `database`, `script` this tool created.
+    pub created: Vec<String>,
+    /// The Worker's non-secret settings, reused by `upgrade`.
+    pub repositories: Vec<String>,
+    pub default_branch: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl Record {
+    pub fn created(&self, what: &str) -> bool {
+        self.created.iter().any(|c| c == what)
+    }
+    pub fn mark_created(&mut self, what: &str) {
+        if !self.created(what) {
+            self.created.push(what.to_string());
+        }
+    }
+}
+
+pub struct ConfigFile {
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ConfigFile { path: path.into() }
+    }
+
+    fn load(&self) -> Result<DocumentMut, Error> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => text.parse::<DocumentMut>().map_err(|e| {
+                Error::user(
+                    format!("{}: not valid TOML: {e}", self.path.display()),
+                    "fix the file (or move it away) and run the command again",
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DocumentMut::new()),
+            Err(e) => Err(Error::user(
+                format!("cannot read {}: {e}", self.path.display()),
+                "check the file's permissions",
+            )),
+        }
+    }
+
+    fn save(&self, doc: &DocumentMut) -> Result<(), Error> {
+        let tmp = self.path.with_extension("toml.tmp");
+        std::fs::write(&tmp, doc.to_string())
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| {
+                Error::user(
+                    format!("cannot write {}: {e}", self.path.display()),
+                    "check the directory's permissions; the Cloudflare resources exist, so run the command again once it is writable",
+                )
+            })
+    }
+
+    pub fn read(&self) -> Result<Option<Record>, Error> {
+        let doc = self.load()?;
+        let Some(t) = doc.get("deployment").and_then(Item::as_table) else {
+            return Ok(None);
+        };
+        let s = |k: &str| t.get(k).and_then(Item::as_str).map(str::to_string);
+        let list = |k: &str| {
+            t.get(k)
+                .and_then(Item::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let Some(account_id) = s("account_id") else {
+            return Err(Error::user(
+                format!("{}: [deployment] has no account_id", self.path.display()),
+                "this table is written by `stateful-ci deploy`; remove it if it was edited by hand, then deploy again",
+            ));
+        };
+        Ok(Some(Record {
+            account_id,
+            script: s("script").unwrap_or_default(),
+            bucket: s("bucket").unwrap_or_default(),
+            database: s("database").unwrap_or_default(),
+            database_id: s("database_id"),
+            worker_url: s("worker_url"),
+            worker_version: s("worker_version"),
+            worker_config: s("worker_config"),
+            do_migration_tag: s("do_migration_tag"),
+            d1_migrations: list("d1_migrations"),
+            created: list("created"),
+            repositories: list("repositories"),
+            default_branch: s("default_branch"),
+            audience: s("audience"),
+        }))
+    }
+
+    /// Write the record, and `[backend] url` when the Worker URL is known.
+    pub fn write(&self, r: &Record) -> Result<(), Error> {
+        let mut doc = self.load()?;
+        if !doc.contains_key("deployment") {
+            let mut t = Table::new();
+            t.decor_mut().set_prefix("\n# Written by `stateful-ci deploy`: what it created in your Cloudflare account.\n");
+            doc.insert("deployment", Item::Table(t));
+        }
+        let t = doc["deployment"].as_table_mut().expect("a table");
+        let mut set = |k: &str, v: Option<&str>| match v {
+            Some(v) => {
+                t.insert(k, value(v));
+            }
+            None => {
+                t.remove(k);
+            }
+        };
+        set("account_id", Some(&r.account_id));
+        set("script", Some(&r.script));
+        set("bucket", Some(&r.bucket));
+        set("database", Some(&r.database));
+        set("database_id", r.database_id.as_deref());
+        set("worker_url", r.worker_url.as_deref());
+        set("worker_version", r.worker_version.as_deref());
+        set("worker_config", r.worker_config.as_deref());
+        set("do_migration_tag", r.do_migration_tag.as_deref());
+        t.insert(
+            "d1_migrations",
+            value(r.d1_migrations.iter().collect::<Array>()),
+        );
+        t.insert("created", value(r.created.iter().collect::<Array>()));
+        t.insert(
+            "repositories",
+            value(r.repositories.iter().collect::<Array>()),
+        );
+        set_opt(t, "default_branch", r.default_branch.as_deref());
+        set_opt(t, "audience", r.audience.as_deref());
+        if let Some(url) = &r.worker_url {
+            if !doc.contains_key("backend") {
+                doc.insert("backend", Item::Table(Table::new()));
+            }
+            if let Some(b) = doc["backend"].as_table_mut() {
+                b.insert("url", value(url.as_str()));
+            }
+        }
+        self.save(&doc)
+    }
+
+    /// Remove the record, and `[backend] url` if it points at that Worker.
+    pub fn clear(&self, r: &Record) -> Result<(), Error> {
+        if !self.path.exists() {
+            return Ok(());
+        }
+        let mut doc = self.load()?;
+        doc.remove("deployment");
+        if let Some(b) = doc.get_mut("backend").and_then(Item::as_table_mut) {
+            if b.get("url").and_then(Item::as_str) == r.worker_url.as_deref()
+                && r.worker_url.is_some()
+            {
+                b.remove("url");
+            }
+        }
+        if doc
+            .get("backend")
+            .and_then(Item::as_table)
+            .is_some_and(Table::is_empty)
+        {
+            doc.remove("backend");
+        }
+        self.save(&doc)
+    }
+}
+
+fn set_opt(t: &mut Table, k: &str, v: Option<&str>) {
+    match v {
+        Some(v) => {
+            t.insert(k, value(v));
+        }
+        None => {
+            t.remove(k);
+        }
+    }
+}
+
+pub fn default_config_path(dir: &Path) -> PathBuf {
+    dir.join(stateful_ci_runtime::config::CONFIG_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_round_trips_and_keeps_comments() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("stateful-ci.toml");
+        std::fs::write(&p, "# my comment\npreset = \"rust\" # inline\n").unwrap();
+        let f = ConfigFile::new(&p);
+        assert_eq!(f.read().unwrap(), None);
+        let mut r = Record {
+            account_id: "a".repeat(32),
+            script: "stateful-ci".into(),
+            bucket: "stateful-ci".into(),
+            database: "stateful-ci".into(),
+            database_id: Some("uuid".into()),
+            worker_url: Some("https://stateful-ci.x.workers.dev".into()),
+            d1_migrations: vec!["0001_init.sql".into()],
+            ..Record::default()
+        };
+        r.mark_created("bucket");
+        f.write(&r).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("# my comment") && text.contains("# inline"),
+            "{text}"
+        );
+        assert!(
+            text.contains("url = \"https://stateful-ci.x.workers.dev\""),
+            "{text}"
+        );
+        assert_eq!(f.read().unwrap(), Some(r.clone()));
+        // The runtime's parser still accepts the file.
+        stateful_ci_runtime::config::parse_toml(&text).unwrap();
+        f.clear(&r).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            !text.contains("deployment") && !text.contains("workers.dev"),
+            "{text}"
+        );
+        assert!(text.contains("# my comment"));
+    }
+}

@@ -1,0 +1,243 @@
+//! `stateful-ci deploy`: glue between the command line and the installer's
+//! plan/apply. Also the helpers `upgrade`, `destroy` share: the Cloudflare
+//! client from the environment, the confirmation rules, the repository
+//! default from `git remote`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use stateful_ci_installer::bundle::Bundle;
+use stateful_ci_installer::cloudflare::Client;
+use stateful_ci_installer::credentials;
+use stateful_ci_installer::deploy::{ConfigFile, Deployer, Plan, Record, Settings, record};
+use stateful_ci_net::RetryPolicy;
+use stateful_ci_runtime::Error;
+
+use crate::printer::Printer;
+
+#[derive(Args, Clone)]
+pub struct DeployArgs {
+    /// Name of the Worker, R2 bucket and D1 database.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// GitHub repository allowed to use the backend, OWNER/NAME (repeatable;
+    /// default: the `origin` remote).
+    #[arg(long = "repository", value_name = "OWNER/NAME")]
+    pub repositories: Vec<String>,
+    /// The branch whose runs are trusted.
+    #[arg(long, value_name = "BRANCH")]
+    pub default_branch: Option<String>,
+    /// The OIDC audience the Worker accepts.
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+    /// Apply without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Deploy even if the deployed Worker is newer.
+    #[arg(long)]
+    pub force: bool,
+    /// Directory of stateful-ci.toml (default: the current directory).
+    #[arg(long, short = 'C', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The Cloudflare client: base URL, token, retries (with a note on each).
+pub fn client(account: &str, printer: &Printer) -> Result<Client, Error> {
+    let token = credentials::api_token(account)?;
+    let mut policy = RetryPolicy::default();
+    if let Some(n) = env_num("STATEFUL_CI_CF_MAX_ATTEMPTS") {
+        policy.max_attempts = n.max(1) as u32;
+    }
+    if let Some(ms) = env_num("STATEFUL_CI_CF_RETRY_BASE_MS") {
+        policy.base_delay = Duration::from_millis(ms);
+    }
+    let _ = printer;
+    Ok(Client::new(&Client::base_from_env(), token)
+        .with_policy(policy)
+        .on_retry(|e| {
+            eprintln!(
+                "Cloudflare API: {}; retry {} in {:.1}s",
+                e.reason,
+                e.attempt,
+                e.delay.as_secs_f64()
+            )
+        }))
+}
+
+fn env_num(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+pub fn health_timeout() -> Duration {
+    Duration::from_secs(env_num("STATEFUL_CI_HEALTH_TIMEOUT_SECS").unwrap_or(90))
+}
+
+pub fn config_file(dir: &Option<PathBuf>) -> ConfigFile {
+    let d = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    ConfigFile::new(record::default_config_path(&d))
+}
+
+/// Ask unless `--yes`; refuse without a terminal.
+pub fn confirm(yes: bool, question: &str, flag_hint: &str) -> Result<bool, Error> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Err(Error::user(
+            format!("{question} needs a confirmation, and there is no terminal to ask on"),
+            format!("pass {flag_hint} to go ahead without asking"),
+        ));
+    }
+    dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()
+        .map_err(|e| {
+            Error::user(
+                format!("cannot read the answer: {e}"),
+                format!("pass {flag_hint}"),
+            )
+        })
+}
+
+/// `OWNER/NAME` of the `origin` remote, if it is on GitHub.
+pub fn origin_repository(dir: &Option<PathBuf>) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["remote", "get-url", "origin"])
+        .current_dir(dir.clone().unwrap_or_else(|| PathBuf::from(".")))
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_github_remote(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+pub fn parse_github_remote(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("git@github.com:")
+        .or_else(|| url.strip_prefix("ssh://git@github.com/"))
+        .or_else(|| url.strip_prefix("https://github.com/"))
+        .or_else(|| url.strip_prefix("http://github.com/"))?;
+    let rest = rest.trim_end_matches('/').trim_end_matches(".git");
+    let mut parts = rest.split('/');
+    let (o, n) = (parts.next()?, parts.next()?);
+    (parts.next().is_none() && !o.is_empty() && !n.is_empty()).then(|| format!("{o}/{n}"))
+}
+
+pub fn print_plan(plan: &Plan) {
+    print!("{plan}");
+}
+
+pub fn settings_from(
+    args: &DeployArgs,
+    account: &str,
+    rec: Option<&Record>,
+) -> Result<Settings, Error> {
+    let mut repositories = args.repositories.clone();
+    if repositories.is_empty() {
+        repositories = rec.map(|r| r.repositories.clone()).unwrap_or_default();
+    }
+    if repositories.is_empty() {
+        repositories.extend(origin_repository(&args.dir));
+    }
+    let s = Settings {
+        account_id: account.to_string(),
+        name: args
+            .name
+            .clone()
+            .or_else(|| rec.map(|r| r.script.clone()).filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "stateful-ci".into()),
+        repositories,
+        default_branch: args
+            .default_branch
+            .clone()
+            .or_else(|| rec.and_then(|r| r.default_branch.clone()))
+            .unwrap_or_else(|| "main".into()),
+        audience: args
+            .audience
+            .clone()
+            .or_else(|| rec.and_then(|r| r.audience.clone()))
+            .unwrap_or_else(|| "stateful-ci".into()),
+        oidc_test_issuer: None,
+    };
+    s.validate()?;
+    Ok(s)
+}
+
+pub fn deploy(args: &DeployArgs, printer: &Printer) -> Result<ExitCode, Error> {
+    run(args, printer, "deploy")
+}
+
+/// deploy and upgrade share this: verify, observe, plan, confirm, apply.
+pub fn run(args: &DeployArgs, printer: &Printer, verb: &str) -> Result<ExitCode, Error> {
+    let account = credentials::account_id(None)?;
+    let config = config_file(&args.dir);
+    let rec = config.read()?.filter(|r| r.account_id == account);
+    if verb == "upgrade" && rec.is_none() {
+        return Err(Error::user(
+            format!(
+                "nothing to upgrade: {} has no deployment for account {account}",
+                config.path.display()
+            ),
+            "run `stateful-ci deploy` first (or run upgrade in the directory whose stateful-ci.toml records the deployment)",
+        ));
+    }
+    let settings = settings_from(args, &account, rec.as_ref())?;
+    let bundle = Bundle::load()?;
+    let client = client(&account, printer)?;
+    let deployer = Deployer {
+        client: &client,
+        settings,
+        bundle,
+        config,
+        health_base: None,
+        health_timeout: health_timeout(),
+    };
+    deployer.verify()?;
+    let seen = deployer.observe()?;
+    let plan = deployer.plan(&seen, args.force)?;
+    print_plan(&plan);
+    if args.dry_run {
+        printer.summary("dry run: nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !plan.is_empty() && !confirm(args.yes, &format!("{verb}: apply this plan?"), "--yes")? {
+        printer.info("nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = deployer.apply(&plan, &seen, &|s| printer.info(&format!("- {s}")))?;
+    for n in &out.notes {
+        printer.info(n);
+    }
+    printer.summary(&format!(
+        "{verb}: Worker {} answers at {}",
+        deployer.bundle.version, out.worker_url
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_github_remote as p;
+
+    #[test]
+    fn github_remotes_parse() {
+        assert_eq!(
+            p("git@github.com:octo/app.git").as_deref(),
+            Some("octo/app")
+        );
+        assert_eq!(
+            p("https://github.com/octo/app").as_deref(),
+            Some("octo/app")
+        );
+        assert_eq!(p("https://gitlab.com/octo/app"), None);
+        assert_eq!(p("https://github.com/octo"), None);
+    }
+}

@@ -1,0 +1,71 @@
+//! `stateful-ci dev`: the whole backend on this machine (emulator + the
+//! embedded Worker), until Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use stateful_ci_installer::dev::{self, DevOptions};
+use stateful_ci_runtime::Error;
+
+use crate::deploy_cmd;
+use crate::printer::Printer;
+
+#[derive(Args, Clone)]
+pub struct DevArgs {
+    /// Port of the Worker (the backend URL).
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+    /// Trust this OIDC issuer (JWKS at URL/.well-known/jwks) instead of GitHub's.
+    #[arg(long, value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// GitHub repository allowed to use the backend, OWNER/NAME (repeatable;
+    /// default: the `origin` remote).
+    #[arg(long = "repository", value_name = "OWNER/NAME")]
+    pub repositories: Vec<String>,
+    /// The branch whose runs are trusted.
+    #[arg(long, default_value = "main")]
+    pub default_branch: String,
+    /// The OIDC audience the Worker accepts.
+    #[arg(long, default_value = "stateful-ci")]
+    pub audience: String,
+}
+
+pub fn dev(args: &DevArgs, printer: &Printer) -> Result<ExitCode, Error> {
+    // Before any thread starts, so every thread leaves SIGINT/SIGTERM to us.
+    let signals = dev::take_signals();
+    let mut repositories = args.repositories.clone();
+    if repositories.is_empty() {
+        repositories.extend(deploy_cmd::origin_repository(&None));
+    }
+    let opts = DevOptions {
+        port: args.port,
+        oidc_issuer: args.oidc_issuer.clone(),
+        repositories,
+        default_branch: args.default_branch.clone(),
+        audience: args.audience.clone(),
+    };
+    let mut session = dev::start(&opts, &|s| printer.info(&format!("- {s}")))?;
+    if args.oidc_issuer.is_some() {
+        printer.info("warning: this Worker trusts the test issuer given by --oidc-issuer; never use it for real runs");
+    }
+    println!("backend: {}", session.backend);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    dev::serving();
+    let sig = loop {
+        match signals.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(sig) => break sig,
+            Err(_) if !session.emulator.alive() => break 0,
+            Err(_) => {}
+        }
+    };
+    session.emulator.stop();
+    if sig == 0 {
+        return Err(Error::user(
+            "the local Cloudflare emulator stopped unexpectedly",
+            "run `stateful-ci dev` again; if it keeps stopping, run the emulator by hand (tests/cloudflare-emulator/README.md) to see why",
+        ));
+    }
+    printer.info("stopped");
+    Ok(ExitCode::from(if sig == libc::SIGINT { 130 } else { 143 }))
+}
