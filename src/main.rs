@@ -5,6 +5,7 @@
 
 mod printer;
 mod snapshot_cmd;
+mod status_cmd;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     Save(SnapshotArgs),
     /// Restore the configured paths from the latest snapshot (a miss exits 0).
     Restore(SnapshotArgs),
+    /// Show the config, the deployment and recent runs (`--json` for scripts).
+    Status(status_cmd::StatusArgs),
 }
 
 #[derive(Args, Clone)]
@@ -70,11 +73,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Save(args)) => snapshot_cmd::save(&args, &printer),
         Some(Command::Restore(args)) => snapshot_cmd::restore(&args, &printer),
-        None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            return ExitCode::from(2);
-        }
+        Some(Command::Status(args)) => status_cmd::status(&args),
+        None => status_cmd::dashboard(&status_cmd::StatusArgs {
+            limit: 50,
+            backend: std::env::var("STATEFUL_CI_BACKEND_URL").ok(),
+            ..Default::default()
+        }),
     };
     match result {
         Ok(code) => code,

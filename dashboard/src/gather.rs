@@ -15,7 +15,7 @@ use stateful_ci_protocol::wire::{
     AdminSnapshot, AdminSnapshotsResponse, ErrorBody, HealthResponse,
 };
 use stateful_ci_protocol::{Head, ObjectKey};
-use stateful_ci_runtime::config::CONFIG_FILE;
+use stateful_ci_runtime::config::{CONFIG_FILE, LEGACY_CONFIG_FILE};
 use stateful_ci_runtime::{Config, LocalStore, Overrides};
 use toml_edit::{DocumentMut, Item, Value};
 
@@ -123,10 +123,18 @@ pub fn now_secs() -> i64 {
 pub fn read_config(root: &Path) -> (ConfigView, Option<Deployment>) {
     let path = root.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).ok();
+    // The runtime does not record where settings came from; name the file.
+    let file = if text.is_some() {
+        Some(CONFIG_FILE.to_string())
+    } else if root.join(LEGACY_CONFIG_FILE).exists() {
+        Some(LEGACY_CONFIG_FILE.to_string())
+    } else {
+        None
+    };
     let deployment = text.as_deref().and_then(parse_deployment);
     let view = match Config::load(root, &Overrides::default()) {
         Ok(c) => ConfigView {
-            source: c.source,
+            source: c.source.or(file),
             preset: c.preset,
             paths: c.paths,
             exclude: c.exclude,
@@ -135,7 +143,7 @@ pub fn read_config(root: &Path) -> (ConfigView, Option<Deployment>) {
             error: None,
         },
         Err(e) => ConfigView {
-            source: text.is_some().then(|| CONFIG_FILE.to_string()),
+            source: file,
             workspace: "default".into(),
             error: Some(match &e.hint {
                 Some(h) => format!("{} ({h})", e.message),

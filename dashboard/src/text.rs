@@ -168,8 +168,14 @@ pub fn render(s: &Status) -> String {
         let _ = writeln!(o, "    - {d}");
     }
 
-    if let Some(b) = &s.backend {
-        render_backend(&mut o, b);
+    match &s.backend {
+        Some(b) => render_backend(&mut o, b),
+        None => {
+            let _ = writeln!(
+                o,
+                "\nBackend\n  none known: pass --backend URL or set STATEFUL_CI_BACKEND_URL (`stateful-ci deploy` records one)"
+            );
+        }
     }
     if let Some(l) = &s.local {
         render_local(&mut o, l);

@@ -7,5 +7,6 @@ mod cli;
 mod damage;
 mod kill;
 mod roundtrip;
+mod status;
 mod tree;
 mod util;
