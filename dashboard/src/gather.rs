@@ -353,9 +353,15 @@ pub fn join_runs(
             .entry((s.repository.as_str(), s.scope.as_str(), s.generation))
             .or_insert(s);
     }
-    decisions
+    let mut out: Vec<RunRow> = Vec::new();
+    // An allowed save/prepare is a step of a save (a client calls it
+    // several times: head, missing objects); the commit that follows is
+    // the decision. Denied prepares are kept.
+    for d in decisions
         .iter()
-        .map(|d| {
+        .filter(|d| !(d.route == "save_prepare" && d.allowed))
+    {
+        let row = {
             let run = by_run.get(&(d.repository.as_str(), d.run_id.as_str()));
             let generation = d
                 .detail
@@ -382,9 +388,27 @@ pub fn join_runs(
                 bytes: snap.map(|s| s.total_bytes),
                 stored_bytes: snap.map(|s| s.stored_bytes),
                 detail: d.detail.clone(),
+                repeats: 1,
             }
-        })
-        .collect()
+        };
+        // The same decision again within a run (e.g. a save reading its
+        // parent's manifest restores once more) is one row with a count.
+        match out.last_mut() {
+            Some(prev)
+                if prev.repository == row.repository
+                    && prev.run_id == row.run_id
+                    && prev.route == row.route
+                    && prev.allowed == row.allowed
+                    && prev.reason == row.reason
+                    && prev.scope == row.scope
+                    && prev.detail == row.detail =>
+            {
+                prev.repeats += 1;
+            }
+            _ => out.push(row),
+        }
+    }
+    out
 }
 
 // ------------------------------------------------------------- local store
@@ -645,6 +669,48 @@ mod tests {
         assert_eq!(rows[2].generation, Some(4));
         assert_eq!(rows[2].snapshot, None);
         assert_eq!(rows[2].entries, None);
+    }
+
+    #[test]
+    fn save_steps_fold_and_repeats_collapse() {
+        let d = |route: &str, allowed: bool, reason: &str| AdminDecision {
+            at: 1,
+            route: route.into(),
+            repository: "o/r".into(),
+            run_id: "7".into(),
+            class: "trusted".into(),
+            allowed,
+            reason: reason.into(),
+            scope: "s".into(),
+            detail: "generation 1".into(),
+        };
+        let rows = join_runs(
+            &[],
+            &[
+                d("save_commit", true, "commit_applied"),
+                d("save_prepare", true, "save_allowed"),
+                d("save_prepare", true, "save_allowed"),
+                d("restore", true, "restore_hit"),
+                d("restore", true, "restore_hit"),
+                d("save_prepare", false, "save_not_allowed"),
+            ],
+            &[],
+        );
+        let got: Vec<(String, u32)> = rows
+            .iter()
+            .map(|r| (r.decision_cell(), r.repeats))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("saved".to_string(), 1),
+                ("restored x2".to_string(), 2),
+                ("denied (save_not_allowed)".to_string(), 1),
+            ]
+        );
+        // Unknown run: no ref or event is invented.
+        assert_eq!(rows[0].git_ref, None);
+        assert_eq!(rows[0].event, None);
     }
 
     #[test]

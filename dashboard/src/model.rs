@@ -107,6 +107,9 @@ pub struct RunRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<u64>,
     pub detail: String,
+    /// How many identical decisions in a row this stands for (1 normally).
+    #[serde(default)]
+    pub repeats: u32,
 }
 
 /// A local directory store.
@@ -140,6 +143,15 @@ pub struct LocalScope {
 }
 
 impl RunRow {
+    /// The decision with its repeat count, as the tables show it.
+    pub fn decision_cell(&self) -> String {
+        if self.repeats > 1 {
+            format!("{} x{}", self.decision, self.repeats)
+        } else {
+            self.decision.clone()
+        }
+    }
+
     /// The human label of a decision.
     pub fn label(route: &str, allowed: bool, reason: &str) -> String {
         if !allowed {

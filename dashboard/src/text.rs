@@ -108,7 +108,7 @@ pub fn run_cells(r: &RunRow) -> Vec<String> {
         opt(&r.git_ref).to_string(),
         opt(&r.event).to_string(),
         r.class.clone(),
-        r.decision.clone(),
+        r.decision_cell(),
         if r.scope.is_empty() {
             "-".into()
         } else {

@@ -538,7 +538,7 @@ pub fn draw(f: &mut Frame, app: &App) {
                 Cell::from(r.git_ref.clone().unwrap_or_else(|| "-".into())),
                 Cell::from(r.event.clone().unwrap_or_else(|| "-".into())),
                 Cell::from(r.class.clone()),
-                Cell::from(r.decision.clone()),
+                Cell::from(r.decision_cell()),
                 Cell::from(r.snapshot.as_deref().map_or("-".into(), short_snapshot)),
                 Cell::from(r.entries.map_or("-".into(), |v| v.to_string())),
                 Cell::from(r.bytes.map_or("-".into(), human_bytes)),
