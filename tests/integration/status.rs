@@ -30,7 +30,7 @@ fn status_json(a: &Area, ws: &str, envs: &[(&str, &str)], args: &[&str]) -> (Val
     (v, stdout + &stderr)
 }
 
-fn rows<'a>(v: &'a Value, pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+fn rows(v: &Value, pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
     v["backend"]["runs"]
         .as_array()
         .unwrap()
