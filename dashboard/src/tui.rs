@@ -118,6 +118,8 @@ pub struct App {
     pub input: Option<String>,
     pub detail: bool,
     pub storage: bool,
+    /// Colours on (off with NO_COLOR).
+    pub color: bool,
 }
 
 /// One line of the scopes pane.
@@ -143,6 +145,7 @@ impl App {
             input: None,
             detail: false,
             storage: false,
+            color: true,
         }
     }
 
@@ -375,11 +378,13 @@ pub fn local_detail(s: &LocalScope) -> Vec<String> {
     v
 }
 
-fn title(text: String, focused: bool) -> Block<'static> {
-    let style = if focused {
+fn title(text: String, focused: bool, color: bool) -> Block<'static> {
+    let style = if focused && color {
         Style::default()
             .add_modifier(Modifier::BOLD)
             .fg(Color::Cyan)
+    } else if focused {
+        Style::default().add_modifier(Modifier::BOLD)
     } else {
         Style::default()
     };
@@ -476,7 +481,7 @@ pub fn draw(f: &mut Frame, app: &App) {
                 .collect::<Vec<_>>(),
         )
         .wrap(Wrap { trim: false })
-        .block(title(" Deployment health ".into(), false)),
+        .block(title(" Deployment health ".into(), false, app.color)),
         health_area,
     );
 
@@ -517,6 +522,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         .block(title(
             format!(" Scopes ({}) ", scopes.len()),
             app.focus == Pane::Scopes,
+            app.color,
         )),
         scopes_area,
         &mut scope_state,
@@ -527,7 +533,7 @@ pub fn draw(f: &mut Frame, app: &App) {
     let run_rows: Vec<Row> = runs
         .iter()
         .map(|r| {
-            let style = if r.allowed {
+            let style = if r.allowed || !app.color {
                 Style::default()
             } else {
                 Style::default().fg(Color::Red)
@@ -590,7 +596,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         )
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
         .highlight_symbol("> ")
-        .block(title(runs_title, app.focus == Pane::Runs)),
+        .block(title(runs_title, app.focus == Pane::Runs, app.color)),
         runs_area,
         &mut run_state,
     );
@@ -606,8 +612,11 @@ pub fn draw(f: &mut Frame, app: &App) {
         let area = centered(f.area(), 96, lines.len() as u16 + 2);
         f.render_widget(Clear, area);
         f.render_widget(
-            Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>())
-                .block(title(" Snapshot detail (any key closes) ".into(), true)),
+            Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>()).block(title(
+                " Snapshot detail (any key closes) ".into(),
+                true,
+                app.color,
+            )),
             area,
         );
     } else if app.storage {
@@ -615,8 +624,11 @@ pub fn draw(f: &mut Frame, app: &App) {
         let area = centered(f.area(), 90, lines.len() as u16 + 2);
         f.render_widget(Clear, area);
         f.render_widget(
-            Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>())
-                .block(title(" Storage (any key closes) ".into(), true)),
+            Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>()).block(title(
+                " Storage (any key closes) ".into(),
+                true,
+                app.color,
+            )),
             area,
         );
     }
@@ -677,6 +689,7 @@ pub fn storage_lines(s: &Status) -> Vec<String> {
 pub fn run(first: Status, mut refresh: impl FnMut() -> Status, every: Duration) -> io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let mut app = App::new(first);
+    app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut last = Instant::now();
     let result = (|| -> io::Result<()> {
         loop {

@@ -138,6 +138,27 @@ fn scopes_pane_and_storage() {
 }
 
 #[test]
+fn no_color_draws_without_colours() {
+    use ratatui::style::Color;
+    let colours = |app: &App| {
+        let mut t = Terminal::new(TestBackend::new(140, 34)).unwrap();
+        t.draw(|f| draw(f, app)).unwrap();
+        let buf = t.backend().buffer().clone();
+        buf.content()
+            .iter()
+            .filter(|c| c.fg != Color::Reset)
+            .count()
+    };
+    let mut app = App::new(fixture::status());
+    assert!(
+        colours(&app) > 0,
+        "denied rows and the focused pane are coloured"
+    );
+    app.color = false;
+    assert_eq!(colours(&app), 0);
+}
+
+#[test]
 fn quit_and_refresh_keys() {
     let mut app = App::new(fixture::status());
     assert_eq!(key(&mut app, KeyCode::Char('r')), Action::Refresh);

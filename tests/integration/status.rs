@@ -281,6 +281,7 @@ impl Tmux {
             .args(["-e", &format!("STATEFUL_CI_BACKEND_URL={}", b.url)])
             .args(["-e", &format!("STATEFUL_CI_ADMIN_TOKEN={}", b.admin_token)])
             .args(["-e", "NO_COLOR=1"])
+            .args(["-e", "STATEFUL_CI_DASHBOARD_REFRESH_SECS=1"])
             .arg(format!("sh {}", script.display()))
             .status()
             .unwrap();
@@ -377,6 +378,18 @@ fn tmux_dashboard(a: &Area, b: &backend::Backend) {
     // Refresh on a key keeps the filter.
     t.keys(&["r"]);
     t.wait_for("filter: trust:external decision:denied");
+
+    // The timer refreshes too (every second here): a new save on main
+    // appears without a key.
+    t.keys(&["c"]);
+    t.wait_for("Enter detail");
+    b.claims(serde_json::json!({}));
+    write(&a.path("main/out/later.txt"), b"a later push\n");
+    let again = b.ok(&a, "main", &["save", "--path", "out", "--json"]);
+    assert_eq!(again["generation"], 2);
+    let id = again["snapshot_id"].as_str().unwrap();
+    let short: String = id.rsplit('/').next().unwrap().chars().take(12).collect();
+    t.wait_for(&short);
 
     // Quit: the program exits 0 and the terminal is back to the shell's
     // screen (the dashboard's alternate screen is gone).
