@@ -385,7 +385,7 @@ fn tmux_dashboard(a: &Area, b: &backend::Backend) {
     t.wait_for("Enter detail");
     b.claims(serde_json::json!({}));
     write(&a.path("main/out/later.txt"), b"a later push\n");
-    let again = b.ok(&a, "main", &["save", "--path", "out", "--json"]);
+    let again = b.ok(a, "main", &["save", "--path", "out", "--json"]);
     assert_eq!(again["generation"], 2);
     let id = again["snapshot_id"].as_str().unwrap();
     let short: String = id.rsplit('/').next().unwrap().chars().take(12).collect();
