@@ -280,12 +280,17 @@ fn get_json<T: DeserializeOwned>(
         .map_err(|e| format!("reading the answer failed: {e}"))?;
     if !status.is_success() {
         return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => format!("{} ({}): {}", status.as_u16(), b.code.as_str(), b.message),
-            Err(_) => format!("HTTP {}", status.as_u16()),
+            Ok(b) => format!(
+                "GET {url}: {} ({}): {}",
+                status.as_u16(),
+                b.code.as_str(),
+                b.message
+            ),
+            Err(_) => format!("GET {url}: HTTP {}", status.as_u16()),
         });
     }
     serde_json::from_slice(&bytes)
-        .map_err(|e| format!("unexpected answer ({e}): is this a stateful-ci Worker?"))
+        .map_err(|e| format!("GET {url}: unexpected answer ({e}): is this a stateful-ci Worker?"))
 }
 
 /// Ask the Worker at `url` for its health and, with a token, its admin views.
@@ -298,7 +303,7 @@ pub fn fetch_backend(url: &str, token: Option<&AdminToken>, limit: u32) -> Backe
     };
     match get_json::<HealthResponse>(&client, &format!("{base}/v1/health"), None) {
         Ok(h) => view.health = Some(h),
-        Err(e) => view.health_error = Some(format!("GET {base}/v1/health: {e}")),
+        Err(e) => view.health_error = Some(e),
     }
     let Some(token) = token else {
         view.admin_error = Some(format!(
