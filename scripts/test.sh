@@ -14,6 +14,8 @@ bash scripts/setup-wasm.sh
 bash scripts/build-worker.sh
 bash scripts/setup-emulator.sh >/dev/null
 bash scripts/setup-lint.sh >/dev/null
+# tmux: the dashboard test drives the real TUI in a terminal (tests/integration/status.rs)
+bash scripts/setup-tmux.sh >/dev/null
 
 section "Rust: format, lint, tests (the backend tests need the Worker under workerd)"
 cargo fmt --all -- --check

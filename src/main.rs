@@ -9,6 +9,7 @@ mod dev_cmd;
 mod init_cmd;
 mod printer;
 mod snapshot_cmd;
+mod status_cmd;
 mod upgrade_cmd;
 
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
     Destroy(destroy_cmd::DestroyArgs),
     /// Run the whole backend on this machine (local Cloudflare emulator).
     Dev(dev_cmd::DevArgs),
+    /// Show the config, the deployment and recent runs (`--json` for scripts).
+    Status(status_cmd::StatusArgs),
 }
 
 #[derive(Args, Clone)]
@@ -90,11 +93,12 @@ fn main() -> ExitCode {
         Some(Command::Upgrade(args)) => upgrade_cmd::upgrade(&args, &printer),
         Some(Command::Destroy(args)) => destroy_cmd::destroy(&args, &printer),
         Some(Command::Dev(args)) => dev_cmd::dev(&args, &printer),
-        None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            return ExitCode::from(2);
-        }
+        Some(Command::Status(args)) => status_cmd::status(&args),
+        None => status_cmd::dashboard(&status_cmd::StatusArgs {
+            limit: 50,
+            backend: std::env::var("STATEFUL_CI_BACKEND_URL").ok(),
+            ..Default::default()
+        }),
     };
     match result {
         Ok(code) => code,

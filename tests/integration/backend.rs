@@ -13,6 +13,8 @@ pub struct Backend {
     child: Child,
     pub issuer: String,
     pub url: String,
+    /// The Worker's admin token (for the admin routes).
+    pub admin_token: String,
     token_url: String,
     request_token: String,
 }
@@ -64,6 +66,7 @@ pub fn start() -> Option<Backend> {
         child,
         issuer: String::new(),
         url: String::new(),
+        admin_token: String::new(),
         token_url: String::new(),
         request_token: String::new(),
     };
@@ -72,6 +75,7 @@ pub fn start() -> Option<Backend> {
         let (k, v) = line.split_once(": ").unwrap_or(("", ""));
         match k {
             "issuer" => b.issuer = v.into(),
+            "admin-token" => b.admin_token = v.into(),
             "actions-token-url" => b.token_url = v.into(),
             "actions-token-request-token" => b.request_token = v.into(),
             "backend" => {

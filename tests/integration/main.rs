@@ -9,5 +9,6 @@ mod deploy;
 mod init;
 mod kill;
 mod roundtrip;
+mod status;
 mod tree;
 mod util;
