@@ -20,9 +20,9 @@ pub struct Backend {
 }
 
 impl Drop for Backend {
+    /// SIGTERM lets serve.mjs stop its workerd (a SIGKILL would orphan it).
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_gracefully(&mut self.child);
     }
 }
 

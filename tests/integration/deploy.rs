@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 use stateful_ci_installer::cloudflare::{ApiToken, Client, Part};
 
-use crate::util::bin;
+use crate::util::{bin, stop_gracefully};
 
 const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 const OTHER_ACCOUNT: &str = "fedcba9876543210fedcba9876543210";
@@ -192,22 +192,6 @@ impl Drop for Emu {
     fn drop(&mut self) {
         stop_gracefully(&mut self.child);
     }
-}
-
-/// SIGTERM, wait up to 20 s, then SIGKILL.
-fn stop_gracefully(child: &mut Child) {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let started = Instant::now();
-    while matches!(child.try_wait(), Ok(None)) {
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.wait();
 }
 
 /// Runs the CLI against an emulator and keeps every output for the token check.

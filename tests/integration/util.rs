@@ -139,3 +139,19 @@ pub fn rich_tree(root: &Path) {
     set_mtime(&nm.join(".bin/pkg"), 1_500_000_000, 5);
     set_mtime(&nm.join("empty/dir"), 1_400_000_000, 0);
 }
+
+/// SIGTERM, wait up to 20 s, then SIGKILL.
+pub fn stop_gracefully(child: &mut std::process::Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let started = std::time::Instant::now();
+    while matches!(child.try_wait(), Ok(None)) {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.wait();
+}
