@@ -917,14 +917,11 @@ fn dev_serves_the_backend_and_stops_everything_on_a_signal() {
     }
 }
 
-/// `stateful-ci dev --oidc-issuer` + `save`/`restore --backend` with tokens
-/// from that issuer give back the exact tree.
-#[test]
-fn dev_backend_serves_save_and_restore_with_a_test_issuer() {
+/// Start `stateful-ci dev` trusting `issuer`'s test tokens, with `issuer`'s
+/// admin token, and point `issuer`'s runs at it: from then on the CLI runs
+/// of `issuer` go to the emulator-deployed Worker instead of serve.mjs's.
+pub fn dev_backend(issuer: &mut crate::backend::Backend) -> StopOnDrop {
     require_setup();
-    let Some(mut issuer) = crate::backend::start() else {
-        return;
-    };
     let port = free_port();
     let mut dev = bin()
         .args([
@@ -936,6 +933,7 @@ fn dev_backend_serves_save_and_restore_with_a_test_issuer() {
             "--oidc-issuer",
             &issuer.issuer,
         ])
+        .env("STATEFUL_CI_ADMIN_TOKEN", &issuer.admin_token)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -948,7 +946,7 @@ fn dev_backend_serves_save_and_restore_with_a_test_issuer() {
             let _ = tx.send(line);
         }
     });
-    let mut dev = StopOnDrop(dev);
+    let dev = StopOnDrop(dev);
     let line = rx
         .recv_timeout(Duration::from_secs(180))
         .expect("dev printed its backend line");
@@ -956,8 +954,19 @@ fn dev_backend_serves_save_and_restore_with_a_test_issuer() {
         .strip_prefix("backend: ")
         .expect("backend line")
         .to_string();
-    // Point the issuer's runner environment at the dev backend instead of serve.mjs's Worker.
+    assert_eq!(backend, format!("http://127.0.0.1:{port}"));
     issuer.url = backend;
+    dev
+}
+
+/// `stateful-ci dev --oidc-issuer` + `save`/`restore --backend` with tokens
+/// from that issuer give back the exact tree.
+#[test]
+fn dev_backend_serves_save_and_restore_with_a_test_issuer() {
+    let Some(mut issuer) = crate::backend::start() else {
+        return;
+    };
+    let mut dev = dev_backend(&mut issuer);
     let a = crate::util::Area::new();
     crate::util::rich_tree(&a.path("src"));
     let args = ["--path", "node_modules", "--json"];
@@ -977,7 +986,7 @@ fn dev_backend_serves_save_and_restore_with_a_test_issuer() {
 }
 
 /// Stops a `stateful-ci dev` left running by a failed assertion.
-struct StopOnDrop(Child);
+pub struct StopOnDrop(Child);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {

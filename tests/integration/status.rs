@@ -41,7 +41,12 @@ fn rows(v: &Value, pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
 
 #[test]
 fn status_json_reports_what_happened_on_the_worker() {
-    let Some(b) = backend::start() else { return };
+    let Some(mut b) = backend::start() else {
+        return;
+    };
+    // The backend deployed into the local emulator by `stateful-ci dev`,
+    // through the same code path as `deploy`.
+    let _dev = crate::deploy::dev_backend(&mut b);
     assert!(
         !b.admin_token.is_empty(),
         "serve.mjs printed no admin token"
