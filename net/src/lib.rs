@@ -134,21 +134,26 @@ fn describe(e: &reqwest::Error) -> String {
     } else if e.is_connect() {
         "connection failed".into()
     } else {
-        // reqwest's Display includes the URL; keep only the cause chain.
-        let mut s = String::new();
-        let mut src = std::error::Error::source(e);
-        while let Some(inner) = src {
-            if !s.is_empty() {
-                s.push_str(": ");
-            }
-            s.push_str(&inner.to_string());
-            src = inner.source();
+        cause_chain(e)
+    }
+}
+
+/// A reqwest error's causes without the URL (reqwest's Display includes the
+/// URL, which may carry a query string), safe to print.
+pub fn cause_chain(e: &reqwest::Error) -> String {
+    let mut s = String::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if !s.is_empty() {
+            s.push_str(": ");
         }
-        if s.is_empty() {
-            "request failed".into()
-        } else {
-            s
-        }
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    if s.is_empty() {
+        "request failed".into()
+    } else {
+        s
     }
 }
 

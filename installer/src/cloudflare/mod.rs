@@ -279,7 +279,10 @@ impl Client {
         let status = resp.status();
         let body = resp.bytes().map_err(|e| CfError::Unreachable {
             op,
-            reason: format!("reading the answer failed: {}", no_url(&e)),
+            reason: format!(
+                "reading the answer failed: {}",
+                stateful_ci_net::cause_chain(&e)
+            ),
         })?;
         let env: Envelope = match serde_json::from_slice(&body) {
             Ok(v) => v,
@@ -434,23 +437,5 @@ impl Client {
             }
         }
         Ok(out)
-    }
-}
-
-/// A reqwest error's cause chain without its URL.
-fn no_url(e: &stateful_ci_net::reqwest::Error) -> String {
-    let mut s = String::new();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        if !s.is_empty() {
-            s.push_str(": ");
-        }
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    if s.is_empty() {
-        "request failed".into()
-    } else {
-        s
     }
 }
