@@ -14,7 +14,6 @@
 // issuer, for a backend started elsewhere, e.g. `stateful-ci dev
 // --oidc-issuer`; no `backend:` line then).
 import { FakeIssuer } from "./issuer.mjs";
-import { startBackend, ADMIN_TOKEN } from "./backend.mjs";
 
 const args = process.argv.slice(2);
 let port = 0;
@@ -45,6 +44,8 @@ process.env.WRANGLER_SEND_METRICS = "false";
 process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
 const issuer = await new FakeIssuer().start();
 issuer.runnerClaims = claims;
+// Loaded only when needed: --issuer-only works without miniflare installed.
+const { startBackend, ADMIN_TOKEN } = issuerOnly ? {} : await import("./backend.mjs");
 const backend = issuerOnly
   ? undefined
   : await startBackend({

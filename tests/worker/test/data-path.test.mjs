@@ -410,6 +410,47 @@ test("cost: workerd CPU per route (prepare and commit of 1000 objects, uploads a
     "GET of a 1 MiB range",
     await measure(10, () => api(`/v1/objects/${keyOf("packs", bigs[0])}`, { token: grant, headers: { range: `bytes=${MiB}-${2 * MiB - 1}` } })),
   );
+  // The floor: a minimal JS Worker that only streams bodies into the same
+  // kind of local R2 (with the sha256 option). Its CPU per MiB is what the
+  // local R2 simulator and workerd's plumbing cost; the Worker's own share
+  // is the difference.
+  const { Miniflare } = await import("miniflare");
+  const floor = new Miniflare({
+    host: "127.0.0.1",
+    port: 0,
+    modules: true,
+    compatibilityDate: "2026-07-01",
+    r2Buckets: { B: "floor-bucket" },
+    script: `export default { async fetch(req, env) {
+      const k = new URL(req.url).pathname.slice(1);
+      await env.B.put(k, req.body, { sha256: k });
+      return new Response("ok");
+    } }`,
+  });
+  try {
+    const floorUrl = (await floor.ready).toString().replace(/\/$/, "");
+    const fpids = workerdPids().filter((p) => !pids.includes(p));
+    const fmeasure = async (n, fn) => {
+      const out = [];
+      for (let i = 0; i < n; i++) {
+        const c0 = cpuNs(fpids);
+        await fn(i);
+        out.push(cpuNs(fpids) - c0);
+      }
+      return out;
+    };
+    report(
+      "floor: a bare JS Worker's R2 put per MiB (16 MiB objects)",
+      await fmeasure(bigs.length, async (i) => {
+        const r = await fetch(`${floorUrl}/${sha256(bigs[i])}`, { method: "PUT", body: bigs[i] });
+        assert.equal(r.status, 200);
+      }),
+      16,
+      "/MiB",
+    );
+  } finally {
+    await floor.dispose();
+  }
   const wasm = statSync(join(distDir, "index_bg.wasm")).size;
   const gz = gzipSync(readFileSync(join(distDir, "index_bg.wasm"))).length;
   console.log(`# cpu is the whole workerd process (Worker + local D1, R2, DO): an upper bound on the Worker's own`);
