@@ -157,7 +157,7 @@ class Job:
                 'Object.defineProperty(process, "platform", { value: "win32" });\n', encoding="utf-8"
             )
             self.env["RUNNER_OS"] = "Windows"
-            self.env["NODE_OPTIONS"] = f"--require {preload}"
+            self.env["NODE_OPTIONS"] = f'--require "{preload}"'
         self.env.update(env or {})
         self.summary = ""
         self._counter = 0
