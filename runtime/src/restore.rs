@@ -321,6 +321,37 @@ fn make_plan(
         }
         Ok(())
     })?;
+    // A parent the snapshot does not list (only a hand-made snapshot lacks
+    // one) is restored as a plain directory, like any other.
+    let listed: HashSet<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
+    let mut implied: Vec<Node> = Vec::new();
+    let mut implied_set: HashSet<String> = HashSet::new();
+    for n in &nodes {
+        let mut p = n.path.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            if !config.paths.iter().any(|r| is_within(p, r)) {
+                break;
+            }
+            if listed.contains(p) || !implied_set.insert(p.to_string()) {
+                continue;
+            }
+            implied.push(Node {
+                path: p.to_string(),
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                mtime_ns: 0,
+                size: 0,
+                target: None,
+                blobs: Vec::new(),
+            });
+        }
+    }
+    drop(listed);
+    if !implied.is_empty() {
+        nodes.extend(implied);
+        nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     let mut ancestors = Vec::new();
     for root in &config.paths {
         for a in check_root_ancestors(workspace, root)? {

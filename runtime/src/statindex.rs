@@ -35,6 +35,10 @@ pub struct Record {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub ino: u64,
+    /// False for a file recorded within the racy window: its blobs are
+    /// known to be stored (so a save need not store them again), but its
+    /// stat does not prove it unchanged.
+    pub trusted: bool,
     pub blobs: Vec<(BlobId, Loc)>,
 }
 
@@ -103,7 +107,8 @@ impl StatIndex {
             .binary_search_by(|(p, _)| p.as_str().cmp(path))
             .ok()?;
         let r = &self.files[i].1;
-        (r.size == stat.size
+        (r.trusted
+            && r.size == stat.size
             && r.mtime_ns == stat.mtime_ns
             && r.ctime_ns == stat.ctime_ns
             && r.ino == stat.ino)
@@ -116,7 +121,7 @@ impl StatIndex {
     }
 
     /// Record a file whose content was read at `read_at_ns`. Racy entries
-    /// (changed too close to the read) are not recorded.
+    /// (changed too close to the read) are recorded as untrusted.
     pub fn record_read(
         &mut self,
         path: String,
@@ -124,15 +129,17 @@ impl StatIndex {
         blobs: Vec<(BlobId, Loc)>,
         read_at_ns: i64,
     ) {
-        if stat.ctime_ns > read_at_ns - RACY_NS {
-            return;
-        }
-        self.record_written(path, stat, blobs);
+        let trusted = stat.ctime_ns <= read_at_ns - RACY_NS;
+        self.record(path, stat, blobs, trusted);
     }
 
     /// Record a file whose content is known without a race (written by this
     /// process, or matched against an earlier trusted record).
     pub fn record_written(&mut self, path: String, stat: &Stat, blobs: Vec<(BlobId, Loc)>) {
+        self.record(path, stat, blobs, true);
+    }
+
+    fn record(&mut self, path: String, stat: &Stat, blobs: Vec<(BlobId, Loc)>, trusted: bool) {
         self.files.push((
             path,
             Record {
@@ -140,6 +147,7 @@ impl StatIndex {
                 mtime_ns: stat.mtime_ns,
                 ctime_ns: stat.ctime_ns,
                 ino: stat.ino,
+                trusted,
                 blobs,
             },
         ));
@@ -192,6 +200,7 @@ impl StatIndex {
             put_u64(&mut w, r.mtime_ns as u64);
             put_u64(&mut w, r.ctime_ns as u64);
             put_u64(&mut w, r.ino);
+            w.push(r.trusted as u8);
             put_u64(&mut w, r.blobs.len() as u64);
             for (id, loc) in &r.blobs {
                 w.extend_from_slice(&id.0);
@@ -318,6 +327,7 @@ fn decode(b: &[u8]) -> Option<StatIndex> {
         let mtime_ns = r.u64()? as i64;
         let ctime_ns = r.u64()? as i64;
         let ino = r.u64()?;
+        let trusted = r.u8()? == 1;
         let nb = r.count()?;
         let mut blobs = Vec::with_capacity(nb);
         for _ in 0..nb {
@@ -339,6 +349,7 @@ fn decode(b: &[u8]) -> Option<StatIndex> {
                 mtime_ns,
                 ctime_ns,
                 ino,
+                trusted,
                 blobs,
             },
         ));
