@@ -91,7 +91,6 @@ impl<'de> Deserialize<'de> for BlobId {
     }
 }
 
-
 /// A SHA-256 hash of an object's stored bytes, rendered as 64 lowercase hex
 /// digits. It names objects (the key R2 verifies on upload).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -518,7 +517,8 @@ impl Manifest {
             validate_relative(r).map_err(|e| entry_err(r, e))?;
         }
         for f in &self.frames {
-            f.validate(self.packs.len()).map_err(ManifestError::Decode)?;
+            f.validate(self.packs.len())
+                .map_err(ManifestError::Decode)?;
         }
         let mut total: u64 = 0;
         for p in &self.pieces {
@@ -726,7 +726,10 @@ mod tests {
             entries: vec![dir("a"), file("a/x", 5)],
         };
         assert_eq!(Piece::from_json(&p.to_json(), 1).unwrap(), p);
-        assert!(Piece::from_json(&p.to_json(), 0).is_err(), "pack out of range");
+        assert!(
+            Piece::from_json(&p.to_json(), 0).is_err(),
+            "pack out of range"
+        );
         let mut q = p.clone();
         q.entries[1].blobs[0].length = 6;
         q.entries[1].size = 6;
@@ -740,11 +743,17 @@ mod tests {
         f.size = 4;
         assert!(check_all(&[dir("a"), f]).is_err(), "size mismatch");
         assert!(check_all(&[dir("a"), file("a/../../etc/passwd", 5)]).is_err());
-        assert!(check_all(&[dir("a"), file("b/y", 5)]).is_err(), "outside roots");
+        assert!(
+            check_all(&[dir("a"), file("b/y", 5)]).is_err(),
+            "outside roots"
+        );
         let mut l = dir("a/l");
         l.kind = EntryKind::Symlink;
         l.target = Some("/etc".into());
-        assert!(check_all(&[dir("a"), l, file("a/l/x", 5)]).is_err(), "through a symlink");
+        assert!(
+            check_all(&[dir("a"), l, file("a/l/x", 5)]).is_err(),
+            "through a symlink"
+        );
         assert!(check_all(&[file("a/x", 5), dir("a")]).is_err(), "unsorted");
     }
 
@@ -764,7 +773,10 @@ mod tests {
     fn a_v1_manifest_is_refused_naming_both_versions() {
         let err = Manifest::from_json(br#"{"version":1,"entries":[]}"#).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("version 1") && msg.contains("version 2"), "{msg}");
+        assert!(
+            msg.contains("version 1") && msg.contains("version 2"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -166,7 +166,11 @@ pub fn create_file_at(dir: RawFd, name: &str) -> io::Result<File> {
 /// Open an existing regular file for writing, refusing a symlink.
 pub fn open_file_at(dir: RawFd, name: &str, write: bool) -> io::Result<File> {
     let c = cstr(name)?;
-    let mode = if write { libc::O_WRONLY } else { libc::O_RDONLY };
+    let mode = if write {
+        libc::O_WRONLY
+    } else {
+        libc::O_RDONLY
+    };
     // SAFETY: valid descriptor and name.
     let fd = unsafe {
         libc::openat(
@@ -181,7 +185,10 @@ pub fn open_file_at(dir: RawFd, name: &str, write: bool) -> io::Result<File> {
     // SAFETY: a fresh descriptor we own.
     let f = unsafe { File::from_raw_fd(fd) };
     if !f.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     Ok(f)
 }
@@ -309,7 +316,13 @@ pub fn set_mtime_nofollow_at(dir: RawFd, name: &str, mtime_ns: i64) -> io::Resul
 
 /// Set mode and mtime of an existing file or directory `name`, opened
 /// without following a symlink (a symlink's mode is never changed).
-pub fn set_meta_at(dir: RawFd, name: &str, is_dir: bool, mode: u32, mtime_ns: i64) -> io::Result<()> {
+pub fn set_meta_at(
+    dir: RawFd,
+    name: &str,
+    is_dir: bool,
+    mode: u32,
+    mtime_ns: i64,
+) -> io::Result<()> {
     let fd: OwnedFd = if is_dir {
         open_dir_at(dir, name)?
     } else {

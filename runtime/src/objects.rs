@@ -165,9 +165,8 @@ pub fn decode_frame(frame: &Frame, stored: &[u8]) -> Result<Vec<u8>> {
             }
             DCTX.with(|d| {
                 let mut d = d.borrow_mut();
-                let d = d.get_or_insert_with(|| {
-                    zstd::bulk::Decompressor::new().expect("zstd context")
-                });
+                let d =
+                    d.get_or_insert_with(|| zstd::bulk::Decompressor::new().expect("zstd context"));
                 d.decompress(stored, frame.raw_len as usize)
             })
             .map_err(|e| Error::corrupt(format!("a frame does not decompress: {e}")))?

@@ -477,8 +477,7 @@ impl Undo {
 }
 
 fn ws_err(what: &str, rel: &str, e: std::io::Error) -> Error {
-    let hint = if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR)
-    {
+    let hint = if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
         Some("a path component is a symlink or file on disk; restore never writes through one")
     } else {
         None
@@ -633,7 +632,10 @@ fn stage(
         let Some((dir, name)) = staged_at(&place[i]) else {
             continue;
         };
-        let top = matches!(place[i], Place::Fresh { top: true, .. } | Place::Temp { .. });
+        let top = matches!(
+            place[i],
+            Place::Fresh { top: true, .. } | Place::Temp { .. }
+        );
         let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
         match e.kind {
             EntryKind::Dir => {
@@ -755,13 +757,26 @@ fn stage(
         .try_for_each(|&i| {
             let (dir, name) = staged_at(&place[i]).expect("files to write are staged");
             let d = dirs.get(dir).map_err(|e| ws_err("open", dir, e))?;
-            fsat::set_meta_at(d.as_raw_fd(), name, false, nodes[i].mode & 0o777, nodes[i].mtime_ns)
-                .map_err(|e| ws_err("set the mode of", &nodes[i].path, e))
+            fsat::set_meta_at(
+                d.as_raw_fd(),
+                name,
+                false,
+                nodes[i].mode & 0o777,
+                nodes[i].mtime_ns,
+            )
+            .map_err(|e| ws_err("set the mode of", &nodes[i].path, e))
         })?;
     Ok((fetched, requests))
 }
 
-fn write_blob(dirs: &Dirs, e: &Node, place: &Place, bytes: &[u8], off: u64, whole: bool) -> Result<()> {
+fn write_blob(
+    dirs: &Dirs,
+    e: &Node,
+    place: &Place,
+    bytes: &[u8],
+    off: u64,
+    whole: bool,
+) -> Result<()> {
     let (dir, name) = staged_at(place).expect("files to write are staged");
     let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
     if whole {
@@ -795,9 +810,13 @@ fn apply(
         .enumerate()
         .filter(|(i, e)| e.kind == EntryKind::Dir && place[*i] == Place::None)
         .map(|(_, e)| -> Result<u64> {
-            let d = dirs.get(&e.path).map_err(|err| ws_err("open", &e.path, err))?;
+            let d = dirs
+                .get(&e.path)
+                .map_err(|err| ws_err("open", &e.path, err))?;
             let mut n = 0;
-            for name in fsat::read_names(d.as_raw_fd()).map_err(|err| ws_err("list", &e.path, err))? {
+            for name in
+                fsat::read_names(d.as_raw_fd()).map_err(|err| ws_err("list", &e.path, err))?
+            {
                 let rel = join(&e.path, &name);
                 if name.starts_with(&own)
                     || present.contains(rel.as_str())
@@ -825,7 +844,9 @@ fn apply(
             | Place::Temp { dir, name: sname } => {
                 let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
                 // Re-checked now, not taken from the plan.
-                match fsat::kind_at(d.as_raw_fd(), name).map_err(|err| ws_err("stat", &e.path, err))? {
+                match fsat::kind_at(d.as_raw_fd(), name)
+                    .map_err(|err| ws_err("stat", &e.path, err))?
+                {
                     Kind::Missing => {}
                     Kind::Dir => {
                         fsat::remove_at(d.as_raw_fd(), name)
@@ -844,10 +865,20 @@ fn apply(
             }
             Place::None => {
                 if action[i] == Action::FixMeta && e.kind != EntryKind::Dir {
-                    let d = dirs.get(parent).map_err(|err| ws_err("open", parent, err))?;
+                    let d = dirs
+                        .get(parent)
+                        .map_err(|err| ws_err("open", parent, err))?;
                     match e.kind {
-                        EntryKind::Symlink => fsat::set_mtime_nofollow_at(d.as_raw_fd(), name, e.mtime_ns),
-                        _ => fsat::set_meta_at(d.as_raw_fd(), name, false, e.mode & 0o777, e.mtime_ns),
+                        EntryKind::Symlink => {
+                            fsat::set_mtime_nofollow_at(d.as_raw_fd(), name, e.mtime_ns)
+                        }
+                        _ => fsat::set_meta_at(
+                            d.as_raw_fd(),
+                            name,
+                            false,
+                            e.mode & 0o777,
+                            e.mtime_ns,
+                        ),
                     }
                     .map_err(|err| ws_err("set the metadata of", &e.path, err))?;
                 }
@@ -858,7 +889,9 @@ fn apply(
     // directory changes its mtime.
     for e in nodes.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
         let (parent, name) = fsat::split(&e.path);
-        let d = dirs.get(parent).map_err(|err| ws_err("open", parent, err))?;
+        let d = dirs
+            .get(parent)
+            .map_err(|err| ws_err("open", parent, err))?;
         fsat::set_meta_at(d.as_raw_fd(), name, true, e.mode & 0o777, e.mtime_ns)
             .map_err(|err| ws_err("set the metadata of", &e.path, err))?;
     }
@@ -976,13 +1009,24 @@ mod tests {
             &crate::Silent,
             &RestoreOptions::default(),
         );
-        assert!(res.is_err(), "the swapped symlink must not be written through");
-        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing outside");
+        assert!(
+            res.is_err(),
+            "the swapped symlink must not be written through"
+        );
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing outside"
+        );
         let left: Vec<_> = fs::read_dir(ws.join("node_modules"))
             .unwrap()
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("x")], "no staged leftovers");
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("x")],
+            "no staged leftovers"
+        );
     }
 }

@@ -273,7 +273,8 @@ fn piece_bounds(nodes: &[Node]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     for (i, n) in nodes.iter().enumerate() {
-        if xxh(n.path.as_bytes()) % PIECE_AVG == 0 || i + 1 - start >= PIECE_MAX.min(MAX_PIECE_ENTRIES)
+        if xxh(n.path.as_bytes()) % PIECE_AVG == 0
+            || i + 1 - start >= PIECE_MAX.min(MAX_PIECE_ENTRIES)
         {
             out.push(start..i + 1);
             start = i + 1;
@@ -339,7 +340,14 @@ pub fn save(
     // Group the files to read: sorted by extension (like compresses with
     // like), then cut into groups of about one frame.
     to_read.sort_by(|&a, &b| {
-        let ext = |p: &str| p.rsplit('/').next().and_then(|n| n.rsplit_once('.')).map(|x| x.1).unwrap_or("").to_string();
+        let ext = |p: &str| {
+            p.rsplit('/')
+                .next()
+                .and_then(|n| n.rsplit_once('.'))
+                .map(|x| x.1)
+                .unwrap_or("")
+                .to_string()
+        };
         ext(&entries[a].path)
             .cmp(&ext(&entries[b].path))
             .then_with(|| entries[a].path.cmp(&entries[b].path))
@@ -364,7 +372,9 @@ pub fn save(
         groups.push(cur);
     }
     // Large files first keeps both cores busy to the end.
-    groups.sort_by_key(|g| std::cmp::Reverse(g.len() == 1 && entries[g[0]].stat.size > CHUNK_THRESHOLD));
+    groups.sort_by_key(|g| {
+        std::cmp::Reverse(g.len() == 1 && entries[g[0]].stat.size > CHUNK_THRESHOLD)
+    });
 
     let total: u64 = to_read.iter().map(|&i| entries[i].stat.size).sum();
     reporter.phase(Phase::Pack, Some(total));
@@ -410,7 +420,9 @@ pub fn save(
                         .or_else(|| known.blobs.get(id))
                         .map(|l| (*id, *l))
                         .ok_or_else(|| {
-                            Error::store(format!("internal error: blob {id} has no stored location"))
+                            Error::store(format!(
+                                "internal error: blob {id} has no stored location"
+                            ))
                         })
                 };
                 let mut read: HashMap<usize, &FileOutcome> = HashMap::new();
@@ -423,9 +435,7 @@ pub fn save(
                         EntryKind::File => {
                             if let Some(b) = reused.get(&i) {
                                 (s.stat, b.clone())
-                            } else if let Some(FileOutcome::Read { ids, stat, .. }) =
-                                read.get(&i)
-                            {
+                            } else if let Some(FileOutcome::Read { ids, stat, .. }) = read.get(&i) {
                                 (*stat, ids.iter().map(&resolve).collect::<Result<Vec<_>>>()?)
                             } else {
                                 continue;
@@ -438,7 +448,11 @@ pub fn save(
                         kind: s.kind,
                         mode: stat.mode,
                         mtime_ns: stat.mtime_ns,
-                        size: if s.kind == EntryKind::File { stat.size } else { 0 },
+                        size: if s.kind == EntryKind::File {
+                            stat.size
+                        } else {
+                            0
+                        },
                         target: s.target.clone(),
                         blobs,
                     });
@@ -455,10 +469,14 @@ pub fn save(
                     })
                     .collect();
                 let same_as_base = known.base.as_ref().is_some_and(|b| {
-                    head.as_ref().is_some_and(|h| Some(h.snapshot) == b.snapshot)
+                    head.as_ref()
+                        .is_some_and(|h| Some(h.snapshot) == b.snapshot)
                         && b.roots == config.paths
                         && b.pieces.len() == built.len()
-                        && b.pieces.iter().zip(&built).all(|((p, _), (_, id, _))| p.id == *id)
+                        && b.pieces
+                            .iter()
+                            .zip(&built)
+                            .all(|((p, _), (_, id, _))| p.id == *id)
                 });
                 let mut pieces = Vec::with_capacity(built.len());
                 if !same_as_base {
@@ -590,7 +608,12 @@ pub fn save(
         let h = head.clone().expect("unchanged implies a head");
         index.base = known.base.clone();
         let _ = index.store(workspace);
-        return Ok(summary(SaveOutcome::Unchanged, h, objects_sent, stored_bytes));
+        return Ok(summary(
+            SaveOutcome::Unchanged,
+            h,
+            objects_sent,
+            stored_bytes,
+        ));
     }
 
     // The root manifest: the base's packs (append-only, so the frames that
@@ -691,7 +714,12 @@ pub fn save(
             "could not write the local stat index ({e}); the next save will re-read every file"
         ));
     }
-    Ok(summary(SaveOutcome::Saved, new_head, objects_sent, stored_bytes))
+    Ok(summary(
+        SaveOutcome::Saved,
+        new_head,
+        objects_sent,
+        stored_bytes,
+    ))
 }
 
 enum FileOutcome {
@@ -717,11 +745,7 @@ fn read_file_twice(
     for attempt in 0..2 {
         match read_file(&abs, fb, reporter)? {
             Attempt::Stable(ids, stat, read_at) => {
-                return Ok(FileOutcome::Read {
-                    ids,
-                    stat,
-                    read_at,
-                });
+                return Ok(FileOutcome::Read { ids, stat, read_at });
             }
             Attempt::Vanished => return Ok(FileOutcome::Vanished),
             Attempt::Changed if attempt == 0 => continue,
@@ -835,8 +859,7 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
             return Err(e.clone());
         }
         let id = BlobId::of(data);
-        if self.packer.known.contains_key(&id) || !self.packer.claimed.lock().unwrap().insert(id)
-        {
+        if self.packer.known.contains_key(&id) || !self.packer.claimed.lock().unwrap().insert(id) {
             return Ok(id);
         }
         self.packer

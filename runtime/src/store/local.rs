@@ -46,7 +46,9 @@ impl LocalStore {
                 .rsplit_once("format ")
                 .and_then(|(_, v)| v.parse::<u32>().ok());
             if version != Some(FORMAT_VERSION) {
-                let found = version.map_or("an unknown format".to_string(), |v| format!("format version {v}"));
+                let found = version.map_or("an unknown format".to_string(), |v| {
+                    format!("format version {v}")
+                });
                 return Err(Error::user(
                     format!(
                         "{} is a stateful-ci store in {found}; this build reads and writes format version {FORMAT_VERSION} only",
