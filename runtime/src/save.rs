@@ -385,145 +385,143 @@ pub fn save(
     *packer.sender.lock().unwrap() = Some(tx);
 
     type Outcomes = Vec<(usize, FileOutcome)>;
-    let result: Result<(Outcomes, Vec<Node>, Vec<(PieceRef, Frame)>, bool)> =
-        std::thread::scope(|scope| {
-            for _ in 0..uploaders {
-                scope.spawn(|| {
-                    loop {
-                        let job = rx.lock().unwrap().recv();
-                        let Ok((ord, buf)) = job else { break };
-                        if let Err(e) = packer.upload(ord, &buf) {
-                            packer.failed.lock().unwrap().get_or_insert(e);
-                        }
+    type Packed = (Outcomes, Vec<Node>, Vec<(PieceRef, Frame)>, bool);
+    let result: Result<Packed> = std::thread::scope(|scope| {
+        for _ in 0..uploaders {
+            scope.spawn(|| {
+                loop {
+                    let job = rx.lock().unwrap().recv();
+                    let Ok((ord, buf)) = job else { break };
+                    if let Err(e) = packer.upload(ord, &buf) {
+                        packer.failed.lock().unwrap().get_or_insert(e);
                     }
-                });
-            }
-            let run = || -> Result<_> {
-                let outcomes: Vec<Outcomes> = groups
-                    .par_iter()
-                    .map(|g| {
-                        let mut fb = FrameBuilder::new(&packer);
-                        let mut out = Vec::with_capacity(g.len());
-                        for &i in g {
-                            let o = read_file_twice(workspace, &entries[i], &mut fb, reporter)?;
-                            out.push((i, o));
-                        }
-                        fb.flush_all()?;
-                        Ok(out)
-                    })
-                    .collect::<Result<_>>()?;
-                let outcomes: Outcomes = outcomes.into_iter().flatten().collect();
-                let new_locs = std::mem::take(&mut *packer.new_locs.lock().unwrap());
-                let resolve = |id: &BlobId| -> Result<(BlobId, Loc)> {
-                    new_locs
-                        .get(id)
-                        .or_else(|| known.blobs.get(id))
-                        .map(|l| (*id, *l))
-                        .ok_or_else(|| {
-                            Error::store(format!(
-                                "internal error: blob {id} has no stored location"
-                            ))
-                        })
-                };
-                let mut read: HashMap<usize, &FileOutcome> = HashMap::new();
-                for (i, o) in &outcomes {
-                    read.insert(*i, o);
                 }
-                let mut nodes = Vec::with_capacity(entries.len());
-                for (i, s) in entries.iter().enumerate() {
-                    let (stat, blobs) = match s.kind {
-                        EntryKind::File => {
-                            if let Some(b) = reused.get(&i) {
-                                (s.stat, b.clone())
-                            } else if let Some(FileOutcome::Read { ids, stat, .. }) = read.get(&i) {
-                                (*stat, ids.iter().map(&resolve).collect::<Result<Vec<_>>>()?)
-                            } else {
-                                continue;
-                            }
-                        }
-                        _ => (s.stat, Vec::new()),
-                    };
-                    nodes.push(Node {
-                        path: s.path.clone(),
-                        kind: s.kind,
-                        mode: stat.mode,
-                        mtime_ns: stat.mtime_ns,
-                        size: if s.kind == EntryKind::File {
-                            stat.size
-                        } else {
-                            0
-                        },
-                        target: s.target.clone(),
-                        blobs,
-                    });
-                }
-
-                // Pieces: reuse the stored ones, pack the new ones.
-                let bounds = piece_bounds(&nodes);
-                let built: Vec<(Vec<u8>, BlobId, u32)> = bounds
-                    .par_iter()
-                    .map(|r| {
-                        let json = make_piece(&nodes[r.clone()]).to_json();
-                        let id = BlobId::of(&json);
-                        (json, id, r.len() as u32)
-                    })
-                    .collect();
-                let same_as_base = known.base.as_ref().is_some_and(|b| {
-                    head.as_ref()
-                        .is_some_and(|h| Some(h.snapshot) == b.snapshot)
-                        && b.roots == config.paths
-                        && b.pieces.len() == built.len()
-                        && b.pieces
-                            .iter()
-                            .zip(&built)
-                            .all(|((p, _), (_, id, _))| p.id == *id)
-                });
-                let mut pieces = Vec::with_capacity(built.len());
-                if !same_as_base {
+            });
+        }
+        let run = || -> Result<_> {
+            let outcomes: Vec<Outcomes> = groups
+                .par_iter()
+                .map(|g| {
                     let mut fb = FrameBuilder::new(&packer);
-                    let mut pending = Vec::new();
-                    for (json, id, n) in &built {
-                        if let Some((p, f)) = known.pieces.get(id) {
-                            pieces.push(Some((PieceRef { entries: *n, ..*p }, *f)));
-                        } else {
-                            pieces.push(None);
-                            pending.push((pieces.len() - 1, *id, *n));
-                            fb.add_piece(json, *id)?;
-                        }
+                    let mut out = Vec::with_capacity(g.len());
+                    for &i in g {
+                        let o = read_file_twice(workspace, &entries[i], &mut fb, reporter)?;
+                        out.push((i, o));
                     }
                     fb.flush_all()?;
-                    let new_locs = packer.new_locs.lock().unwrap();
-                    for (slot, id, n) in pending {
-                        let loc = new_locs.get(&id).copied().or_else(|| {
-                            known.pieces.get(&id).map(|(p, f)| Loc {
-                                frame: *f,
-                                offset: p.offset,
-                                length: p.length,
-                            })
-                        });
-                        let loc = loc.ok_or_else(|| {
-                            Error::store(format!("internal error: piece {id} was not packed"))
-                        })?;
-                        pieces[slot] = Some((
-                            PieceRef {
-                                id,
-                                frame: 0,
-                                offset: loc.offset,
-                                length: loc.length,
-                                entries: n,
-                            },
-                            loc.frame,
-                        ));
+                    Ok(out)
+                })
+                .collect::<Result<_>>()?;
+            let outcomes: Outcomes = outcomes.into_iter().flatten().collect();
+            let new_locs = std::mem::take(&mut *packer.new_locs.lock().unwrap());
+            let resolve = |id: &BlobId| -> Result<(BlobId, Loc)> {
+                new_locs
+                    .get(id)
+                    .or_else(|| known.blobs.get(id))
+                    .map(|l| (*id, *l))
+                    .ok_or_else(|| {
+                        Error::store(format!("internal error: blob {id} has no stored location"))
+                    })
+            };
+            let mut read: HashMap<usize, &FileOutcome> = HashMap::new();
+            for (i, o) in &outcomes {
+                read.insert(*i, o);
+            }
+            let mut nodes = Vec::with_capacity(entries.len());
+            for (i, s) in entries.iter().enumerate() {
+                let (stat, blobs) = match s.kind {
+                    EntryKind::File => {
+                        if let Some(b) = reused.get(&i) {
+                            (s.stat, b.clone())
+                        } else if let Some(FileOutcome::Read { ids, stat, .. }) = read.get(&i) {
+                            (*stat, ids.iter().map(&resolve).collect::<Result<Vec<_>>>()?)
+                        } else {
+                            continue;
+                        }
+                    }
+                    _ => (s.stat, Vec::new()),
+                };
+                nodes.push(Node {
+                    path: s.path.clone(),
+                    kind: s.kind,
+                    mode: stat.mode,
+                    mtime_ns: stat.mtime_ns,
+                    size: if s.kind == EntryKind::File {
+                        stat.size
+                    } else {
+                        0
+                    },
+                    target: s.target.clone(),
+                    blobs,
+                });
+            }
+
+            // Pieces: reuse the stored ones, pack the new ones.
+            let bounds = piece_bounds(&nodes);
+            let built: Vec<(Vec<u8>, BlobId, u32)> = bounds
+                .par_iter()
+                .map(|r| {
+                    let json = make_piece(&nodes[r.clone()]).to_json();
+                    let id = BlobId::of(&json);
+                    (json, id, r.len() as u32)
+                })
+                .collect();
+            let same_as_base = known.base.as_ref().is_some_and(|b| {
+                head.as_ref()
+                    .is_some_and(|h| Some(h.snapshot) == b.snapshot)
+                    && b.roots == config.paths
+                    && b.pieces.len() == built.len()
+                    && b.pieces
+                        .iter()
+                        .zip(&built)
+                        .all(|((p, _), (_, id, _))| p.id == *id)
+            });
+            let mut pieces = Vec::with_capacity(built.len());
+            if !same_as_base {
+                let mut fb = FrameBuilder::new(&packer);
+                let mut pending = Vec::new();
+                for (json, id, n) in &built {
+                    if let Some((p, f)) = known.pieces.get(id) {
+                        pieces.push(Some((PieceRef { entries: *n, ..*p }, *f)));
+                    } else {
+                        pieces.push(None);
+                        pending.push((pieces.len() - 1, *id, *n));
+                        fb.add_piece(json, *id)?;
                     }
                 }
-                let pieces: Vec<(PieceRef, Frame)> = pieces.into_iter().flatten().collect();
-                Ok((outcomes, nodes, pieces, same_as_base))
-            };
-            let result = run();
-            let finished = packer.finish();
-            packer.sender.lock().unwrap().take();
-            finished.and(result)
-        });
+                fb.flush_all()?;
+                let new_locs = packer.new_locs.lock().unwrap();
+                for (slot, id, n) in pending {
+                    let loc = new_locs.get(&id).copied().or_else(|| {
+                        known.pieces.get(&id).map(|(p, f)| Loc {
+                            frame: *f,
+                            offset: p.offset,
+                            length: p.length,
+                        })
+                    });
+                    let loc = loc.ok_or_else(|| {
+                        Error::store(format!("internal error: piece {id} was not packed"))
+                    })?;
+                    pieces[slot] = Some((
+                        PieceRef {
+                            id,
+                            frame: 0,
+                            offset: loc.offset,
+                            length: loc.length,
+                            entries: n,
+                        },
+                        loc.frame,
+                    ));
+                }
+            }
+            let pieces: Vec<(PieceRef, Frame)> = pieces.into_iter().flatten().collect();
+            Ok((outcomes, nodes, pieces, same_as_base))
+        };
+        let result = run();
+        let finished = packer.finish();
+        packer.sender.lock().unwrap().take();
+        finished.and(result)
+    });
     if let Some(e) = packer.failed.lock().unwrap().take() {
         return Err(e);
     }
