@@ -119,7 +119,7 @@ mod tests {
     fn reads_the_packs_of_a_manifest() {
         let (a, b) = (pack(b"a"), pack(b"b"));
         let m = stored(
-            json!({"version": 1, "created_at": 0, "roots": ["x"], "packs": [a, b], "blobs": [],
+            json!({"version": 2, "created_at": 0, "roots": ["x"], "packs": [a, b], "blobs": [],
             "entries": [{"path": "x", "kind": "dir", "mode": 493, "mtime_ns": 0}]}),
         );
         assert_eq!(packs(&m).unwrap(), [a, b].into_iter().collect());
@@ -130,7 +130,7 @@ mod tests {
         let a = pack(b"a");
         // Everything after `packs` is never parsed, so even a broken tail passes.
         let json = format!(
-            r#"{{"version":1,"created_at":0,"roots":["x"],"packs":["{a}"],"blobs":[ this is not json"#
+            r#"{{"version":2,"created_at":0,"roots":["x"],"packs":["{a}"],"frames":[ this is not json"#
         );
         let m = zstd::bulk::compress(json.as_bytes(), 3).unwrap();
         assert_eq!(packs(&m).unwrap(), [a].into_iter().collect());
@@ -141,8 +141,11 @@ mod tests {
             parent: None,
             roots: vec!["x".into()],
             packs: vec![a],
-            blobs: vec![],
-            entries: vec![],
+            frames: vec![],
+            pieces: vec![],
+            entries: 0,
+            files: 0,
+            bytes: 0,
         };
         let m = zstd::bulk::compress(&manifest.to_json(), 3).unwrap();
         assert_eq!(packs(&m).unwrap(), [a].into_iter().collect());
@@ -152,7 +155,7 @@ mod tests {
     fn refuses_what_is_not_a_manifest() {
         assert!(packs(b"plain bytes").unwrap_err().contains("zstd"));
         assert!(
-            packs(&stored(json!({"version": 1})))
+            packs(&stored(json!({"version": 2})))
                 .unwrap_err()
                 .contains("decode")
         );
@@ -163,7 +166,7 @@ mod tests {
         );
         let m = ObjectKey::for_bytes(ObjectKind::Manifest, b"m");
         assert!(
-            packs(&stored(json!({"version": 1, "packs": [m]})))
+            packs(&stored(json!({"version": 2, "packs": [m]})))
                 .unwrap_err()
                 .contains("as a pack")
         );
