@@ -1,113 +1,188 @@
 #!/usr/bin/env bash
-# Benchmark of the snapshot engine against tar|zstd on a CI-like workspace.
+# Benchmark of the snapshot engine against tar|zstd, in one run:
 #
 #   scripts/bench-runtime.sh [WORKDIR]
 #
-# Builds >= 20k small text files (~200 MB) and >= 200 MiB of partly
-# compressible large files, then times, in this one run:
+# 1. The bench workspace: >= 20k small source-like files (~200 MB) and four
+#    56 MiB partly compressible build artefacts (scripts/bench/gen-workspace.py).
+# 2. A node_modules-like tree of N_NM (default 120,000) small files.
+# 3. Peak RSS only, on a node_modules-like tree of N_HUGE (default 500,000)
+#    files (HUGE=0 skips it).
+# For 1 and 2 it times, in this one run:
 #   baseline pack:    tar -cf - | zstd -T0 --long=30
 #   baseline unpack:  zstd -d --long=30 | tar -x
 #   cold save, restore into an empty dir, restore onto a matching tree,
-#   no-change save, and a save after appending to 1% of the small files and
-#   rewriting 1 MiB inside one large file.
-# Prints medians (of RUNS, default 3), ratios against the baselines, bytes
-# stored by the 1% save over the cold save, objects per save and peak RSS.
+#   no-change save, and a save after appending to 1% of the .js files (and,
+#   in 1, rewriting 1 MiB inside one large file).
+# and prints medians (RUNS, default 3 for 1 and 1 for 2), ratios against the
+# baselines, stored bytes against tar.zst, the 1% save's stored bytes against
+# the cold save's, objects per save and peak RSS. At its end it runs
+# scripts/bench-backend.sh if that file exists.
 # This is a benchmark, not a test: it prints figures and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$PWD
 RUNS=${RUNS:-3}
+NM_RUNS=${NM_RUNS:-1}
 N_SMALL=${N_SMALL:-20000}
 N_LARGE=${N_LARGE:-4}
 LARGE_MIB=${LARGE_MIB:-56}
+N_NM=${N_NM:-120000}
+N_HUGE=${N_HUGE:-500000}
+HUGE=${HUGE:-1}
 WORK=${1:-$(mktemp -d -t stateful-ci-bench.XXXXXX)}
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
 cargo build --release --locked --quiet
-BIN=$PWD/target/release/stateful-ci
-
-echo "== building the workspace in $WORK"
-python3 scripts/bench/gen-workspace.py "$WORK/ws" "$N_SMALL" "$N_LARGE" "$LARGE_MIB"
-printf 'paths = ["node_modules", "target"]\n' > "$WORK/ws/stateful-ci.toml"
-cp "$WORK/ws/stateful-ci.toml" "$WORK/cfg.toml"
-files=$(find "$WORK/ws/node_modules" "$WORK/ws/target" -type f | wc -l)
-bytes=$(du -sb "$WORK/ws/node_modules" "$WORK/ws/target" | awk '{s+=$1} END {print s}')
-echo "files: $files, bytes: $bytes"
+BIN=$REPO/target/release/stateful-ci
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-peak_rss_kib=0
-# run_timed LABEL CMD...: appends the elapsed seconds to $WORK/t.LABEL and tracks peak RSS.
-run_timed() {
-  local label=$1; shift
-  local t0 t1
-  t0=$(now)
-  /usr/bin/time -f %M -o "$WORK/rss" "$@" >"$WORK/out.json" 2>"$WORK/err.log" || { cat "$WORK/err.log" >&2; exit 1; }
-  t1=$(now)
-  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }' >> "$WORK/t.$label"
-  local rss; rss=$(tail -n1 "$WORK/rss")
-  if [ "$label" != tar ] && [ "$label" != untar ] && [ "$rss" -gt "$peak_rss_kib" ]; then peak_rss_kib=$rss; fi
-}
-json() { python3 -c "import json,sys; print(json.load(open('$WORK/out.json'))['$1'])"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
+REPORT=$WORK/report.txt
+: > "$REPORT"
 
-cd "$WORK/ws"
-export STATEFUL_CI_CACHE_DIR
-for i in $(seq "$RUNS"); do
-  rm -f "$WORK/base.tar.zst"
-  run_timed tar bash -c "tar -cf - node_modules target | zstd -q -T0 --long=30 -o '$WORK/base.tar.zst'"
-  rm -rf "$WORK/untar"; mkdir -p "$WORK/untar"
-  run_timed untar bash -c "zstd -q -d --long=30 -c '$WORK/base.tar.zst' | tar -xf - -C '$WORK/untar'"
-done
-base_bytes=$(stat -c %s "$WORK/base.tar.zst")
+# bench NAME RUNS PATHS...: the full comparison on $WORK/NAME/ws.
+bench() {
+  local name=$1 runs=$2; shift 2
+  local paths=("$@") D=$WORK/$name
+  local peak=0
+  # run_timed LABEL CMD...: appends the elapsed seconds to $D/t.LABEL and tracks peak RSS.
+  run_timed() {
+    local label=$1; shift
+    local t0 t1 rss
+    t0=$(now)
+    /usr/bin/time -f %M -o "$D/rss" "$@" >"$D/out.json" 2>"$D/err.log" || { cat "$D/err.log" >&2; exit 1; }
+    t1=$(now)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }' >> "$D/t.$label"
+    rss=$(tail -n1 "$D/rss")
+    if [ "$label" != tar ] && [ "$label" != untar ] && [ "$rss" -gt "$peak" ]; then peak=$rss; fi
+  }
+  json() { python3 -c "import json,sys; print(json.load(open('$D/out.json'))['$1'])"; }
+  local files bytes
+  files=$(find "${paths[@]/#/$D/ws/}" -type f | wc -l)
+  bytes=$(du -sb "${paths[@]/#/$D/ws/}" | awk '{s+=$1} END {print s}')
+  printf 'paths = [%s]\n' "$(printf '"%s", ' "${paths[@]}" | sed 's/, $//')" > "$D/ws/stateful-ci.toml"
+  cp "$D/ws/stateful-ci.toml" "$D/cfg.toml"
+  cd "$D/ws"
+  export STATEFUL_CI_CACHE_DIR
+  for _ in $(seq "$runs"); do
+    rm -f "$D/base.tar.zst"; sync
+    run_timed tar bash -c "tar -cf - ${paths[*]} | zstd -q -T0 --long=30 -o '$D/base.tar.zst'"
+    rm -rf "$D/untar"; mkdir -p "$D/untar"; sync
+    run_timed untar bash -c "zstd -q -d --long=30 -c '$D/base.tar.zst' | tar -xf - -C '$D/untar'"
+  done
+  rm -rf "$D/untar"
+  local base_bytes; base_bytes=$(stat -c %s "$D/base.tar.zst")
+  for _ in $(seq "$runs"); do
+    rm -rf "$D/store" "$D/cache"; sync
+    STATEFUL_CI_CACHE_DIR=$D/cache
+    run_timed cold "$BIN" save --store "$D/store" --json
+  done
+  local cold_stored cold_objects cold_peak=$peak
+  cold_stored=$(json stored_bytes); cold_objects=$(json objects_sent)
+  for i in $(seq "$runs"); do
+    rm -rf "$D/r"; mkdir -p "$D/r"; cp "$D/cfg.toml" "$D/r/stateful-ci.toml"; sync
+    STATEFUL_CI_CACHE_DIR=$D/cache-r-$i
+    run_timed restore_empty "$BIN" restore --store "$D/store" -C "$D/r" --json
+  done
+  for _ in $(seq "$runs"); do
+    run_timed restore_match "$BIN" restore --store "$D/store" -C "$D/r" --json
+  done
+  [ "$(json files_written)" = 0 ] || { echo "restore onto a matching tree rewrote files" >&2; exit 1; }
+  for p in "${paths[@]}"; do
+    diff -r --no-dereference "$D/ws/$p" "$D/r/$p" >/dev/null || { echo "restored tree $p differs" >&2; exit 1; }
+  done
+  rm -rf "$D/r"
 
-for i in $(seq "$RUNS"); do
-  rm -rf "$WORK/store" "$WORK/cache"
-  STATEFUL_CI_CACHE_DIR=$WORK/cache
-  run_timed cold "$BIN" save --store "$WORK/store" --json
-done
-cold_stored=$(json stored_bytes); cold_objects=$(json objects_sent)
+  STATEFUL_CI_CACHE_DIR=$D/cache
+  for _ in $(seq "$runs"); do
+    run_timed nochange "$BIN" save --store "$D/store" --json
+  done
+  local nochange_outcome nochange_objects
+  nochange_outcome=$(json outcome); nochange_objects=$(json objects_sent)
 
-for i in $(seq "$RUNS"); do
-  rm -rf "$WORK/r"; mkdir -p "$WORK/r"; cp "$WORK/cfg.toml" "$WORK/r/stateful-ci.toml"
-  STATEFUL_CI_CACHE_DIR=$WORK/cache-r-$i
-  run_timed restore_empty "$BIN" restore --store "$WORK/store" -C "$WORK/r" --json
-done
-for i in $(seq "$RUNS"); do
-  run_timed restore_match "$BIN" restore --store "$WORK/store" -C "$WORK/r" --json
-done
-[ "$(json files_written)" = 0 ] || { echo "restore onto a matching tree rewrote files" >&2; exit 1; }
-diff -r "$WORK/ws/node_modules" "$WORK/r/node_modules" >/dev/null && diff -r "$WORK/ws/target" "$WORK/r/target" >/dev/null \
-  || { echo "restored tree differs" >&2; exit 1; }
-
-STATEFUL_CI_CACHE_DIR=$WORK/cache
-for i in $(seq "$RUNS"); do
-  run_timed nochange "$BIN" save --store "$WORK/store" --json
-done
-nochange_outcome=$(json outcome); nochange_objects=$(json objects_sent)
-
-# 1% edit: append to 1% of the small files, rewrite 1 MiB inside one large file.
-find node_modules -type f -name '*.js' | sort | awk 'NR % 100 == 0' | while read -r f; do echo "// edited" >> "$f"; done
-python3 - "$WORK/ws/target/blob0.bin" <<'PY'
+  # 1% edit: append to 1% of the .js files, rewrite 1 MiB inside one large file.
+  find "${paths[@]}" -type f -name '*.js' | sort | awk 'NR % 100 == 0' | while read -r f; do echo "// edited" >> "$f"; done
+  if [ -f target/blob0.bin ]; then
+    python3 - target/blob0.bin <<'PY'
 import os, sys
 with open(sys.argv[1], "r+b") as f:
     f.seek(20 * 1024 * 1024)
     f.write(os.urandom(1024 * 1024))
 PY
-run_timed edit "$BIN" save --store "$WORK/store" --json
-edit_stored=$(json stored_bytes); edit_objects=$(json objects_sent)
+  fi
+  run_timed edit "$BIN" save --store "$D/store" --json
+  local edit_stored edit_objects
+  edit_stored=$(json stored_bytes); edit_objects=$(json objects_sent)
+  STATEFUL_CI_CACHE_DIR=$D/cache-e
+  rm -rf "$D/r"; mkdir -p "$D/r"; cp "$D/cfg.toml" "$D/r/stateful-ci.toml"
+  run_timed restore_edit "$BIN" restore --store "$D/store" -C "$D/r" --json
+  rm -rf "$D/r"
+  cd "$REPO"
 
-m() { median < "$WORK/t.$1"; }
-tar_t=$(m tar); untar_t=$(m untar); cold_t=$(m cold); re_t=$(m restore_empty); rm_t=$(m restore_match); nc_t=$(m nochange); ed_t=$(m edit)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-cat <<REPORT
+  m() { median < "$D/t.$1"; }
+  local tar_t untar_t cold_t re_t rm_t nc_t ed_t
+  tar_t=$(m tar); untar_t=$(m untar); cold_t=$(m cold); re_t=$(m restore_empty); rm_t=$(m restore_match); nc_t=$(m nochange); ed_t=$(m edit)
+  cat >> "$REPORT" <<REPORT
 
-== stateful-ci runtime benchmark ($files files, $((bytes / 1048576)) MiB, $(nproc) cores, median of $RUNS)
+== $name: $files files, $((bytes / 1048576)) MiB, $(nproc) cores, median of $runs
 baseline tar|zstd -T0 --long=30     ${tar_t}s  (${base_bytes} bytes)
 baseline zstd -d | tar -x           ${untar_t}s
-cold save                           ${cold_t}s  ratio to tar|zstd: $(ratio "$cold_t" "$tar_t")  (goal <= 1.0, aim 0.8)  stored ${cold_stored} bytes in ${cold_objects} objects
-restore into an empty dir           ${re_t}s  ratio to unpack:   $(ratio "$re_t" "$untar_t")  (goal <= 1.0, aim 0.8)
+cold save                           ${cold_t}s  ratio to tar|zstd: $(ratio "$cold_t" "$tar_t")  (goal <= 0.8)
+  stored                            ${cold_stored} bytes in ${cold_objects} objects = $(ratio "$cold_stored" "$base_bytes")x tar.zst  (goal <= 1.0, <= 20 objects)
+restore into an empty dir           ${re_t}s  ratio to unpack:   $(ratio "$re_t" "$untar_t")  (goal <= 0.6)
 restore onto a matching tree        ${rm_t}s  ratio to unpack:   $(ratio "$rm_t" "$untar_t")
-no-change save                      ${nc_t}s  ratio to cold:     $(ratio "$nc_t" "$cold_t")  (goal <= 0.2, aim 0.1)  outcome ${nochange_outcome}, ${nochange_objects} objects
-1% edit save                        ${ed_t}s  stored ${edit_stored} bytes in ${edit_objects} objects = $(ratio "$((edit_stored * 100))" "$cold_stored")% of cold  (goal <= 5%, aim 2%)
-peak RSS (stateful-ci)              $((peak_rss_kib / 1024)) MiB  (goal <= 256 MiB)
+no-change save                      ${nc_t}s  ratio to cold:     $(ratio "$nc_t" "$cold_t")  (goal <= 0.05)  outcome ${nochange_outcome}, ${nochange_objects} objects
+1% edit save                        ${ed_t}s  stored ${edit_stored} bytes in ${edit_objects} objects = $(ratio "$((edit_stored * 100))" "$cold_stored")% of cold  (goal <= 1%)
+peak RSS (stateful-ci)              $((peak / 1024)) MiB, cold save $((cold_peak / 1024)) MiB  (goal <= 256 MiB)
 REPORT
+  tail -n 11 "$REPORT"
+}
+
+echo "== generating the bench workspace"
+mkdir -p "$WORK/bench"
+python3 scripts/bench/gen-workspace.py "$WORK/bench/ws" "$N_SMALL" "$N_LARGE" "$LARGE_MIB"
+bench bench "$RUNS" node_modules target
+rm -rf "$WORK/bench"
+
+echo "== generating a node_modules-like tree of $N_NM files"
+mkdir -p "$WORK/nm"
+python3 scripts/bench/gen-workspace.py --node-modules "$WORK/nm/ws" "$N_NM"
+bench nm "$NM_RUNS" node_modules
+rm -rf "$WORK/nm"
+
+if [ "$HUGE" = 1 ]; then
+  echo "== generating a node_modules-like tree of $N_HUGE files (peak RSS only)"
+  H=$WORK/huge
+  mkdir -p "$H"
+  python3 scripts/bench/gen-workspace.py --node-modules "$H/ws" "$N_HUGE" 600
+  printf 'paths = ["node_modules"]\n' > "$H/ws/stateful-ci.toml"
+  mkdir -p "$H/r"; cp "$H/ws/stateful-ci.toml" "$H/r/"
+  t0=$(now)
+  STATEFUL_CI_CACHE_DIR=$H/cache /usr/bin/time -f %M -o "$H/rss.save" "$BIN" save --store "$H/store" -C "$H/ws" --json >/dev/null
+  t1=$(now)
+  STATEFUL_CI_CACHE_DIR=$H/cache-r /usr/bin/time -f %M -o "$H/rss.restore" "$BIN" restore --store "$H/store" -C "$H/r" --json >/dev/null
+  t2=$(now)
+  STATEFUL_CI_CACHE_DIR=$H/cache /usr/bin/time -f %M -o "$H/rss.nochange" "$BIN" save --store "$H/store" -C "$H/ws" --json >/dev/null
+  t3=$(now)
+  cat >> "$REPORT" <<REPORT
+
+== huge: $N_HUGE files (node_modules-like), peak RSS (goal <= 256 MiB)
+cold save                           $(($(tail -n1 "$H/rss.save") / 1024)) MiB  ($(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s)
+restore into an empty dir           $(($(tail -n1 "$H/rss.restore") / 1024)) MiB  ($(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}')s)
+no-change save                      $(($(tail -n1 "$H/rss.nochange") / 1024)) MiB  ($(awk -v a="$t2" -v b="$t3" 'BEGIN{printf "%.1f", b-a}')s)
+REPORT
+  rm -rf "$H"
+fi
+
+echo
+echo "=========== stateful-ci runtime benchmark ($(date -u +%Y-%m-%d), $(nproc) cores) ==========="
+cat "$REPORT"
+
+if [ -f scripts/bench-backend.sh ]; then
+  echo
+  echo "== backend (scripts/bench-backend.sh)"
+  bash scripts/bench-backend.sh
+fi

@@ -509,12 +509,8 @@ fn fill_from_manifest(dir: &Path, scope: &str, key: &ObjectKey, row: &mut LocalS
             row.created_at = m.created_at;
             row.parent = m.parent.map(|p| p.to_string());
             row.roots = m.roots.clone();
-            row.files = m
-                .entries
-                .iter()
-                .filter(|e| e.kind == stateful_ci_protocol::EntryKind::File)
-                .count() as u64;
-            row.bytes = m.entries.iter().map(|e| e.size).sum();
+            row.files = m.files;
+            row.bytes = m.bytes;
             row.packs = m.packs.len() as u64;
             row.stored_bytes = m
                 .packs

@@ -14,6 +14,6 @@ pub mod path;
 pub mod wire;
 
 pub use format::{
-    BlobCodec, BlobId, BlobLocation, Entry, EntryKind, FORMAT_VERSION, Head, Manifest,
-    ManifestError, ObjectKey, ObjectKind,
+    BlobId, BlobRef, Codec, Entry, EntryChecker, EntryKind, FORMAT_VERSION, Frame, Head, Manifest,
+    ManifestError, ObjectHash, ObjectKey, ObjectKind, Piece, PieceRef,
 };

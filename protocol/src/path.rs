@@ -50,6 +50,20 @@ pub fn validate_relative(path: &str) -> Result<(), PathError> {
     Ok(())
 }
 
+/// The form under which case-insensitive or Unicode-normalising file
+/// systems (APFS, HFS+, NTFS, exFAT) compare names: NFD, then lower case,
+/// then NFC. Two paths with the same key may name one file there, so a
+/// snapshot never holds two of them (a symlink `X` and a directory `x`
+/// would otherwise let restore write through the link).
+pub fn fold_key(path: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    if path.is_ascii() {
+        return path.to_ascii_lowercase();
+    }
+    let lower: String = path.nfd().collect::<String>().to_lowercase();
+    lower.nfc().collect()
+}
+
 fn has_windows_prefix(path: &str) -> bool {
     let b = path.as_bytes();
     b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic()
@@ -69,6 +83,13 @@ mod tests {
         ] {
             assert_eq!(validate_relative(p), Ok(()), "{p}");
         }
+    }
+
+    #[test]
+    fn fold_key_merges_case_and_normal_forms() {
+        assert_eq!(fold_key("Node_Modules/X"), fold_key("node_modules/x"));
+        assert_eq!(fold_key("caf\u{e9}"), fold_key("CAFE\u{301}"));
+        assert_ne!(fold_key("a/b"), fold_key("a/c"));
     }
 
     #[test]

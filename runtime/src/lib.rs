@@ -11,6 +11,8 @@
 pub mod config;
 pub mod deny;
 pub mod error;
+#[cfg(unix)]
+pub mod fsat;
 pub mod objects;
 pub mod report;
 pub mod restore;

@@ -1,23 +1,116 @@
-//! Encoding and verified decoding of stored objects: manifests and the blobs
-//! inside packs. Everything read from a store passes through here, and
-//! nothing leaves here unverified.
+//! Encoding and verified decoding of stored objects: root manifests, the
+//! pieces of the entry list, and the frames inside packs. Everything read
+//! from a store passes through here, and nothing leaves here unverified.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Read;
 
 use stateful_ci_protocol::limits::{MAX_MANIFEST_RAW, MAX_MANIFEST_STORED};
-use stateful_ci_protocol::{BlobCodec, BlobId, BlobLocation, Manifest, ObjectKey, ObjectKind};
+use stateful_ci_protocol::{
+    BlobId, Codec, Entry, EntryChecker, EntryKind, FORMAT_VERSION, Frame, Manifest, ObjectKey,
+    ObjectKind, Piece, PieceRef,
+};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
 
-/// Compress `data` for a pack, or keep it raw when compression does not
+/// Where a blob's plaintext is: `length` bytes at `offset` in a decoded
+/// frame (whose `pack` indexes the snapshot's pack list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Loc {
+    pub frame: Frame,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// An entry with its blobs resolved to snapshot-wide locations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub path: String,
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub target: Option<String>,
+    pub blobs: Vec<(BlobId, Loc)>,
+}
+
+impl Node {
+    /// The entry's blob ids, in order.
+    pub fn ids(&self) -> impl Iterator<Item = &BlobId> {
+        self.blobs.iter().map(|(id, _)| id)
+    }
+
+    fn from_entry(e: Entry, frames: &[Frame]) -> Node {
+        Node {
+            blobs: e
+                .blobs
+                .iter()
+                .map(|b| {
+                    (
+                        b.id,
+                        Loc {
+                            frame: frames[b.frame as usize],
+                            offset: b.offset,
+                            length: b.length,
+                        },
+                    )
+                })
+                .collect(),
+            path: e.path,
+            kind: e.kind,
+            mode: e.mode,
+            mtime_ns: e.mtime_ns,
+            size: e.size,
+            target: e.target,
+        }
+    }
+}
+
+/// Build one piece from nodes: a piece-local frame table, in order of
+/// first use, so the bytes depend only on these nodes.
+pub fn make_piece(nodes: &[Node]) -> Piece {
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut index: HashMap<Frame, u32> = HashMap::new();
+    let entries = nodes
+        .iter()
+        .map(|n| Entry {
+            path: n.path.clone(),
+            kind: n.kind,
+            mode: n.mode,
+            mtime_ns: n.mtime_ns,
+            size: n.size,
+            target: n.target.clone(),
+            blobs: n
+                .blobs
+                .iter()
+                .map(|(id, loc)| {
+                    let f = *index.entry(loc.frame).or_insert_with(|| {
+                        frames.push(loc.frame);
+                        (frames.len() - 1) as u32
+                    });
+                    stateful_ci_protocol::BlobRef {
+                        id: *id,
+                        frame: f,
+                        offset: loc.offset,
+                        length: loc.length,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Piece { frames, entries }
+}
+
+/// Compress a frame's plaintext, or keep it raw when compression does not
 /// pay. Reuses one zstd context per thread.
-pub fn compress_blob(data: &[u8], level: i32) -> (BlobCodec, Vec<u8>) {
+pub fn encode_frame(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
     thread_local! {
         static CTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     }
-    if data.len() < 64 || looks_incompressible(data) {
-        return (BlobCodec::Raw, data.to_vec());
+    if data.len() < 64 {
+        return (Codec::Raw, data.to_vec());
     }
     let compressed = CTX.with(|c| {
         let mut c = c.borrow_mut();
@@ -30,70 +123,114 @@ pub fn compress_blob(data: &[u8], level: i32) -> (BlobCodec, Vec<u8>) {
         c.as_mut().unwrap().1.compress(data).ok()
     });
     match compressed {
-        Some(z) if z.len() + z.len() / 32 < data.len() => (BlobCodec::Zstd, z),
-        _ => (BlobCodec::Raw, data.to_vec()),
+        Some(z) if z.len() + z.len() / 32 < data.len() => (Codec::Zstd, z),
+        _ => (Codec::Raw, data.to_vec()),
     }
 }
 
-/// For large blobs, compress a sample first: already-compressed or random
-/// data (archives, images, compiled artefacts) is common in build outputs,
-/// and trying to compress all of it costs more than the rest of a save.
-fn looks_incompressible(data: &[u8]) -> bool {
-    const SAMPLE: usize = 16 * 1024;
+/// Whether a chunk looks incompressible (archives, images, compiled
+/// artefacts): a sample at its start, middle and end does not shrink.
+/// Such chunks go to raw frames and cost no compression time.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 8 * 1024;
     if data.len() < 4 * SAMPLE {
         return false;
     }
-    // Start, middle and end must all be incompressible.
-    [0, data.len() / 2 - SAMPLE / 2, data.len() - SAMPLE]
-        .iter()
-        .all(|&at| {
-            let sample = &data[at..at + SAMPLE];
-            zstd::bulk::compress(sample, 1).is_ok_and(|z| z.len() > SAMPLE * 97 / 100)
-        })
+    thread_local! {
+        static CTX: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    }
+    CTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let c = c.get_or_insert_with(|| zstd::bulk::Compressor::new(1).expect("zstd level"));
+        [0, data.len() / 2 - SAMPLE / 2, data.len() - SAMPLE]
+            .iter()
+            .all(|&at| {
+                c.compress(&data[at..at + SAMPLE])
+                    .is_ok_and(|z| z.len() > SAMPLE * 97 / 100)
+            })
+    })
 }
 
-/// Decode one blob's stored bytes and check them against its id. The output
-/// is never larger than the location's `raw_len`.
-pub fn decode_blob(loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
-    if stored.len() as u64 != loc.length {
-        return Err(Error::corrupt(format!(
-            "blob {} is truncated in its pack",
-            loc.id
-        )));
+/// Decode a frame's stored bytes. The output is exactly `frame.raw_len`
+/// bytes (decompression is bounded by it) or an error.
+pub fn decode_frame(frame: &Frame, stored: &[u8]) -> Result<Vec<u8>> {
+    if stored.len() as u64 != frame.length {
+        return Err(Error::corrupt("a frame is truncated in its pack"));
     }
-    let data = match loc.codec {
-        BlobCodec::Raw => stored.to_vec(),
-        BlobCodec::Zstd => {
+    let data = match frame.codec {
+        Codec::Raw => stored.to_vec(),
+        Codec::Zstd => {
             thread_local! {
                 static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
             }
             DCTX.with(|d| {
                 let mut d = d.borrow_mut();
-                if d.is_none() {
-                    *d = Some(zstd::bulk::Decompressor::new().expect("zstd context"));
-                }
-                d.as_mut().unwrap().decompress(stored, loc.raw_len as usize)
+                let d =
+                    d.get_or_insert_with(|| zstd::bulk::Decompressor::new().expect("zstd context"));
+                d.decompress(stored, frame.raw_len as usize)
             })
-            .map_err(|e| Error::corrupt(format!("blob {} does not decompress: {e}", loc.id)))?
+            .map_err(|e| Error::corrupt(format!("a frame does not decompress: {e}")))?
         }
     };
-    if data.len() as u64 != loc.raw_len || BlobId::of(&data) != loc.id {
+    if data.len() as u64 != frame.raw_len {
+        return Err(Error::corrupt(
+            "a frame decodes to another length than claimed",
+        ));
+    }
+    Ok(data)
+}
+
+/// The plaintext of one blob of a decoded frame, checked against its id.
+pub fn blob_of<'a>(id: &BlobId, loc: &Loc, frame_plain: &'a [u8]) -> Result<&'a [u8]> {
+    let data = frame_plain
+        .get(loc.offset as usize..(loc.offset + loc.length) as usize)
+        .ok_or_else(|| Error::corrupt(format!("blob {id} lies outside its frame")))?;
+    if BlobId::of(data) != *id {
         return Err(Error::corrupt(format!(
-            "blob {} does not match its hash",
-            loc.id
+            "blob {id} does not match its hash (damaged store)"
         )));
     }
     Ok(data)
 }
 
-/// Serialise and compress a manifest; returns its key and stored bytes.
+/// Fetch one frame from its pack and decode it.
+pub fn fetch_frame(store: &dyn Store, packs: &[ObjectKey], frame: &Frame) -> Result<Vec<u8>> {
+    let key = packs
+        .get(frame.pack as usize)
+        .ok_or_else(|| Error::corrupt("a frame names a pack the snapshot does not list"))?;
+    let stored = store.get(key, Some(frame.offset..frame.offset + frame.length))?;
+    decode_frame(frame, &stored)
+}
+
+/// Serialise and compress a root manifest; returns its key and stored bytes.
 pub fn encode_manifest(m: &Manifest) -> (ObjectKey, Vec<u8>) {
     let json = m.to_json();
     let bytes = zstd::bulk::compress(&json, 3).expect("zstd compresses in memory");
     (ObjectKey::for_bytes(ObjectKind::Manifest, &bytes), bytes)
 }
 
-/// Fetch, verify and parse a manifest.
+fn inflate_manifest(key: &ObjectKey, bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut json = Vec::new();
+    let dec = zstd::stream::read::Decoder::new(bytes)
+        .map_err(|e| Error::corrupt(format!("manifest {key}: {e}")))?;
+    dec.take(MAX_MANIFEST_RAW + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| Error::corrupt(format!("manifest {key} does not decompress: {e}")))?;
+    Ok(json)
+}
+
+fn version_error(key: &ObjectKey, v: u32) -> Error {
+    Error::corrupt(format!(
+        "snapshot {key} has format version {v}, and this build of stateful-ci reads format version {FORMAT_VERSION} only"
+    ))
+    .with_hint(if v < FORMAT_VERSION {
+        "the store was written by an older stateful-ci: start a new store (another --store directory, or let the next save on the default branch write a new snapshot); FORMAT.md explains why v1 is not migrated"
+    } else {
+        "upgrade stateful-ci to read this store"
+    })
+}
+
+/// Fetch, verify and parse a root manifest.
 pub fn load_manifest(store: &dyn Store, key: &ObjectKey) -> Result<Manifest> {
     if key.kind != ObjectKind::Manifest {
         return Err(Error::corrupt(format!("{key} is not a manifest key")));
@@ -105,17 +242,196 @@ pub fn load_manifest(store: &dyn Store, key: &ObjectKey) -> Result<Manifest> {
         )));
     }
     if !key.matches(&bytes) {
+        // A format-1 store names objects by BLAKE3: say so rather than
+        // calling it damaged.
+        if let Ok(json) = inflate_manifest(key, &bytes) {
+            if let Ok(v) = Manifest::peek_version(&json) {
+                if v != FORMAT_VERSION {
+                    return Err(version_error(key, v));
+                }
+            }
+        }
         return Err(Error::corrupt(format!(
             "manifest {key} does not match its hash (damaged store)"
         )));
     }
-    let mut json = Vec::new();
-    let mut dec = zstd::stream::read::Decoder::new(&bytes[..])
-        .map_err(|e| Error::corrupt(format!("manifest {key}: {e}")))?;
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(&mut dec, MAX_MANIFEST_RAW + 1),
-        &mut json,
-    )
-    .map_err(|e| Error::corrupt(format!("manifest {key} does not decompress: {e}")))?;
-    Manifest::from_json(&json).map_err(|e| Error::corrupt(format!("manifest {key}: {e}")))
+    let json = inflate_manifest(key, &bytes)?;
+    match Manifest::from_json(&json) {
+        Ok(m) => Ok(m),
+        Err(stateful_ci_protocol::ManifestError::Version(v)) => Err(version_error(key, v)),
+        Err(e) => Err(Error::corrupt(format!("manifest {key}: {e}"))),
+    }
+}
+
+/// Stream a snapshot's entries, in order, each fully verified: the pieces'
+/// frames are fetched (a few at a time, cached), every piece is checked
+/// against its BLAKE3 id, parsed, validated, and passed through an
+/// [`EntryChecker`]. `f` receives each entry and the piece it came from.
+pub fn for_each_node(
+    store: &dyn Store,
+    m: &Manifest,
+    mut f: impl FnMut(Node, usize) -> Result<()>,
+) -> Result<()> {
+    const CACHE: usize = 6;
+    let mut cache: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut checker = EntryChecker::new(&m.roots);
+    for (pi, p) in m.pieces.iter().enumerate() {
+        let pos = cache.iter().position(|(i, _)| *i == p.frame);
+        let pos = match pos {
+            Some(pos) => pos,
+            None => {
+                let plain = fetch_frame(store, &m.packs, &m.frames[p.frame as usize])?;
+                if cache.len() >= CACHE {
+                    cache.remove(0);
+                }
+                cache.push((p.frame, plain));
+                cache.len() - 1
+            }
+        };
+        let piece = parse_piece(p, &cache[pos].1, m.packs.len())?;
+        if piece.entries.len() != p.entries as usize {
+            return Err(Error::corrupt(format!(
+                "piece {} holds another number of entries than its reference says",
+                p.id
+            )));
+        }
+        let frames = piece.frames;
+        for e in piece.entries {
+            checker
+                .check(&e)
+                .map_err(|err| Error::corrupt(format!("snapshot: {err}")))?;
+            f(Node::from_entry(e, &frames), pi)?;
+        }
+    }
+    checker
+        .finish(m)
+        .map_err(|err| Error::corrupt(format!("snapshot: {err}")))
+}
+
+fn parse_piece(p: &PieceRef, frame_plain: &[u8], packs: usize) -> Result<Piece> {
+    let loc = Loc {
+        frame: Frame {
+            pack: 0,
+            offset: 0,
+            length: 0,
+            raw_len: 0,
+            codec: Codec::Raw,
+        },
+        offset: p.offset,
+        length: p.length,
+    };
+    let bytes = blob_of(&p.id, &loc, frame_plain)?;
+    Piece::from_json(bytes, packs).map_err(|e| Error::corrupt(format!("snapshot: {e}")))
+}
+
+/// Load a whole snapshot's entries (for callers that need them all).
+pub fn load_nodes(store: &dyn Store, m: &Manifest) -> Result<Vec<Node>> {
+    let mut out = Vec::with_capacity(m.entries.min(1 << 20) as usize);
+    for_each_node(store, m, |n, _| {
+        out.push(n);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One entry of a hand-made snapshot (see [`plant`]).
+pub struct Planted {
+    pub path: String,
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub target: Option<String>,
+    /// File content; each file is one blob in a frame of its own.
+    pub data: Vec<u8>,
+    /// Replace the frame's stored bytes (and codec) with these, to plant
+    /// damage; the frame still claims `data.len()` plaintext bytes.
+    pub stored: Option<(Codec, Vec<u8>)>,
+}
+
+/// Write a hand-made snapshot with exactly these entries into `store` and
+/// point the head at it, bypassing every check a save makes. For tests of
+/// what a reader does with hostile or damaged snapshots.
+pub fn plant(store: &dyn Store, roots: &[String], entries: &[Planted]) -> Result<ObjectKey> {
+    let mut pack = Vec::new();
+    let mut nodes = Vec::new();
+    for p in entries {
+        let mut blobs = Vec::new();
+        if p.kind == EntryKind::File && !p.data.is_empty() {
+            let (codec, stored) = p
+                .stored
+                .clone()
+                .unwrap_or_else(|| (Codec::Raw, p.data.clone()));
+            let frame = Frame {
+                pack: 0,
+                offset: pack.len() as u64,
+                length: stored.len() as u64,
+                raw_len: p.data.len() as u64,
+                codec,
+            };
+            pack.extend_from_slice(&stored);
+            blobs.push((
+                BlobId::of(&p.data),
+                Loc {
+                    frame,
+                    offset: 0,
+                    length: p.data.len() as u64,
+                },
+            ));
+        }
+        nodes.push(Node {
+            path: p.path.clone(),
+            kind: p.kind,
+            mode: p.mode,
+            mtime_ns: 0,
+            size: if p.kind == EntryKind::File {
+                p.data.len() as u64
+            } else {
+                0
+            },
+            target: p.target.clone(),
+            blobs,
+        });
+    }
+    let piece = make_piece(&nodes).to_json();
+    let pframe = Frame {
+        pack: 0,
+        offset: pack.len() as u64,
+        length: piece.len() as u64,
+        raw_len: piece.len() as u64,
+        codec: Codec::Raw,
+    };
+    pack.extend_from_slice(&piece);
+    let pkey = ObjectKey::for_bytes(ObjectKind::Pack, &pack);
+    store.put(&pkey, &pack)?;
+    let m = Manifest {
+        version: FORMAT_VERSION,
+        created_at: 0,
+        parent: None,
+        roots: roots.to_vec(),
+        packs: vec![pkey],
+        frames: vec![pframe],
+        pieces: vec![PieceRef {
+            id: BlobId::of(&piece),
+            frame: 0,
+            offset: 0,
+            length: piece.len() as u64,
+            entries: nodes.len() as u32,
+        }],
+        entries: nodes.len() as u64,
+        files: nodes.iter().filter(|n| n.kind == EntryKind::File).count() as u64,
+        bytes: nodes.iter().map(|n| n.size).sum(),
+    };
+    let (mkey, mbytes) = encode_manifest(&m);
+    store.put(&mkey, &mbytes)?;
+    let expected = store.save_head()?.map_or(0, |h| h.generation);
+    store.commit(&crate::store::Commit {
+        expected,
+        snapshot: mkey,
+        packs: vec![pkey],
+        idempotency_key: mkey.hash.to_hex(),
+        total_bytes: m.bytes,
+        entries: m.entries,
+        files: m.files,
+        stored_bytes: (pack.len() + mbytes.len()) as u64,
+    })?;
+    Ok(mkey)
 }

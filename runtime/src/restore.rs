@@ -2,44 +2,55 @@
 //!
 //! Two phases keep a failed restore from damaging the workspace:
 //!
-//! 1. *Stage*: fetch every blob the workspace lacks, verify it against its
-//!    hash, and write the files it belongs to under a private staging
-//!    directory. Nothing outside the staging directory is touched, so a
-//!    corrupt or unreachable store leaves the workspace exactly as it was.
-//! 2. *Apply*: only when every file is staged, remove what the snapshot does
-//!    not have, create directories, rename staged files into place and set
-//!    metadata.
+//! 1. *Stage*: fetch every frame the workspace lacks, decode it, verify every
+//!    blob in it against its hash, and only then write the files it belongs
+//!    to, under private names: a directory that does not exist yet (or is
+//!    to replace a file or symlink) is built whole under a private name
+//!    beside its final place (`.stateful-ci-staging-<pid>-<n>`), so a
+//!    restore into an empty workspace writes every file once, in its own
+//!    directory, with no rename; a file to replace in an existing directory
+//!    is written to a private name in that same directory. Nothing else is
+//!    touched, so a corrupt or unreachable store leaves the workspace as it
+//!    was (the staged names are removed again).
+//! 2. *Apply*: only when everything is staged, remove what the snapshot does
+//!    not have, rename the staged trees and files into place (one rename per
+//!    new directory tree, one per replaced file) and set metadata.
 //!
 //! Entries are confined to the configured paths: the manifest's paths are
-//! validated, a path is never written through a symlink (an unexpected
-//! symlink on disk is replaced, never followed), and credential files are
-//! never written even if a hostile snapshot contains them.
+//! validated (including that no two collide after case folding or Unicode
+//! normalisation), every operation goes through directory handles opened
+//! without following symlinks ([`crate::fsat`]) at the moment it is made,
+//! so a path is never written through a symlink (an unexpected symlink on
+//! disk is replaced, never followed), and credential files are never
+//! written even if a hostile snapshot contains them.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use stateful_ci_protocol::format::is_within;
 use stateful_ci_protocol::limits::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CHUNK_THRESHOLD};
-use stateful_ci_protocol::{BlobId, BlobLocation, Entry, EntryKind, Manifest, ObjectKey};
+use stateful_ci_protocol::{BlobId, EntryKind, Frame, Manifest, ObjectKey};
 
 use crate::config::Config;
 use crate::deny::is_denied;
 use crate::error::{Error, Result, io_ctx};
-use crate::objects::{decode_blob, load_manifest};
+use crate::fsat::{self, Dirs, Kind};
+use crate::objects::{Loc, Node, blob_of, decode_frame, for_each_node, load_manifest};
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Stat};
-use crate::statindex::StatIndex;
+use crate::statindex::{Base, StatIndex};
 use crate::store::{RestorePoint, Store};
 
-const STAGING_PREFIX: &str = ".stateful-ci-staging-";
-/// Neighbouring blobs of one pack are fetched in one request when the gap
+pub const STAGING_PREFIX: &str = ".stateful-ci-staging-";
+/// Neighbouring frames of one pack are fetched in one request when the gap
 /// between them is at most this.
 const MAX_GAP: u64 = 1024 * 1024;
 /// One ranged request reads at most this much.
@@ -100,7 +111,8 @@ impl RestoreSummary {
     }
 }
 
-/// What the disk has at an entry's path.
+/// What the disk has at an entry's path (observed while planning; every
+/// operation re-checks at the moment it is made).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OnDisk {
     Missing,
@@ -120,6 +132,35 @@ enum Action {
     Write,
 }
 
+/// Where an entry's new content is staged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// Nothing to stage.
+    None,
+    /// Inside a new tree being built under a private name: `dir` is the
+    /// staged parent's relative path, `name` the entry's own name. For the
+    /// top of such a tree, `dir` is its real parent and `name` the private
+    /// name; `top` says so.
+    Fresh {
+        dir: String,
+        name: String,
+        top: bool,
+    },
+    /// A private name in the entry's real parent directory.
+    Temp { dir: String, name: String },
+}
+
+/// Everything decided before the first write.
+struct Plan {
+    nodes: Vec<Node>,
+    disk: Vec<OnDisk>,
+    action: Vec<Action>,
+    place: Vec<Place>,
+    /// Missing ancestors of configured roots, to create (outermost first).
+    ancestors: Vec<String>,
+    skipped_credentials: u64,
+}
+
 pub fn restore(
     workspace: &Path,
     config: &Config,
@@ -133,176 +174,39 @@ pub fn restore(
     };
     let manifest = load_manifest(store, &point.head.snapshot)?;
     let filter = Filter::new(&config.exclude)?;
-    clean_stale_staging(workspace);
+    clean_stale_staging(workspace, &config.paths);
 
-    // Select what this configuration covers.
-    let mut skipped_credentials = 0;
-    let selected: Vec<&Entry> = manifest
-        .entries
-        .iter()
-        .filter(|e| config.paths.iter().any(|p| is_within(&e.path, p)))
-        .filter(|e| match check_filters(&e.path, &filter) {
-            Skip::No => true,
-            Skip::Excluded => false,
-            Skip::Denied => {
-                skipped_credentials += 1;
-                false
-            }
-        })
-        .collect();
-    if skipped_credentials > 0 {
+    reporter.phase(Phase::Compare, None);
+    let plan = make_plan(workspace, config, store, &manifest, &filter)?;
+    if plan.skipped_credentials > 0 {
         reporter.warn(&format!(
-            "the snapshot contains {skipped_credentials} credential file(s) that were not restored"
+            "the snapshot contains {} credential file(s) that were not restored",
+            plan.skipped_credentials
         ));
     }
-    for root in &config.paths {
-        check_root_ancestors(workspace, root)?;
-    }
+    let (summary, index) = execute(workspace, store, &manifest, &filter, plan, reporter, opts)?;
 
-    // Compare with the disk.
-    reporter.phase(Phase::Compare, None);
-    let index = StatIndex::load(workspace);
-    let locs: HashMap<BlobId, &BlobLocation> = manifest.blobs.iter().map(|b| (b.id, b)).collect();
-    let plan: Vec<(OnDisk, Action)> = selected
-        .par_iter()
-        .map(|e| {
-            let abs = workspace.join(&e.path);
-            let disk = on_disk(&abs);
-            let action = match (e.kind, disk) {
-                (EntryKind::Dir, OnDisk::Dir) => Action::FixMeta,
-                (EntryKind::Symlink, OnDisk::Symlink) => {
-                    let same = fs::read_link(&abs).ok().is_some_and(|t| {
-                        Some(t.as_os_str().as_bytes()) == e.target.as_deref().map(str::as_bytes)
-                    });
-                    if same { Action::FixMeta } else { Action::Write }
-                }
-                (EntryKind::File, OnDisk::File(st)) => {
-                    let same = index
-                        .lookup(&e.path, &st)
-                        .is_some_and(|b| b == e.blobs.as_slice())
-                        || (st.size == e.size
-                            && hash_file(&abs).ok().as_deref() == Some(e.blobs.as_slice()));
-                    match (
-                        same,
-                        st.mode & 0o777 == e.mode & 0o777 && st.mtime_ns == e.mtime_ns,
-                    ) {
-                        (true, true) => Action::Keep,
-                        (true, false) => Action::FixMeta,
-                        (false, _) => Action::Write,
-                    }
-                }
-                _ => Action::Write,
-            };
-            (disk, action)
-        })
-        .collect();
-
-    let to_write: Vec<usize> = (0..selected.len())
-        .filter(|&i| selected[i].kind == EntryKind::File && plan[i].1 == Action::Write)
-        .collect();
-    let bytes_to_write: u64 = to_write.iter().map(|&i| selected[i].size).sum();
-    if bytes_to_write > opts.max_bytes {
-        return Err(Error::corrupt(format!(
-            "snapshot {} would write {bytes_to_write} bytes, more than the limit of {}",
-            point.head.snapshot, opts.max_bytes
-        )));
-    }
-    check_free_space(workspace, bytes_to_write)?;
-
-    // Stage.
-    let staging = Staging::create(workspace)?;
-    reporter.phase(Phase::Fetch, Some(bytes_to_write));
-    let (bytes_fetched, objects_fetched) = stage_files(
-        store, &manifest, &locs, &selected, &to_write, &staging, reporter,
-    )?;
-
-    // Apply.
-    reporter.phase(Phase::Apply, None);
-    let mut removed = 0;
-    let present: HashSet<&str> = selected.iter().map(|e| e.path.as_str()).collect();
-    for (i, e) in selected.iter().enumerate() {
-        if e.kind == EntryKind::Dir && plan[i].0 == OnDisk::Dir {
-            removed += prune_dir(workspace, &e.path, &present, &filter)?;
-        }
-    }
-    let mut dirs_ok: HashSet<String> = HashSet::new();
-    let mut new_index = StatIndex::default();
-    for (i, e) in selected.iter().enumerate() {
-        let abs = workspace.join(&e.path);
-        let (disk, action) = plan[i];
-        ensure_parents(workspace, &e.path, &config.paths, &mut dirs_ok)?;
-        match e.kind {
-            EntryKind::Dir => {
-                if disk != OnDisk::Dir {
-                    remove_any(&abs)?;
-                    fs::create_dir(&abs).map_err(|err| io_ctx("create", &abs, err))?;
-                }
-                dirs_ok.insert(e.path.clone());
-            }
-            EntryKind::File => match action {
-                Action::Write => {
-                    if disk == OnDisk::Dir {
-                        remove_any(&abs)?;
-                    }
-                    fs::rename(staging.file(i), &abs)
-                        .map_err(|err| io_ctx("move into place", &abs, err))?;
-                }
-                Action::FixMeta => set_meta(&abs, e)?,
-                Action::Keep => {}
-            },
-            EntryKind::Symlink => {
-                if action == Action::Write {
-                    let tmp = staging.file(i);
-                    std::os::unix::fs::symlink(e.target.as_deref().unwrap_or_default(), &tmp)
-                        .map_err(|err| io_ctx("create the symlink", &tmp, err))?;
-                    if disk == OnDisk::Dir {
-                        remove_any(&abs)?;
-                    }
-                    fs::rename(&tmp, &abs).map_err(|err| io_ctx("move into place", &abs, err))?;
-                }
-                set_mtime_nofollow(&abs, e.mtime_ns)
-                    .map_err(|err| io_ctx("set the time of", &abs, err))?;
-            }
-        }
-        if e.kind == EntryKind::File {
-            let st = match (action, disk) {
-                (Action::Keep, OnDisk::File(st)) => Some(st),
-                _ => fs::symlink_metadata(&abs).ok().map(|m| Stat::of(&m)),
-            };
-            if let Some(st) = st {
-                new_index.record_written(e.path.clone(), &st, e.blobs.clone());
-            }
-        }
-    }
-    // Directory times last, deepest first, since filling a directory
-    // changes its mtime.
-    for e in selected.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
-        set_meta(&workspace.join(&e.path), e)?;
-    }
-    drop(staging);
-
-    new_index.base = Some((store.describe(), point.head.snapshot));
-    if let Err(err) = new_index.store(workspace) {
+    let mut index = index;
+    index.base = Some(Base {
+        store: store.describe(),
+        snapshot: Some(point.head.snapshot),
+        roots: manifest.roots.clone(),
+        packs: manifest.packs.clone(),
+        pieces: manifest
+            .pieces
+            .iter()
+            .map(|p| (*p, manifest.frames[p.frame as usize]))
+            .collect(),
+    });
+    if let Err(err) = index.store(workspace) {
         reporter.warn(&format!(
             "could not write the local stat index ({err}); the next save will re-read every file"
         ));
     }
-    let files: Vec<&&Entry> = selected
-        .iter()
-        .filter(|e| e.kind == EntryKind::File)
-        .collect();
     Ok(RestoreSummary {
-        outcome: RestoreOutcome::Restored,
         source: Some(point),
-        files: files.len() as u64,
-        bytes: files.iter().map(|e| e.size).sum(),
-        files_written: to_write.len() as u64,
-        bytes_written: bytes_to_write,
-        bytes_fetched,
-        objects_fetched,
-        removed,
-        skipped_credentials,
         duration: started.elapsed(),
+        ..summary
     })
 }
 
@@ -343,7 +247,8 @@ fn on_disk(abs: &Path) -> OnDisk {
 
 /// The blob ids of a file on disk, chunked the way a save would.
 fn hash_file(abs: &Path) -> std::io::Result<Vec<BlobId>> {
-    let mut f = OpenOptions::new()
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(abs)?;
@@ -352,7 +257,8 @@ fn hash_file(abs: &Path) -> std::io::Result<Vec<BlobId>> {
         return Ok(Vec::new());
     }
     if len <= CHUNK_THRESHOLD {
-        let data = fs::read(abs)?;
+        let mut data = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut f, &mut data)?;
         return Ok(vec![BlobId::of(&data)]);
     }
     fastcdc::v2020::StreamCDC::new(&mut f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
@@ -365,131 +271,631 @@ fn hash_file(abs: &Path) -> std::io::Result<Vec<BlobId>> {
 
 /// The directories above a configured root belong to the repository: they
 /// must be real directories (or absent), never symlinks leading elsewhere.
-fn check_root_ancestors(workspace: &Path, root: &str) -> Result<()> {
-    let mut cur = PathBuf::from(workspace);
+/// Returns the ones that are missing, outermost first.
+fn check_root_ancestors(workspace: &Path, root: &str) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
     let comps: Vec<&str> = root.split('/').collect();
-    for c in &comps[..comps.len() - 1] {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
+    for n in 1..comps.len() {
+        let rel = comps[..n].join("/");
+        let abs = workspace.join(&rel);
+        match fs::symlink_metadata(&abs) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(Error::user(
                     format!(
                         "cannot restore {root}: {} is not a directory (a symlink or file)",
-                        cur.display()
+                        abs.display()
                     ),
                     "restore only writes below real directories of the workspace; remove it or change `paths`",
                 ));
             }
-            Err(_) => return Ok(()),
+            Err(_) => missing.push(rel),
         }
     }
-    Ok(())
+    Ok(missing)
 }
 
-/// Make sure every parent of `rel` is a real directory, replacing a symlink
-/// or file inside a configured root and creating what is missing.
-fn ensure_parents(
+fn staging_name(n: usize) -> String {
+    format!("{STAGING_PREFIX}{}-{n}", std::process::id())
+}
+
+fn make_plan(
     workspace: &Path,
-    rel: &str,
-    roots: &[String],
-    ok: &mut HashSet<String>,
-) -> Result<()> {
-    let Some(parent_end) = rel.rfind('/') else {
-        return Ok(());
-    };
-    if ok.contains(&rel[..parent_end]) {
-        return Ok(());
-    }
-    let mut end = 0;
-    while let Some(i) = rel[end..].find('/') {
-        let prefix = &rel[..end + i];
-        end += i + 1;
-        if ok.contains(prefix) {
-            continue;
+    config: &Config,
+    store: &dyn Store,
+    manifest: &Manifest,
+    filter: &Filter,
+) -> Result<Plan> {
+    // Every entry is verified (pieces hashed, rules checked, collisions
+    // refused) while it streams in; only the selected ones are kept.
+    let mut skipped_credentials = 0;
+    let mut nodes = Vec::new();
+    for_each_node(store, manifest, |n, _| {
+        if !config.paths.iter().any(|p| is_within(&n.path, p)) {
+            return Ok(());
         }
-        let abs = workspace.join(prefix);
-        let inside_root = roots.iter().any(|r| is_within(prefix, r));
-        match on_disk(&abs) {
-            OnDisk::Dir => {}
-            OnDisk::Missing => fs::create_dir(&abs).map_err(|e| io_ctx("create", &abs, e))?,
-            _ if inside_root => {
-                remove_any(&abs)?;
-                fs::create_dir(&abs).map_err(|e| io_ctx("create", &abs, e))?;
+        match check_filters(&n.path, filter) {
+            Skip::No => nodes.push(n),
+            Skip::Excluded => {}
+            Skip::Denied => skipped_credentials += 1,
+        }
+        Ok(())
+    })?;
+    // A parent the snapshot does not list (only a hand-made snapshot lacks
+    // one) is restored as a plain directory, like any other.
+    let listed: HashSet<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
+    let mut implied: Vec<Node> = Vec::new();
+    let mut implied_set: HashSet<String> = HashSet::new();
+    for n in &nodes {
+        let mut p = n.path.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            if !config.paths.iter().any(|r| is_within(p, r)) {
+                break;
             }
-            _ => {
-                return Err(Error::user(
-                    format!("cannot restore {rel}: {} is not a directory", abs.display()),
-                    "remove it, or change `paths` so it is not above a configured path",
-                ));
+            if listed.contains(p) || !implied_set.insert(p.to_string()) {
+                continue;
+            }
+            implied.push(Node {
+                path: p.to_string(),
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                mtime_ns: 0,
+                size: 0,
+                target: None,
+                blobs: Vec::new(),
+            });
+        }
+    }
+    drop(listed);
+    if !implied.is_empty() {
+        nodes.extend(implied);
+        nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    let mut ancestors = Vec::new();
+    for root in &config.paths {
+        for a in check_root_ancestors(workspace, root)? {
+            if !ancestors.contains(&a) {
+                ancestors.push(a);
             }
         }
-        ok.insert(prefix.to_string());
     }
-    Ok(())
+    ancestors.sort();
+
+    let index = StatIndex::load(workspace);
+    let planned: Vec<(OnDisk, Action)> = nodes
+        .par_iter()
+        .map(|e| {
+            let abs = workspace.join(&e.path);
+            let disk = on_disk(&abs);
+            let action = match (e.kind, disk) {
+                (EntryKind::Dir, OnDisk::Dir) => Action::FixMeta,
+                (EntryKind::Symlink, OnDisk::Symlink) => {
+                    let same = fs::read_link(&abs).ok().is_some_and(|t| {
+                        Some(t.as_os_str().as_bytes()) == e.target.as_deref().map(str::as_bytes)
+                    });
+                    if same { Action::FixMeta } else { Action::Write }
+                }
+                (EntryKind::File, OnDisk::File(st)) => {
+                    let same = index
+                        .lookup(&e.path, &st)
+                        .is_some_and(|r| r.blobs.iter().map(|b| &b.0).eq(e.ids()))
+                        || (st.size == e.size
+                            && hash_file(&abs)
+                                .ok()
+                                .is_some_and(|ids| ids.iter().eq(e.ids())));
+                    match (
+                        same,
+                        st.mode & 0o777 == e.mode & 0o777 && st.mtime_ns == e.mtime_ns,
+                    ) {
+                        (true, true) => Action::Keep,
+                        (true, false) => Action::FixMeta,
+                        (false, _) => Action::Write,
+                    }
+                }
+                _ => Action::Write,
+            };
+            (disk, action)
+        })
+        .collect();
+    let (disk, action): (Vec<OnDisk>, Vec<Action>) = planned.into_iter().unzip();
+
+    // Placement: a directory that is not a directory on disk is built whole
+    // under a private name; everything below it goes there too.
+    let mut fresh: HashMap<&str, String> = HashMap::new();
+    let mut place = Vec::with_capacity(nodes.len());
+    for (i, e) in nodes.iter().enumerate() {
+        let (parent, name) = fsat::split(&e.path);
+        let p = if let Some(staged_parent) = fresh.get(parent) {
+            let p = Place::Fresh {
+                dir: staged_parent.clone(),
+                name: name.to_string(),
+                top: false,
+            };
+            if e.kind == EntryKind::Dir {
+                fresh.insert(&e.path, join(staged_parent, name));
+            }
+            p
+        } else if e.kind == EntryKind::Dir && disk[i] != OnDisk::Dir {
+            let sname = staging_name(i);
+            fresh.insert(&e.path, join(parent, &sname));
+            Place::Fresh {
+                dir: parent.to_string(),
+                name: sname,
+                top: true,
+            }
+        } else if e.kind != EntryKind::Dir && action[i] == Action::Write {
+            Place::Temp {
+                dir: parent.to_string(),
+                name: staging_name(i),
+            }
+        } else {
+            Place::None
+        };
+        place.push(p);
+    }
+    Ok(Plan {
+        nodes,
+        disk,
+        action,
+        place,
+        ancestors,
+        skipped_credentials,
+    })
 }
 
-/// Remove children of `dir` that the snapshot does not have.
-fn prune_dir(workspace: &Path, dir: &str, present: &HashSet<&str>, filter: &Filter) -> Result<u64> {
-    let abs = workspace.join(dir);
-    let mut removed = 0;
-    for ent in fs::read_dir(&abs).map_err(|e| io_ctx("list", &abs, e))? {
-        let ent = ent.map_err(|e| io_ctx("list", &abs, e))?;
-        let name = ent.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let rel = format!("{dir}/{name}");
-        if present.contains(rel.as_str()) || is_denied(&rel) || filter.excluded(&rel) {
-            continue;
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// What was created while staging, to remove again if staging fails.
+#[derive(Default)]
+struct Undo {
+    ancestors: Vec<String>,
+    /// (real parent dir, private name) of staged trees and files.
+    staged: Vec<(String, String)>,
+}
+
+impl Undo {
+    fn roll_back(&self, dirs: &Dirs) {
+        for (dir, name) in self.staged.iter().rev() {
+            if let Ok(d) = dirs.get(dir) {
+                let _ = fsat::remove_at(d.as_raw_fd(), name);
+            }
         }
-        remove_any(&ent.path())?;
-        removed += 1;
+        for a in self.ancestors.iter().rev() {
+            let (p, n) = fsat::split(a);
+            if let Ok(d) = dirs.get(p) {
+                let _ = fsat::rmdir_at(d.as_raw_fd(), n);
+            }
+        }
+    }
+}
+
+fn ws_err(what: &str, rel: &str, e: std::io::Error) -> Error {
+    let hint = if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+        Some("a path component is a symlink or file on disk; restore never writes through one")
+    } else {
+        None
+    };
+    let err = Error::workspace(format!("cannot {what} {rel}: {e}"));
+    match hint {
+        Some(h) => err.with_hint(h),
+        None => err,
+    }
+}
+
+/// Stage and apply a plan. Separate from planning so that tests can change
+/// the disk in between.
+fn execute(
+    workspace: &Path,
+    store: &dyn Store,
+    manifest: &Manifest,
+    filter: &Filter,
+    plan: Plan,
+    reporter: &dyn Reporter,
+    opts: &RestoreOptions,
+) -> Result<(RestoreSummary, StatIndex)> {
+    let Plan {
+        nodes,
+        disk,
+        action,
+        place,
+        ancestors,
+        skipped_credentials,
+    } = plan;
+    let to_write: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].kind == EntryKind::File && action[i] == Action::Write)
+        .collect();
+    let bytes_to_write: u64 = to_write.iter().map(|&i| nodes[i].size).sum();
+    if bytes_to_write > opts.max_bytes {
+        return Err(Error::corrupt(format!(
+            "the snapshot would write {bytes_to_write} bytes, more than the limit of {}",
+            opts.max_bytes
+        )));
+    }
+    check_free_space(workspace, bytes_to_write)?;
+    let dirs = Dirs::open(workspace).map_err(|e| io_ctx("open", workspace, e))?;
+
+    // Stage.
+    reporter.phase(Phase::Fetch, Some(bytes_to_write));
+    let mut undo = Undo::default();
+    let staged = stage(
+        store, manifest, &dirs, &nodes, &place, &to_write, &ancestors, &mut undo, reporter,
+    );
+    let (bytes_fetched, objects_fetched) = match staged {
+        Ok(x) => x,
+        Err(e) => {
+            undo.roll_back(&dirs);
+            return Err(e);
+        }
+    };
+
+    // Apply.
+    reporter.phase(Phase::Apply, None);
+    let result = apply(&dirs, &nodes, &action, &place, filter);
+    let removed = match result {
+        Ok(n) => n,
+        Err(e) => {
+            // Whatever was not moved into place yet is removed; what was is
+            // the snapshot's content, verified.
+            undo.roll_back(&dirs);
+            return Err(e);
+        }
+    };
+
+    // The new stat index: every file as it is now on disk.
+    let mut index = StatIndex::default();
+    let stats: Vec<Option<Stat>> = nodes
+        .par_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            if e.kind != EntryKind::File {
+                return None;
+            }
+            match (action[i], disk[i]) {
+                (Action::Keep, OnDisk::File(st)) => Some(st),
+                _ => fs::symlink_metadata(workspace.join(&e.path))
+                    .ok()
+                    .map(|m| Stat::of(&m)),
+            }
+        })
+        .collect();
+    for (e, st) in nodes.iter().zip(stats) {
+        if let Some(st) = st {
+            index.record_written(e.path.clone(), &st, e.blobs.clone());
+        }
+    }
+    index.finish();
+
+    let files = nodes.iter().filter(|e| e.kind == EntryKind::File);
+    let summary = RestoreSummary {
+        outcome: RestoreOutcome::Restored,
+        source: None,
+        files: files.clone().count() as u64,
+        bytes: files.map(|e| e.size).sum(),
+        files_written: to_write.len() as u64,
+        bytes_written: bytes_to_write,
+        bytes_fetched,
+        objects_fetched,
+        removed,
+        skipped_credentials,
+        duration: Duration::ZERO,
+    };
+    Ok((summary, index))
+}
+
+/// Where a file's bytes go while staging: (parent dir, name).
+fn staged_at(p: &Place) -> Option<(&str, &str)> {
+    match p {
+        Place::Fresh { dir, name, .. } | Place::Temp { dir, name } => Some((dir, name)),
+        Place::None => None,
+    }
+}
+
+/// One ranged read of a pack and the frames it covers.
+struct Fetch {
+    pack: ObjectKey,
+    start: u64,
+    end: u64,
+    frames: Vec<Frame>,
+}
+
+/// A blob's destinations: (entry, offset in the file, whole file?).
+type Targets = HashMap<(BlobId, Loc), Vec<(usize, u64, bool)>>;
+
+#[allow(clippy::too_many_arguments)]
+fn stage(
+    store: &dyn Store,
+    manifest: &Manifest,
+    dirs: &Dirs,
+    nodes: &[Node],
+    place: &[Place],
+    to_write: &[usize],
+    ancestors: &[String],
+    undo: &mut Undo,
+    reporter: &dyn Reporter,
+) -> Result<(u64, u64)> {
+    for a in ancestors {
+        let (p, n) = fsat::split(a);
+        let d = dirs.get(p).map_err(|e| ws_err("open", p, e))?;
+        fsat::mkdir_at(d.as_raw_fd(), n, 0o755).map_err(|e| ws_err("create", a, e))?;
+        undo.ancestors.push(a.clone());
+    }
+    // Directories of new trees, parents first; symlinks; empty and
+    // multi-blob files created at their size.
+    for (i, e) in nodes.iter().enumerate() {
+        let Some((dir, name)) = staged_at(&place[i]) else {
+            continue;
+        };
+        let top = matches!(
+            place[i],
+            Place::Fresh { top: true, .. } | Place::Temp { .. }
+        );
+        let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
+        match e.kind {
+            EntryKind::Dir => {
+                fsat::mkdir_at(d.as_raw_fd(), name, 0o700)
+                    .map_err(|err| ws_err("create", &e.path, err))?;
+            }
+            EntryKind::Symlink => {
+                fsat::symlink_at(e.target.as_deref().unwrap_or_default(), d.as_raw_fd(), name)
+                    .map_err(|err| ws_err("create the symlink", &e.path, err))?;
+                fsat::set_mtime_nofollow_at(d.as_raw_fd(), name, e.mtime_ns)
+                    .map_err(|err| ws_err("set the time of", &e.path, err))?;
+            }
+            EntryKind::File => {
+                if e.blobs.len() != 1 {
+                    let f = fsat::create_file_at(d.as_raw_fd(), name)
+                        .map_err(|err| ws_err("create", &e.path, err))?;
+                    f.set_len(e.size)
+                        .map_err(|err| ws_err("size", &e.path, err))?;
+                    if e.blobs.is_empty() {
+                        fsat::set_meta_fd(f.as_raw_fd(), e.mode & 0o777, e.mtime_ns)
+                            .map_err(|err| ws_err("set the mode of", &e.path, err))?;
+                    }
+                }
+            }
+        }
+        if top {
+            undo.staged.push((dir.to_string(), name.to_string()));
+        }
+    }
+    // Single-blob files are created when their frame arrives; record their
+    // private names for the undo list now.
+    for &i in to_write {
+        if let Place::Temp { dir, name } = &place[i] {
+            if nodes[i].blobs.len() == 1 {
+                undo.staged.push((dir.clone(), name.clone()));
+            }
+        }
+    }
+
+    // Which frames hold what.
+    let mut targets: Targets = HashMap::new();
+    for &i in to_write {
+        let e = &nodes[i];
+        let mut off = 0;
+        for b in &e.blobs {
+            targets
+                .entry(*b)
+                .or_default()
+                .push((i, off, e.blobs.len() == 1));
+            off += b.1.length;
+        }
+    }
+    let mut by_frame: HashMap<Frame, Vec<(BlobId, Loc)>> = HashMap::new();
+    for k in targets.keys() {
+        by_frame.entry(k.1.frame).or_default().push(*k);
+    }
+    let mut frames: Vec<Frame> = by_frame.keys().copied().collect();
+    frames.sort_by_key(|f| (f.pack, f.offset));
+    let mut fetches: Vec<Fetch> = Vec::new();
+    for f in frames {
+        let key = manifest.packs[f.pack as usize];
+        let end = f.offset + f.length;
+        match fetches.last_mut() {
+            Some(x)
+                if x.pack == key
+                    && f.offset >= x.end
+                    && f.offset <= x.end + MAX_GAP
+                    && end - x.start <= MAX_SPAN =>
+            {
+                x.end = end;
+                x.frames.push(f);
+            }
+            _ => fetches.push(Fetch {
+                pack: key,
+                start: f.offset,
+                end,
+                frames: vec![f],
+            }),
+        }
+    }
+    fetches.sort_by_key(|f| std::cmp::Reverse(f.end - f.start));
+    let fetched: u64 = fetches.iter().map(|f| f.end - f.start).sum();
+    let requests = fetches.len() as u64;
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(store.parallelism().max(1))
+        .build()
+        .map_err(|e| Error::workspace(format!("cannot start transfer threads: {e}")))?;
+    pool.install(|| {
+        fetches.par_iter().try_for_each(|f| -> Result<()> {
+            let data = store.get(&f.pack, Some(f.start..f.end))?;
+            if data.len() as u64 != f.end - f.start {
+                return Err(Error::corrupt(format!("{} returned a short range", f.pack)));
+            }
+            for fr in &f.frames {
+                let lo = (fr.offset - f.start) as usize;
+                let plain = decode_frame(fr, &data[lo..lo + fr.length as usize])
+                    .map_err(|e| Error::corrupt(format!("pack {}: {}", f.pack, e.message)))?;
+                // Verify every blob of the frame before writing any of them.
+                let blobs = &by_frame[fr];
+                let mut verified = Vec::with_capacity(blobs.len());
+                for (id, loc) in blobs {
+                    verified.push(((*id, *loc), blob_of(id, loc, &plain)?));
+                }
+                for (k, bytes) in verified {
+                    for &(i, off, whole) in &targets[&k] {
+                        write_blob(dirs, &nodes[i], &place[i], bytes, off, whole)?;
+                        reporter.advance(bytes.len() as u64);
+                    }
+                }
+            }
+            Ok(())
+        })
+    })?;
+    // Metadata of multi-blob files, now complete.
+    to_write
+        .par_iter()
+        .filter(|&&i| nodes[i].blobs.len() > 1)
+        .try_for_each(|&i| {
+            let (dir, name) = staged_at(&place[i]).expect("files to write are staged");
+            let d = dirs.get(dir).map_err(|e| ws_err("open", dir, e))?;
+            fsat::set_meta_at(
+                d.as_raw_fd(),
+                name,
+                false,
+                nodes[i].mode & 0o777,
+                nodes[i].mtime_ns,
+            )
+            .map_err(|e| ws_err("set the mode of", &nodes[i].path, e))
+        })?;
+    Ok((fetched, requests))
+}
+
+fn write_blob(
+    dirs: &Dirs,
+    e: &Node,
+    place: &Place,
+    bytes: &[u8],
+    off: u64,
+    whole: bool,
+) -> Result<()> {
+    let (dir, name) = staged_at(place).expect("files to write are staged");
+    let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
+    if whole {
+        let mut f = fsat::create_file_at(d.as_raw_fd(), name)
+            .map_err(|err| ws_err("create", &e.path, err))?;
+        f.write_all(bytes)
+            .map_err(|err| ws_err("write", &e.path, err))?;
+        fsat::set_meta_fd(f.as_raw_fd(), e.mode & 0o777, e.mtime_ns)
+            .map_err(|err| ws_err("set the mode of", &e.path, err))
+    } else {
+        let f: File = fsat::open_file_at(d.as_raw_fd(), name, true)
+            .map_err(|err| ws_err("open", &e.path, err))?;
+        f.write_all_at(bytes, off)
+            .map_err(|err| ws_err("write", &e.path, err))
+    }
+}
+
+/// Move everything staged into place; returns how many paths were removed.
+fn apply(
+    dirs: &Dirs,
+    nodes: &[Node],
+    action: &[Action],
+    place: &[Place],
+    filter: &Filter,
+) -> Result<u64> {
+    // Remove what the snapshot does not have from directories that stay.
+    let present: HashSet<&str> = nodes.iter().map(|e| e.path.as_str()).collect();
+    let own = format!("{STAGING_PREFIX}{}-", std::process::id());
+    let removed: u64 = nodes
+        .par_iter()
+        .enumerate()
+        .filter(|(i, e)| e.kind == EntryKind::Dir && place[*i] == Place::None)
+        .map(|(_, e)| -> Result<u64> {
+            let d = dirs
+                .get(&e.path)
+                .map_err(|err| ws_err("open", &e.path, err))?;
+            let mut n = 0;
+            for name in
+                fsat::read_names(d.as_raw_fd()).map_err(|err| ws_err("list", &e.path, err))?
+            {
+                let rel = join(&e.path, &name);
+                if name.starts_with(&own)
+                    || present.contains(rel.as_str())
+                    || is_denied(&rel)
+                    || filter.excluded(&rel)
+                {
+                    continue;
+                }
+                fsat::remove_at(d.as_raw_fd(), &name).map_err(|err| ws_err("remove", &rel, err))?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .sum::<Result<u64>>()?;
+
+    for (i, e) in nodes.iter().enumerate() {
+        let (parent, name) = fsat::split(&e.path);
+        match &place[i] {
+            Place::Fresh { top: false, .. } => {}
+            Place::Fresh {
+                dir,
+                name: sname,
+                top: true,
+            }
+            | Place::Temp { dir, name: sname } => {
+                let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
+                // Re-checked now, not taken from the plan.
+                match fsat::kind_at(d.as_raw_fd(), name)
+                    .map_err(|err| ws_err("stat", &e.path, err))?
+                {
+                    Kind::Missing => {}
+                    Kind::Dir => {
+                        fsat::remove_at(d.as_raw_fd(), name)
+                            .map_err(|err| ws_err("remove", &e.path, err))?;
+                        dirs.forget(&e.path);
+                    }
+                    _ if e.kind == EntryKind::Dir => {
+                        fsat::remove_at(d.as_raw_fd(), name)
+                            .map_err(|err| ws_err("remove", &e.path, err))?;
+                    }
+                    // A file or symlink is replaced by the rename itself.
+                    _ => {}
+                }
+                fsat::rename_at(d.as_raw_fd(), sname, d.as_raw_fd(), name)
+                    .map_err(|err| ws_err("move into place", &e.path, err))?;
+            }
+            Place::None => {
+                if action[i] == Action::FixMeta && e.kind != EntryKind::Dir {
+                    let d = dirs
+                        .get(parent)
+                        .map_err(|err| ws_err("open", parent, err))?;
+                    match e.kind {
+                        EntryKind::Symlink => {
+                            fsat::set_mtime_nofollow_at(d.as_raw_fd(), name, e.mtime_ns)
+                        }
+                        _ => fsat::set_meta_at(
+                            d.as_raw_fd(),
+                            name,
+                            false,
+                            e.mode & 0o777,
+                            e.mtime_ns,
+                        ),
+                    }
+                    .map_err(|err| ws_err("set the metadata of", &e.path, err))?;
+                }
+            }
+        }
+    }
+    // Directory modes and times last, deepest first, since filling a
+    // directory changes its mtime.
+    for e in nodes.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
+        let (parent, name) = fsat::split(&e.path);
+        let d = dirs
+            .get(parent)
+            .map_err(|err| ws_err("open", parent, err))?;
+        fsat::set_meta_at(d.as_raw_fd(), name, true, e.mode & 0o777, e.mtime_ns)
+            .map_err(|err| ws_err("set the metadata of", &e.path, err))?;
     }
     Ok(removed)
-}
-
-/// Remove a file, symlink or directory tree, never following symlinks.
-fn remove_any(abs: &Path) -> Result<()> {
-    let res = match fs::symlink_metadata(abs) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(abs),
-        Ok(_) => fs::remove_file(abs),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    res.map_err(|e| io_ctx("remove", abs, e))
-}
-
-fn set_meta(abs: &Path, e: &Entry) -> Result<()> {
-    fs::set_permissions(abs, fs::Permissions::from_mode(e.mode & 0o777))
-        .map_err(|err| io_ctx("set the mode of", abs, err))?;
-    set_mtime_nofollow(abs, e.mtime_ns).map_err(|err| io_ctx("set the time of", abs, err))
-}
-
-fn set_mtime_nofollow(abs: &Path, ns: i64) -> std::io::Result<()> {
-    let c = CString::new(abs.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
-            tv_nsec: ns.rem_euclid(1_000_000_000) as _,
-        },
-    ];
-    // SAFETY: valid NUL-terminated path and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn check_free_space(workspace: &Path, need: u64) -> Result<()> {
@@ -511,185 +917,116 @@ fn check_free_space(workspace: &Path, need: u64) -> Result<()> {
     Ok(())
 }
 
-/// A private directory in the workspace where files are staged; removed
-/// with everything in it when dropped.
-struct Staging {
-    dir: PathBuf,
-}
-
-impl Staging {
-    fn create(workspace: &Path) -> Result<Staging> {
-        let dir = workspace.join(format!("{STAGING_PREFIX}{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| io_ctx("create", &dir, e))?;
-        Ok(Staging { dir })
+/// Remove staging trees left by restores that were killed, where a later
+/// restore's pruning would not reach them: beside each configured root.
+fn clean_stale_staging(workspace: &Path, roots: &[String]) {
+    let mut parents: Vec<PathBuf> = vec![workspace.to_path_buf()];
+    for r in roots {
+        if let Some((p, _)) = r.rsplit_once('/') {
+            parents.push(workspace.join(p));
+        }
     }
-
-    fn file(&self, i: usize) -> PathBuf {
-        self.dir.join(i.to_string())
-    }
-}
-
-use std::os::unix::fs::DirBuilderExt;
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Remove staging directories left by restores that were killed.
-fn clean_stale_staging(workspace: &Path) {
-    let Ok(rd) = fs::read_dir(workspace) else {
-        return;
-    };
-    for ent in rd.flatten() {
-        let name = ent.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)) else {
+    parents.sort();
+    parents.dedup();
+    for dir in parents {
+        let Ok(rd) = fs::read_dir(&dir) else {
             continue;
         };
-        let alive = pid.parse::<i32>().is_ok_and(|pid| {
-            // SAFETY: signal 0 only checks whether the process exists.
-            pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0
-        });
-        if !alive {
-            let _ = fs::remove_dir_all(ent.path());
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().unwrap_or("");
+            let alive = pid.parse::<i32>().is_ok_and(|pid| {
+                // SAFETY: signal 0 only checks whether the process exists.
+                pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0
+            });
+            if !alive {
+                if let Ok(d) = Dirs::open(&dir) {
+                    let _ = fsat::remove_at(d.get("").unwrap().as_raw_fd(), name.to_str().unwrap());
+                }
+            }
         }
     }
 }
 
-/// One ranged read of a pack and the blobs it covers.
-struct Fetch<'a> {
-    pack: ObjectKey,
-    start: u64,
-    end: u64,
-    blobs: Vec<&'a BlobLocation>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::{Planted, plant};
+    use crate::store::LocalStore;
 
-/// Fetch, verify and write every blob of the files in `to_write` into the
-/// staging directory. Returns stored bytes and requests used.
-fn stage_files(
-    store: &dyn Store,
-    manifest: &Manifest,
-    locs: &HashMap<BlobId, &BlobLocation>,
-    selected: &[&Entry],
-    to_write: &[usize],
-    staging: &Staging,
-    reporter: &dyn Reporter,
-) -> Result<(u64, u64)> {
-    // Where each blob goes: (entry index, offset, whole-file?).
-    let mut targets: HashMap<BlobId, Vec<(usize, u64, bool)>> = HashMap::new();
-    for &i in to_write {
-        let e = selected[i];
-        let path = staging.file(i);
-        if e.blobs.len() != 1 {
-            // Empty or multi-blob: create it now at full size.
-            let f = File::create(&path).map_err(|err| io_ctx("create", &path, err))?;
-            f.set_len(e.size)
-                .map_err(|err| io_ctx("size", &path, err))?;
-        }
-        let mut off = 0;
-        for id in &e.blobs {
-            let loc = locs
-                .get(id)
-                .ok_or_else(|| Error::corrupt(format!("{}: blob {id} has no location", e.path)))?;
-            targets
-                .entry(*id)
-                .or_default()
-                .push((i, off, e.blobs.len() == 1));
-            off += loc.raw_len;
+    fn planted(path: &str, kind: EntryKind, data: &[u8], target: Option<&str>) -> Planted {
+        Planted {
+            path: path.into(),
+            kind,
+            mode: if kind == EntryKind::Dir { 0o755 } else { 0o644 },
+            target: target.map(str::to_string),
+            data: data.to_vec(),
+            stored: None,
         }
     }
 
-    // Group into ranged reads per pack.
-    let mut by_pack: HashMap<u32, Vec<&BlobLocation>> = HashMap::new();
-    for id in targets.keys() {
-        let loc = locs[id];
-        by_pack.entry(loc.pack).or_default().push(loc);
+    /// A directory swapped for a symlink between planning and applying is
+    /// not followed: nothing is written outside, the restore fails cleanly.
+    #[test]
+    fn a_symlink_swapped_in_after_planning_is_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let ws = t.path().join("ws");
+        let outside = t.path().join("outside");
+        fs::create_dir_all(ws.join("node_modules/x")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        let store = LocalStore::open(&t.path().join("store"), "default").unwrap();
+        let roots = vec!["node_modules".to_string()];
+        plant(
+            &store,
+            &roots,
+            &[
+                planted("node_modules", EntryKind::Dir, b"", None),
+                planted("node_modules/x", EntryKind::Dir, b"", None),
+                planted("node_modules/x/f", EntryKind::File, b"pwned", None),
+            ],
+        )
+        .unwrap();
+        let config = Config {
+            paths: roots.clone(),
+            ..Config::default()
+        };
+        let head = store.restore_point().unwrap().unwrap().head;
+        let manifest = load_manifest(&store, &head.snapshot).unwrap();
+        let filter = Filter::new(&[]).unwrap();
+        let plan = make_plan(&ws, &config, &store, &manifest, &filter).unwrap();
+        // Swap: the directory planned as existing becomes a symlink outside.
+        fs::remove_dir(ws.join("node_modules/x")).unwrap();
+        std::os::unix::fs::symlink(&outside, ws.join("node_modules/x")).unwrap();
+        let res = execute(
+            &ws,
+            &store,
+            &manifest,
+            &filter,
+            plan,
+            &crate::Silent,
+            &RestoreOptions::default(),
+        );
+        assert!(
+            res.is_err(),
+            "the swapped symlink must not be written through"
+        );
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing outside"
+        );
+        let left: Vec<_> = fs::read_dir(ws.join("node_modules"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("x")],
+            "no staged leftovers"
+        );
     }
-    let mut fetches = Vec::new();
-    for (pack, mut blobs) in by_pack {
-        blobs.sort_by_key(|b| b.offset);
-        let key = manifest.packs[pack as usize];
-        let mut cur: Option<Fetch> = None;
-        for b in blobs {
-            let end = b.offset + b.length;
-            match &mut cur {
-                Some(f)
-                    if b.offset <= f.end + MAX_GAP
-                        && end - f.start <= MAX_SPAN
-                        && b.offset >= f.end =>
-                {
-                    f.end = end;
-                    f.blobs.push(b);
-                }
-                _ => {
-                    if let Some(f) = cur.take() {
-                        fetches.push(f);
-                    }
-                    cur = Some(Fetch {
-                        pack: key,
-                        start: b.offset,
-                        end,
-                        blobs: vec![b],
-                    });
-                }
-            }
-        }
-        fetches.extend(cur);
-    }
-    // Big reads first keeps the cores busy to the end.
-    fetches.sort_by_key(|f| std::cmp::Reverse(f.end - f.start));
-
-    let fetched: u64 = fetches.iter().map(|f| f.end - f.start).sum();
-    let requests = fetches.len() as u64;
-    // Network stores want more requests in flight than there are cores.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(store.parallelism().max(1))
-        .build()
-        .map_err(|e| Error::workspace(format!("cannot start transfer threads: {e}")))?;
-    pool.install(|| {
-        fetches.par_iter().try_for_each(|f| -> Result<()> {
-            let data = store.get(&f.pack, Some(f.start..f.end))?;
-            if data.len() as u64 != f.end - f.start {
-                return Err(Error::corrupt(format!("{} returned a short range", f.pack)));
-            }
-            for b in &f.blobs {
-                let lo = (b.offset - f.start) as usize;
-                let plain = decode_blob(b, &data[lo..lo + b.length as usize])?;
-                for &(i, off, whole) in &targets[&b.id] {
-                    let path = staging.file(i);
-                    if whole {
-                        let mut out = OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .mode(0o600)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(&path)
-                            .map_err(|err| io_ctx("create", &path, err))?;
-                        out.write_all(&plain)
-                            .map_err(|err| io_ctx("write", &path, err))?;
-                    } else {
-                        let out = OpenOptions::new()
-                            .write(true)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(&path)
-                            .map_err(|err| io_ctx("open", &path, err))?;
-                        out.write_all_at(&plain, off)
-                            .map_err(|err| io_ctx("write", &path, err))?;
-                    }
-                    reporter.advance(plain.len() as u64);
-                }
-            }
-            Ok(())
-        })
-    })?;
-    // Metadata on the staged files, so the rename brings it along.
-    to_write
-        .par_iter()
-        .try_for_each(|&i| set_meta(&staging.file(i), selected[i]))?;
-    Ok((fetched, requests))
 }

@@ -5,10 +5,22 @@
 //! manifest that names them, then the head that names the manifest. A save
 //! killed at any point leaves the previous head, and everything it refers
 //! to, untouched.
+//!
+//! Format 2 (FORMAT.md): files that changed are read in parallel in groups
+//! sorted by extension; their new blobs are compressed together in solid
+//! frames of about [`FRAME_TARGET`] bytes (incompressible chunks of large
+//! files go to raw frames), frames are appended to packs of about
+//! [`PACK_TARGET`] bytes, and a few upload threads send full packs while
+//! reading goes on, through a one-slot channel (bounded memory). The entry
+//! list is cut into content-defined pieces (boundaries chosen by a hash of
+//! the path, so they do not move when content changes); a piece whose bytes
+//! are already stored is referenced, not written again. The local stat index
+//! holds the previous snapshot's pack list, pieces and file locations, so a
+//! save that finds nothing changed loads nothing from the store but the
+//! head.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,19 +28,34 @@ use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use stateful_ci_protocol::limits::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CHUNK_THRESHOLD, PACK_TARGET};
+use stateful_ci_protocol::limits::{
+    CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CHUNK_THRESHOLD, FRAME_TARGET, MAX_PIECE_ENTRIES, PACK_TARGET,
+};
+use stateful_ci_protocol::path::fold_key;
 use stateful_ci_protocol::{
-    BlobCodec, BlobId, BlobLocation, Entry, EntryKind, FORMAT_VERSION, Head, Manifest, ObjectKey,
-    ObjectKind,
+    BlobId, EntryKind, FORMAT_VERSION, Frame, Head, Manifest, ObjectKey, ObjectKind, PieceRef,
 };
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::objects::{compress_blob, encode_manifest, load_manifest};
+use crate::objects::{
+    Loc, Node, encode_frame, encode_manifest, load_manifest, load_nodes, looks_incompressible,
+    make_piece,
+};
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Scanned, Stat, scan};
-use crate::statindex::{StatIndex, now_ns};
+use crate::statindex::{Base, StatIndex, now_ns};
 use crate::store::{CasOutcome, Commit, Store};
+
+/// A piece of the entry list ends after an entry whose path hash is 0
+/// modulo this (so pieces hold this many entries on average)...
+const PIECE_AVG: u64 = 16;
+/// ...or after this many entries.
+const PIECE_MAX: usize = 256;
+/// A snapshot may reference at most 1000 objects (MAX_KEYS_PER_REQUEST);
+/// once the previous snapshot's pack list is this long, a save writes
+/// everything anew into fresh packs instead of appending (compaction).
+const COMPACT_AT: usize = 700;
 
 #[derive(Debug, Clone)]
 pub struct SaveOptions {
@@ -67,6 +94,9 @@ pub struct SaveSummary {
     /// Files read and hashed (the rest were known from the stat index).
     pub files_read: u64,
     pub skipped_credentials: u64,
+    /// Paths left out because they collide with another path after case
+    /// folding or Unicode normalisation (not restorable on macOS/Windows).
+    pub skipped_collisions: Vec<String>,
     /// Files skipped because they kept changing while being read.
     pub skipped_changing: Vec<String>,
     pub duration: Duration,
@@ -83,20 +113,177 @@ impl SaveSummary {
     }
 }
 
-/// Where a blob's bytes are, for a blob in an existing or a new pack.
-#[derive(Clone, Copy)]
-enum PackRef {
-    Existing(ObjectKey),
-    New(u32),
+/// What the store already has, from the snapshot this save builds on.
+struct Known {
+    base: Option<Base>,
+    /// Whether the stat index's file records belong to `base` (then a file
+    /// whose stat matches is not read at all).
+    index_valid: bool,
+    blobs: HashMap<BlobId, Loc>,
+    pieces: HashMap<BlobId, (PieceRef, Frame)>,
 }
 
-#[derive(Clone, Copy)]
-struct Loc {
-    pack: PackRef,
-    offset: u64,
-    length: u64,
-    raw_len: u64,
-    codec: BlobCodec,
+fn known_from(
+    store: &dyn Store,
+    head: Option<&Head>,
+    index: &StatIndex,
+    store_id: &str,
+    reporter: &dyn Reporter,
+) -> Result<Known> {
+    let empty = Known {
+        base: None,
+        index_valid: false,
+        blobs: HashMap::new(),
+        pieces: HashMap::new(),
+    };
+    // The stat index's snapshot, if it is in this store and whole.
+    if let Some(b) = &index.base {
+        if b.store == store_id && b.packs.len() <= COMPACT_AT {
+            if let Some(snap) = b.snapshot {
+                let mut keys = b.packs.clone();
+                keys.push(snap);
+                if store.missing(&keys)?.is_empty() {
+                    let mut blobs = HashMap::new();
+                    for r in index.records() {
+                        for (id, loc) in &r.blobs {
+                            if (loc.frame.pack as usize) < b.packs.len() {
+                                blobs.insert(*id, *loc);
+                            }
+                        }
+                    }
+                    let pieces = b.pieces.iter().map(|(p, f)| (p.id, (*p, *f))).collect();
+                    return Ok(Known {
+                        base: Some(b.clone()),
+                        index_valid: true,
+                        blobs,
+                        pieces,
+                    });
+                }
+            }
+        }
+    }
+    // Otherwise the head's snapshot, loaded and verified.
+    let Some(h) = head else { return Ok(empty) };
+    let loaded = load_manifest(store, &h.snapshot).and_then(|m| {
+        if m.packs.len() > COMPACT_AT || !store.missing(&m.packs)?.is_empty() {
+            return Ok(None);
+        }
+        let nodes = load_nodes(store, &m)?;
+        Ok(Some((m, nodes)))
+    });
+    match loaded {
+        Ok(Some((m, nodes))) => {
+            let mut blobs = HashMap::new();
+            for n in &nodes {
+                blobs.extend(n.blobs.iter().copied());
+            }
+            let pieces: Vec<(PieceRef, Frame)> = m
+                .pieces
+                .iter()
+                .map(|p| (*p, m.frames[p.frame as usize]))
+                .collect();
+            Ok(Known {
+                blobs,
+                pieces: pieces.iter().map(|(p, f)| (p.id, (*p, *f))).collect(),
+                base: Some(Base {
+                    store: store_id.to_string(),
+                    snapshot: Some(h.snapshot),
+                    roots: m.roots.clone(),
+                    packs: m.packs.clone(),
+                    pieces,
+                }),
+                index_valid: false,
+            })
+        }
+        Ok(None) => Ok(empty),
+        Err(e) if e.is_cache_failure() => {
+            reporter.warn(&format!(
+                "ignoring the previous snapshot {} ({e}); saving everything anew",
+                h.snapshot
+            ));
+            Ok(empty)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Leave out paths that collide with an earlier one after case folding or
+/// Unicode normalisation, with everything below them: such a snapshot
+/// could not be restored safely on macOS or Windows.
+fn drop_collisions(entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
+    let mut seen: HashMap<u64, usize> = HashMap::with_capacity(entries.len());
+    let mut dropped_dirs: HashSet<String> = HashSet::new();
+    let mut skipped = Vec::new();
+    let mut keep = vec![true; entries.len()];
+    for (i, e) in entries.iter().enumerate() {
+        if !dropped_dirs.is_empty() {
+            let mut p = e.path.as_str();
+            let mut under = false;
+            while let Some(k) = p.rfind('/') {
+                p = &p[..k];
+                if dropped_dirs.contains(p) {
+                    under = true;
+                    break;
+                }
+            }
+            if under {
+                keep[i] = false;
+                continue;
+            }
+        }
+        let key = fold_key(&e.path);
+        let h = xxh(key.as_bytes());
+        match seen.get(&h) {
+            Some(&j) if fold_key(&entries[j].path) == key => {
+                keep[i] = false;
+                skipped.push(e.path.clone());
+                if e.kind == EntryKind::Dir {
+                    dropped_dirs.insert(e.path.clone());
+                }
+            }
+            _ => {
+                seen.insert(h, i);
+            }
+        }
+    }
+    let kept = entries
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, k)| k.then_some(e))
+        .collect();
+    (kept, skipped)
+}
+
+/// A fast, stable 64-bit hash (FNV-1a then a final mix); not a security
+/// boundary, only a choice of piece boundaries and a set key.
+fn xxh(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+/// Where the entry list is cut: after an entry whose path hashes to 0
+/// modulo [`PIECE_AVG`], or after [`PIECE_MAX`] entries.
+fn piece_bounds(nodes: &[Node]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, n) in nodes.iter().enumerate() {
+        if xxh(n.path.as_bytes()) % PIECE_AVG == 0
+            || i + 1 - start >= PIECE_MAX.min(MAX_PIECE_ENTRIES)
+        {
+            out.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    if start < nodes.len() {
+        out.push(start..nodes.len());
+    }
+    out
 }
 
 pub fn save(
@@ -110,75 +297,96 @@ pub fn save(
     reporter.phase(Phase::Scan, None);
     let filter = Filter::new(&config.exclude)?;
     let scanned = scan(workspace, &config.paths, &filter)?;
+    let skipped_credentials = scanned.skipped_credentials;
+    let (entries, skipped_collisions) = drop_collisions(scanned.entries);
+    if !skipped_collisions.is_empty() {
+        reporter.warn(&format!(
+            "{} path(s) differ from another only by letter case or Unicode normalisation and are not in this snapshot (they could not be restored on macOS or Windows), e.g. {}",
+            skipped_collisions.len(),
+            skipped_collisions[0]
+        ));
+    }
 
-    // What the store already has: the blobs of the current head and of the
-    // snapshot this workspace was restored from, in packs still present.
     let head = store.save_head()?;
     let old_index = StatIndex::load(workspace);
     let store_id = store.describe();
-    let mut bases: Vec<ObjectKey> = head.iter().map(|h| h.snapshot).collect();
-    if let Some((sid, key)) = &old_index.base {
-        if *sid == store_id && !bases.contains(key) {
-            bases.push(*key);
-        }
-    }
-    let mut known: HashMap<BlobId, Loc> = HashMap::new();
-    let mut head_manifest = None;
-    for key in &bases {
-        match load_manifest(store, key) {
-            Ok(m) => {
-                let present = pack_presence(store, &m)?;
-                for b in &m.blobs {
-                    let pack = m.packs[b.pack as usize];
-                    if present.contains(&pack) {
-                        known.entry(b.id).or_insert(Loc {
-                            pack: PackRef::Existing(pack),
-                            offset: b.offset,
-                            length: b.length,
-                            raw_len: b.raw_len,
-                            codec: b.codec,
-                        });
-                    }
-                }
-                // The head only counts as "unchanged" if it is still whole.
-                if head.as_ref().is_some_and(|h| h.snapshot == *key)
-                    && present.len() == m.packs.len()
-                {
-                    head_manifest = Some(m);
-                }
-            }
-            Err(e) if e.is_cache_failure() => {
-                reporter.warn(&format!(
-                    "ignoring the previous snapshot {key} ({e}); saving everything anew"
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let known = known_from(store, head.as_ref(), &old_index, &store_id, reporter)?;
+    let base_packs = known.base.as_ref().map_or(0, |b| b.packs.len());
 
-    // Files whose stat matches the index and whose blobs are stored are not read.
-    let mut to_read = Vec::new();
-    let mut reused: HashMap<&str, Vec<BlobId>> = HashMap::new();
-    for s in scanned.entries.iter().filter(|s| s.kind == EntryKind::File) {
-        match old_index.lookup(&s.path, &s.stat) {
-            Some(blobs) if blobs.iter().all(|b| known.contains_key(b)) => {
-                reused.insert(&s.path, blobs.to_vec());
+    // Files whose stat matches the index are not read.
+    let mut to_read: Vec<usize> = Vec::new();
+    let mut reused: HashMap<usize, Vec<(BlobId, Loc)>> = HashMap::new();
+    for (i, s) in entries.iter().enumerate() {
+        if s.kind != EntryKind::File {
+            continue;
+        }
+        let hit = known
+            .index_valid
+            .then(|| old_index.lookup(&s.path, &s.stat))
+            .flatten();
+        match hit.filter(|r| {
+            r.blobs
+                .iter()
+                .all(|(_, l)| (l.frame.pack as usize) < base_packs)
+        }) {
+            Some(r) => {
+                reused.insert(i, r.blobs.clone());
             }
-            _ => to_read.push(s),
+            None => to_read.push(i),
         }
     }
+    drop(old_index);
 
-    let total: u64 = to_read.iter().map(|s| s.stat.size).sum();
+    // Group the files to read: sorted by extension (like compresses with
+    // like), then cut into groups of about one frame.
+    to_read.sort_by(|&a, &b| {
+        let ext = |p: &str| {
+            p.rsplit('/')
+                .next()
+                .and_then(|n| n.rsplit_once('.'))
+                .map(|x| x.1)
+                .unwrap_or("")
+                .to_string()
+        };
+        ext(&entries[a].path)
+            .cmp(&ext(&entries[b].path))
+            .then_with(|| entries[a].path.cmp(&entries[b].path))
+    });
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut cur_bytes = 0;
+    for &i in &to_read {
+        let size = entries[i].stat.size;
+        if size > CHUNK_THRESHOLD {
+            groups.push(vec![i]);
+            continue;
+        }
+        cur.push(i);
+        cur_bytes += size;
+        if cur_bytes >= FRAME_TARGET {
+            groups.push(std::mem::take(&mut cur));
+            cur_bytes = 0;
+        }
+    }
+    if !cur.is_empty() {
+        groups.push(cur);
+    }
+    // Large files first keeps both cores busy to the end.
+    groups.sort_by_key(|g| {
+        std::cmp::Reverse(g.len() == 1 && entries[g[0]].stat.size > CHUNK_THRESHOLD)
+    });
+
+    let total: u64 = to_read.iter().map(|&i| entries[i].stat.size).sum();
     reporter.phase(Phase::Pack, Some(total));
-    let packer = Packer::new(store, opts.level, &known);
-    // Full packs go to a few upload threads through a one-slot channel, so
-    // reading and compressing go on while a pack travels, and at most a
-    // handful of packs are in memory at once.
+    let packer = Packer::new(store, opts.level, &known.blobs, base_packs as u32);
     let uploaders = store.parallelism().clamp(1, 3);
     let (tx, rx) = std::sync::mpsc::sync_channel::<FullPack>(1);
     let rx = Mutex::new(rx);
     *packer.sender.lock().unwrap() = Some(tx);
-    let outcomes: Result<Vec<(&Scanned, FileOutcome)>> = std::thread::scope(|scope| {
+
+    type Outcomes = Vec<(usize, FileOutcome)>;
+    type Packed = (Outcomes, Vec<Node>, Vec<(PieceRef, Frame)>, bool);
+    let result: Result<Packed> = std::thread::scope(|scope| {
         for _ in 0..uploaders {
             scope.spawn(|| {
                 loop {
@@ -190,128 +398,259 @@ pub fn save(
                 }
             });
         }
-        let outcomes = to_read
-            .par_iter()
-            .map(|s| Ok((*s, read_file_twice(workspace, s, &packer, reporter)?)))
-            .collect::<Result<_>>();
+        let run = || -> Result<_> {
+            let outcomes: Vec<Outcomes> = groups
+                .par_iter()
+                .map(|g| {
+                    let mut fb = FrameBuilder::new(&packer);
+                    let mut out = Vec::with_capacity(g.len());
+                    for &i in g {
+                        let o = read_file_twice(workspace, &entries[i], &mut fb, reporter)?;
+                        out.push((i, o));
+                    }
+                    fb.flush_all()?;
+                    Ok(out)
+                })
+                .collect::<Result<_>>()?;
+            let outcomes: Outcomes = outcomes.into_iter().flatten().collect();
+            let new_locs = std::mem::take(&mut *packer.new_locs.lock().unwrap());
+            let resolve = |id: &BlobId| -> Result<(BlobId, Loc)> {
+                new_locs
+                    .get(id)
+                    .or_else(|| known.blobs.get(id))
+                    .map(|l| (*id, *l))
+                    .ok_or_else(|| {
+                        Error::store(format!("internal error: blob {id} has no stored location"))
+                    })
+            };
+            let mut read: HashMap<usize, &FileOutcome> = HashMap::new();
+            for (i, o) in &outcomes {
+                read.insert(*i, o);
+            }
+            let mut nodes = Vec::with_capacity(entries.len());
+            for (i, s) in entries.iter().enumerate() {
+                let (stat, blobs) = match s.kind {
+                    EntryKind::File => {
+                        if let Some(b) = reused.get(&i) {
+                            (s.stat, b.clone())
+                        } else if let Some(FileOutcome::Read { ids, stat, .. }) = read.get(&i) {
+                            (*stat, ids.iter().map(&resolve).collect::<Result<Vec<_>>>()?)
+                        } else {
+                            continue;
+                        }
+                    }
+                    _ => (s.stat, Vec::new()),
+                };
+                nodes.push(Node {
+                    path: s.path.clone(),
+                    kind: s.kind,
+                    mode: stat.mode,
+                    mtime_ns: stat.mtime_ns,
+                    size: if s.kind == EntryKind::File {
+                        stat.size
+                    } else {
+                        0
+                    },
+                    target: s.target.clone(),
+                    blobs,
+                });
+            }
+
+            // Pieces: reuse the stored ones, pack the new ones.
+            let bounds = piece_bounds(&nodes);
+            let built: Vec<(Vec<u8>, BlobId, u32)> = bounds
+                .par_iter()
+                .map(|r| {
+                    let json = make_piece(&nodes[r.clone()]).to_json();
+                    let id = BlobId::of(&json);
+                    (json, id, r.len() as u32)
+                })
+                .collect();
+            let same_as_base = known.base.as_ref().is_some_and(|b| {
+                head.as_ref()
+                    .is_some_and(|h| Some(h.snapshot) == b.snapshot)
+                    && b.roots == config.paths
+                    && b.pieces.len() == built.len()
+                    && b.pieces
+                        .iter()
+                        .zip(&built)
+                        .all(|((p, _), (_, id, _))| p.id == *id)
+            });
+            let mut pieces = Vec::with_capacity(built.len());
+            if !same_as_base {
+                let mut fb = FrameBuilder::new(&packer);
+                let mut pending = Vec::new();
+                for (json, id, n) in &built {
+                    if let Some((p, f)) = known.pieces.get(id) {
+                        pieces.push(Some((PieceRef { entries: *n, ..*p }, *f)));
+                    } else {
+                        pieces.push(None);
+                        pending.push((pieces.len() - 1, *id, *n));
+                        fb.add_piece(json, *id)?;
+                    }
+                }
+                fb.flush_all()?;
+                let new_locs = packer.new_locs.lock().unwrap();
+                for (slot, id, n) in pending {
+                    let loc = new_locs.get(&id).copied().or_else(|| {
+                        known.pieces.get(&id).map(|(p, f)| Loc {
+                            frame: *f,
+                            offset: p.offset,
+                            length: p.length,
+                        })
+                    });
+                    let loc = loc.ok_or_else(|| {
+                        Error::store(format!("internal error: piece {id} was not packed"))
+                    })?;
+                    pieces[slot] = Some((
+                        PieceRef {
+                            id,
+                            frame: 0,
+                            offset: loc.offset,
+                            length: loc.length,
+                            entries: n,
+                        },
+                        loc.frame,
+                    ));
+                }
+            }
+            let pieces: Vec<(PieceRef, Frame)> = pieces.into_iter().flatten().collect();
+            Ok((outcomes, nodes, pieces, same_as_base))
+        };
+        let result = run();
         let finished = packer.finish();
-        // Closing the channel lets the upload threads drain and stop.
         packer.sender.lock().unwrap().take();
-        finished.and(outcomes)
+        finished.and(result)
     });
     if let Some(e) = packer.failed.lock().unwrap().take() {
         return Err(e);
     }
-    let outcomes = outcomes?;
+    let (outcomes, nodes, pieces, unchanged) = result?;
     let Packer {
-        new_locs,
         pack_keys,
         objects_sent,
         stored_bytes,
         new_bytes,
         ..
     } = packer;
-    let new_locs = new_locs.into_inner().unwrap();
     let pack_keys = pack_keys.into_inner().unwrap();
     let mut stored_bytes = stored_bytes.into_inner();
     let mut objects_sent = objects_sent.into_inner();
+    let new_bytes = new_bytes.into_inner();
 
-    // Assemble the manifest.
+    // The new stat index.
     reporter.phase(Phase::Commit, None);
-    let mut read: HashMap<&str, (Vec<BlobId>, Stat)> = HashMap::new();
-    let mut skipped_changing = Vec::new();
     let mut index = StatIndex::default();
-    for (s, outcome) in outcomes {
-        match outcome {
-            FileOutcome::Read {
-                blobs,
-                stat,
-                read_at,
-            } => {
-                index.record_read(s.path.clone(), &stat, blobs.clone(), read_at);
-                read.insert(&s.path, (blobs, stat));
-            }
-            FileOutcome::Changing => skipped_changing.push(s.path.clone()),
-            FileOutcome::Vanished => {}
+    let mut skipped_changing = Vec::new();
+    for (i, o) in &outcomes {
+        if let FileOutcome::Changing = o {
+            skipped_changing.push(entries[*i].path.clone());
         }
     }
-    let mut entries = Vec::with_capacity(scanned.entries.len());
-    let (mut files, mut dirs, mut symlinks, mut bytes) = (0, 0, 0, 0);
-    for s in &scanned.entries {
-        let (stat, blobs) = match s.kind {
-            EntryKind::File => {
-                if let Some(blobs) = reused.get(s.path.as_str()) {
-                    index.record_written(s.path.clone(), &s.stat, blobs.clone());
-                    (s.stat, blobs.clone())
-                } else if let Some((blobs, stat)) = read.get(s.path.as_str()) {
-                    (*stat, blobs.clone())
-                } else {
-                    continue;
-                }
+    let read_at: HashMap<&str, (Stat, i64)> = outcomes
+        .iter()
+        .filter_map(|(i, o)| match o {
+            FileOutcome::Read { stat, read_at, .. } => {
+                Some((entries[*i].path.as_str(), (*stat, *read_at)))
             }
-            _ => (s.stat, Vec::new()),
-        };
-        match s.kind {
+            _ => None,
+        })
+        .collect();
+    let (mut files, mut dirs, mut symlinks, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    for n in &nodes {
+        match n.kind {
             EntryKind::File => {
                 files += 1;
-                bytes += stat.size;
+                bytes += n.size;
             }
             EntryKind::Dir => dirs += 1,
             EntryKind::Symlink => symlinks += 1,
         }
-        entries.push(Entry {
-            path: s.path.clone(),
-            kind: s.kind,
-            mode: stat.mode,
-            mtime_ns: stat.mtime_ns,
-            size: if s.kind == EntryKind::File {
-                stat.size
-            } else {
-                0
-            },
-            target: s.target.clone(),
-            blobs,
-        });
     }
+    let scanned_stat: HashMap<&str, Stat> = entries
+        .iter()
+        .filter(|s| s.kind == EntryKind::File)
+        .map(|s| (s.path.as_str(), s.stat))
+        .collect();
+    for n in nodes.iter().filter(|n| n.kind == EntryKind::File) {
+        match read_at.get(n.path.as_str()) {
+            Some((stat, at)) => index.record_read(n.path.clone(), stat, n.blobs.clone(), *at),
+            None => {
+                if let Some(st) = scanned_stat.get(n.path.as_str()) {
+                    index.record_written(n.path.clone(), st, n.blobs.clone());
+                }
+            }
+        }
+    }
+    index.finish();
 
     let roots = config.paths.clone();
-    let base_summary = |outcome, head: Head, objects_sent: u64, stored_bytes: u64| SaveSummary {
+    let summary = |outcome, head: Head, objects_sent: u64, stored_bytes: u64| SaveSummary {
         outcome,
         head,
         files,
         dirs,
         symlinks,
         bytes,
-        new_bytes: new_bytes.load(Ordering::Relaxed),
+        new_bytes,
         stored_bytes,
         objects_sent,
         files_read: to_read.len() as u64,
-        skipped_credentials: scanned.skipped_credentials,
+        skipped_credentials,
+        skipped_collisions: skipped_collisions.clone(),
         skipped_changing: skipped_changing.clone(),
         duration: started.elapsed(),
     };
 
-    if let (Some(h), Some(m)) = (&head, &head_manifest) {
-        if m.entries == entries && m.roots == roots {
-            index.base = Some((store_id, h.snapshot));
-            let _ = index.store(workspace);
-            return Ok(base_summary(
-                SaveOutcome::Unchanged,
-                h.clone(),
-                objects_sent,
-                stored_bytes,
-            ));
-        }
+    if unchanged {
+        let h = head.clone().expect("unchanged implies a head");
+        index.base = known.base.clone();
+        let _ = index.store(workspace);
+        return Ok(summary(
+            SaveOutcome::Unchanged,
+            h,
+            objects_sent,
+            stored_bytes,
+        ));
     }
 
-    let manifest = build_manifest(
-        entries,
-        roots,
-        &known,
-        &new_locs,
-        &pack_keys,
-        head.as_ref().map(|h| h.snapshot),
-    )?;
+    // The root manifest: the base's packs (append-only, so the frames that
+    // reused pieces and blobs name keep their indices), then the new ones.
+    let mut packs: Vec<ObjectKey> = known.base.as_ref().map_or(Vec::new(), |b| b.packs.clone());
+    for (ord, k) in pack_keys.iter().enumerate() {
+        packs.push(k.ok_or_else(|| {
+            Error::store(format!("internal error: pack {ord} was never written"))
+        })?);
+    }
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut frame_ix: HashMap<Frame, u32> = HashMap::new();
+    let mut refs = Vec::with_capacity(pieces.len());
+    for (p, f) in &pieces {
+        let fi = *frame_ix.entry(*f).or_insert_with(|| {
+            frames.push(*f);
+            (frames.len() - 1) as u32
+        });
+        refs.push(PieceRef { frame: fi, ..*p });
+    }
+    let created_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let manifest = Manifest {
+        version: FORMAT_VERSION,
+        created_at,
+        parent: head.as_ref().map(|h| h.snapshot),
+        roots: roots.clone(),
+        packs,
+        frames,
+        pieces: refs,
+        entries: nodes.len() as u64,
+        files,
+        bytes,
+    };
+    manifest
+        .validate()
+        .map_err(|e| Error::store(format!("internal error: the new manifest is invalid: {e}")))?;
     let (mkey, mbytes) = encode_manifest(&manifest);
     if store.missing(&[mkey])?.contains(&mkey) {
         store.put(&mkey, &mbytes)?;
@@ -340,7 +679,9 @@ pub fn save(
                 &mkey.hash.to_hex()[..48]
             ),
             total_bytes: bytes,
-            entries: manifest.entries.len() as u64,
+            entries: manifest.entries,
+            files,
+            stored_bytes,
         };
         match store.commit(&commit)? {
             CasOutcome::Updated(h) => break h,
@@ -355,13 +696,23 @@ pub fn save(
             }
         }
     };
-    index.base = Some((store_id, mkey));
+    index.base = Some(Base {
+        store: store_id,
+        snapshot: Some(mkey),
+        roots,
+        packs: manifest.packs.clone(),
+        pieces: manifest
+            .pieces
+            .iter()
+            .map(|p| (*p, manifest.frames[p.frame as usize]))
+            .collect(),
+    });
     if let Err(e) = index.store(workspace) {
         reporter.warn(&format!(
             "could not write the local stat index ({e}); the next save will re-read every file"
         ));
     }
-    Ok(base_summary(
+    Ok(summary(
         SaveOutcome::Saved,
         new_head,
         objects_sent,
@@ -369,80 +720,9 @@ pub fn save(
     ))
 }
 
-/// Which of a manifest's packs are still in the store.
-fn pack_presence(store: &dyn Store, m: &Manifest) -> Result<HashSet<ObjectKey>> {
-    let missing = store.missing(&m.packs)?;
-    Ok(m.packs
-        .iter()
-        .filter(|p| !missing.contains(p))
-        .copied()
-        .collect())
-}
-
-fn build_manifest(
-    entries: Vec<Entry>,
-    roots: Vec<String>,
-    known: &HashMap<BlobId, Loc>,
-    new_locs: &HashMap<BlobId, Loc>,
-    pack_keys: &[Option<ObjectKey>],
-    parent: Option<ObjectKey>,
-) -> Result<Manifest> {
-    let mut ids: Vec<BlobId> = entries
-        .iter()
-        .flat_map(|e| e.blobs.iter().copied())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut packs: Vec<ObjectKey> = Vec::new();
-    let mut pack_index: HashMap<ObjectKey, u32> = HashMap::new();
-    let mut blobs = Vec::with_capacity(ids.len());
-    for id in ids {
-        let loc = new_locs
-            .get(&id)
-            .or_else(|| known.get(&id))
-            .ok_or_else(|| {
-                Error::store(format!("internal error: blob {id} has no stored location"))
-            })?;
-        let key = match loc.pack {
-            PackRef::Existing(k) => k,
-            PackRef::New(ord) => pack_keys[ord as usize].ok_or_else(|| {
-                Error::store(format!("internal error: pack {ord} was never written"))
-            })?,
-        };
-        let pack = *pack_index.entry(key).or_insert_with(|| {
-            packs.push(key);
-            (packs.len() - 1) as u32
-        });
-        blobs.push(BlobLocation {
-            id,
-            pack,
-            offset: loc.offset,
-            length: loc.length,
-            raw_len: loc.raw_len,
-            codec: loc.codec,
-        });
-    }
-    let created_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let m = Manifest {
-        version: FORMAT_VERSION,
-        created_at,
-        parent,
-        roots,
-        packs,
-        blobs,
-        entries,
-    };
-    m.validate()
-        .map_err(|e| Error::store(format!("internal error: the new manifest is invalid: {e}")))?;
-    Ok(m)
-}
-
 enum FileOutcome {
     Read {
-        blobs: Vec<BlobId>,
+        ids: Vec<BlobId>,
         stat: Stat,
         read_at: i64,
     },
@@ -456,18 +736,14 @@ enum FileOutcome {
 fn read_file_twice(
     workspace: &Path,
     s: &Scanned,
-    packer: &Packer,
+    fb: &mut FrameBuilder,
     reporter: &dyn Reporter,
 ) -> Result<FileOutcome> {
     let abs = workspace.join(&s.path);
     for attempt in 0..2 {
-        match read_file(&abs, packer, reporter)? {
-            Attempt::Stable(blobs, stat, read_at) => {
-                return Ok(FileOutcome::Read {
-                    blobs,
-                    stat,
-                    read_at,
-                });
+        match read_file(&abs, fb, reporter)? {
+            Attempt::Stable(ids, stat, read_at) => {
+                return Ok(FileOutcome::Read { ids, stat, read_at });
             }
             Attempt::Vanished => return Ok(FileOutcome::Vanished),
             Attempt::Changed if attempt == 0 => continue,
@@ -487,12 +763,19 @@ enum Attempt {
     Vanished,
 }
 
-fn read_file(abs: &Path, packer: &Packer, reporter: &dyn Reporter) -> Result<Attempt> {
-    let mut f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(abs)
+fn open_nofollow(abs: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
     {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(abs)
+}
+
+fn read_file(abs: &Path, fb: &mut FrameBuilder, reporter: &dyn Reporter) -> Result<Attempt> {
+    let mut f = match open_nofollow(abs) {
         Ok(f) => f,
         Err(e)
             if matches!(e.kind(), std::io::ErrorKind::NotFound)
@@ -517,7 +800,7 @@ fn read_file(abs: &Path, packer: &Packer, reporter: &dyn Reporter) -> Result<Att
     let before = Stat::of(&m1);
     let io_err =
         |e: std::io::Error| Error::workspace(format!("cannot read {}: {e}", abs.display()));
-    let mut blobs = Vec::new();
+    let mut ids = Vec::new();
     let mut len = 0u64;
     if before.size <= CHUNK_THRESHOLD {
         let mut buf = Vec::with_capacity(before.size as usize + 1);
@@ -527,15 +810,16 @@ fn read_file(abs: &Path, packer: &Packer, reporter: &dyn Reporter) -> Result<Att
             .map_err(io_err)?;
         len = buf.len() as u64;
         if len <= CHUNK_THRESHOLD && len > 0 {
-            blobs.push(packer.add(&buf)?);
+            ids.push(fb.add(&buf, false)?);
         }
+        reporter.advance(len);
     } else {
         let chunker = fastcdc::v2020::StreamCDC::new(&mut f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
         for chunk in chunker {
             let chunk = chunk
                 .map_err(|e| Error::workspace(format!("cannot read {}: {e}", abs.display())))?;
             len += chunk.length as u64;
-            blobs.push(packer.add(&chunk.data)?);
+            ids.push(fb.add(&chunk.data, true)?);
             reporter.advance(chunk.length as u64);
         }
     }
@@ -543,16 +827,98 @@ fn read_file(abs: &Path, packer: &Packer, reporter: &dyn Reporter) -> Result<Att
     if after != before || len != before.size {
         return Ok(Attempt::Changed);
     }
-    if before.size <= CHUNK_THRESHOLD {
-        reporter.advance(len);
+    Ok(Attempt::Stable(ids, before, read_at))
+}
+
+/// One worker's frames being filled: a solid frame for compressible data
+/// and a raw frame for incompressible chunks of large files.
+struct FrameBuilder<'p, 'a> {
+    packer: &'p Packer<'a>,
+    solid: Vec<u8>,
+    solid_blobs: Vec<(BlobId, u64, u64)>,
+    raw: Vec<u8>,
+    raw_blobs: Vec<(BlobId, u64, u64)>,
+}
+
+impl<'p, 'a> FrameBuilder<'p, 'a> {
+    fn new(packer: &'p Packer<'a>) -> Self {
+        FrameBuilder {
+            packer,
+            solid: Vec::new(),
+            solid_blobs: Vec::new(),
+            raw: Vec::new(),
+            raw_blobs: Vec::new(),
+        }
     }
-    Ok(Attempt::Stable(blobs, before, read_at))
+
+    /// Make sure `data` is stored; returns its id.
+    fn add(&mut self, data: &[u8], chunk: bool) -> Result<BlobId> {
+        if let Some(e) = &*self.packer.failed.lock().unwrap() {
+            return Err(e.clone());
+        }
+        let id = BlobId::of(data);
+        if self.packer.known.contains_key(&id) || !self.packer.claimed.lock().unwrap().insert(id) {
+            return Ok(id);
+        }
+        self.packer
+            .new_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if chunk && looks_incompressible(data) {
+            self.raw_blobs
+                .push((id, self.raw.len() as u64, data.len() as u64));
+            self.raw.extend_from_slice(data);
+            if self.raw.len() as u64 >= FRAME_TARGET {
+                self.flush(true)?;
+            }
+        } else {
+            self.solid_blobs
+                .push((id, self.solid.len() as u64, data.len() as u64));
+            self.solid.extend_from_slice(data);
+            if self.solid.len() as u64 >= FRAME_TARGET {
+                self.flush(false)?;
+            }
+        }
+        Ok(id)
+    }
+
+    /// Add a piece of the entry list (always new, never deduplicated here).
+    fn add_piece(&mut self, json: &[u8], id: BlobId) -> Result<()> {
+        if !self.packer.claimed.lock().unwrap().insert(id) {
+            return Ok(());
+        }
+        self.solid_blobs
+            .push((id, self.solid.len() as u64, json.len() as u64));
+        self.solid.extend_from_slice(json);
+        if self.solid.len() as u64 >= FRAME_TARGET {
+            self.flush(false)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, raw: bool) -> Result<()> {
+        let (buf, blobs) = if raw {
+            (&mut self.raw, &mut self.raw_blobs)
+        } else {
+            (&mut self.solid, &mut self.solid_blobs)
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(buf);
+        let blobs = std::mem::take(blobs);
+        self.packer.add_frame(data, blobs, raw)
+    }
+
+    fn flush_all(&mut self) -> Result<()> {
+        self.flush(false)?;
+        self.flush(true)
+    }
 }
 
 /// A sealed pack and its ordinal in this save.
 type FullPack = (u32, Vec<u8>);
 
-/// Collects new blobs into packs and writes each pack when it is full.
+/// Appends frames to packs and hands each full pack to the upload threads.
 struct Packer<'a> {
     store: &'a dyn Store,
     /// Where full packs go to be uploaded.
@@ -561,6 +927,8 @@ struct Packer<'a> {
     failed: Mutex<Option<Error>>,
     level: i32,
     known: &'a HashMap<BlobId, Loc>,
+    /// Index of this save's first pack in the snapshot's pack list.
+    first_pack: u32,
     claimed: Mutex<HashSet<BlobId>>,
     new_locs: Mutex<HashMap<BlobId, Loc>>,
     current: Mutex<(u32, Vec<u8>)>,
@@ -571,13 +939,19 @@ struct Packer<'a> {
 }
 
 impl<'a> Packer<'a> {
-    fn new(store: &'a dyn Store, level: i32, known: &'a HashMap<BlobId, Loc>) -> Self {
+    fn new(
+        store: &'a dyn Store,
+        level: i32,
+        known: &'a HashMap<BlobId, Loc>,
+        first_pack: u32,
+    ) -> Self {
         Packer {
             store,
             sender: Mutex::new(None),
             failed: Mutex::new(None),
             level,
             known,
+            first_pack,
             claimed: Mutex::new(HashSet::new()),
             new_locs: Mutex::new(HashMap::new()),
             current: Mutex::new((0, Vec::new())),
@@ -588,45 +962,50 @@ impl<'a> Packer<'a> {
         }
     }
 
-    /// Make sure `data` is stored; returns its id.
-    fn add(&self, data: &[u8]) -> Result<BlobId> {
-        if let Some(e) = &*self.failed.lock().unwrap() {
-            return Err(e.clone());
-        }
-        let id = BlobId::of(data);
-        if self.known.contains_key(&id) || !self.claimed.lock().unwrap().insert(id) {
-            return Ok(id);
-        }
-        let (codec, stored) = compress_blob(data, self.level);
-        self.new_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let (ord, offset, full) = {
+    /// Encode a frame and append it to the current pack.
+    fn add_frame(&self, data: Vec<u8>, blobs: Vec<(BlobId, u64, u64)>, raw: bool) -> Result<()> {
+        let raw_len = data.len() as u64;
+        let (codec, stored) = if raw {
+            (stateful_ci_protocol::Codec::Raw, data)
+        } else {
+            encode_frame(&data, self.level)
+        };
+        let (frame, full) = {
             let mut cur = self.current.lock().unwrap();
-            let offset = cur.1.len() as u64;
+            let frame = Frame {
+                pack: self.first_pack + cur.0,
+                offset: cur.1.len() as u64,
+                length: stored.len() as u64,
+                raw_len,
+                codec,
+            };
             cur.1.extend_from_slice(&stored);
-            let ord = cur.0;
             let full = if cur.1.len() as u64 >= PACK_TARGET {
+                let ord = cur.0;
                 cur.0 += 1;
-                Some(std::mem::take(&mut cur.1))
+                Some((ord, std::mem::take(&mut cur.1)))
             } else {
                 None
             };
-            (ord, offset, full)
+            (frame, full)
         };
-        self.new_locs.lock().unwrap().insert(
-            id,
-            Loc {
-                pack: PackRef::New(ord),
-                offset,
-                length: stored.len() as u64,
-                raw_len: data.len() as u64,
-                codec,
-            },
-        );
-        if let Some(buf) = full {
+        {
+            let mut locs = self.new_locs.lock().unwrap();
+            for (id, offset, length) in blobs {
+                locs.insert(
+                    id,
+                    Loc {
+                        frame,
+                        offset,
+                        length,
+                    },
+                );
+            }
+        }
+        if let Some((ord, buf)) = full {
             self.write_pack(ord, buf)?;
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Hand a full pack to the upload threads (or upload it here if there
@@ -661,7 +1040,12 @@ impl<'a> Packer<'a> {
     fn finish(&self) -> Result<()> {
         let (ord, buf) = {
             let mut cur = self.current.lock().unwrap();
-            (cur.0, std::mem::take(&mut cur.1))
+            let ord = cur.0;
+            let buf = std::mem::take(&mut cur.1);
+            if !buf.is_empty() {
+                cur.0 += 1;
+            }
+            (ord, buf)
         };
         if !buf.is_empty() {
             self.write_pack(ord, buf)

@@ -222,6 +222,10 @@ fn visit<'s>(
                 counters.non_utf8.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
+            if name.starts_with(crate::restore::STAGING_PREFIX) {
+                // A restore's private names (its own or a killed one's).
+                continue;
+            }
             let child = format!("{rel}/{name}");
             if filter.excluded(&child) {
                 continue;

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use stateful_ci_protocol::{
-    BlobCodec, BlobId, BlobLocation, Entry, EntryKind, FORMAT_VERSION, Head, Manifest, ObjectKey,
-    ObjectKind,
-};
+use stateful_ci_protocol::{Codec, EntryKind};
+use stateful_ci_runtime::objects::{Planted, plant as plant_in};
+use stateful_ci_runtime::{LocalStore, Store};
 
 use crate::tree::{assert_same, snapshot};
 use crate::util::*;
@@ -170,100 +169,50 @@ fn missing_objects_never_produce_a_wrong_file() {
 }
 
 /// Write a hand-made snapshot into a local store and point the head at it.
-fn plant(store: &Path, entries: Vec<Entry>, blobs: &[(&[u8], BlobCodec, Vec<u8>)]) {
-    let mut pack = Vec::new();
-    let mut locs = Vec::new();
-    for (plain, codec, stored) in blobs {
-        locs.push(BlobLocation {
-            id: BlobId::of(plain),
-            pack: 0,
-            offset: pack.len() as u64,
-            length: stored.len() as u64,
-            raw_len: plain.len() as u64,
-            codec: *codec,
-        });
-        pack.extend_from_slice(stored);
-    }
-    locs.sort_by_key(|l| l.id);
-    let pkey = ObjectKey::for_bytes(ObjectKind::Pack, &pack);
-    let m = Manifest {
-        version: FORMAT_VERSION,
-        created_at: 0,
-        parent: None,
-        roots: vec!["node_modules".into()],
-        packs: vec![pkey],
-        blobs: locs,
-        entries,
-    };
-    let bytes = zstd::encode_all(&m.to_json()[..], 3).unwrap();
-    let mkey = ObjectKey::for_bytes(ObjectKind::Manifest, &bytes);
-    for d in ["packs", "manifests", "heads"] {
-        std::fs::create_dir_all(store.join(d)).unwrap();
-    }
-    std::fs::write(
-        store.join("STATEFUL-CI-STORE"),
-        "stateful-ci store, format 1\n",
-    )
-    .unwrap();
-    std::fs::write(store.join(pkey.to_string()), &pack).unwrap();
-    std::fs::write(store.join(mkey.to_string()), &bytes).unwrap();
-    let head = Head {
-        snapshot: mkey,
-        generation: 1,
-    };
-    std::fs::write(
-        store.join("heads/default.json"),
-        serde_json::to_vec(&head).unwrap(),
-    )
-    .unwrap();
+fn plant(store: &Path, entries: Vec<Planted>) {
+    let s = LocalStore::open(store, "default").unwrap();
+    plant_in(&s as &dyn Store, &["node_modules".to_string()], &entries).unwrap();
 }
 
-fn dir(path: &str) -> Entry {
-    Entry {
+fn dir(path: &str) -> Planted {
+    Planted {
         path: path.into(),
         kind: EntryKind::Dir,
         mode: 0o755,
-        mtime_ns: 0,
-        size: 0,
         target: None,
-        blobs: vec![],
+        data: vec![],
+        stored: None,
     }
 }
 
-fn file(path: &str, data: &[u8]) -> Entry {
-    Entry {
+fn file(path: &str, data: &[u8]) -> Planted {
+    Planted {
         path: path.into(),
         kind: EntryKind::File,
         mode: 0o644,
-        mtime_ns: 0,
-        size: data.len() as u64,
         target: None,
-        blobs: vec![BlobId::of(data)],
+        data: data.to_vec(),
+        stored: None,
     }
 }
 
-fn link(path: &str, target: &str) -> Entry {
-    Entry {
+fn link(path: &str, target: &str) -> Planted {
+    Planted {
         path: path.into(),
         kind: EntryKind::Symlink,
         mode: 0o777,
-        mtime_ns: 0,
-        size: 0,
         target: Some(target.into()),
-        blobs: vec![],
+        data: vec![],
+        stored: None,
     }
 }
 
 const PWN: &[u8] = b"pwned";
 
 /// Restore a planted snapshot into workspace `w`; nothing may appear in `outside`.
-fn restore_planted(a: &Area, entries: Vec<Entry>) -> std::process::Output {
+fn restore_planted(a: &Area, entries: Vec<Planted>) -> std::process::Output {
     std::fs::create_dir_all(a.path("outside")).unwrap();
-    plant(
-        &a.path("store"),
-        entries,
-        &[(PWN, BlobCodec::Raw, PWN.to_vec())],
-    );
+    plant(&a.path("store"), entries);
     let out = a.run(
         "w",
         &[
@@ -286,7 +235,7 @@ fn restore_planted(a: &Area, entries: Vec<Entry>) -> std::process::Output {
 #[test]
 fn crafted_manifests_cannot_escape() {
     let outside = Area::new();
-    let cases: Vec<Vec<Entry>> = vec![
+    let cases: Vec<Vec<Planted>> = vec![
         vec![dir("node_modules"), file("node_modules/../pwn.txt", PWN)],
         vec![dir("node_modules"), file("/tmp/stateful-ci-pwn.txt", PWN)],
         vec![
@@ -295,16 +244,30 @@ fn crafted_manifests_cannot_escape() {
             file("node_modules/l/pwn.txt", PWN),
         ],
         vec![dir("node_modules"), file("node_modules2/pwn.txt", PWN)],
+        // Case-insensitive or normalising file systems (macOS runners): `X`
+        // a symlink to outside and `x/` a directory name the same place.
+        vec![
+            dir("node_modules"),
+            link("node_modules/X", outside.path("outside").to_str().unwrap()),
+            dir("node_modules/x"),
+            file("node_modules/x/pwn.txt", PWN),
+        ],
+        vec![
+            dir("node_modules"),
+            file("node_modules/cafe\u{301}", PWN),
+            file("node_modules/caf\u{e9}", PWN),
+        ],
     ];
     for entries in cases {
+        let paths: Vec<String> = entries.iter().map(|e| e.path.clone()).collect();
         let a = Area::new();
-        let out = restore_planted(&a, entries.clone());
+        let out = restore_planted(&a, entries);
         assert!(
             out.status.success(),
             "a hostile snapshot is a cache failure, not a crash"
         );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(json["outcome"], "error", "{entries:?}");
+        assert_eq!(json["outcome"], "error", "{paths:?}");
         assert!(
             !a.path("w/node_modules").exists(),
             "nothing is written from a rejected manifest"
@@ -364,12 +327,11 @@ fn hostile_blobs_and_credentials_are_refused() {
         &a.path("store"),
         vec![
             dir("node_modules"),
-            Entry {
-                size: 10,
+            Planted {
+                stored: Some((Codec::Zstd, bomb)),
                 ..file("node_modules/x", &bomb_plain[..10])
             },
         ],
-        &[(&bomb_plain[..10], BlobCodec::Zstd, bomb)],
     );
     let out = a.run(
         "w",

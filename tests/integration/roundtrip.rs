@@ -62,14 +62,13 @@ fn credentials_never_reach_the_store() {
         .unwrap();
     let m = stateful_ci_runtime::objects::load_manifest(&store, &head.snapshot).unwrap();
     let mut plain = m.to_json();
-    for b in &m.blobs {
-        let stored = stateful_ci_runtime::Store::get(
-            &store,
-            &m.packs[b.pack as usize],
-            Some(b.offset..b.offset + b.length),
-        )
-        .unwrap();
-        plain.extend(stateful_ci_runtime::objects::decode_blob(b, &stored).unwrap());
+    let nodes = stateful_ci_runtime::objects::load_nodes(&store, &m).unwrap();
+    let mut frames: Vec<_> = m.frames.clone();
+    frames.extend(nodes.iter().flat_map(|n| n.blobs.iter().map(|b| b.1.frame)));
+    frames.sort_by_key(|f| (f.pack, f.offset));
+    frames.dedup();
+    for f in &frames {
+        plain.extend(stateful_ci_runtime::objects::fetch_frame(&store, &m.packs, f).unwrap());
     }
     for sub in ["packs", "manifests"] {
         for ent in std::fs::read_dir(a.path("store").join(sub)).unwrap() {

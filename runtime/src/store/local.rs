@@ -40,6 +40,24 @@ impl LocalStore {
     /// `--store` cannot scatter files into an unrelated folder.
     pub fn open(root: &Path, scope: &str) -> Result<Self> {
         let marker = root.join(MARKER);
+        if let Ok(text) = fs::read_to_string(&marker) {
+            let version = text
+                .trim()
+                .rsplit_once("format ")
+                .and_then(|(_, v)| v.parse::<u32>().ok());
+            if version != Some(FORMAT_VERSION) {
+                let found = version.map_or("an unknown format".to_string(), |v| {
+                    format!("format version {v}")
+                });
+                return Err(Error::user(
+                    format!(
+                        "{} is a stateful-ci store in {found}; this build reads and writes format version {FORMAT_VERSION} only",
+                        root.display()
+                    ),
+                    "pass a new, empty directory to --store (format 1 stores are not migrated: FORMAT.md explains why), or use the stateful-ci release that wrote it",
+                ));
+            }
+        }
         if !marker.exists() {
             let non_empty = fs::read_dir(root)
                 .map(|mut d| d.next().is_some())
@@ -276,6 +294,8 @@ mod tests {
             idempotency_key: snapshot.hash.to_hex(),
             total_bytes: 0,
             entries: 0,
+            files: 0,
+            stored_bytes: 0,
         })
     }
 
@@ -308,6 +328,18 @@ mod tests {
         ));
         let missing = ObjectKey::for_bytes(ObjectKind::Manifest, b"absent");
         assert!(cas(&s, 2, &missing).is_err());
+    }
+
+    #[test]
+    fn refuses_a_format_1_store_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(MARKER), "stateful-ci store, format 1\n").unwrap();
+        let err = LocalStore::open(dir.path(), "s").err().unwrap();
+        assert!(
+            err.message.contains("format version 1") && err.message.contains("format version 2"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -74,11 +74,18 @@ pub trait Store: Send + Sync {
 pub struct Commit {
     pub expected: u64,
     pub snapshot: ObjectKey,
-    /// Exactly the packs the manifest lists.
+    /// Every object the snapshot references except the root manifest:
+    /// exactly the packs the manifest lists.
     pub packs: Vec<ObjectKey>,
     /// Chosen by the client, unique per attempted snapshot; a retried commit
     /// with the same key returns the first result.
     pub idempotency_key: String,
+    /// Plaintext bytes of the snapshot's files.
     pub total_bytes: u64,
+    /// Entries (files, directories, symlinks) in the snapshot.
     pub entries: u64,
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Stored bytes this save uploaded (packs and root manifest).
+    pub stored_bytes: u64,
 }
