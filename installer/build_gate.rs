@@ -40,12 +40,11 @@ pub fn decide(
         }
     };
     let sha = sha.unwrap_or("");
-    if !sha.is_empty()
-        && !(sha.len() == 40
-            && sha
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    {
+    let full_sha = sha.len() == 40
+        && sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !sha.is_empty() && !full_sha {
         return Err(format!(
             "{ACTION_SHA_ENV}={sha:?} is not a full commit SHA (40 lowercase hex digits); \
              set it to the commit being built (release.yml: github.sha; locally: git rev-parse HEAD)"

@@ -210,6 +210,7 @@ pub fn semver_of(version: &str) -> Option<(u64, u64, u64)> {
 
 #[cfg(test)]
 #[path = "../build_gate.rs"]
+#[allow(dead_code)]
 mod build_gate;
 
 #[cfg(test)]

@@ -428,12 +428,12 @@ def the_action_source_checksum_list_is_enforced(ctx: Ctx):
     doc = json.loads(checksums.read_text())
     doc["versions"][version] = {ctx.host_platform: "0" * 64}
     checksums.write_text(json.dumps(doc))
-    bad = registry_job(ctx, "listed-bad", ctx.registry).uses(copy, {"strict": "true", "store": str(ctx.root / "s1")})
+    bad = registry_job(ctx, "listed-bad", ctx.registry).uses(copy, {"strict": "true", "store": str(ctx.root / "s1"), "paths": "x"})
     check(bad.status == "failure", "a binary not matching checksums.json was accepted", bad)
     check(any("action/checksums.json" in t for _, t in bad.annotations), f"annotations {bad.annotations}", bad)
     doc["versions"][version] = {ctx.host_platform: hashlib.sha256(ctx.binary.read_bytes()).hexdigest()}
     checksums.write_text(json.dumps(doc))
-    good = registry_job(ctx, "listed-good", ctx.registry).uses(copy, {"store": str(ctx.root / "s2")})
+    good = registry_job(ctx, "listed-good", ctx.registry).uses(copy, {"store": str(ctx.root / "s2"), "paths": "x"})
     check(good.status == "success", "the listed binary was refused", good)
     check("binary SHA-256 matches action/checksums.json" in good.steps[0].stdout, "the list was not checked", good)
 

@@ -57,7 +57,11 @@ else
 fi
 
 mkdir -p "$work/npm" && echo '{"name":"p","private":true}' >"$work/npm/package.json"
-if (cd "$work/npm" && npm install --os=linux --cpu=arm64 --registry "$dead_registry" --fetch-retries 0 "$launcher" "$pkg" >"$work/npm.log" 2>&1) &&
+# Named as tarballs, both are direct dependencies, and npm then checks the
+# platform package's cpu against this machine even with --cpu (a registry
+# install resolves the launcher's optional dependency for --cpu instead):
+# --force lets the direct tarball in.
+if (cd "$work/npm" && npm install --os=linux --cpu=arm64 --force --registry "$dead_registry" --fetch-retries 0 "$launcher" "$pkg" >"$work/npm.log" 2>&1) &&
   [ -f "$work/npm/node_modules/@stateful-ci/cli-linux-arm64/bin/stateful-ci" ]; then
   ok "npm install --os=linux --cpu=arm64 installs the launcher and the arm64 package"
 else
