@@ -50,7 +50,10 @@ pub const RULES: &[(Rule, &str)] = &[
     (Rule::Name(".gnupg"), "GnuPG keys"),
     (Rule::Name(".aws"), "AWS CLI credentials"),
     (Rule::Name(".azure"), "Azure CLI tokens"),
-    (Rule::Pair(".config", "gcloud"), "Google Cloud SDK credentials"),
+    (
+        Rule::Pair(".config", "gcloud"),
+        "Google Cloud SDK credentials",
+    ),
     (Rule::Name(".kube"), "Kubernetes contexts and tokens"),
     (Rule::Pair(".docker", "config.json"), "registry logins"),
     (Rule::Name(".netrc"), "HTTP logins"),
@@ -60,30 +63,54 @@ pub const RULES: &[(Rule, &str)] = &[
         Rule::Pair(".git", "config"),
         "a checkout's config, where `actions/checkout` persists its token (also nested checkouts)",
     ),
-    (Rule::Pair("gh", "hosts.yml"), "GitHub CLI tokens (`.config/gh/hosts.yml`)"),
+    (
+        Rule::Pair("gh", "hosts.yml"),
+        "GitHub CLI tokens (`.config/gh/hosts.yml`)",
+    ),
     (Rule::Name(".npmrc"), "npm/pnpm registry tokens"),
     (Rule::Name(".yarnrc.yml"), "Yarn 2+ `npmAuthToken`"),
     (Rule::Name(".yarnrc"), "Yarn 1 registry tokens"),
     (Rule::Name(".pypirc"), "PyPI upload tokens"),
-    (Rule::Pair("pip", "pip.conf"), "pip index URLs with credentials"),
-    (Rule::Name("credentials.toml"), "Cargo registry tokens (any `CARGO_HOME`)"),
-    (Rule::Pair(".cargo", "credentials"), "Cargo registry tokens (old name)"),
+    (
+        Rule::Pair("pip", "pip.conf"),
+        "pip index URLs with credentials",
+    ),
+    (
+        Rule::Name("credentials.toml"),
+        "Cargo registry tokens (any `CARGO_HOME`)",
+    ),
+    (
+        Rule::Pair(".cargo", "credentials"),
+        "Cargo registry tokens (old name)",
+    ),
     (
         Rule::Pair(".cargo-home", "credentials"),
         "Cargo registry tokens with `CARGO_HOME=.cargo-home`",
     ),
     (Rule::Pair(".gem", "credentials"), "RubyGems API keys"),
-    (Rule::Pair(".bundle", "config"), "Bundler source credentials"),
+    (
+        Rule::Pair(".bundle", "config"),
+        "Bundler source credentials",
+    ),
     (Rule::Pair(".m2", "settings.xml"), "Maven server passwords"),
-    (Rule::Pair(".m2", "settings-security.xml"), "Maven master password"),
-    (Rule::Pair(".gradle", "gradle.properties"), "Gradle publishing/signing secrets"),
+    (
+        Rule::Pair(".m2", "settings-security.xml"),
+        "Maven master password",
+    ),
+    (
+        Rule::Pair(".gradle", "gradle.properties"),
+        "Gradle publishing/signing secrets",
+    ),
     (
         Rule::Pair(".gradle-home", "gradle.properties"),
         "Gradle secrets with `GRADLE_USER_HOME=.gradle-home`",
     ),
     (Rule::Pair(".composer", "auth.json"), "Composer tokens"),
     (Rule::Name(".terraformrc"), "Terraform Cloud tokens"),
-    (Rule::Name("terraform.rc"), "Terraform Cloud tokens (Windows name)"),
+    (
+        Rule::Name("terraform.rc"),
+        "Terraform Cloud tokens (Windows name)",
+    ),
     (Rule::Name(".vault-token"), "HashiCorp Vault token"),
     (Rule::Name(".pgpass"), "PostgreSQL passwords"),
     (Rule::Name(".my.cnf"), "MySQL passwords"),
@@ -230,7 +257,10 @@ mod tests {
             let path = root.join(file);
             let doc = std::fs::read_to_string(&path).unwrap();
             let (Some(start), Some(end)) = (doc.find(BEGIN), doc.find(END)) else {
-                panic!("{file} lacks the generated deny list markers `{}` / `{END}`", BEGIN.trim());
+                panic!(
+                    "{file} lacks the generated deny list markers `{}` / `{END}`",
+                    BEGIN.trim()
+                );
             };
             let start = start + BEGIN.len();
             if doc[start..end] == expected {

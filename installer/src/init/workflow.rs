@@ -179,6 +179,14 @@ fn project_steps(kind: Option<&Detected>, path: &str) -> (Vec<Step>, Vec<Step>) 
     (setup, steps)
 }
 
+/// The backend URL comes from a repository variable the workflow's author
+/// sets (`deploy` prints the command), never from the checked-out
+/// stateful-ci.toml, which in a pull request job may be the pull request's
+/// (issue 10, item 2; docs/TRUST.md).
+fn backend_url_input() -> (&'static str, String) {
+    ("backend-url", "${{ vars.STATEFUL_CI_BACKEND_URL }}".into())
+}
+
 /// A YAML scalar for a branch name: bare when plainly safe, else quoted.
 fn yaml_str(s: &str) -> String {
     let plain = !s.is_empty()
@@ -231,14 +239,14 @@ fn body(spec: &WorkflowSpec) -> String {
     steps.extend(setup);
     steps.push(Step {
         id: Some("workspace"),
-        with: vec![("command", "restore".into())],
+        with: vec![("command", "restore".into()), backend_url_input()],
         comment: Some("steps.workspace.outputs.restored says whether a snapshot was found.".into()),
         ..Step::uses("Restore the workspace", ACTION)
     });
     steps.extend(own);
     steps.push(Step {
         cond: Some("always()"),
-        with: vec![("command", "save".into())],
+        with: vec![("command", "save".into()), backend_url_input()],
         ..Step::uses("Save the workspace", ACTION)
     });
     for (i, s) in steps.iter().enumerate() {
@@ -363,6 +371,13 @@ mod tests {
         assert!(!y.contains("setup-bun"));
         assert!(!y.contains("env:"), "node needs no cache env: {y}");
         assert!(y.contains("branches: [main]"));
+        // The backend URL comes from a repository variable, never the tree.
+        assert_eq!(
+            y.matches("backend-url: ${{ vars.STATEFUL_CI_BACKEND_URL }}")
+                .count(),
+            2,
+            "{y}"
+        );
     }
 
     #[test]
