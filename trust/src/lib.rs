@@ -77,9 +77,9 @@ pub use classify::{
     RefClass, RunClass, RunIdentity, Tenant, TrustConfig, TrustConfigError, classify,
 };
 pub use oidc::{
-    AllowedRepository, Claims, ConfigError, DEFAULT_LEEWAY_SECS, GITHUB_ISSUER, Jwks, JwksError, JwksRefreshPolicy,
-    MAX_JSON_DEPTH, MAX_JWKS_BYTES, MAX_JWKS_KEYS, MAX_RSA_BITS, MAX_TOKEN_BYTES, MIN_RSA_BITS,
-    RefreshDecision, TokenError, VerifyConfig, verify,
+    AllowedRepository, Claims, ConfigError, DEFAULT_LEEWAY_SECS, GITHUB_ISSUER, Jwks, JwksError,
+    JwksRefreshPolicy, MAX_JSON_DEPTH, MAX_JWKS_BYTES, MAX_JWKS_KEYS, MAX_RSA_BITS,
+    MAX_TOKEN_BYTES, MIN_RSA_BITS, RefreshDecision, TokenError, VerifyConfig, verify,
 };
 pub use policy::{
     Decision, SaveDecision, Scope, ScopeError, Workspace, WorkspaceError, coordinator_name, decide,

@@ -112,9 +112,7 @@ pub enum ConfigError {
         "repository id `{id}` of `{repository}` is not a number: give GitHub's numeric id (`gh api repos/OWNER/NAME --jq .id`)"
     )]
     BadRepositoryId { repository: String, id: String },
-    #[error(
-        "repository `{0}` is listed twice: list each repository once"
-    )]
+    #[error("repository `{0}` is listed twice: list each repository once")]
     DuplicateRepository(String),
     #[error(
         "test issuer `{0}` is not an http(s) URL without a trailing slash: pass the base URL of the local issuer, e.g. `http://127.0.0.1:8123`"
@@ -1269,7 +1267,10 @@ mod tests {
     #[test]
     fn subjects_in_both_forms() {
         let legacy = parse_subject("repo:octo-org/octo-repo:ref:refs/heads/main").unwrap();
-        assert_eq!((legacy.repository.as_str(), legacy.ids), ("octo-org/octo-repo", None));
+        assert_eq!(
+            (legacy.repository.as_str(), legacy.ids),
+            ("octo-org/octo-repo", None)
+        );
         let new = parse_subject("repo:octocat@123456/my-repo@456789:ref:refs/heads/main").unwrap();
         assert_eq!(new.repository, "octocat/my-repo");
         assert_eq!(new.ids, Some(("123456", "456789")));

@@ -227,8 +227,16 @@ pub fn render() -> String {
     for (event, label, r) in [
         ("push", "default branch", Some("refs/heads/master")),
         ("push", "branch named main", Some("refs/heads/main")),
-        ("workflow_dispatch", "branch named main", Some("refs/heads/main")),
-        ("pull_request", "pull request merge ref", Some("refs/pull/7/merge")),
+        (
+            "workflow_dispatch",
+            "branch named main",
+            Some("refs/heads/main"),
+        ),
+        (
+            "pull_request",
+            "pull request merge ref",
+            Some("refs/pull/7/merge"),
+        ),
         ("release", "tag", Some("refs/tags/v1.2.0")),
     ] {
         let mut claims = sample_claims(event, r, None);

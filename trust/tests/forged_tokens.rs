@@ -434,8 +434,10 @@ fn immutable_subject_form_is_accepted_and_its_ids_checked() {
     ))
     .expect("immutable subject");
     assert_eq!(claims.repository_id, "424242");
-    check(&immutable("repo:Octo-Org@2020/Octo-Repo@424242:pull_request"))
-        .expect("names compare case-insensitively");
+    check(&immutable(
+        "repo:Octo-Org@2020/Octo-Repo@424242:pull_request",
+    ))
+    .expect("names compare case-insensitively");
     check(&immutable(
         "repo:octo-org@2020/octo-repo@424242:environment:production",
     ))
@@ -479,14 +481,25 @@ fn allow_list_by_repository_id() {
         )
         .unwrap()
     };
-    verify(&token(&payload()), &jwks(), &by_id("424242", Some("2020")), NOW)
-        .expect("recorded ids match");
+    verify(
+        &token(&payload()),
+        &jwks(),
+        &by_id("424242", Some("2020")),
+        NOW,
+    )
+    .expect("recorded ids match");
     // The same name, another repository: refused.
     let e = verify(&token(&payload()), &jwks(), &by_id("111", None), NOW).unwrap_err();
     assert_eq!(e.code(), "repository_id_mismatch", "{e}");
     assert!(e.to_string().contains("--repository-id"), "{e}");
     // The right repository id under another owner id: refused.
-    let e = verify(&token(&payload()), &jwks(), &by_id("424242", Some("1")), NOW).unwrap_err();
+    let e = verify(
+        &token(&payload()),
+        &jwks(),
+        &by_id("424242", Some("1")),
+        NOW,
+    )
+    .unwrap_err();
     assert_eq!(e.code(), "repository_id_mismatch", "{e}");
     // The recorded repository, renamed: admitted by id.
     let renamed = with(payload(), "repository", json!("octo-org/renamed"));
@@ -498,12 +511,18 @@ fn allow_list_by_repository_id() {
     let claims = verify(&token(&renamed), &jwks(), &by_id("424242", None), NOW)
         .expect("renamed repository admitted by id");
     assert_eq!(
-        by_id("424242", None).match_repository(&claims).unwrap().name,
+        by_id("424242", None)
+            .match_repository(&claims)
+            .unwrap()
+            .name,
         REPO
     );
     // No id recorded: admitted by name; the entry says so (the Worker pins).
     let claims = check(&token(&payload())).unwrap();
-    assert_eq!(config().match_repository(&claims).unwrap().repository_id, None);
+    assert_eq!(
+        config().match_repository(&claims).unwrap().repository_id,
+        None
+    );
     // Bad settings.
     assert!(AllowedRepository::new(REPO, Some("12a"), None).is_err());
     assert!(

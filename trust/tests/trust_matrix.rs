@@ -373,7 +373,10 @@ fn a_branch_named_main_is_not_trusted_where_the_default_branch_is_master() {
         ("schedule", Some("refs/heads/master"), None),
     ] {
         let (r, d) = run(event, git_ref, env);
-        assert!(!d.may_restore_from(&poisoned), "{event} {git_ref:?} reads `main`");
+        assert!(
+            !d.may_restore_from(&poisoned),
+            "{event} {git_ref:?} reads `main`"
+        );
         assert_eq!(
             d.restore.last(),
             Some(&Scope::Branch("refs/heads/master".into())),
@@ -396,9 +399,11 @@ fn the_immutable_subject_form_gets_the_same_decisions() {
         for event in DOC_EVENTS {
             for (_, git_ref) in DOC_REFS {
                 let claims = sample_claims(event, *git_ref, None);
-                let immutable = claims
-                    .sub
-                    .replacen("repo:octo-org/octo-repo:", "repo:octo-org@2020/octo-repo@424242:", 1);
+                let immutable = claims.sub.replacen(
+                    "repo:octo-org/octo-repo:",
+                    "repo:octo-org@2020/octo-repo@424242:",
+                    1,
+                );
                 assert_ne!(immutable, claims.sub);
                 let mut decisions = Vec::new();
                 for sub in [claims.sub.clone(), immutable] {

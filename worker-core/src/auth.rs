@@ -402,12 +402,17 @@ mod tests {
             ctx.restore_scopes,
             vec!["branch:refs/heads/main", "branch:refs/heads/master"]
         );
-        let master = json!({"ref": "refs/heads/master", "sub": "repo:acme/app:ref:refs/heads/master"});
+        let master =
+            json!({"ref": "refs/heads/master", "sub": "repo:acme/app:ref:refs/heads/master"});
         let v = authenticate(&token(master), &jwks(), &c, NOW).unwrap();
         assert_eq!(v.class, TrustClass::Trusted);
         let lib = json!({"repository": "acme/lib", "repository_id": "43", "sub": "repo:acme/lib:ref:refs/heads/main"});
         let v = authenticate(&token(lib), &jwks(), &c, NOW).unwrap();
-        assert_eq!(v.class, TrustClass::Trusted, "acme/lib's default branch is main");
+        assert_eq!(
+            v.class,
+            TrustClass::Trusted,
+            "acme/lib's default branch is main"
+        );
     }
 
     /// Issue 10, item 6: an id recorded at deploy time refuses another
@@ -425,12 +430,21 @@ mod tests {
         let c = cfg_with(r#"[{"name":"acme/app","default_branch":"main"}]"#);
         let v = authenticate(&token(json!({})), &jwks(), &c, NOW).unwrap();
         let pin = v.pin.clone().expect("allowed by name: pin the ids");
-        assert_eq!((pin.name.as_str(), pin.repository_id.as_str()), ("acme/app", "42"));
+        assert_eq!(
+            (pin.name.as_str(), pin.repository_id.as_str()),
+            ("acme/app", "42")
+        );
         assert!(check_pin(&pin, ("42", "7")).is_ok());
-        assert!(check_pin(&pin, ("42", "8")).is_ok(), "a transfer keeps the repository id");
+        assert!(
+            check_pin(&pin, ("42", "8")).is_ok(),
+            "a transfer keeps the repository id"
+        );
         let e = check_pin(&pin, ("41", "7")).unwrap_err();
         assert_eq!(e.reason, "repository_id_mismatch");
-        assert!(e.is_repository_not_allowed() && e.message.contains("41"), "{e:?}");
+        assert!(
+            e.is_repository_not_allowed() && e.message.contains("41"),
+            "{e:?}"
+        );
     }
 
     #[test]

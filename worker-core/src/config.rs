@@ -198,9 +198,8 @@ impl Config {
         let mut trust = Vec::with_capacity(repositories.len());
         for r in &repositories {
             let branch = r.default_branch.trim();
-            let mut t = stateful_ci_trust::TrustConfig::new(branch).map_err(|e| {
-                named(source, &format!("default branch of `{}`: {e}", r.name))
-            })?;
+            let mut t = stateful_ci_trust::TrustConfig::new(branch)
+                .map_err(|e| named(source, &format!("default branch of `{}`: {e}", r.name)))?;
             for extra in &trusted_refs {
                 t = t
                     .with_trusted_ref(extra)
@@ -281,7 +280,10 @@ mod tests {
     #[test]
     fn the_default_branch_is_never_assumed() {
         let e = cfg(&[("ALLOWED_REPOSITORIES", "acme/app")]).unwrap_err();
-        assert!(e.0.contains("DEFAULT_BRANCH") && e.0.contains("never assumed"), "{e}");
+        assert!(
+            e.0.contains("DEFAULT_BRANCH") && e.0.contains("never assumed"),
+            "{e}"
+        );
         let e = cfg(&[("REPOSITORIES", r#"[{"name":"acme/app"}]"#)]).unwrap_err();
         assert!(e.0.contains("REPOSITORIES"), "{e}");
     }
@@ -312,7 +314,10 @@ mod tests {
             r#"[{"name":"acme/app","default_branch":"master","id":"x"}]"#,
         )])
         .unwrap_err();
-        assert!(e.0.contains("REPOSITORIES") && e.0.contains("numeric"), "{e}");
+        assert!(
+            e.0.contains("REPOSITORIES") && e.0.contains("numeric"),
+            "{e}"
+        );
         let e = cfg(&[("REQUIRE_PROTECTED_REF", "yes")]).unwrap_err();
         assert!(e.0.contains("REQUIRE_PROTECTED_REF"), "{e}");
     }
@@ -331,7 +336,11 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_variable() {
-        let e = cfg(&[("ALLOWED_REPOSITORIES", "justaname"), ("DEFAULT_BRANCH", "main")]).unwrap_err();
+        let e = cfg(&[
+            ("ALLOWED_REPOSITORIES", "justaname"),
+            ("DEFAULT_BRANCH", "main"),
+        ])
+        .unwrap_err();
         assert!(e.0.contains("ALLOWED_REPOSITORIES"), "{e}");
         let e = cfg(&[("RETENTION_DAYS", "0")]).unwrap_err();
         assert!(e.0.contains("RETENTION_DAYS"), "{e}");
