@@ -274,7 +274,7 @@ pub fn run(args: &DeployArgs, printer: &Printer, verb: &str) -> Result<ExitCode,
     ));
     // The workflow, not the checked-out stateful-ci.toml, names the backend.
     printer.info(&format!(
-        "next: set the repository variable STATEFUL_CI_BACKEND_URL to {} (gh variable set STATEFUL_CI_BACKEND_URL --body {}); the workflow `stateful-ci init` writes passes it to the action",
+        "next: set the repository secret STATEFUL_CI_BACKEND_URL to {} (gh secret set STATEFUL_CI_BACKEND_URL --body {}); the workflow `stateful-ci init` writes passes it to the action",
         out.worker_url, out.worker_url
     ));
     Ok(ExitCode::SUCCESS)

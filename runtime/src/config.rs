@@ -412,7 +412,7 @@ pub fn ignored_backend_keys_note(cfg: &Config) -> Option<String> {
         return None;
     }
     Some(format!(
-        "[backend] {} in {CONFIG_FILE} is ignored: the checked-out tree (in a pull request job, the pull request's) must not choose where this run's OIDC token is sent or for which audience; set them in the workflow instead (the action's backend-url input from the repository variable {BACKEND_URL_ENV}, and {AUDIENCE_ENV} if the backend uses another audience), then remove them from {CONFIG_FILE}",
+        "[backend] {} in {CONFIG_FILE} is ignored: the checked-out tree (in a pull request job, the pull request's) must not choose where this run's OIDC token is sent or for which audience; set them in the workflow instead (the action's backend-url input from the repository secret {BACKEND_URL_ENV}, and {AUDIENCE_ENV} if the backend uses another audience), then remove them from {CONFIG_FILE}",
         keys.join(" and ")
     ))
 }

@@ -6,7 +6,7 @@
 //!
 //! It no longer writes `[backend] url`: `save`/`restore` ignore the backend
 //! URL and audience of the checked-out tree (a pull request's tree may name
-//! any URL); the workflow passes them (repository variable
+//! any URL); the workflow passes them (repository secret
 //! `STATEFUL_CI_BACKEND_URL`).
 
 use std::path::{Path, PathBuf};

