@@ -12,7 +12,9 @@ use clap::Args;
 use stateful_ci_installer::bundle::Bundle;
 use stateful_ci_installer::cloudflare::Client;
 use stateful_ci_installer::credentials;
-use stateful_ci_installer::deploy::{ConfigFile, Deployer, Plan, Record, Settings, record};
+use stateful_ci_installer::deploy::{
+    ConfigFile, Deployer, Plan, Record, Repository, Settings, record, repos,
+};
 use stateful_ci_net::RetryPolicy;
 use stateful_ci_runtime::Error;
 
@@ -27,9 +29,24 @@ pub struct DeployArgs {
     /// default: the `origin` remote).
     #[arg(long = "repository", value_name = "OWNER/NAME")]
     pub repositories: Vec<String>,
-    /// The branch whose runs are trusted.
-    #[arg(long, value_name = "BRANCH")]
-    pub default_branch: Option<String>,
+    /// The repository's default branch (its runs are trusted): BRANCH for
+    /// every repository, or OWNER/NAME=BRANCH (repeatable). Default: the
+    /// record, else the clone's origin/HEAD; never assumed.
+    #[arg(
+        long,
+        value_name = "[OWNER/NAME=]BRANCH",
+        env = "STATEFUL_CI_DEFAULT_BRANCH"
+    )]
+    pub default_branch: Vec<String>,
+    /// GitHub's numeric id of an allowed repository, OWNER/NAME=ID
+    /// (repeatable): tokens of another repository that takes over the name
+    /// are refused. Without it the backend pins the first run's ids.
+    #[arg(long = "repository-id", value_name = "OWNER/NAME=ID")]
+    pub repository_ids: Vec<String>,
+    /// Trust a branch's runs only when GitHub reports the branch as
+    /// protected (`ref_protected`); see docs/TRUST.md.
+    #[arg(long, value_name = "true|false")]
+    pub require_protected_branch: Option<bool>,
     /// The OIDC audience the Worker accepts.
     #[arg(long, value_name = "AUD")]
     pub audience: Option<String>,
@@ -108,27 +125,51 @@ pub fn confirm(yes: bool, question: &str, flag_hint: &str) -> Result<bool, Error
 
 /// `OWNER/NAME` of the `origin` remote, if it is on GitHub.
 pub fn origin_repository(dir: &Option<PathBuf>) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["remote", "get-url", "origin"])
-        .current_dir(dir.clone().unwrap_or_else(|| PathBuf::from(".")))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    parse_github_remote(String::from_utf8_lossy(&out.stdout).trim())
+    repos::origin_repository(&dir.clone().unwrap_or_else(|| PathBuf::from(".")))
 }
 
-pub fn parse_github_remote(url: &str) -> Option<String> {
-    let rest = url
-        .strip_prefix("git@github.com:")
-        .or_else(|| url.strip_prefix("ssh://git@github.com/"))
-        .or_else(|| url.strip_prefix("https://github.com/"))
-        .or_else(|| url.strip_prefix("http://github.com/"))?;
-    let rest = rest.trim_end_matches('/').trim_end_matches(".git");
-    let mut parts = rest.split('/');
-    let (o, n) = (parts.next()?, parts.next()?);
-    (parts.next().is_none() && !o.is_empty() && !n.is_empty()).then(|| format!("{o}/{n}"))
+/// Each repository's default branch, from flags, the record, the clone or a
+/// question on a terminal; an error naming the fix otherwise.
+pub fn resolve_repositories(
+    names: Vec<String>,
+    branch_flags: &[String],
+    id_flags: &[String],
+    dir: &Option<PathBuf>,
+    rec: Option<&Record>,
+) -> Result<Vec<Repository>, Error> {
+    let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let mut out = repos::resolve(&repos::Sources {
+        names,
+        branch_flags: branch_flags.to_vec(),
+        id_flags: id_flags.to_vec(),
+        record: rec.map(|r| r.repositories.clone()).unwrap_or_default(),
+        origin: repos::origin(&dir),
+        recorded_default_branch: rec.and_then(|r| r.default_branch.clone()),
+    })?;
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    for r in out.iter_mut().filter(|r| r.default_branch.is_empty()) {
+        if !interactive {
+            break;
+        }
+        let answer: String = dialoguer::Input::new()
+            .with_prompt(format!(
+                "default branch of {} (its runs are trusted; see Settings > General on GitHub)",
+                r.name
+            ))
+            .interact_text()
+            .map_err(|e| {
+                Error::user(
+                    format!("cannot read the answer: {e}"),
+                    "pass --default-branch BRANCH",
+                )
+            })?;
+        r.default_branch = answer.trim().trim_start_matches("refs/heads/").to_string();
+    }
+    let missing: Vec<&Repository> = out.iter().filter(|r| r.default_branch.is_empty()).collect();
+    if !missing.is_empty() {
+        return Err(repos::unknown_branch_error(&missing));
+    }
+    Ok(out)
 }
 
 pub fn print_plan(plan: &Plan) {
@@ -140,13 +181,26 @@ pub fn settings_from(
     account: &str,
     rec: Option<&Record>,
 ) -> Result<Settings, Error> {
-    let mut repositories = args.repositories.clone();
-    if repositories.is_empty() {
-        repositories = rec.map(|r| r.repositories.clone()).unwrap_or_default();
+    let mut names = args.repositories.clone();
+    if names.is_empty() {
+        names = rec
+            .map(|r| r.repositories.iter().map(|x| x.name.clone()).collect())
+            .unwrap_or_default();
     }
-    if repositories.is_empty() {
-        repositories.extend(origin_repository(&args.dir));
+    if names.is_empty() {
+        names.extend(origin_repository(&args.dir));
     }
+    let repositories = if names.is_empty() {
+        Vec::new() // validate() says what to do
+    } else {
+        resolve_repositories(
+            names,
+            &args.default_branch,
+            &args.repository_ids,
+            &args.dir,
+            rec,
+        )?
+    };
     let s = Settings {
         account_id: account.to_string(),
         name: args
@@ -155,11 +209,9 @@ pub fn settings_from(
             .or_else(|| rec.map(|r| r.script.clone()).filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "stateful-ci".into()),
         repositories,
-        default_branch: args
-            .default_branch
-            .clone()
-            .or_else(|| rec.and_then(|r| r.default_branch.clone()))
-            .unwrap_or_else(|| "main".into()),
+        require_protected: args
+            .require_protected_branch
+            .unwrap_or_else(|| rec.is_some_and(|r| r.require_protected)),
         audience: args
             .audience
             .clone()
@@ -220,12 +272,17 @@ pub fn run(args: &DeployArgs, printer: &Printer, verb: &str) -> Result<ExitCode,
         "{verb}: Worker {} answers at {}",
         deployer.bundle.version, out.worker_url
     ));
+    // The workflow, not the checked-out stateful-ci.toml, names the backend.
+    printer.info(&format!(
+        "next: set the repository secret STATEFUL_CI_BACKEND_URL to {} (gh secret set STATEFUL_CI_BACKEND_URL --body {}); the workflow `stateful-ci init` writes passes it to the action",
+        out.worker_url, out.worker_url
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_github_remote as p;
+    use stateful_ci_installer::deploy::repos::parse_github_remote as p;
 
     #[test]
     fn github_remotes_parse() {

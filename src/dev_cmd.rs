@@ -22,9 +22,22 @@ pub struct DevArgs {
     /// default: the `origin` remote).
     #[arg(long = "repository", value_name = "OWNER/NAME")]
     pub repositories: Vec<String>,
-    /// The branch whose runs are trusted.
-    #[arg(long, default_value = "main")]
-    pub default_branch: String,
+    /// The repository's default branch (its runs are trusted): BRANCH, or
+    /// OWNER/NAME=BRANCH (repeatable). Default: learned from this clone's
+    /// origin/HEAD or init's record in stateful-ci.toml; never assumed.
+    #[arg(
+        long,
+        value_name = "[OWNER/NAME=]BRANCH",
+        env = "STATEFUL_CI_DEFAULT_BRANCH"
+    )]
+    pub default_branch: Vec<String>,
+    /// GitHub's numeric id of an allowed repository, OWNER/NAME=ID
+    /// (repeatable); without it the backend pins the first run's ids.
+    #[arg(long = "repository-id", value_name = "OWNER/NAME=ID")]
+    pub repository_ids: Vec<String>,
+    /// Trust a branch's runs only when the token says `ref_protected: true`.
+    #[arg(long)]
+    pub require_protected_branch: bool,
     /// The OIDC audience the Worker accepts.
     #[arg(long, default_value = "stateful-ci")]
     pub audience: String,
@@ -33,15 +46,38 @@ pub struct DevArgs {
 pub fn dev(args: &DevArgs, printer: &Printer) -> Result<ExitCode, Error> {
     // Before any thread starts, so every thread leaves SIGINT/SIGTERM to us.
     let signals = dev::take_signals();
-    let mut repositories = args.repositories.clone();
-    if repositories.is_empty() {
-        repositories.extend(deploy_cmd::origin_repository(&None));
+    let mut names = args.repositories.clone();
+    if names.is_empty() {
+        names.extend(deploy_cmd::origin_repository(&None));
+    }
+    // init's record (or a deployment's) in this directory's stateful-ci.toml.
+    let rec = deploy_cmd::config_file(&None).read().ok().flatten();
+    let repositories = if names.is_empty() {
+        Vec::new() // validate() says what to do
+    } else {
+        deploy_cmd::resolve_repositories(
+            names,
+            &args.default_branch,
+            &args.repository_ids,
+            &None,
+            rec.as_ref(),
+        )?
+    };
+    for r in &repositories {
+        printer.info(&format!(
+            "- {}: trusted branch {}{}",
+            r.name,
+            r.default_branch,
+            r.id.as_deref()
+                .map(|id| format!(", repository id {id}"))
+                .unwrap_or_default()
+        ));
     }
     let opts = DevOptions {
         port: args.port,
         oidc_issuer: args.oidc_issuer.clone(),
         repositories,
-        default_branch: args.default_branch.clone(),
+        require_protected: args.require_protected_branch,
         audience: args.audience.clone(),
     };
     let mut session = dev::start(&opts, &|s| printer.info(&format!("- {s}")))?;

@@ -55,9 +55,10 @@ pub struct SnapshotArgs {
     /// Use a local directory as the store (created if missing).
     #[arg(long, value_name = "DIR", conflicts_with = "backend")]
     pub store: Option<std::path::PathBuf>,
-    /// Use a deployed stateful-ci Worker (default: STATEFUL_CI_BACKEND_URL,
-    /// then `[backend] url` in stateful-ci.toml). Authenticates with the
-    /// runner's GitHub OIDC token.
+    /// Use a deployed stateful-ci Worker (default: STATEFUL_CI_BACKEND_URL;
+    /// never `[backend] url` of stateful-ci.toml). Authenticates with the
+    /// runner's GitHub OIDC token (audience: STATEFUL_CI_AUDIENCE, default
+    /// stateful-ci), sent over https only (http only to loopback).
     #[arg(long, value_name = "URL", env = "STATEFUL_CI_BACKEND_URL")]
     pub backend: Option<String>,
     /// Path to keep, relative to the repository root (repeatable; replaces
@@ -74,6 +75,11 @@ pub struct SnapshotArgs {
     /// Fail (exit 1) on a cache error instead of warning and going on cold.
     #[arg(long)]
     pub strict: bool,
+    /// Save to a local --store even in a pull-request-like run
+    /// (GITHUB_EVENT_NAME pull_request, pull_request_target, issue_comment,
+    /// workflow_run, ...): a local store has no trust separation.
+    #[arg(long)]
+    pub allow_untrusted_save: bool,
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     pub json: bool,

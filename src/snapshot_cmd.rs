@@ -15,6 +15,7 @@ use stateful_ci_runtime::{
     Store,
 };
 
+use stateful_ci_runtime::config;
 use stateful_ci_runtime::store::WorkerStore;
 use stateful_ci_runtime::store::worker::OidcSource;
 
@@ -33,22 +34,82 @@ fn workspace(args: &SnapshotArgs) -> Result<PathBuf, Error> {
     }
 }
 
-fn open_store(args: &SnapshotArgs, config: &Config) -> Result<Box<dyn Store>, Error> {
+/// Events whose code or inputs come from outside the repository's writers
+/// (pull requests, comments, other workflows' artifacts): a save from them
+/// into a local store (no trust separation: one scope, read by every later
+/// run on that disk) is refused unless explicitly allowed.
+const UNTRUSTED_EVENTS: &[&str] = &[
+    "pull_request",
+    "pull_request_target",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "issue_comment",
+    "workflow_run",
+    "discussion_comment",
+];
+
+/// Env var that, set to `1`/`true`, does what `--allow-untrusted-save` does.
+pub const ALLOW_UNTRUSTED_SAVE_ENV: &str = "STATEFUL_CI_ALLOW_UNTRUSTED_SAVE";
+
+/// Issue 10, item 9: a local store has no trust separation, so on a shared
+/// self-hosted runner a fork's pull request save would become what the
+/// default branch restores. Refused (a cache failure: a warning and exit 0,
+/// exit 1 with --strict) unless allowed.
+fn check_local_save(event: Option<&str>, allowed: bool) -> Result<(), Error> {
+    match event {
+        Some(e) if UNTRUSTED_EVENTS.contains(&e) && !allowed => Err(Error::store(format!(
+            "not saving to a local store in a `{e}` run: a local store has no trust separation, so this run's state would be restored by every later run on this machine, including the default branch's"
+        ))
+        .with_hint(format!(
+            "use a deployed backend (it keeps pull request state apart), or, if every run on this runner is trusted, pass --allow-untrusted-save (or set {ALLOW_UNTRUSTED_SAVE_ENV}=1)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn open_store(
+    args: &SnapshotArgs,
+    config: &Config,
+    saving: bool,
+    p: &Printer,
+) -> Result<Box<dyn Store>, Error> {
     if let Some(dir) = &args.store {
+        if saving {
+            let env_allowed = std::env::var(ALLOW_UNTRUSTED_SAVE_ENV)
+                .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+            check_local_save(
+                std::env::var("GITHUB_EVENT_NAME").ok().as_deref(),
+                args.allow_untrusted_save || env_allowed,
+            )?;
+        }
         let scope = args
             .scope
             .clone()
             .unwrap_or_else(|| config.workspace.clone());
         return Ok(Box::new(LocalStore::open(dir, &scope)?));
     }
-    let url = args.backend.clone().or_else(|| config.backend_url.clone()).ok_or_else(|| {
-        Error::user(
-            "no store given",
-            "pass --store DIR (a local directory) or --backend URL (a deployed Worker; also STATEFUL_CI_BACKEND_URL or [backend] url in stateful-ci.toml)",
-        )
-    })?;
-    let oidc = OidcSource::from_env(config.audience.as_deref())?;
-    Ok(Box::new(WorkerStore::new(&url, &config.workspace, oidc)?))
+    // The URL and audience come from the flag/environment only, never from
+    // the checked-out stateful-ci.toml (see config::Backend).
+    if let Some(note) = config::ignored_backend_keys_note(config) {
+        stateful_ci_runtime::Reporter::warn(p, &note);
+    }
+    let audience = std::env::var(config::AUDIENCE_ENV).ok();
+    let backend = config::backend_from_env(args.backend.as_deref(), audience.as_deref())?
+        .ok_or_else(|| {
+            Error::user(
+                "no store given",
+                format!(
+                    "pass --store DIR (a local directory) or --backend URL (a deployed Worker; also {}; in a workflow, the action's backend-url input)",
+                    config::BACKEND_URL_ENV
+                ),
+            )
+        })?;
+    let oidc = OidcSource::from_env(Some(&backend.audience))?;
+    Ok(Box::new(WorkerStore::new(
+        &backend.url,
+        &config.workspace,
+        oidc,
+    )?))
 }
 
 fn load(args: &SnapshotArgs) -> Result<(PathBuf, Config), Error> {
@@ -64,7 +125,7 @@ fn load(args: &SnapshotArgs) -> Result<(PathBuf, Config), Error> {
 pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
     p.group("stateful-ci save");
-    let result = open_store(args, &config).and_then(|store| {
+    let result = open_store(args, &config, true, p).and_then(|store| {
         stateful_ci_runtime::save(&ws, &config, store.as_ref(), p, &SaveOptions::default())
     });
     p.end_group();
@@ -123,7 +184,7 @@ pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
 pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
     p.group("stateful-ci restore");
-    let result = open_store(args, &config).and_then(|store| {
+    let result = open_store(args, &config, false, p).and_then(|store| {
         stateful_ci_runtime::restore(&ws, &config, store.as_ref(), p, &RestoreOptions::default())
     });
     p.end_group();
@@ -226,4 +287,33 @@ fn secs(d: Duration) -> String {
 
 fn short(hex: &str) -> &str {
     &hex[..12.min(hex.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_local_save;
+
+    #[test]
+    fn local_saves_from_pull_request_like_events_are_refused_unless_allowed() {
+        for e in [
+            "pull_request",
+            "pull_request_target",
+            "issue_comment",
+            "workflow_run",
+        ] {
+            let err = check_local_save(Some(e), false).unwrap_err();
+            assert!(err.is_cache_failure(), "a warning, not a broken build");
+            assert!(err.message.contains("no trust separation"), "{err:?}");
+            assert!(err.hint.unwrap().contains("--allow-untrusted-save"));
+            check_local_save(Some(e), true).unwrap();
+        }
+        for e in [
+            None,
+            Some("push"),
+            Some("schedule"),
+            Some("workflow_dispatch"),
+        ] {
+            check_local_save(e, false).unwrap();
+        }
+    }
 }

@@ -31,7 +31,9 @@ pub fn upgrade(args: &UpgradeArgs, printer: &Printer) -> Result<ExitCode, Error>
     let d = DeployArgs {
         name: None,
         repositories: Vec::new(),
-        default_branch: None,
+        default_branch: Vec::new(),
+        repository_ids: Vec::new(),
+        require_protected_branch: None,
         audience: None,
         yes: args.yes,
         dry_run: args.dry_run,

@@ -219,8 +219,10 @@ impl Drop for Emulator {
 pub struct DevOptions {
     pub port: u16,
     pub oidc_issuer: Option<String>,
-    pub repositories: Vec<String>,
-    pub default_branch: String,
+    /// Each allowed repository with its own default branch (learned by the
+    /// caller from flags, the clone or init's record; never assumed).
+    pub repositories: Vec<crate::deploy::Repository>,
+    pub require_protected: bool,
     pub audience: String,
 }
 
@@ -238,7 +240,7 @@ pub fn start(opts: &DevOptions, progress: &dyn Fn(&str)) -> Result<DevSession, E
         account_id: DEV_ACCOUNT.into(),
         name: "stateful-ci".into(),
         repositories: opts.repositories.clone(),
-        default_branch: opts.default_branch.clone(),
+        require_protected: opts.require_protected,
         audience: opts.audience.clone(),
         oidc_test_issuer: opts.oidc_issuer.clone(),
     };

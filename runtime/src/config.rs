@@ -72,7 +72,11 @@ pub struct Config {
     pub exclude: Vec<String>,
     /// Name of this workspace inside the repository (default `default`).
     pub workspace: String,
+    /// `[backend] url` as written in the file: shown by `status`, never used
+    /// to send a token (see [`backend_from_env`]).
     pub backend_url: Option<String>,
+    /// `[backend] audience` as written in the file: never used to mint a
+    /// token (see [`backend_from_env`]).
     pub audience: Option<String>,
     /// Which file the settings came from, if any.
     pub source: Option<String>,
@@ -267,14 +271,6 @@ impl RawConfig {
                 "use 1-64 characters from A-Z, a-z, 0-9, '-', '_' and '.'",
             ));
         }
-        if let Some(url) = &self.backend_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(Error::user(
-                    format!("backend.url {url:?} is not an http(s) URL"),
-                    "set it to the Worker URL that `stateful-ci deploy` printed",
-                ));
-            }
-        }
         Ok(Config {
             preset: self.preset,
             paths: normalise_paths(&paths, "paths")?,
@@ -285,6 +281,140 @@ impl RawConfig {
             source: None,
         })
     }
+}
+
+// ---------------------------------------------------------------- backend
+
+/// Environment variable naming the backend URL (also `--backend`).
+pub const BACKEND_URL_ENV: &str = "STATEFUL_CI_BACKEND_URL";
+/// Environment variable naming the OIDC audience to request.
+pub const AUDIENCE_ENV: &str = "STATEFUL_CI_AUDIENCE";
+/// The audience requested when none is set (the Worker's default too).
+pub const DEFAULT_AUDIENCE: &str = "stateful-ci";
+
+/// Where the run's OIDC token goes and for which audience.
+///
+/// Both come only from what the workflow's author controls: `--backend` /
+/// `STATEFUL_CI_BACKEND_URL` (the action's `backend-url` input, a repository
+/// variable) and `STATEFUL_CI_AUDIENCE`. Never from `stateful-ci.toml`: it
+/// is read from the checked-out tree, which in a `pull_request_target` or
+/// `workflow_run` job may be a pull request's, and would then choose where a
+/// token carrying the base repository's identity is sent, and for which
+/// audience (a cloud provider's, say). Tokens go over https only, except to
+/// loopback (`http://127.0.0.1`, `localhost`, `[::1]`) for local backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub url: String,
+    pub audience: String,
+}
+
+/// The backend from the flag (or env, through clap) and `audience_env`
+/// (`STATEFUL_CI_AUDIENCE`); `None` when no URL is given.
+pub fn backend_from_env(
+    url: Option<&str>,
+    audience_env: Option<&str>,
+) -> Result<Option<Backend>, Error> {
+    let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    check_token_url(url)?;
+    let audience = audience_env
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(DEFAULT_AUDIENCE);
+    if audience.len() > 256 || !audience.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::user(
+            format!("{AUDIENCE_ENV} {audience:?} is not a usable OIDC audience"),
+            format!(
+                "set it to the audience the backend was deployed with (default {DEFAULT_AUDIENCE}), or unset it"
+            ),
+        ));
+    }
+    Ok(Some(Backend {
+        url: url.to_string(),
+        audience: audience.to_string(),
+    }))
+}
+
+/// A URL the run's OIDC token may be sent to: `https://HOST...`, or
+/// `http://` to a loopback address (127.0.0.0/8, `localhost`, `[::1]`).
+pub fn check_token_url(url: &str) -> Result<(), Error> {
+    let bad = |why: &str| {
+        Error::user(
+            format!("backend URL {url:?} {why}"),
+            "use the https:// URL that `stateful-ci deploy` printed (plain http is accepted only for a backend on this machine: http://127.0.0.1:PORT)",
+        )
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) || url.len() > 2048 {
+        return Err(bad("contains spaces or control characters"));
+    }
+    let lower = url.to_ascii_lowercase();
+    let (https, rest) = if let Some(r) = lower.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = lower.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(bad("is not an https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(bad("contains user information (`user@`)"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, p)) => (format!("[{h}]"), p),
+            None => return Err(bad("has an unterminated IPv6 address")),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, _)) => (h.to_string(), &authority[h.len()..]),
+            None => (authority.to_string(), ""),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if let Some(p) = port.strip_prefix(':') {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
+            return Err(bad("has an invalid port"));
+        }
+    } else if !port.is_empty() {
+        return Err(bad("has an invalid host"));
+    }
+    if https {
+        return Ok(());
+    }
+    let loopback = host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(bad(
+            "is plain http to another machine: the run's OIDC token would cross the network unencrypted",
+        ))
+    }
+}
+
+/// The one-time note when `stateful-ci.toml` still names a backend URL or
+/// audience: they are ignored, and why.
+pub fn ignored_backend_keys_note(cfg: &Config) -> Option<String> {
+    let mut keys = Vec::new();
+    if cfg.backend_url.is_some() {
+        keys.push("url");
+    }
+    if cfg.audience.is_some() {
+        keys.push("audience");
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "[backend] {} in {CONFIG_FILE} is ignored: the checked-out tree (in a pull request job, the pull request's) must not choose where this run's OIDC token is sent or for which audience; set them in the workflow instead (the action's backend-url input from the repository secret {BACKEND_URL_ENV}, and {AUDIENCE_ENV} if the backend uses another audience), then remove them from {CONFIG_FILE}",
+        keys.join(" and ")
+    ))
 }
 
 /// The paths of a built-in preset.
@@ -494,6 +624,72 @@ mod tests {
                 .hint
                 .unwrap()
                 .contains("paths")
+        );
+    }
+
+    #[test]
+    fn tokens_go_over_https_or_to_loopback_only() {
+        for ok in [
+            "https://stateful-ci.x.workers.dev",
+            "https://example.com:8443/base",
+            "HTTPS://EXAMPLE.COM",
+            "http://127.0.0.1:8787",
+            "http://127.3.4.5",
+            "http://localhost:1/x",
+            "http://[::1]:8787/",
+        ] {
+            check_token_url(ok).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+        }
+        for bad in [
+            "http://example.com",
+            "http://10.0.0.1:8787",
+            "http://127.0.0.1@evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example",
+            "https://user:pw@example.com",
+            "ftp://example.com",
+            "example.com",
+            "https://",
+            "http://[::2]",
+            "http://127.0.0.1:99999",
+            "https://exa mple.com",
+        ] {
+            let e = check_token_url(bad).unwrap_err();
+            assert!(e.hint.is_some(), "{bad}");
+        }
+    }
+
+    /// Issue 10, item 2: the file's `[backend]` keys never reach the token
+    /// request; the environment decides, and the file's keys are reported.
+    #[test]
+    fn the_backend_comes_from_the_environment_never_the_file() {
+        let cfg = parse_toml(
+            "preset = \"node\"\n[backend]\nurl = \"https://attacker.example\"\naudience = \"sts.amazonaws.com\"\n",
+        )
+        .unwrap();
+        assert_eq!(backend_from_env(None, None).unwrap(), None);
+        let b = backend_from_env(Some("https://w.example"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (b.url.as_str(), b.audience.as_str()),
+            ("https://w.example", "stateful-ci")
+        );
+        let b = backend_from_env(Some("https://w.example"), Some("custom"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.audience, "custom");
+        assert!(backend_from_env(Some("http://w.example"), None).is_err());
+        assert!(backend_from_env(Some("https://w.example"), Some("a b")).is_err());
+        let note = ignored_backend_keys_note(&cfg).unwrap();
+        assert!(
+            note.contains("url and audience") && note.contains("ignored"),
+            "{note}"
+        );
+        assert!(note.contains(BACKEND_URL_ENV), "{note}");
+        assert_eq!(
+            ignored_backend_keys_note(&parse_toml("preset = \"node\"").unwrap()),
+            None
         );
     }
 

@@ -224,6 +224,8 @@ impl<'a> Cli<'a> {
             .env("STATEFUL_CI_CF_MAX_ATTEMPTS", "2")
             .env("STATEFUL_CI_CF_RETRY_BASE_MS", "10")
             .env("STATEFUL_CI_HEALTH_TIMEOUT_SECS", "60")
+            // The default branch is never assumed (issue 10, item 1).
+            .env("STATEFUL_CI_DEFAULT_BRANCH", "main")
             .env_remove("STATEFUL_CI_BUNDLE_DIR")
             .stdin(Stdio::null());
         for (k, v) in env {
@@ -299,6 +301,18 @@ fn snapshot(name: &str, actual: &str) {
         )
     });
     assert_eq!(actual, want, "plan differs from {}", path.display());
+}
+
+/// The migrations this repository ships (`migrations/*.sql`), in order.
+fn shipped_migrations() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".sql"))
+        .collect();
+    v.sort();
+    v
 }
 
 fn d1_migrations(c: &Client, db_name: &str) -> Vec<String> {
@@ -421,7 +435,7 @@ fn deploy_upgrade_destroy_end_to_end() {
         .map(|m| m["type"].as_str().unwrap())
         .collect();
     assert_eq!(types, vec!["ESModule", "CompiledWasm"]);
-    assert_eq!(d1_migrations(&c, "stateful-ci"), vec!["0001_init.sql"]);
+    assert_eq!(d1_migrations(&c, "stateful-ci"), shipped_migrations());
 
     // The Worker answers; the admin route accepts the secret set at deploy.
     let (s, body) = emu.worker_get("stateful-ci", "/v1/health", None);
@@ -429,7 +443,11 @@ fn deploy_upgrade_destroy_end_to_end() {
     let health: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(health["oidc_test_mode"], json!(false));
     // The D1 that `/query` migrated is the D1 the Worker reads.
-    assert_eq!(health["migrations"], json!(["0001_init.sql"]), "{health}");
+    assert_eq!(
+        health["migrations"],
+        json!(shipped_migrations()),
+        "{health}"
+    );
     assert_eq!(
         emu.worker_get("stateful-ci", "/v1/admin/runs?limit=1", Some(ADMIN))
             .0,
@@ -488,17 +506,11 @@ fn deploy_upgrade_destroy_end_to_end() {
         ],
         "upgrade must apply only the new migration and upload once"
     );
-    assert_eq!(
-        d1_migrations(&c, "stateful-ci"),
-        vec!["0001_init.sql", "9001_test_extra.sql"]
-    );
+    let with_extra = [shipped_migrations(), vec!["9001_test_extra.sql".into()]].concat();
+    assert_eq!(d1_migrations(&c, "stateful-ci"), with_extra);
     let (_, body) = emu.worker_get("stateful-ci", "/v1/health", None);
     let health: Json = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        health["migrations"],
-        json!(["0001_init.sql", "9001_test_extra.sql"]),
-        "{health}"
-    );
+    assert_eq!(health["migrations"], json!(with_extra), "{health}");
     let st = emu.account_state();
     let ours = st["scripts"]
         .as_array()
@@ -652,7 +664,7 @@ fn a_failure_at_any_step_is_finished_by_a_rerun() {
             assert_eq!(script["workers_dev_enabled"], json!(true), "{op}/{kind}");
             assert_eq!(
                 d1_migrations(&c, &name),
-                vec!["0001_init.sql"],
+                shipped_migrations(),
                 "{op}/{kind}"
             );
             // And the run after success changes nothing.
@@ -864,6 +876,8 @@ fn dev_serves_the_backend_and_stops_everything_on_a_signal() {
                 "octo/app",
                 "--oidc-issuer",
                 "http://127.0.0.1:9/issuer",
+                "--default-branch",
+                "main",
             ])
             .current_dir(cfg.path())
             .stdin(Stdio::null())
@@ -934,6 +948,7 @@ pub fn dev_backend(issuer: &mut crate::backend::Backend) -> StopOnDrop {
             &issuer.issuer,
         ])
         .env("STATEFUL_CI_ADMIN_TOKEN", &issuer.admin_token)
+        .env("STATEFUL_CI_DEFAULT_BRANCH", "main")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -1008,6 +1023,8 @@ fn dev_interrupted_during_startup_leaves_nothing_behind() {
             &port.to_string(),
             "--repository",
             "octo/app",
+            "--default-branch",
+            "main",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -65,7 +65,7 @@ impl fmt::Display for RunClass {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefClass {
-    /// The default branch (`refs/heads/main`).
+    /// The repository's configured default branch (e.g. `refs/heads/master`).
     DefaultBranch,
     /// A configured extra trusted branch.
     TrustedBranch,
@@ -113,12 +113,17 @@ impl Tenant {
     }
 }
 
-/// Which branches are trusted: the default branch plus configured extras.
-/// Branch names are compared exactly (git refs are case-sensitive).
+/// Which branches of one repository are trusted: that repository's own
+/// default branch (learned at deploy time from the clone or init's record,
+/// never assumed) plus configured extras. Branch names are compared exactly
+/// (git refs are case-sensitive). With [`TrustConfig::require_protected`],
+/// a branch event is trusted only when GitHub also says the ref is protected
+/// (`ref_protected: true`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustConfig {
     default_branch: String,
     extra_trusted: Vec<String>,
+    require_protected: bool,
 }
 
 /// A branch name in the trust settings that is not a valid branch.
@@ -136,7 +141,22 @@ impl TrustConfig {
         Ok(Self {
             default_branch: branch_ref(default_branch)?,
             extra_trusted: Vec::new(),
+            require_protected: false,
         })
+    }
+
+    /// When `true`, `push`, `schedule` and `workflow_dispatch` on a trusted
+    /// branch are trusted only if the token says `ref_protected: true`;
+    /// otherwise they are internal (they read trusted state but write
+    /// nothing trusted). Off by default: see docs/TRUST.md for the trade-off.
+    pub fn require_protected(mut self, on: bool) -> Self {
+        self.require_protected = on;
+        self
+    }
+
+    /// Whether trusted runs need `ref_protected: true`.
+    pub fn requires_protected(&self) -> bool {
+        self.require_protected
     }
 
     /// Adds an extra trusted branch (`release/1.x` or `refs/heads/release/1.x`),
@@ -147,6 +167,12 @@ impl TrustConfig {
             self.extra_trusted.push(full);
         }
         Ok(self)
+    }
+
+    /// Checks a branch name as [`TrustConfig::new`] and
+    /// [`TrustConfig::with_trusted_ref`] accept it; returns the full ref.
+    pub fn check_branch(name: &str) -> Result<String, TrustConfigError> {
+        branch_ref(name)
     }
 
     /// The default branch as a full ref.
@@ -284,9 +310,12 @@ fn base_branch_ref(base: &str) -> Option<String> {
 /// 4. `merge_group`: **trusted** if its ref is a merge-queue ref whose base is
 ///    a trusted branch, **internal** if the base is another branch,
 ///    **external** on any ref that is not a merge-queue ref.
-/// 5. `push`, `schedule`, `workflow_dispatch` on a trusted branch:
-///    **trusted**; on another branch: **internal**; on anything that is not
-///    a branch: **external**.
+/// 5. `push`, `schedule`, `workflow_dispatch` on a trusted branch (the
+///    repository's configured default branch or an extra trusted branch):
+///    **trusted**, unless the configuration requires protected refs and the
+///    token does not say `ref_protected: true` (then **internal**); on
+///    another branch: **internal**; on anything that is not a branch:
+///    **external**.
 /// 6. A trusted or internal run of a job with an `environment` claim is
 ///    **privileged** (deployment jobs read only trusted-lineage state). An
 ///    `environment` never changes an external run: it stays external.
@@ -370,6 +399,14 @@ pub fn classify(claims: &Claims, cfg: &TrustConfig) -> RunIdentity {
                         .to_owned(),
                 ),
             }
+        } else if branch_trusted && cfg.require_protected && claims.ref_protected != Some(true) {
+            (
+                RunClass::Internal,
+                format!(
+                    "`{event}` on trusted branch `{b}`, but GitHub does not report the ref as protected \
+                     (`ref_protected` is not true) and this backend trusts only protected branches"
+                ),
+            )
         } else if branch_trusted {
             (
                 RunClass::Trusted,
@@ -483,5 +520,7 @@ mod tests {
         assert!(TrustConfig::new("refs/tags/v1").is_err());
         assert!(TrustConfig::new("a..b").is_err());
         assert!(TrustConfig::new("").is_err());
+        assert!(!cfg.requires_protected());
+        assert!(cfg.require_protected(true).requires_protected());
     }
 }

@@ -51,7 +51,9 @@
 //!             Ok(claims) => break claims,
 //!         }
 //!     };
-//!     let run = classify(&claims, &TrustConfig::new("main").map_err(|e| e.to_string())?);
+//!     // The configured default branch of that very repository (learned at
+//!     // deploy time, never assumed to be `main`).
+//!     let run = classify(&claims, &TrustConfig::new("trunk").map_err(|e| e.to_string())?);
 //!     let workspace = Workspace::new(workspace).map_err(|e| e.to_string())?;
 //!     Ok(decide(&run, &workspace)) // record it in D1, then act on it
 //! }
@@ -75,9 +77,9 @@ pub use classify::{
     RefClass, RunClass, RunIdentity, Tenant, TrustConfig, TrustConfigError, classify,
 };
 pub use oidc::{
-    Claims, ConfigError, DEFAULT_LEEWAY_SECS, GITHUB_ISSUER, Jwks, JwksError, JwksRefreshPolicy,
-    MAX_JSON_DEPTH, MAX_JWKS_BYTES, MAX_JWKS_KEYS, MAX_RSA_BITS, MAX_TOKEN_BYTES, MIN_RSA_BITS,
-    RefreshDecision, TokenError, VerifyConfig, verify,
+    AllowedRepository, Claims, ConfigError, DEFAULT_LEEWAY_SECS, GITHUB_ISSUER, Jwks, JwksError,
+    JwksRefreshPolicy, MAX_JSON_DEPTH, MAX_JWKS_BYTES, MAX_JWKS_KEYS, MAX_RSA_BITS,
+    MAX_TOKEN_BYTES, MIN_RSA_BITS, RefreshDecision, TokenError, VerifyConfig, verify,
 };
 pub use policy::{
     Decision, SaveDecision, Scope, ScopeError, Workspace, WorkspaceError, coordinator_name, decide,

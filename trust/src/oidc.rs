@@ -44,9 +44,57 @@ pub struct VerifyConfig {
     issuer: String,
     test_mode: bool,
     audience: String,
-    /// `owner/name`, lower-cased.
-    allowed_repositories: Vec<String>,
+    allowed: Vec<AllowedRepository>,
     leeway_secs: i64,
+}
+
+/// One repository on the allow-list: its name and, once known, GitHub's
+/// immutable ids. An entry with a `repository_id` admits tokens by that id
+/// (a renamed repository keeps working; a new repository that takes over
+/// the name is refused); an entry without one admits tokens by name, and the
+/// Worker then pins the first verified token's ids for that name
+/// ([`VerifyConfig::match_repository`] says which case applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedRepository {
+    /// `owner/name`, lower-cased (GitHub treats names case-insensitively).
+    pub name: String,
+    /// GitHub's numeric repository id, when recorded.
+    pub repository_id: Option<String>,
+    /// GitHub's numeric owner id, when recorded.
+    pub owner_id: Option<String>,
+}
+
+impl AllowedRepository {
+    /// `name` is `OWNER/NAME`; ids, when given, are GitHub's numeric ids.
+    pub fn new(
+        name: &str,
+        repository_id: Option<&str>,
+        owner_id: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let name = name.trim();
+        if !is_repository_name(name) {
+            return Err(ConfigError::BadRepository(sanitize(name)));
+        }
+        let id = |v: Option<&str>| -> Result<Option<String>, ConfigError> {
+            match v.map(str::trim).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) if is_numeric_id(v) => Ok(Some(v.to_owned())),
+                Some(v) => Err(ConfigError::BadRepositoryId {
+                    repository: sanitize(name),
+                    id: sanitize(v),
+                }),
+            }
+        };
+        Ok(Self {
+            name: name.to_ascii_lowercase(),
+            repository_id: id(repository_id)?,
+            owner_id: id(owner_id)?,
+        })
+    }
+}
+
+fn is_numeric_id(v: &str) -> bool {
+    (1..=20).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A [`VerifyConfig`] that cannot be built; the message says which setting to fix.
@@ -60,6 +108,12 @@ pub enum ConfigError {
         "allowed repository `{0}` is not of the form OWNER/NAME: list repositories as they appear in GitHub URLs, e.g. `octo-org/octo-repo`"
     )]
     BadRepository(String),
+    #[error(
+        "repository id `{id}` of `{repository}` is not a number: give GitHub's numeric id (`gh api repos/OWNER/NAME --jq .id`)"
+    )]
+    BadRepositoryId { repository: String, id: String },
+    #[error("repository `{0}` is listed twice: list each repository once")]
+    DuplicateRepository(String),
     #[error(
         "test issuer `{0}` is not an http(s) URL without a trailing slash: pass the base URL of the local issuer, e.g. `http://127.0.0.1:8123`"
     )]
@@ -75,7 +129,20 @@ impl VerifyConfig {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self::build(GITHUB_ISSUER.to_owned(), false, audience, repositories)
+        Self::build(
+            GITHUB_ISSUER.to_owned(),
+            false,
+            audience,
+            names_to_entries(repositories)?,
+        )
+    }
+
+    /// Production configuration with a full allow-list (names and ids).
+    pub fn github_allowing(
+        audience: &str,
+        allowed: Vec<AllowedRepository>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(GITHUB_ISSUER.to_owned(), false, audience, allowed)
     }
 
     /// Local-testing configuration (`stateful-ci dev --oidc-issuer URL` only,
@@ -91,6 +158,15 @@ impl VerifyConfig {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        Self::test_issuer_allowing(issuer, audience, names_to_entries(repositories)?)
+    }
+
+    /// [`VerifyConfig::test_issuer`] with a full allow-list (names and ids).
+    pub fn test_issuer_allowing(
+        issuer: &str,
+        audience: &str,
+        allowed: Vec<AllowedRepository>,
+    ) -> Result<Self, ConfigError> {
         let ok_scheme = issuer.starts_with("http://") || issuer.starts_with("https://");
         let host = issuer.split_once("://").map(|(_, rest)| rest).unwrap_or("");
         if !ok_scheme
@@ -101,38 +177,32 @@ impl VerifyConfig {
         {
             return Err(ConfigError::BadTestIssuer(sanitize(issuer)));
         }
-        Self::build(issuer.to_owned(), true, audience, repositories)
+        Self::build(issuer.to_owned(), true, audience, allowed)
     }
 
-    fn build<I, S>(
+    fn build(
         issuer: String,
         test_mode: bool,
         audience: &str,
-        repositories: I,
-    ) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
+        allowed: Vec<AllowedRepository>,
+    ) -> Result<Self, ConfigError> {
         if audience.trim().is_empty() {
             return Err(ConfigError::EmptyAudience);
         }
-        let mut allowed = Vec::new();
-        for repo in repositories {
-            let repo = repo.as_ref().trim();
-            if !is_repository_name(repo) {
-                return Err(ConfigError::BadRepository(sanitize(repo)));
-            }
-            let lower = repo.to_ascii_lowercase();
-            if !allowed.contains(&lower) {
-                allowed.push(lower);
+        for (i, a) in allowed.iter().enumerate() {
+            let dup = allowed[..i].iter().any(|b| {
+                b.name == a.name
+                    || (a.repository_id.is_some() && b.repository_id == a.repository_id)
+            });
+            if dup {
+                return Err(ConfigError::DuplicateRepository(a.name.clone()));
             }
         }
         Ok(Self {
             issuer,
             test_mode,
             audience: audience.to_owned(),
-            allowed_repositories: allowed,
+            allowed,
             leeway_secs: DEFAULT_LEEWAY_SECS,
         })
     }
@@ -167,16 +237,77 @@ impl VerifyConfig {
     }
 
     /// The allowed repositories, lower-cased `owner/name`.
-    pub fn allowed_repositories(&self) -> &[String] {
-        &self.allowed_repositories
+    pub fn allowed_repositories(&self) -> Vec<String> {
+        self.allowed.iter().map(|a| a.name.clone()).collect()
     }
 
-    /// Whether `owner/name` is on the allow-list (case-insensitive, as GitHub
-    /// treats repository names).
+    /// The allow-list entries.
+    pub fn allowed(&self) -> &[AllowedRepository] {
+        &self.allowed
+    }
+
+    /// Whether `owner/name` is on the allow-list by name (case-insensitive,
+    /// as GitHub treats repository names).
     pub fn is_repository_allowed(&self, repository: &str) -> bool {
         let lower = repository.to_ascii_lowercase();
-        self.allowed_repositories.contains(&lower)
+        self.allowed.iter().any(|a| a.name == lower)
     }
+
+    /// The allow-list entry that admits these (signature-verified) claims.
+    ///
+    /// 1. An entry whose recorded `repository_id` is the token's admits it,
+    ///    whatever the name now is (renames keep working), if its recorded
+    ///    owner id (when any) matches too.
+    /// 2. Otherwise an entry with the token's name: refused with
+    ///    [`TokenError::RepositoryIdMismatch`] if it records another id (the
+    ///    name now belongs to another repository); admitted if it records no
+    ///    id (the caller pins the ids of the first such token it sees).
+    /// 3. Otherwise [`TokenError::RepositoryNotAllowed`].
+    pub fn match_repository(&self, c: &Claims) -> Result<&AllowedRepository, TokenError> {
+        if let Some(a) = self
+            .allowed
+            .iter()
+            .find(|a| a.repository_id.as_deref() == Some(c.repository_id.as_str()))
+        {
+            return match a.owner_id.as_deref() {
+                Some(owner) if owner != c.repository_owner_id => {
+                    Err(TokenError::RepositoryIdMismatch {
+                        repository: sanitize(&c.repository),
+                        expected: format!("owner id {owner}"),
+                        got: format!("owner id {}", sanitize(&c.repository_owner_id)),
+                    })
+                }
+                _ => Ok(a),
+            };
+        }
+        let lower = c.repository.to_ascii_lowercase();
+        match self.allowed.iter().find(|a| a.name == lower) {
+            Some(a) => match a.repository_id.as_deref() {
+                Some(id) => Err(TokenError::RepositoryIdMismatch {
+                    repository: sanitize(&c.repository),
+                    expected: format!("repository id {id}"),
+                    got: format!("repository id {}", sanitize(&c.repository_id)),
+                }),
+                None => Ok(a),
+            },
+            None => Err(TokenError::RepositoryNotAllowed(sanitize(&c.repository))),
+        }
+    }
+}
+
+fn names_to_entries<I, S>(repositories: I) -> Result<Vec<AllowedRepository>, ConfigError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut out: Vec<AllowedRepository> = Vec::new();
+    for repo in repositories {
+        let entry = AllowedRepository::new(repo.as_ref(), None, None)?;
+        if !out.iter().any(|a| a.name == entry.name) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
 }
 
 /// `OWNER/NAME` as GitHub allows them: owner 1-39 of `[A-Za-z0-9-]`, name
@@ -652,9 +783,21 @@ pub enum TokenError {
     )]
     SubjectMismatch { sub: String, repository: String },
     #[error(
+        "the OIDC token's subject `{sub}` embeds ids that differ from its `repository_owner_id` / `repository_id` claims: only GitHub Actions OIDC tokens are accepted"
+    )]
+    SubjectIdMismatch { sub: String },
+    #[error(
         "repository `{0}` is not allowed to use this backend: add it to the allowed repositories and redeploy (`stateful-ci deploy`)"
     )]
     RepositoryNotAllowed(String),
+    #[error(
+        "repository `{repository}` is allowed by name, but this backend recorded {expected} for it and the token has {got}: the name now belongs to another repository; if the repository was deleted and recreated on purpose, redeploy with `--repository-id` set to the new id"
+    )]
+    RepositoryIdMismatch {
+        repository: String,
+        expected: String,
+        got: String,
+    },
 }
 
 impl TokenError {
@@ -680,7 +823,9 @@ impl TokenError {
             TokenError::MissingClaim(_) => "missing_claim",
             TokenError::InvalidClaim { .. } => "invalid_claim",
             TokenError::SubjectMismatch { .. } => "subject_mismatch",
+            TokenError::SubjectIdMismatch { .. } => "subject_id_mismatch",
             TokenError::RepositoryNotAllowed(_) => "repository_not_allowed",
+            TokenError::RepositoryIdMismatch { .. } => "repository_id_mismatch",
         }
     }
 
@@ -838,12 +983,7 @@ pub fn verify(
     }
 
     check_github_claims(&claims)?;
-
-    if !cfg.is_repository_allowed(&claims.repository) {
-        return Err(TokenError::RepositoryNotAllowed(sanitize(
-            &claims.repository,
-        )));
-    }
+    cfg.match_repository(&claims)?;
     Ok(claims)
 }
 
@@ -990,22 +1130,66 @@ fn check_github_claims(c: &Claims) -> Result<(), TokenError> {
             reason: "does not match the owner in `repository`".into(),
         });
     }
-    // GitHub's subject is `repo:OWNER/NAME:<context>` (ref:..., pull_request,
-    // environment:...); custom templates that start with `repo` keep that
-    // prefix.
-    let named = c
-        .sub
-        .strip_prefix("repo:")
-        .and_then(|rest| rest.split_once(':'))
-        .map(|(repo, _)| repo)
-        .unwrap_or("");
-    if !named.eq_ignore_ascii_case(&c.repository) {
-        return Err(TokenError::SubjectMismatch {
+    let mismatch = || TokenError::SubjectMismatch {
+        sub: sanitize(&c.sub),
+        repository: sanitize(&c.repository),
+    };
+    let subject = parse_subject(&c.sub).ok_or_else(mismatch)?;
+    if !subject.repository.eq_ignore_ascii_case(&c.repository) {
+        return Err(mismatch());
+    }
+    if let Some((owner_id, repository_id)) = subject.ids
+        && (owner_id != c.repository_owner_id || repository_id != c.repository_id)
+    {
+        return Err(TokenError::SubjectIdMismatch {
             sub: sanitize(&c.sub),
-            repository: sanitize(&c.repository),
         });
     }
     Ok(())
+}
+
+/// The repository a `sub` claim names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Subject<'a> {
+    /// `OWNER/NAME` as written in the subject.
+    pub repository: String,
+    /// `(owner id, repository id)` of the immutable form.
+    pub ids: Option<(&'a str, &'a str)>,
+}
+
+/// Parses the repository part of GitHub's subject, in either form:
+///
+/// - legacy: `repo:OWNER/NAME:<context>` (`ref:...`, `pull_request`,
+///   `environment:...`; custom templates that start with `repo` keep it);
+/// - immutable: `repo:OWNER@OWNER_ID/NAME@REPO_ID:<context>`, e.g.
+///   `repo:octocat@123456/my-repo@456789:ref:refs/heads/main`. GitHub issues
+///   it by default for repositories created, renamed or transferred from
+///   July 2026 ("Immutable subject claims", GitHub changelog 2026-04-23,
+///   github.blog/changelog/2026-04-23-immutable-subject-claims-for-github-actions-oidc-tokens;
+///   docs: content/actions/concepts/security/openid-connect.md, section
+///   "Immutable subject claims": "The immutable ID is appended to each name
+///   with an `@` delimiter"). Owner and repository names cannot contain
+///   `@`, so the split is unambiguous.
+///
+/// `None` when the subject does not start with a repository of either form.
+pub(crate) fn parse_subject(sub: &str) -> Option<Subject<'_>> {
+    let (repo, _context) = sub.strip_prefix("repo:")?.split_once(':')?;
+    let (owner, name) = repo.split_once('/')?;
+    match (owner.split_once('@'), name.split_once('@')) {
+        (None, None) => Some(Subject {
+            repository: repo.to_owned(),
+            ids: None,
+        }),
+        (Some((owner, owner_id)), Some((name, repository_id)))
+            if is_numeric_id(owner_id) && is_numeric_id(repository_id) =>
+        {
+            Some(Subject {
+                repository: format!("{owner}/{name}"),
+                ids: Some((owner_id, repository_id)),
+            })
+        }
+        _ => None,
+    }
 }
 
 fn req_str(p: &Map<String, Value>, claim: &'static str) -> Result<String, TokenError> {
@@ -1078,6 +1262,31 @@ mod tests {
         assert!(!json_depth_exceeds(br#"{"a":"\"[[[[[[[[[[["}"#, 2));
         assert!(json_depth_exceeds(br#"{"a":[[[]]]}"#, 3));
         assert!(!json_depth_exceeds(br#"{"a":[[]]}"#, 3));
+    }
+
+    #[test]
+    fn subjects_in_both_forms() {
+        let legacy = parse_subject("repo:octo-org/octo-repo:ref:refs/heads/main").unwrap();
+        assert_eq!(
+            (legacy.repository.as_str(), legacy.ids),
+            ("octo-org/octo-repo", None)
+        );
+        let new = parse_subject("repo:octocat@123456/my-repo@456789:ref:refs/heads/main").unwrap();
+        assert_eq!(new.repository, "octocat/my-repo");
+        assert_eq!(new.ids, Some(("123456", "456789")));
+        let env = parse_subject("repo:o@1/n@2:environment:prod").unwrap();
+        assert_eq!(env.ids, Some(("1", "2")));
+        for bad in [
+            "repo:octocat@123456/my-repo:ref:x",
+            "repo:octocat/my-repo@1:ref:x",
+            "repo:octocat@x/my-repo@1:ref:x",
+            "repo:octocat@/my-repo@1:ref:x",
+            "repo:octocat@1@2/my-repo@3:ref:x",
+            "repo:octocat",
+            "job:x",
+        ] {
+            assert_eq!(parse_subject(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -133,7 +133,11 @@ fn row(
 }
 
 fn row_for(out: &mut String, claims: &Claims, label: &str) {
-    let run = classify(claims, &sample_config());
+    row_with(out, claims, &sample_config(), label);
+}
+
+fn row_with(out: &mut String, claims: &Claims, cfg: &TrustConfig, label: &str) {
+    let run = classify(claims, cfg);
     let d = decide(&run, &Workspace::new("default").expect("valid workspace"));
     let (event, git_ref, environment) = (
         claims.event_name.as_str(),
@@ -210,6 +214,57 @@ pub fn render() -> String {
             )
         }) {
             row(&mut out, event, label, *r, Some("production"));
+        }
+    }
+    out.push_str(
+        "\nA repository whose default branch is `master` (learned per repository at deploy time; \
+         a branch that happens to be named `main` is an ordinary branch there). \
+         Pull request events carry `base_ref: master`:\n\n",
+    );
+    out.push_str("| event | ref | class | restore candidates, in order | save scope |\n");
+    out.push_str("| --- | --- | --- | --- | --- |\n");
+    let master = TrustConfig::new("master").expect("valid branch");
+    for (event, label, r) in [
+        ("push", "default branch", Some("refs/heads/master")),
+        ("push", "branch named main", Some("refs/heads/main")),
+        (
+            "workflow_dispatch",
+            "branch named main",
+            Some("refs/heads/main"),
+        ),
+        (
+            "pull_request",
+            "pull request merge ref",
+            Some("refs/pull/7/merge"),
+        ),
+        ("release", "tag", Some("refs/tags/v1.2.0")),
+    ] {
+        let mut claims = sample_claims(event, r, None);
+        if claims.base_ref.is_some() {
+            claims.base_ref = Some("master".to_owned());
+        }
+        row_with(&mut out, &claims, &master, label);
+    }
+    out.push_str(
+        "\nWith protected refs required (`REQUIRE_PROTECTED_REF=true`; sample configuration otherwise), \
+         by the token's `ref_protected` claim:\n\n",
+    );
+    out.push_str("| event | ref | class | restore candidates, in order | save scope |\n");
+    out.push_str("| --- | --- | --- | --- | --- |\n");
+    let protected = sample_config().require_protected(true);
+    for (event, r) in [
+        ("push", "refs/heads/main"),
+        ("schedule", "refs/heads/main"),
+        ("push", "refs/heads/release/1.x"),
+    ] {
+        for flag in [Some(true), Some(false), None] {
+            let mut claims = sample_claims(event, Some(r), None);
+            claims.ref_protected = flag;
+            let label = match flag {
+                Some(b) => format!("`ref_protected: {b}`"),
+                None => "no `ref_protected`".to_owned(),
+            };
+            row_with(&mut out, &claims, &protected, &label);
         }
     }
     out

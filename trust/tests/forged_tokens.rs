@@ -422,3 +422,117 @@ fn jwks_accepts_a_modulus_with_a_leading_zero_byte() {
     let jwks = Jwks::from_json(&json!({ "keys": [key] }).to_string()).unwrap();
     verify(&token(&payload()), &jwks, &config(), NOW).expect("leading zero byte in n");
 }
+
+/// GitHub's immutable subject, `repo:OWNER@OWNER_ID/NAME@REPO_ID:...` (the
+/// default for repositories created, renamed or transferred since July 2026),
+/// is accepted when its ids are the token's own, refused otherwise.
+#[test]
+fn immutable_subject_form_is_accepted_and_its_ids_checked() {
+    let immutable = |sub: &str| token(&with(payload(), "sub", json!(sub)));
+    let claims = check(&immutable(
+        "repo:octo-org@2020/octo-repo@424242:ref:refs/heads/main",
+    ))
+    .expect("immutable subject");
+    assert_eq!(claims.repository_id, "424242");
+    check(&immutable(
+        "repo:Octo-Org@2020/Octo-Repo@424242:pull_request",
+    ))
+    .expect("names compare case-insensitively");
+    check(&immutable(
+        "repo:octo-org@2020/octo-repo@424242:environment:production",
+    ))
+    .expect("environment subject");
+    for (sub, want) in [
+        (
+            "repo:octo-org@2020/octo-repo@999999:ref:refs/heads/main",
+            "subject_id_mismatch",
+        ),
+        (
+            "repo:octo-org@2021/octo-repo@424242:ref:refs/heads/main",
+            "subject_id_mismatch",
+        ),
+        (
+            "repo:evil-org@2020/octo-repo@424242:ref:refs/heads/main",
+            "subject_mismatch",
+        ),
+        (
+            "repo:octo-org@2020/octo-repo:ref:refs/heads/main",
+            "subject_mismatch",
+        ),
+        (
+            "repo:octo-org@x/octo-repo@424242:ref:refs/heads/main",
+            "subject_mismatch",
+        ),
+    ] {
+        assert_eq!(code(&immutable(sub)), want, "{sub}");
+    }
+}
+
+/// The allow-list by id: a recorded repository id admits its repository
+/// under any name (renames), and refuses another repository that now holds
+/// the recorded name (deleted and re-registered).
+#[test]
+fn allow_list_by_repository_id() {
+    use stateful_ci_trust::AllowedRepository;
+    let by_id = |id: &str, owner: Option<&str>| {
+        VerifyConfig::github_allowing(
+            AUDIENCE,
+            vec![AllowedRepository::new(REPO, Some(id), owner).unwrap()],
+        )
+        .unwrap()
+    };
+    verify(
+        &token(&payload()),
+        &jwks(),
+        &by_id("424242", Some("2020")),
+        NOW,
+    )
+    .expect("recorded ids match");
+    // The same name, another repository: refused.
+    let e = verify(&token(&payload()), &jwks(), &by_id("111", None), NOW).unwrap_err();
+    assert_eq!(e.code(), "repository_id_mismatch", "{e}");
+    assert!(e.to_string().contains("--repository-id"), "{e}");
+    // The right repository id under another owner id: refused.
+    let e = verify(
+        &token(&payload()),
+        &jwks(),
+        &by_id("424242", Some("1")),
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), "repository_id_mismatch", "{e}");
+    // The recorded repository, renamed: admitted by id.
+    let renamed = with(payload(), "repository", json!("octo-org/renamed"));
+    let renamed = with(
+        renamed,
+        "sub",
+        json!("repo:octo-org/renamed:ref:refs/heads/main"),
+    );
+    let claims = verify(&token(&renamed), &jwks(), &by_id("424242", None), NOW)
+        .expect("renamed repository admitted by id");
+    assert_eq!(
+        by_id("424242", None)
+            .match_repository(&claims)
+            .unwrap()
+            .name,
+        REPO
+    );
+    // No id recorded: admitted by name; the entry says so (the Worker pins).
+    let claims = check(&token(&payload())).unwrap();
+    assert_eq!(
+        config().match_repository(&claims).unwrap().repository_id,
+        None
+    );
+    // Bad settings.
+    assert!(AllowedRepository::new(REPO, Some("12a"), None).is_err());
+    assert!(
+        VerifyConfig::github_allowing(
+            AUDIENCE,
+            vec![
+                AllowedRepository::new(REPO, None, None).unwrap(),
+                AllowedRepository::new(&REPO.to_uppercase(), None, None).unwrap(),
+            ],
+        )
+        .is_err()
+    );
+}

@@ -69,7 +69,9 @@ fn every_token_error_code_is_documented() {
             | E::MissingClaim(_)
             | E::InvalidClaim { .. }
             | E::SubjectMismatch { .. }
-            | E::RepositoryNotAllowed(_) => true,
+            | E::SubjectIdMismatch { .. }
+            | E::RepositoryNotAllowed(_)
+            | E::RepositoryIdMismatch { .. } => true,
         }
     }
     let all = [
@@ -110,7 +112,13 @@ fn every_token_error_code_is_documented() {
             sub: String::new(),
             repository: String::new(),
         },
+        E::SubjectIdMismatch { sub: String::new() },
         E::RepositoryNotAllowed(String::new()),
+        E::RepositoryIdMismatch {
+            repository: String::new(),
+            expected: String::new(),
+            got: String::new(),
+        },
     ];
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/TRUST.md");
     let doc = std::fs::read_to_string(&path).unwrap();

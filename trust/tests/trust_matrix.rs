@@ -10,6 +10,8 @@
 //! - state flows only trusted → anyone, internal → internal/external,
 //!   external → external.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use stateful_ci_trust::table::{sample_case, sample_claims, sample_config};
@@ -41,6 +43,8 @@ const EVENTS: &[&str] = &[
 
 const REFS: &[Option<&str>] = &[
     Some("refs/heads/main"),
+    Some("refs/heads/master"),
+    Some("refs/heads/gh-readonly-queue/master/pr-9-0123abcd"),
     Some("refs/heads/release/1.x"),
     Some("refs/heads/feature/x"),
     Some("refs/heads/Main"),
@@ -239,6 +243,14 @@ fn check_run(cfg: &TrustConfig, run: &RunIdentity, d: &Decision, what: &str) {
                 );
             }
         }
+        (SaveDecision::Denied { code, .. }, RunClass::Internal) => {
+            // Only when the configuration requires protected refs: a branch
+            // event on a trusted but unprotected ref is internal and may not
+            // write the trusted branch.
+            assert_eq!(code, "trusted_branch", "{what}");
+            assert!(cfg.requires_protected(), "{what}");
+            assert!(run.branch.as_deref().is_some_and(|b| cfg.is_trusted_ref(b)));
+        }
         (save, class) => panic!("{what}: {class} run may not save as {save:?}"),
     }
     // Environment never upgrades an external run.
@@ -256,9 +268,31 @@ fn check_run(cfg: &TrustConfig, run: &RunIdentity, d: &Decision, what: &str) {
     }
 }
 
+/// The configurations every matrix runs under: the sample (`main` plus
+/// `release/1.x`), a repository whose default branch is `master`, and the
+/// sample with protected refs required.
+fn matrix_configs() -> Vec<(&'static str, TrustConfig)> {
+    vec![
+        ("default branch main", sample_config()),
+        ("default branch master", TrustConfig::new("master").unwrap()),
+        (
+            "protected refs required",
+            sample_config().require_protected(true),
+        ),
+    ]
+}
+
 #[test]
 fn exhaustive_matrix_keeps_every_invariant() {
-    let cfg = sample_config();
+    for (label, cfg) in matrix_configs() {
+        for protected in [Some(true), Some(false), None] {
+            exhaustive_matrix(label, &cfg, protected);
+        }
+    }
+}
+
+fn exhaustive_matrix(label: &str, cfg: &TrustConfig, protected: Option<bool>) {
+    let cfg = cfg.clone();
     let ws = Workspace::new("default").unwrap();
     let mut flows = Flows::new();
     let mut count = 0;
@@ -270,13 +304,14 @@ fn exhaustive_matrix_keeps_every_invariant() {
                     for tag_type in [false, true] {
                         let mut claims = sample_claims(event, *git_ref, *env);
                         claims.base_ref = base.map(str::to_owned);
+                        claims.ref_protected = protected;
                         if tag_type {
                             claims.ref_type = Some("tag".to_owned());
                         }
                         let run = classify(&claims, &cfg);
                         let d = decide(&run, &ws);
                         let what = format!(
-                            "{event} {git_ref:?} base {base:?} env {env:?} tag_type {tag_type}"
+                            "{label}, ref_protected {protected:?}: {event} {git_ref:?} base {base:?} env {env:?} tag_type {tag_type}"
                         );
                         flows.add(&cfg, &run, &d, &what);
                         *classes.entry(d.class).or_insert(0) += 1;
@@ -291,7 +326,103 @@ fn exhaustive_matrix_keeps_every_invariant() {
         count,
         EVENTS.len() * REFS.len() * BASES.len() * ENVIRONMENTS.len() * 2
     );
-    assert_eq!(classes.len(), 4, "every class occurs: {classes:?}");
+    assert_eq!(
+        classes.len(),
+        4,
+        "{label}, ref_protected {protected:?}: every class occurs: {classes:?}"
+    );
+    if cfg.requires_protected() && protected != Some(true) {
+        // Only merge groups (created by GitHub's merge queue, not pushed)
+        // stay trusted without `ref_protected: true`.
+        for event in EVENTS.iter().filter(|e| **e != "merge_group") {
+            for git_ref in REFS {
+                let mut claims = sample_claims(event, *git_ref, None);
+                claims.ref_protected = protected;
+                assert_ne!(
+                    classify(&claims, &cfg).class,
+                    RunClass::Trusted,
+                    "{label}: {event} {git_ref:?} with ref_protected {protected:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Issue 10, item 1: in a repository whose default branch is `master`, a
+/// writer pushes a branch named `main`. It is an ordinary branch there:
+/// internal, and nothing a release, tag push, deployment or push to master
+/// restores.
+#[test]
+fn a_branch_named_main_is_not_trusted_where_the_default_branch_is_master() {
+    let cfg = TrustConfig::new("master").unwrap();
+    let ws = Workspace::new("default").unwrap();
+    let run = |event: &str, git_ref: Option<&str>, env: Option<&str>| {
+        let r = classify(&sample_claims(event, git_ref, env), &cfg);
+        let d = decide(&r, &ws);
+        (r, d)
+    };
+    let (fake, fake_d) = run("push", Some("refs/heads/main"), None);
+    assert_eq!(fake.class, RunClass::Internal, "{}", fake.reason);
+    let poisoned = fake_d.save_scope().unwrap().clone();
+    assert_eq!(poisoned, Scope::Branch("refs/heads/main".into()));
+    for (event, git_ref, env) in [
+        ("release", Some("refs/tags/v1.2.0"), None),
+        ("push", Some("refs/tags/v1.2.0"), None),
+        ("deployment", Some("refs/heads/master"), Some("production")),
+        ("push", Some("refs/heads/master"), None),
+        ("schedule", Some("refs/heads/master"), None),
+    ] {
+        let (r, d) = run(event, git_ref, env);
+        assert!(
+            !d.may_restore_from(&poisoned),
+            "{event} {git_ref:?} reads `main`"
+        );
+        assert_eq!(
+            d.restore.last(),
+            Some(&Scope::Branch("refs/heads/master".into())),
+            "{event}"
+        );
+        assert_eq!(r.default_branch, "refs/heads/master");
+    }
+    let (master, _) = run("push", Some("refs/heads/master"), None);
+    assert_eq!(master.class, RunClass::Trusted);
+}
+
+/// The same decisions whether GitHub issued the legacy or the immutable
+/// `sub` form: tokens of both forms are signed, verified and classified.
+#[test]
+fn the_immutable_subject_form_gets_the_same_decisions() {
+    use stateful_ci_trust::table::{EVENTS as DOC_EVENTS, REFS as DOC_REFS};
+    let ws = Workspace::new("default").unwrap();
+    let (jwks, cfg) = (common::jwks(), common::config());
+    for (label, trust) in matrix_configs() {
+        for event in DOC_EVENTS {
+            for (_, git_ref) in DOC_REFS {
+                let claims = sample_claims(event, *git_ref, None);
+                let immutable = claims.sub.replacen(
+                    "repo:octo-org/octo-repo:",
+                    "repo:octo-org@2020/octo-repo@424242:",
+                    1,
+                );
+                assert_ne!(immutable, claims.sub);
+                let mut decisions = Vec::new();
+                for sub in [claims.sub.clone(), immutable] {
+                    let mut payload = serde_json::to_value(&claims).unwrap();
+                    payload["sub"] = serde_json::json!(sub);
+                    let verified = stateful_ci_trust::verify(
+                        &common::token(&payload),
+                        &jwks,
+                        &cfg,
+                        claims.iat,
+                    )
+                    .unwrap_or_else(|e| panic!("{label} {event} {git_ref:?} {sub}: {e}"));
+                    let run = classify(&verified, &trust);
+                    decisions.push(decide(&run, &ws));
+                }
+                assert_eq!(decisions[0], decisions[1], "{label} {event} {git_ref:?}");
+            }
+        }
+    }
 }
 
 /// The 2026 TanStack path: a `pull_request_target` run (fork code, base
@@ -535,6 +666,7 @@ fn generated_identities_keep_every_invariant() {
             .unwrap()
             .with_trusted_ref("release/2.x")
             .unwrap(),
+        TrustConfig::new("master").unwrap().require_protected(true),
     ];
     let events: Vec<&str> = EVENTS.to_vec();
     let ws = Workspace::new("default").unwrap();
@@ -559,6 +691,11 @@ fn generated_identities_keep_every_invariant() {
                 1 => Some("branch".into()),
                 2 => Some("tag".into()),
                 _ => claims.ref_type,
+            };
+            claims.ref_protected = match g.next() % 3 {
+                0 => None,
+                1 => Some(false),
+                _ => Some(true),
             };
             claims.base_ref = if g.chance(2) {
                 None

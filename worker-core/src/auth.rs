@@ -110,7 +110,41 @@ pub struct Verified {
     pub class: TrustClass,
     /// Why the run got its class (for the audit record).
     pub class_reason: String,
+    /// Set when the repository is allowed by name only (no id recorded at
+    /// deploy time): the Worker must check it against the ids it pinned for
+    /// that name (trust on first use, [`check_pin`]) before acting.
+    pub pin: Option<Pin>,
     identity: trust::RunIdentity,
+}
+
+/// The ids a token presents for an allow-list name without recorded ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// Lower-cased `owner/name` of the allow-list entry.
+    pub name: String,
+    pub repository_id: String,
+    pub owner_id: String,
+}
+
+/// Compares a token's ids with the ids pinned for its name (`pinned`:
+/// `(repository_id, owner_id)` from the first verified token, stored by the
+/// Worker). Only the repository id decides (it is never reused); a changed
+/// owner id with the same repository id is a transfer and keeps working.
+pub fn check_pin(pin: &Pin, pinned: (&str, &str)) -> Result<(), AuthError> {
+    if pin.repository_id == pinned.0 {
+        return Ok(());
+    }
+    Err(AuthError {
+        reason: "repository_id_mismatch",
+        message: trust::TokenError::RepositoryIdMismatch {
+            repository: pin.name.clone(),
+            expected: format!("repository id {} (pinned from its first run)", pinned.0),
+            got: format!("repository id {}", pin.repository_id),
+        }
+        .to_string(),
+        unknown_kid: false,
+        not_allowed: true,
+    })
 }
 
 /// Who is asking and what policy lets them do in one workspace.
@@ -163,7 +197,11 @@ impl From<trust::TokenError> for AuthError {
             reason: e.code(),
             message: e.to_string(),
             unknown_kid: e.wants_jwks_refresh(),
-            not_allowed: matches!(e, trust::TokenError::RepositoryNotAllowed(_)),
+            not_allowed: matches!(
+                e,
+                trust::TokenError::RepositoryNotAllowed(_)
+                    | trust::TokenError::RepositoryIdMismatch { .. }
+            ),
         }
     }
 }
@@ -187,7 +225,18 @@ pub fn authenticate(
     now: i64,
 ) -> Result<Verified, AuthError> {
     let claims = trust::verify(token, jwks, &cfg.verify, now)?;
-    let identity = trust::classify(&claims, &cfg.trust);
+    // The allow-list entry that admitted the token, and that very
+    // repository's own trust settings (its default branch).
+    let entry = cfg.verify.match_repository(&claims)?;
+    let trust_cfg = cfg
+        .trust_for(entry)
+        .expect("every allow-list entry has trust settings");
+    let identity = trust::classify(&claims, trust_cfg);
+    let pin = entry.repository_id.is_none().then(|| Pin {
+        name: entry.name.clone(),
+        repository_id: claims.repository_id.clone(),
+        owner_id: claims.repository_owner_id.clone(),
+    });
     Ok(Verified {
         tenant: Tenant {
             owner_id: identity.tenant.repository_owner_id.clone(),
@@ -196,6 +245,7 @@ pub fn authenticate(
         claims: Claims::of(&claims),
         class: TrustClass::of(identity.class),
         class_reason: identity.reason.clone(),
+        pin,
         identity,
     })
 }
@@ -244,9 +294,16 @@ mod tests {
         let vars: HashMap<&str, &str> = [
             ("OIDC_TEST_ISSUER", ISSUER),
             ("ALLOWED_REPOSITORIES", "acme/app"),
+            ("DEFAULT_BRANCH", "main"),
             ("TRUSTED_REFS", "release"),
         ]
         .into();
+        Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap()
+    }
+
+    fn cfg_with(repositories: &str) -> Config {
+        let vars: HashMap<&str, &str> =
+            [("OIDC_TEST_ISSUER", ISSUER), ("REPOSITORIES", repositories)].into();
         Config::from_vars(|k| vars.get(k).map(|v| v.to_string())).unwrap()
     }
 
@@ -328,6 +385,86 @@ mod tests {
         assert_eq!(ctx.save_scope, None);
         assert!(ctx.save_denied_reason.is_some());
         assert!(ctx.restore_scopes.iter().all(|s| !s.starts_with("pr:")));
+    }
+
+    /// Issue 10, item 1: each repository is classified against its own
+    /// default branch; a branch named `main` in a `master` repository is an
+    /// ordinary branch.
+    #[test]
+    fn each_repository_is_classified_with_its_own_default_branch() {
+        let c = cfg_with(
+            r#"[{"name":"acme/app","default_branch":"master"},{"name":"acme/lib","default_branch":"main"}]"#,
+        );
+        let v = authenticate(&token(json!({})), &jwks(), &c, NOW).unwrap();
+        assert_eq!(v.class, TrustClass::Internal, "{}", v.class_reason);
+        let ctx = v.decide("default").unwrap();
+        assert_eq!(
+            ctx.restore_scopes,
+            vec!["branch:refs/heads/main", "branch:refs/heads/master"]
+        );
+        let master =
+            json!({"ref": "refs/heads/master", "sub": "repo:acme/app:ref:refs/heads/master"});
+        let v = authenticate(&token(master), &jwks(), &c, NOW).unwrap();
+        assert_eq!(v.class, TrustClass::Trusted);
+        let lib = json!({"repository": "acme/lib", "repository_id": "43", "sub": "repo:acme/lib:ref:refs/heads/main"});
+        let v = authenticate(&token(lib), &jwks(), &c, NOW).unwrap();
+        assert_eq!(
+            v.class,
+            TrustClass::Trusted,
+            "acme/lib's default branch is main"
+        );
+    }
+
+    /// Issue 10, item 6: an id recorded at deploy time refuses another
+    /// repository holding the name; without one, the first token's ids are
+    /// pinned and later ones compared with them.
+    #[test]
+    fn repositories_are_allowed_by_id() {
+        let c = cfg_with(r#"[{"name":"acme/app","default_branch":"main","id":"42"}]"#);
+        let v = authenticate(&token(json!({})), &jwks(), &c, NOW).unwrap();
+        assert_eq!(v.pin, None, "ids recorded: nothing to pin");
+        let e = authenticate(&token(json!({"repository_id": "99"})), &jwks(), &c, NOW).unwrap_err();
+        assert_eq!(e.reason, "repository_id_mismatch");
+        assert!(e.is_repository_not_allowed());
+
+        let c = cfg_with(r#"[{"name":"acme/app","default_branch":"main"}]"#);
+        let v = authenticate(&token(json!({})), &jwks(), &c, NOW).unwrap();
+        let pin = v.pin.clone().expect("allowed by name: pin the ids");
+        assert_eq!(
+            (pin.name.as_str(), pin.repository_id.as_str()),
+            ("acme/app", "42")
+        );
+        assert!(check_pin(&pin, ("42", "7")).is_ok());
+        assert!(
+            check_pin(&pin, ("42", "8")).is_ok(),
+            "a transfer keeps the repository id"
+        );
+        let e = check_pin(&pin, ("41", "7")).unwrap_err();
+        assert_eq!(e.reason, "repository_id_mismatch");
+        assert!(
+            e.is_repository_not_allowed() && e.message.contains("41"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_immutable_subject_form_is_accepted() {
+        let v = authenticate(
+            &token(json!({"sub": "repo:acme@7/app@42:ref:refs/heads/main"})),
+            &jwks(),
+            &cfg(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(v.class, TrustClass::Trusted);
+        let e = authenticate(
+            &token(json!({"sub": "repo:acme@7/app@43:ref:refs/heads/main"})),
+            &jwks(),
+            &cfg(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(e.reason, "subject_id_mismatch");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod body;
 mod coordinator;
 mod objects;
+mod pin;
 mod store;
 mod visibility;
 
@@ -232,6 +233,11 @@ async fn authenticate(req: &Request, env: &Env, cfg: &Config, route: &str) -> Ap
     }
     match result {
         Ok(v) => {
+            // Allowed by name only: the ids must be the ones pinned for it.
+            if let Some(e) = pin::check(env, &v, now).await? {
+                store::record_denial(env, route, e.reason, &e.message).await;
+                return Err(auth_error(e));
+            }
             store::record_run(env, &v, now).await;
             Ok(v)
         }

@@ -9,6 +9,7 @@
 
 pub mod plan;
 pub mod record;
+pub mod repos;
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use crate::bundle::Bundle;
 use crate::cloudflare::{CfError, Client, Part};
 pub use plan::{Desired, Observed, Plan, PlanError, ScriptState, Step};
 pub use record::{ConfigFile, Record};
+pub use repos::Repository;
 
 pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
 pub const GRANT_KEY: &str = "GRANT_KEY";
@@ -32,8 +34,10 @@ pub struct Settings {
     pub account_id: String,
     /// Name of the script, bucket and database.
     pub name: String,
-    pub repositories: Vec<String>,
-    pub default_branch: String,
+    /// Each allowed repository with its own default branch (see `repos`).
+    pub repositories: Vec<Repository>,
+    /// Trust a branch event only when its token says `ref_protected: true`.
+    pub require_protected: bool,
     pub audience: String,
     /// Only `stateful-ci dev` sets it.
     pub oidc_test_issuer: Option<String>,
@@ -53,35 +57,19 @@ impl Settings {
                 "use 3 to 54 lowercase letters, digits and inner dashes, e.g. stateful-ci",
             ));
         }
-        if self.repositories.is_empty() {
-            return Err(Error::user(
-                "no repository is allowed to use the backend",
-                "pass --repository OWNER/NAME (repeatable), or run in a clone whose `origin` remote is on GitHub",
-            ));
-        }
-        for r in &self.repositories {
-            let parts: Vec<&str> = r.split('/').collect();
-            if parts.len() != 2
-                || parts
-                    .iter()
-                    .any(|p| p.is_empty() || p.contains(char::is_whitespace))
-            {
-                return Err(Error::user(
-                    format!("--repository {r:?} is not OWNER/NAME"),
-                    "pass the GitHub repository as OWNER/NAME, e.g. octo-org/app",
-                ));
-            }
-        }
+        repos::validate(&self.repositories)?;
         Ok(())
     }
 
     /// Plain-text vars the Worker reads (see docs/WORKER.md).
     pub fn vars(&self) -> Vec<(&'static str, String)> {
         let mut v = vec![
-            ("ALLOWED_REPOSITORIES", self.repositories.join(",")),
+            ("REPOSITORIES", repos::worker_var(&self.repositories)),
             ("OIDC_AUDIENCE", self.audience.clone()),
-            ("DEFAULT_BRANCH", self.default_branch.clone()),
         ];
+        if self.require_protected {
+            v.push(("REQUIRE_PROTECTED_REF", "true".into()));
+        }
         if let Some(i) = &self.oidc_test_issuer {
             v.push(("OIDC_TEST_ISSUER", i.clone()));
         }
@@ -332,7 +320,7 @@ impl<'a> Deployer<'a> {
         progress(&format!("waiting for {}/v1/health", plan.worker_url));
         self.wait_healthy(&plan.worker_url)?;
         let settings_stale = record.repositories != self.settings.repositories
-            || record.default_branch.as_deref() != Some(self.settings.default_branch.as_str())
+            || record.require_protected != self.settings.require_protected
             || record.audience.as_deref() != Some(self.settings.audience.as_str());
         if plan.record_stale || settings_stale || !plan.steps.is_empty() {
             record.database_id = database_id.clone();
@@ -347,7 +335,7 @@ impl<'a> Deployer<'a> {
                 .map(|(n, _)| n.clone())
                 .collect();
             record.repositories = self.settings.repositories.clone();
-            record.default_branch = Some(self.settings.default_branch.clone());
+            record.require_protected = self.settings.require_protected;
             record.audience = Some(self.settings.audience.clone());
             self.config.write(&record)?;
         }

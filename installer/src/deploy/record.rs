@@ -1,12 +1,20 @@
-//! The deployment record: the `[deployment]` table of `stateful-ci.toml`
-//! (and `[backend] url`), edited with toml_edit so the user's comments and
-//! layout stay. It names what this tool created, which is all `destroy`
-//! deletes. It never holds a secret.
+//! The deployment record: the `[deployment]` table of `stateful-ci.toml`,
+//! edited with toml_edit so the user's comments and layout stay. It names
+//! what this tool created, which is all `destroy` deletes, and the Worker's
+//! settings: each allowed repository with its own default branch and ids
+//! (`[[deployment.repository]]`). It never holds a secret.
+//!
+//! It no longer writes `[backend] url`: `save`/`restore` ignore the backend
+//! URL and audience of the checked-out tree (a pull request's tree may name
+//! any URL); the workflow passes them (repository secret
+//! `STATEFUL_CI_BACKEND_URL`).
 
 use std::path::{Path, PathBuf};
 
 use stateful_ci_runtime::Error;
-use toml_edit::{Array, DocumentMut, Item, Table, value};
+use toml_edit::{Array, ArrayOfTables, DocumentMut, Item, Table, value};
+
+use super::repos::Repository;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
@@ -23,9 +31,14 @@ pub struct Record {
     pub d1_migrations: Vec<String>,
     /// Which of `bucket`, `database`, `script` this tool created.
     pub created: Vec<String>,
-    /// The Worker's non-secret settings, reused by `upgrade`.
-    pub repositories: Vec<String>,
+    /// The Worker's non-secret settings, reused by `upgrade`: each allowed
+    /// repository (a record from before per-repository branches gives
+    /// entries with an empty `default_branch`).
+    pub repositories: Vec<Repository>,
+    /// `[deployment] default_branch`: init's record of the clone's default
+    /// branch, or an older deploy's single value. Read, kept, never written.
     pub default_branch: Option<String>,
+    pub require_protected: bool,
     pub audience: Option<String>,
 }
 
@@ -93,6 +106,33 @@ impl ConfigFile {
                 })
                 .unwrap_or_default()
         };
+        let mut repositories: Vec<Repository> = t
+            .get("repository")
+            .and_then(Item::as_array_of_tables)
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        let f = |k: &str| r.get(k).and_then(Item::as_str).map(str::to_string);
+                        Repository {
+                            name: f("name").unwrap_or_default(),
+                            default_branch: f("default_branch").unwrap_or_default(),
+                            id: f("id"),
+                            owner_id: f("owner_id"),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if repositories.is_empty() {
+            let names: Vec<String> = list("repositories");
+            repositories = names
+                .into_iter()
+                .map(|name| Repository {
+                    name,
+                    ..Repository::default()
+                })
+                .collect();
+        }
         let Some(account_id) = s("account_id") else {
             return Err(Error::user(
                 format!("{}: [deployment] has no account_id", self.path.display()),
@@ -111,13 +151,17 @@ impl ConfigFile {
             do_migration_tag: s("do_migration_tag"),
             d1_migrations: list("d1_migrations"),
             created: list("created"),
-            repositories: list("repositories"),
+            repositories,
             default_branch: s("default_branch"),
+            require_protected: t
+                .get("require_protected")
+                .and_then(Item::as_bool)
+                .unwrap_or(false),
             audience: s("audience"),
         }))
     }
 
-    /// Write the record, and `[backend] url` when the Worker URL is known.
+    /// Write the record.
     pub fn write(&self, r: &Record) -> Result<(), Error> {
         let mut doc = self.load()?;
         if !doc.contains_key("deployment") {
@@ -150,17 +194,37 @@ impl ConfigFile {
         t.insert("created", value(r.created.iter().collect::<Array>()));
         t.insert(
             "repositories",
-            value(r.repositories.iter().collect::<Array>()),
+            value(
+                r.repositories
+                    .iter()
+                    .map(|x| x.name.as_str())
+                    .collect::<Array>(),
+            ),
         );
         set_opt(t, "default_branch", r.default_branch.as_deref());
+        if r.require_protected {
+            t.insert("require_protected", value(true));
+        } else {
+            t.remove("require_protected");
+        }
         set_opt(t, "audience", r.audience.as_deref());
-        if let Some(url) = &r.worker_url {
-            if !doc.contains_key("backend") {
-                doc.insert("backend", Item::Table(Table::new()));
-            }
-            if let Some(b) = doc["backend"].as_table_mut() {
-                b.insert("url", value(url.as_str()));
-            }
+        let mut aot = ArrayOfTables::new();
+        for x in r
+            .repositories
+            .iter()
+            .filter(|x| !x.default_branch.is_empty())
+        {
+            let mut e = Table::new();
+            e.insert("name", value(x.name.as_str()));
+            e.insert("default_branch", value(x.default_branch.as_str()));
+            set_opt(&mut e, "id", x.id.as_deref());
+            set_opt(&mut e, "owner_id", x.owner_id.as_deref());
+            aot.push(e);
+        }
+        if aot.is_empty() {
+            t.remove("repository");
+        } else {
+            t.insert("repository", Item::ArrayOfTables(aot));
         }
         self.save(&doc)
     }
@@ -209,6 +273,24 @@ pub fn default_config_path(dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// A record written before per-repository default branches keeps its
+    /// names; the branch is then resolved again (never assumed).
+    #[test]
+    fn an_older_record_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("stateful-ci.toml");
+        std::fs::write(
+            &p,
+            "preset = \"rust\"\n[deployment]\naccount_id = \"a\"\nrepositories = [\"octo/app\"]\ndefault_branch = \"main\"\n",
+        )
+        .unwrap();
+        let r = ConfigFile::new(&p).read().unwrap().unwrap();
+        assert_eq!(r.repositories.len(), 1);
+        assert_eq!(r.repositories[0].name, "octo/app");
+        assert_eq!(r.repositories[0].default_branch, "");
+        assert_eq!(r.default_branch.as_deref(), Some("main"));
+    }
+
     #[test]
     fn the_record_round_trips_and_keeps_comments() {
         let d = tempfile::tempdir().unwrap();
@@ -224,6 +306,20 @@ mod tests {
             database_id: Some("uuid".into()),
             worker_url: Some("https://stateful-ci.x.workers.dev".into()),
             d1_migrations: vec!["0001_init.sql".into()],
+            repositories: vec![
+                Repository {
+                    name: "octo/app".into(),
+                    default_branch: "master".into(),
+                    id: Some("424242".into()),
+                    owner_id: Some("2020".into()),
+                },
+                Repository {
+                    name: "octo/lib".into(),
+                    default_branch: "trunk".into(),
+                    ..Repository::default()
+                },
+            ],
+            require_protected: true,
             ..Record::default()
         };
         r.mark_created("bucket");
@@ -234,9 +330,14 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("url = \"https://stateful-ci.x.workers.dev\""),
+            text.contains("worker_url = \"https://stateful-ci.x.workers.dev\""),
             "{text}"
         );
+        assert!(
+            !text.contains("[backend]"),
+            "the backend URL is never written where a checkout could change it: {text}"
+        );
+        assert!(text.contains("[[deployment.repository]]"), "{text}");
         assert_eq!(f.read().unwrap(), Some(r.clone()));
         // The runtime's parser still accepts the file.
         stateful_ci_runtime::config::parse_toml(&text).unwrap();

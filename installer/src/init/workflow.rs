@@ -182,6 +182,18 @@ fn project_steps(kind: Option<&Detected>, path: &str) -> (Vec<Step>, Vec<Step>) 
     (setup, steps)
 }
 
+/// The backend URL comes from a repository secret (a secret, not a variable:
+/// actionlint knows no `vars` context here) the workflow's author
+/// sets (`deploy` prints the command), never from the checked-out
+/// stateful-ci.toml, which in a pull request job may be the pull request's
+/// (issue 10, item 2; docs/TRUST.md).
+fn backend_url_input() -> (&'static str, String) {
+    (
+        "backend-url",
+        "${{ secrets.STATEFUL_CI_BACKEND_URL }}".into(),
+    )
+}
+
 /// A YAML scalar for a branch name: bare when plainly safe, else quoted.
 fn yaml_str(s: &str) -> String {
     let plain = !s.is_empty()
@@ -234,6 +246,7 @@ fn body(spec: &WorkflowSpec) -> String {
     steps.extend(setup);
     steps.push(Step {
         id: Some("workspace"),
+        with: vec![backend_url_input()],
         comment: Some(
             "Restores now and saves after the last step (also when a step failed: save-on: always).\n      \
              # steps.workspace.outputs.cache-hit says whether a snapshot was found."
@@ -367,6 +380,13 @@ mod tests {
         assert!(!y.contains("setup-bun"));
         assert!(!y.contains("env:"), "node needs no cache env: {y}");
         assert!(y.contains("branches: [main]"));
+        // The backend URL comes from a repository secret, never the tree.
+        assert_eq!(
+            y.matches("backend-url: ${{ secrets.STATEFUL_CI_BACKEND_URL }}")
+                .count(),
+            1,
+            "{y}"
+        );
     }
 
     #[test]

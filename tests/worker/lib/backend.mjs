@@ -50,6 +50,7 @@ export async function startBackend({ issuerUrl, port = 0, vars = {}, persistTo }
   }
   const bindings = {
     ALLOWED_REPOSITORIES: "acme/app",
+    DEFAULT_BRANCH: "main", // never assumed by the Worker (issue 10, item 1)
     GRANT_KEY,
     ADMIN_TOKEN,
     ...(issuerUrl ? { OIDC_TEST_ISSUER: issuerUrl } : {}),
