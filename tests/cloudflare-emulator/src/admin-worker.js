@@ -92,8 +92,8 @@ async function r2(env, op, url, request) {
   if (op === "seed") {
     let written = 0;
     const body0 = new Uint8Array(body.size);
-    for (let i = 0; i < body.count; i += 500) {
-      const n = Math.min(500, body.count - i);
+    for (let i = 0; i < body.count; i += 50) {
+      const n = Math.min(50, body.count - i);
       await Promise.all(Array.from({ length: n }, (_, j) => b.put(body.prefix + String(i + j).padStart(8, "0"), body0)));
       written += n;
     }
