@@ -13,7 +13,6 @@ use stateful_ci_installer::bundle::Bundle;
 use stateful_ci_installer::cloudflare::Client;
 use stateful_ci_installer::credentials;
 use stateful_ci_installer::deploy::{ConfigFile, Deployer, Plan, Record, Settings, record};
-use stateful_ci_net::RetryPolicy;
 use stateful_ci_runtime::Error;
 
 use crate::printer::Printer;

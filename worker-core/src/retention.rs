@@ -116,7 +116,7 @@ pub fn expired(
         .filter(|s| Some(s.generation) != head)
         .collect();
     // Newest first: the first `keep` survive the count rule.
-    others.sort_by(|a, b| b.generation.cmp(&a.generation));
+    others.sort_by_key(|s| std::cmp::Reverse(s.generation));
     let mut out: Vec<i64> = others
         .iter()
         .enumerate()
