@@ -589,7 +589,19 @@ export class Emulator {
         // Short admin calls (1,000 objects each) keep every fetch into workerd brief.
         for (let i = 0; i < count; i += 1000) {
           const n = Math.min(1000, count - i);
-          const r = await this.runtime.admin("/r2/seed", { body: { binding: this.runtime.r2.get(b.storageId), count: n, prefix: `${prefix}${String(i).padStart(8, "0")}-`, size: Number(f.size ?? 16) } });
+          const body = { binding: this.runtime.r2.get(b.storageId), count: n, prefix: `${prefix}${String(i).padStart(8, "0")}-`, size: Number(f.size ?? 16) };
+          let r;
+          // A reused keep-alive socket that workerd closed fails the fetch; writing the same
+          // keys again is harmless, so retry.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              r = await this.runtime.admin("/r2/seed", { body });
+              break;
+            } catch (e) {
+              if (attempt >= 5) throw e;
+              await new Promise((res) => setTimeout(res, 200 * attempt));
+            }
+          }
           if (!r.ok) return reply(500, { error: r.error, written });
           written += r.written;
         }
