@@ -216,7 +216,7 @@ async fn delete_marked(
         .prepare(format!(
             "SELECT o.tenant, o.object_key, o.size FROM sweep_marks m JOIN objects o
                ON o.tenant = m.tenant AND o.object_key = m.object_key
-             WHERE m.marked_at <= ?1 AND NOT {REFERENCED} LIMIT ?2"
+             WHERE m.marked_at <= ?1 AND o.created_at <= ?1 AND NOT {REFERENCED} LIMIT ?2"
         ))
         .bind(&[
             n(now - p.grace_secs),
