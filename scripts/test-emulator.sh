@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the local Cloudflare emulator's own test suite (tests/cloudflare-emulator) under Node 22
 # with real workerd via miniflare. Installs what it needs first (scripts/setup-emulator.sh).
-# Needs ../shared/cloudflare/cloudflare-subset.openapi.json beside the clone (or STATEFUL_CI_OPENAPI).
+# The contract is the in-repo tests/cloudflare-emulator/contract/ (or STATEFUL_CI_OPENAPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODE22="$(bash scripts/setup-emulator.sh)"

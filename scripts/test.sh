@@ -31,7 +31,7 @@ section "Worker under workerd"
 bash scripts/test-worker.sh
 
 # --- Cloudflare emulator (tests/cloudflare-emulator): node:test suite over real
-# workerd (miniflare); needs ../shared/cloudflare beside the clone.
+# workerd (miniflare); the contract is in tests/cloudflare-emulator/contract/.
 section "Cloudflare emulator"
 bash scripts/test-emulator.sh
 

@@ -15,7 +15,6 @@ use stateful_ci_installer::credentials;
 use stateful_ci_installer::deploy::{
     ConfigFile, Deployer, Plan, Record, Repository, Settings, record, repos,
 };
-use stateful_ci_net::RetryPolicy;
 use stateful_ci_runtime::Error;
 
 use crate::printer::Printer;
@@ -67,7 +66,7 @@ pub struct DeployArgs {
 /// The Cloudflare client: base URL, token, retries (with a note on each).
 pub fn client(account: &str, printer: &Printer) -> Result<Client, Error> {
     let token = credentials::api_token(account)?;
-    let mut policy = RetryPolicy::default();
+    let mut policy = stateful_ci_installer::cloudflare::retry_policy();
     if let Some(n) = env_num("STATEFUL_CI_CF_MAX_ATTEMPTS") {
         policy.max_attempts = n.max(1) as u32;
     }

@@ -83,7 +83,7 @@ fn no_token(why: &str) -> Error {
     Error::user(
         format!("no Cloudflare API token: {TOKEN_ENV} is not set and {why}"),
         format!(
-            "create a token with Workers Scripts Edit, D1 Edit, Workers R2 Storage Edit and Account Settings Read, then set {TOKEN_ENV} (or run `stateful-ci init` on a machine with a keyring to store it)"
+            "create a token with Workers Scripts Edit, D1 Edit and Workers R2 Storage Edit, then set {TOKEN_ENV} (or run `stateful-ci init` on a machine with a keyring to store it)"
         ),
     )
 }

@@ -16,6 +16,9 @@ use crate::util::{bin, stop_gracefully};
 
 const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 const OTHER_ACCOUNT: &str = "fedcba9876543210fedcba9876543210";
+/// An account where R2 is not enabled and no workers.dev subdomain exists.
+const BARE_ACCOUNT: &str = "cccccccccccccccccccccccccccccccc";
+const TOKEN_BARE: &str = "tok-bare-1234567890abcdef1234567890abcdef";
 const TOKEN: &str = "tok-all-5f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const TOKEN_NO_D1: &str = "tok-nod1-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const TOKEN_ACCOUNT_OWNED: &str = "tok-acct-99887766554433221100ffeeddccbbaa";
@@ -52,25 +55,30 @@ struct Emu {
 
 impl Emu {
     fn start() -> Emu {
+        Emu::start_with(&[])
+    }
+
+    /// `env`: extra environment for the emulator (e.g. a compressed rate limit).
+    fn start_with(env: &[(&str, &str)]) -> Emu {
         require_setup();
         let dir = tempfile::tempdir().unwrap();
-        let all = [
-            "Workers Scripts Edit",
-            "D1 Edit",
-            "Workers R2 Storage Edit",
-            "Account Settings Read",
-        ];
+        // Exactly the permissions deploy, upgrade and destroy need: no
+        // Account Settings Read (no call of theirs needs it).
+        let all = ["Workers Scripts Edit", "D1 Edit", "Workers R2 Storage Edit"];
         let config = json!({
             "accounts": [
                 {"id": ACCOUNT, "name": "Team", "workers_subdomain": "team"},
-                {"id": OTHER_ACCOUNT, "name": "Other", "workers_subdomain": "other"}
+                {"id": OTHER_ACCOUNT, "name": "Other", "workers_subdomain": "other"},
+                {"id": BARE_ACCOUNT, "name": "Bare", "r2_enabled": false}
             ],
             "tokens": [
                 {"id": "a0000000000000000000000000000001", "value": TOKEN, "owner": "user",
                  "accounts": [ACCOUNT], "permissions": all},
                 {"id": "a0000000000000000000000000000002", "value": TOKEN_NO_D1, "owner": "user",
                  "accounts": [ACCOUNT],
-                 "permissions": ["Workers Scripts Edit", "D1 Read", "Workers R2 Storage Edit", "Account Settings Read"]},
+                 "permissions": ["Workers Scripts Edit", "D1 Read", "Workers R2 Storage Edit"]},
+                {"id": "a0000000000000000000000000000004", "value": TOKEN_BARE, "owner": "user",
+                 "accounts": [BARE_ACCOUNT], "permissions": all},
                 {"id": "a0000000000000000000000000000003", "value": TOKEN_ACCOUNT_OWNED, "owner": "account",
                  "account_id": ACCOUNT, "accounts": [ACCOUNT], "permissions": all}
             ],
@@ -85,6 +93,7 @@ impl Emu {
             .arg(&cfg)
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -122,6 +131,8 @@ impl Emu {
         let req = match method {
             "GET" => self.http.get(&url),
             "DELETE" => self.http.delete(&url),
+            "PATCH" => self.http.patch(&url).json(&body.unwrap_or(Json::Null)),
+            "PUT" => self.http.put(&url).json(&body.unwrap_or(Json::Null)),
             _ => self.http.post(&url).json(&body.unwrap_or(Json::Null)),
         };
         req.send().unwrap().json().unwrap()
@@ -157,6 +168,45 @@ impl Emu {
                 )
             })
             .collect()
+    }
+
+    /// The script's state in the emulator (None: not deployed).
+    fn script_state(&self, name: &str) -> Option<Json> {
+        self.account_state()["scripts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+    }
+
+    /// Writes `count` objects into a bucket's storage directly (no API calls).
+    fn seed(&self, bucket: &str, count: u64, prefix: &str) {
+        // Local R2 writes take about a millisecond each: chunks keep every
+        // call well inside the timeouts.
+        let slow = stateful_ci_net::client(Duration::from_secs(900));
+        let mut done = 0;
+        while done < count {
+            let n = (count - done).min(5_000);
+            let r: Json = slow
+                .post(format!("{}/r2/seed", self.control))
+                .json(&json!({"account_id": ACCOUNT, "bucket": bucket, "count": n, "prefix": format!("{prefix}{done:08}-")}))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(r["written"], json!(n), "{r}");
+            done += n;
+        }
+    }
+
+    fn object_count(&self, bucket: &str) -> u64 {
+        let r = self.ctl(
+            "POST",
+            "/r2/count",
+            Some(json!({"account_id": ACCOUNT, "bucket": bucket})),
+        );
+        r["objects"].as_u64().unwrap_or_else(|| panic!("{r}"))
     }
 
     fn account_state(&self) -> Json {
@@ -303,18 +353,6 @@ fn snapshot(name: &str, actual: &str) {
     assert_eq!(actual, want, "plan differs from {}", path.display());
 }
 
-/// The migrations this repository ships (`migrations/*.sql`), in order.
-fn shipped_migrations() -> Vec<String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".sql"))
-        .collect();
-    v.sort();
-    v
-}
-
 fn d1_migrations(c: &Client, db_name: &str) -> Vec<String> {
     let db = c
         .database_by_name(ACCOUNT, db_name)
@@ -332,6 +370,18 @@ fn d1_migrations(c: &Client, db_name: &str) -> Vec<String> {
         .iter()
         .map(|row| row["name"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// The repository's migrations (what the embedded bundle applies), then `extra`.
+fn repo_migrations(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(repo().join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sql"))
+        .collect();
+    v.sort();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
 }
 
 /// A bundle like the embedded one plus a D1 migration and a Durable Object step.
@@ -428,6 +478,15 @@ fn deploy_upgrade_destroy_end_to_end() {
         .clone();
     assert_eq!(ours["migration_tag"], "v1");
     assert_eq!(ours["secrets"], json!(["ADMIN_TOKEN", "GRANT_KEY"]));
+    // Retention runs: the Cron Trigger is installed and fires the Worker's
+    // scheduled handler against the real bindings.
+    assert_eq!(ours["schedules"], json!(["41 * * * *"]));
+    let fired = emu.ctl(
+        "POST",
+        "/scheduled",
+        Some(json!({"account_id": ACCOUNT, "script": "stateful-ci"})),
+    );
+    assert_eq!(fired["outcome"], "ok", "{fired}");
     let types: Vec<&str> = ours["modules"]
         .as_array()
         .unwrap()
@@ -435,7 +494,7 @@ fn deploy_upgrade_destroy_end_to_end() {
         .map(|m| m["type"].as_str().unwrap())
         .collect();
     assert_eq!(types, vec!["ESModule", "CompiledWasm"]);
-    assert_eq!(d1_migrations(&c, "stateful-ci"), shipped_migrations());
+    assert_eq!(d1_migrations(&c, "stateful-ci"), repo_migrations(&[]));
 
     // The Worker answers; the admin route accepts the secret set at deploy.
     let (s, body) = emu.worker_get("stateful-ci", "/v1/health", None);
@@ -445,7 +504,7 @@ fn deploy_upgrade_destroy_end_to_end() {
     // The D1 that `/query` migrated is the D1 the Worker reads.
     assert_eq!(
         health["migrations"],
-        json!(shipped_migrations()),
+        json!(repo_migrations(&[])),
         "{health}"
     );
     assert_eq!(
@@ -506,11 +565,17 @@ fn deploy_upgrade_destroy_end_to_end() {
         ],
         "upgrade must apply only the new migration and upload once"
     );
-    let with_extra = [shipped_migrations(), vec!["9001_test_extra.sql".into()]].concat();
-    assert_eq!(d1_migrations(&c, "stateful-ci"), with_extra);
+    assert_eq!(
+        d1_migrations(&c, "stateful-ci"),
+        repo_migrations(&["9001_test_extra.sql"])
+    );
     let (_, body) = emu.worker_get("stateful-ci", "/v1/health", None);
     let health: Json = serde_json::from_str(&body).unwrap();
-    assert_eq!(health["migrations"], json!(with_extra), "{health}");
+    assert_eq!(
+        health["migrations"],
+        json!(repo_migrations(&["9001_test_extra.sql"])),
+        "{health}"
+    );
     let st = emu.account_state();
     let ours = st["scripts"]
         .as_array()
@@ -520,6 +585,11 @@ fn deploy_upgrade_destroy_end_to_end() {
         .unwrap()
         .clone();
     assert_eq!(ours["migration_tag"], "v2");
+    assert_eq!(
+        ours["schedules"],
+        json!(["41 * * * *"]),
+        "upgrade keeps the Cron Trigger"
+    );
     assert_eq!(
         ours["durable_object_classes"],
         json!(["ScopeCoordinator", "ExtraCoordinator"])
@@ -556,7 +626,24 @@ fn deploy_upgrade_destroy_end_to_end() {
     // Destroy: ours gone, theirs untouched, record cleared.
     let no_tty = cli.run(&["destroy"]);
     assert_eq!(no_tty.status.code(), Some(1));
+    emu.clear_requests();
     let listing = cli.ok(&["destroy", "--yes"], &[]);
+    // The Cron Trigger is removed first (no sweep runs mid-destroy), the
+    // bucket is emptied through the Worker, then the script goes.
+    let order: Vec<String> = emu
+        .mutating()
+        .into_iter()
+        .filter(|m| !m.contains("query"))
+        .collect();
+    assert_eq!(
+        order.first().map(String::as_str),
+        Some("PUT worker-cron-trigger-update-cron-triggers"),
+        "{order:?}"
+    );
+    assert!(
+        !order.iter().any(|m| m.contains("r2-delete-object")),
+        "the Worker emptied the bucket, not one API call per object: {order:?}"
+    );
     assert!(
         listing.contains("Worker script stateful-ci") && listing.contains("R2 bucket stateful-ci"),
         "{listing}"
@@ -664,7 +751,7 @@ fn a_failure_at_any_step_is_finished_by_a_rerun() {
             assert_eq!(script["workers_dev_enabled"], json!(true), "{op}/{kind}");
             assert_eq!(
                 d1_migrations(&c, &name),
-                shipped_migrations(),
+                repo_migrations(&[]),
                 "{op}/{kind}"
             );
             // And the run after success changes nothing.
@@ -821,6 +908,151 @@ fn rate_limits_are_waited_out_and_permissions_are_named() {
     for c in [&cli, &weak, &owned] {
         c.assert_token_never_printed();
     }
+    emu.assert_no_violations();
+}
+
+/// Cloudflare's account limit compressed for the test: 40 requests per 3 s
+/// (the real one is 1,200 per 5 minutes; going over blocks the whole window).
+const TIGHT_LIMIT: [(&str, &str); 2] = [
+    ("CF_EMULATOR_RATE_LIMIT_REQUESTS", "40"),
+    ("CF_EMULATOR_RATE_LIMIT_WINDOW_SECONDS", "3"),
+];
+
+fn count_429(emu: &Emu) -> usize {
+    emu.requests().iter().filter(|r| r["status"] == 429).count()
+}
+
+#[test]
+fn destroy_empties_50000_objects_under_the_rate_limit() {
+    let emu = Emu::start_with(&TIGHT_LIMIT);
+    let cli = Cli::new(&emu, TOKEN);
+    let patient = [("STATEFUL_CI_CF_MAX_ATTEMPTS", "10")];
+    let started = Instant::now();
+    cli.ok(&["deploy", "--yes", "--repository", "octo/app"], &patient);
+    let deploy_secs = started.elapsed().as_secs_f64();
+    // 50,000 objects with '/' in their keys, written straight into storage.
+    let seeded = Instant::now();
+    emu.seed("stateful-ci", 50_000, "r/1/2/packs/");
+    assert_eq!(emu.object_count("stateful-ci"), 50_000);
+    let seed_secs = seeded.elapsed().as_secs_f64();
+
+    emu.clear_requests();
+    let t = Instant::now();
+    let out = cli.ok(&["destroy", "--yes"], &patient);
+    let destroy_secs = t.elapsed().as_secs_f64();
+    let api_calls = emu.requests().len();
+    eprintln!(
+        "destroy of 50,000 objects: {destroy_secs:.1}s, {api_calls} API requests, {} answered 429 (deploy {deploy_secs:.1}s, seeding {seed_secs:.1}s)",
+        count_429(&emu)
+    );
+    let st = emu.account_state();
+    assert!(
+        !st["r2_buckets"].to_string().contains("stateful-ci")
+            && emu.script_state("stateful-ci").is_none(),
+        "{out}\n{st}"
+    );
+    // A handful of API requests, far below the account limit; the objects
+    // went 1,000 per Worker call.
+    assert!(api_calls < 40, "{api_calls} API requests");
+    assert!(
+        !emu.requests()
+            .iter()
+            .any(|r| r["operation"] == "r2-delete-object"),
+        "no per-object API deletes"
+    );
+    cli.assert_token_never_printed();
+    emu.assert_no_violations();
+}
+
+#[test]
+fn destroy_without_the_worker_empties_through_the_api_waiting_out_the_block() {
+    let emu = Emu::start_with(&TIGHT_LIMIT);
+    let cli = Cli::new(&emu, TOKEN);
+    let patient = [("STATEFUL_CI_CF_MAX_ATTEMPTS", "10")];
+    cli.ok(&["deploy", "--yes", "--repository", "octo/app"], &patient);
+    emu.seed("stateful-ci", 130, "r/1/2/packs/");
+    // Keys with a literal '/' and one whose name holds "%2F" (another key).
+    let c = emu.client();
+    c.put_object(ACCOUNT, "stateful-ci", "r/1/2/manifests/a%2Fb", b"m")
+        .unwrap();
+    assert_eq!(emu.object_count("stateful-ci"), 131);
+    // The Worker is gone (e.g. deleted by hand): the API is the fallback.
+    c.delete_script(ACCOUNT, "stateful-ci").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    emu.clear_requests();
+    let out = cli.run_env(&["destroy", "--yes"], &patient);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let deletes = emu
+        .requests()
+        .iter()
+        .filter(|r| r["operation"] == "r2-delete-object" && r["status"] == 200)
+        .count();
+    assert_eq!(deletes, 131, "one DELETE per object, each key once");
+    assert!(count_429(&emu) >= 1, "the limit was reached and waited out");
+    assert!(err.contains("rate limited (429)"), "{err}");
+    assert!(
+        !emu.account_state()["r2_buckets"]
+            .to_string()
+            .contains("stateful-ci")
+    );
+    let blocks = emu.ctl("GET", "/rate-limit", None);
+    assert!(
+        blocks["limiters"][ACCOUNT]["blocks"].as_u64().unwrap() >= 2,
+        "{blocks}"
+    );
+    cli.assert_token_never_printed();
+    emu.assert_no_violations();
+}
+
+#[test]
+fn destroy_is_resumable_and_checks_progress() {
+    let emu = Emu::start();
+    let cli = Cli::new(&emu, TOKEN);
+    cli.ok(&["deploy", "--yes", "--repository", "octo/app"], &[]);
+    emu.seed("stateful-ci", 3_000, "r/1/2/packs/");
+    // The script deletion fails (after the bucket was emptied): a rerun
+    // finishes, and the bucket is emptied no second time.
+    emu.fault(json!({"kind": "500", "operation": "worker-script-delete-worker", "count": 6}));
+    let first = cli.run(&["destroy", "--yes"]);
+    emu.ctl("DELETE", "/faults", None);
+    assert_eq!(first.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("hint:"));
+    assert_eq!(emu.object_count("stateful-ci"), 0);
+    assert!(cli.config().contains("[deployment]"));
+    cli.ok(&["destroy", "--yes"], &[]);
+    assert!(emu.script_state("stateful-ci").is_none());
+    emu.assert_no_violations();
+}
+
+#[test]
+fn deploy_names_the_fix_for_r2_not_enabled_and_no_workers_dev_subdomain() {
+    let emu = Emu::start();
+    let run = |cli: &Cli| {
+        let out = cli.run_env(
+            &["deploy", "--yes", "--repository", "octo/app"],
+            &[("CLOUDFLARE_ACCOUNT_ID", BARE_ACCOUNT)],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cli = Cli::new(&emu, TOKEN_BARE);
+    let err = run(&cli);
+    assert!(
+        err.contains("code 10042") && err.contains("R2 Object Storage") && !err.contains("retry"),
+        "{err}"
+    );
+    emu.ctl(
+        "PATCH",
+        &format!("/accounts/{BARE_ACCOUNT}"),
+        Some(json!({"r2_enabled": true})),
+    );
+    let err = run(&cli);
+    assert!(
+        err.contains("no workers.dev subdomain") && err.contains("Workers & Pages"),
+        "{err}"
+    );
+    cli.assert_token_never_printed();
     emu.assert_no_violations();
 }
 

@@ -13,8 +13,11 @@
 
 mod body;
 mod coordinator;
+mod denials;
 mod objects;
 mod pin;
+mod purge;
+mod retention;
 mod store;
 mod visibility;
 
@@ -109,10 +112,18 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    if let Ok(cfg) = load_config(&env)
-        && let Err(e) = store::sweep_all(&env, &cfg, now_secs()).await
-    {
-        console_error!("retention sweep failed: {}", e.0.message);
+    // Real time, not the event's: the grace period protects saves in flight.
+    match retention::sweep(&env, now_secs()).await {
+        Ok(r) => console_log!(
+            "retention sweep: {} scopes, {} snapshots dropped, {} objects marked, {} deleted ({} bytes), {} log rows",
+            r.scopes_checked,
+            r.snapshots_dropped,
+            r.objects_marked,
+            r.objects_deleted,
+            r.bytes_deleted,
+            r.log_rows_deleted
+        ),
+        Err(e) => console_error!("retention sweep failed: {}", e.0.message),
     }
 }
 
@@ -131,7 +142,9 @@ async fn route(req: &mut Request, env: &Env) -> ApiResult<Response> {
         (Method::Get, ["v1", "objects", kind, hash]) => {
             objects::get_object(req, env, &object_key(kind, hash)?).await
         }
-        (Method::Get, ["v1", "admin", what]) => admin(req, env, what).await,
+        (Method::Get | Method::Post, ["v1", "admin", what]) => {
+            admin(req, env, what, method.clone()).await
+        }
         (_, ["v1", "health" | "restore" | "objects" | "admin", ..] | ["v1", "save", ..]) => {
             Err(ApiError::new(
                 ErrorCode::MethodNotAllowed,
@@ -212,11 +225,11 @@ fn bearer(req: &Request) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Verifies the request's OIDC token and records the run. Denials are
-/// recorded as decisions.
+/// Verifies the request's OIDC token and records the run. Refusals are
+/// counted in aggregate (`denials`), never written one row each.
 async fn authenticate(req: &Request, env: &Env, cfg: &Config, route: &str) -> ApiResult<Verified> {
     let Some(token) = bearer(req) else {
-        store::record_denial(env, route, "missing_token", "").await;
+        denials::count(env, route, "missing_token").await;
         return Err(ApiError::new(
             ErrorCode::MissingToken,
             "send Authorization: Bearer <GitHub Actions OIDC token> (the job needs permissions: id-token: write)",
@@ -242,7 +255,7 @@ async fn authenticate(req: &Request, env: &Env, cfg: &Config, route: &str) -> Ap
             Ok(v)
         }
         Err(e) => {
-            store::record_denial(env, route, e.reason, &e.message).await;
+            denials::count(env, route, e.reason).await;
             Err(auth_error(e))
         }
     }
@@ -573,13 +586,6 @@ async fn save_commit(req: &mut Request, env: &Env) -> ApiResult<Response> {
                 &format!("generation {}", head.generation),
             )
             .await;
-            if !replayed
-                && let Err(e) =
-                    store::sweep_scope(env, &cfg, &ctx.tenant.id(), &body.workspace, &scope, now)
-                        .await
-            {
-                console_error!("retention sweep of one scope failed: {}", e.0.message);
-            }
             json(
                 200,
                 &wire::SaveCommitResponse {
@@ -631,7 +637,7 @@ async fn save_commit(req: &mut Request, env: &Env) -> ApiResult<Response> {
 
 // ---------------------------------------------------------------- admin
 
-async fn admin(req: &mut Request, env: &Env, what: &str) -> ApiResult<Response> {
+async fn admin(req: &mut Request, env: &Env, what: &str, method: Method) -> ApiResult<Response> {
     let Some(expected) = var(env, vars::ADMIN_TOKEN).filter(|t| !t.is_empty()) else {
         return Err(ApiError::new(
             ErrorCode::AdminDisabled,
@@ -653,14 +659,21 @@ async fn admin(req: &mut Request, env: &Env, what: &str) -> ApiResult<Response> 
         .and_then(|(_, v)| v.parse::<u32>().ok())
         .unwrap_or(50)
         .clamp(1, 500);
-    match what {
-        "runs" => json(200, &store::admin_runs(env, limit).await?),
-        "snapshots" => json(200, &store::admin_snapshots(env, limit).await?),
-        "decisions" => json(200, &store::admin_decisions(env, limit).await?),
-        "sizes" => json(200, &store::admin_sizes(env, limit).await?),
+    match (what, method) {
+        ("purge", Method::Post) => purge::purge(req, env).await,
+        ("sweep", Method::Post) => json(200, &retention::sweep(env, now_secs()).await?),
+        ("denials", Method::Get) => json(200, &denials::report(env, limit).await?),
+        ("purge" | "sweep", _) | (_, Method::Post) => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "POST admin routes are purge and sweep",
+        )),
+        ("runs", _) => json(200, &store::admin_runs(env, limit).await?),
+        ("snapshots", _) => json(200, &store::admin_snapshots(env, limit).await?),
+        ("decisions", _) => json(200, &store::admin_decisions(env, limit).await?),
+        ("sizes", _) => json(200, &store::admin_sizes(env, limit).await?),
         _ => Err(ApiError::new(
             ErrorCode::NotFound,
-            "admin routes are runs, snapshots, decisions and sizes",
+            "admin routes are runs, snapshots, decisions, sizes, denials (GET) and purge, sweep (POST)",
         )),
     }
 }

@@ -1,8 +1,8 @@
 //! I/O against the bindings: D1 (runs, snapshots, decisions, sizes), R2
 //! (objects, stored per tenant under `r/<owner_id>/<repository_id>/<key>`),
-//! the issuer's JWKS (cached per isolate), and retention sweeps. Object
-//! bytes are in `objects`, object visibility and snapshot records in
-//! `visibility`.
+//! and the issuer's JWKS (cached per isolate). Object bytes are in
+//! `objects`, object visibility and snapshot records in `visibility`,
+//! retention sweeps in `retention`, refused-request counts in `denials`.
 
 use std::cell::RefCell;
 
@@ -12,7 +12,6 @@ use stateful_ci_protocol::{Head, ObjectKey};
 use stateful_ci_worker_core::auth::{Jwks, RunContext, Verified, parse_jwks, should_fetch_jwks};
 use stateful_ci_worker_core::config::Config;
 use stateful_ci_worker_core::grant::GrantClaims;
-use stateful_ci_worker_core::retention;
 use wasm_bindgen::JsValue;
 use worker::*;
 
@@ -177,26 +176,6 @@ async fn insert_decision(env: &Env, values: [JsValue; 10]) {
     }
 }
 
-pub async fn record_denial(env: &Env, route: &str, reason: &str, detail: &str) {
-    let detail: String = detail.chars().take(500).collect();
-    insert_decision(
-        env,
-        [
-            n(crate::now_secs()),
-            s(route),
-            s(""),
-            s(""),
-            s(""),
-            s(""),
-            n(0),
-            s(reason),
-            s(""),
-            s(&detail),
-        ],
-    )
-    .await;
-}
-
 #[allow(clippy::too_many_arguments)]
 pub async fn record_decision(
     env: &Env,
@@ -224,17 +203,6 @@ pub async fn record_decision(
         ],
     )
     .await;
-}
-
-// ---------------------------------------------------------------- R2 objects
-
-fn bucket(env: &Env) -> ApiResult<Bucket> {
-    env.bucket("BUCKET").map_err(|e| {
-        ApiError::new(
-            ErrorCode::Misconfigured,
-            format!("the R2 binding BUCKET is missing ({e}); redeploy with stateful-ci deploy"),
-        )
-    })
 }
 
 // ---------------------------------------------------------------- snapshots
@@ -294,174 +262,6 @@ pub async fn snapshot_has_object(env: &Env, g: &GrantClaims, key: &ObjectKey) ->
         .await
         .map_err(d1_err("checking a grant"))?;
     Ok(row.is_some())
-}
-
-// ---------------------------------------------------------------- retention
-
-/// Drops the scope's snapshots older than the retention age (keeping its
-/// head), then the R2 objects no remaining snapshot of the tenant uses.
-pub async fn sweep_scope(
-    env: &Env,
-    cfg: &Config,
-    tenant: &str,
-    workspace: &str,
-    scope: &str,
-    now: i64,
-) -> ApiResult<u32> {
-    #[derive(Deserialize)]
-    struct Row {
-        id: i64,
-        generation: i64,
-        created_at: i64,
-    }
-    #[derive(Deserialize)]
-    struct Gen {
-        generation: i64,
-    }
-    #[derive(Deserialize)]
-    struct Obj {
-        object_key: String,
-    }
-    let d = db(env)?;
-    let cutoff = now - i64::from(cfg.retention_days) * 86_400;
-    let rows: Vec<Row> = d
-        .prepare("SELECT id, generation, created_at FROM snapshots WHERE tenant = ? AND workspace = ? AND scope = ? AND created_at < ?")
-        .bind(&[s(tenant), s(workspace), s(scope), n(cutoff)])?
-        .all()
-        .await
-        .map_err(d1_err("sweep"))?
-        .results()
-        .map_err(d1_err("sweep"))?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let head: Option<Gen> = d
-        .prepare("SELECT generation FROM heads WHERE tenant = ? AND workspace = ? AND scope = ?")
-        .bind(&[s(tenant), s(workspace), s(scope)])?
-        .first(None)
-        .await
-        .map_err(d1_err("sweep"))?;
-    let stored: Vec<retention::Stored> = rows
-        .iter()
-        .map(|r| retention::Stored {
-            id: r.id,
-            generation: r.generation as u64,
-            created_at: r.created_at,
-        })
-        .collect();
-    let expired = retention::expired(
-        &stored,
-        head.map(|h| h.generation as u64),
-        now,
-        cfg.retention_days,
-    );
-    let mut dropped = 0;
-    for id in expired {
-        let objs: Vec<Obj> = d
-            .prepare("SELECT object_key FROM snapshot_objects WHERE snapshot_id = ?")
-            .bind(&[n(id)])?
-            .all()
-            .await
-            .map_err(d1_err("sweep"))?
-            .results()
-            .map_err(d1_err("sweep"))?;
-        d.batch(vec![
-            d.prepare("DELETE FROM snapshot_objects WHERE snapshot_id = ?")
-                .bind(&[n(id)])?,
-            d.prepare("DELETE FROM snapshots WHERE id = ?")
-                .bind(&[n(id)])?,
-        ])
-        .await
-        .map_err(d1_err("sweep"))?;
-        dropped += 1;
-        for o in objs {
-            delete_if_unused(env, &d, tenant, &o.object_key).await?;
-        }
-    }
-    Ok(dropped)
-}
-
-async fn delete_if_unused(
-    env: &Env,
-    d: &D1Database,
-    tenant: &str,
-    object_key: &str,
-) -> ApiResult<bool> {
-    #[derive(Deserialize)]
-    struct One {
-        #[allow(dead_code)]
-        one: i64,
-    }
-    let used: Option<One> = d
-        .prepare(
-            "SELECT 1 AS one FROM snapshot_objects so JOIN snapshots sn ON sn.id = so.snapshot_id
-             WHERE sn.tenant = ? AND so.object_key = ? LIMIT 1",
-        )
-        .bind(&[s(tenant), s(object_key)])?
-        .first(None)
-        .await
-        .map_err(d1_err("sweep"))?;
-    if used.is_some() {
-        return Ok(false);
-    }
-    let Ok(key) = object_key.parse::<ObjectKey>() else {
-        return Ok(false);
-    };
-    bucket(env)?
-        .delete(r2_key(tenant, &key))
-        .await
-        .map_err(|e| ApiError::internal("R2 delete failed", e))?;
-    d.prepare("DELETE FROM objects WHERE tenant = ? AND object_key = ?")
-        .bind(&[s(tenant), s(object_key)])?
-        .run()
-        .await
-        .map_err(d1_err("sweep"))?;
-    Ok(true)
-}
-
-/// The scheduled sweep: every scope with old snapshots, then objects that
-/// were uploaded long ago but never became part of a snapshot.
-pub async fn sweep_all(env: &Env, cfg: &Config, now: i64) -> ApiResult<()> {
-    #[derive(Deserialize)]
-    struct ScopeRow {
-        tenant: String,
-        workspace: String,
-        scope: String,
-    }
-    #[derive(Deserialize)]
-    struct Orphan {
-        tenant: String,
-        object_key: String,
-    }
-    let d = db(env)?;
-    let cutoff = now - i64::from(cfg.retention_days) * 86_400;
-    let scopes: Vec<ScopeRow> = d
-        .prepare("SELECT DISTINCT tenant, workspace, scope FROM snapshots WHERE created_at < ? LIMIT 200")
-        .bind(&[n(cutoff)])?
-        .all()
-        .await
-        .map_err(d1_err("sweep"))?
-        .results()
-        .map_err(d1_err("sweep"))?;
-    for sc in scopes {
-        sweep_scope(env, cfg, &sc.tenant, &sc.workspace, &sc.scope, now).await?;
-    }
-    let orphans: Vec<Orphan> = d
-        .prepare(
-            "SELECT o.tenant, o.object_key FROM objects o WHERE o.created_at < ? AND NOT EXISTS (
-               SELECT 1 FROM snapshot_objects so JOIN snapshots sn ON sn.id = so.snapshot_id
-               WHERE sn.tenant = o.tenant AND so.object_key = o.object_key) LIMIT 500",
-        )
-        .bind(&[n(cutoff)])?
-        .all()
-        .await
-        .map_err(d1_err("sweep"))?
-        .results()
-        .map_err(d1_err("sweep"))?;
-    for o in orphans {
-        delete_if_unused(env, &d, &o.tenant, &o.object_key).await?;
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- admin

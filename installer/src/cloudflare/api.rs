@@ -4,11 +4,11 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use stateful_ci_net::reqwest::Method;
 
-use super::{ACCOUNT, CfError, CfResult, Client, D1, Op, Part, R2, SCRIPTS};
+use super::{ACCOUNT, CfError, CfResult, Client, D1, NONE, Op, Part, R2, SCRIPTS};
 
 const VERIFY: Op = Op {
     what: "verify the API token",
-    permission: ACCOUNT,
+    permission: NONE,
 };
 const ACCOUNTS: Op = Op {
     what: "list accounts",
@@ -86,6 +86,14 @@ const ROUTE_GET: Op = Op {
     what: "read the Worker's workers.dev route",
     permission: SCRIPTS,
 };
+const SCHEDULES_GET: Op = Op {
+    what: "read the Worker's Cron Triggers",
+    permission: SCRIPTS,
+};
+const SCHEDULES_PUT: Op = Op {
+    what: "set the Worker's Cron Triggers",
+    permission: SCRIPTS,
+};
 const ROUTE_POST: Op = Op {
     what: "enable the Worker's workers.dev route",
     permission: SCRIPTS,
@@ -149,13 +157,36 @@ struct Subdomain {
     subdomain: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+struct Schedules {
+    #[serde(default)]
+    schedules: Vec<Schedule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Schedule {
+    cron: String,
+}
+
+/// One path segment (account, bucket, script and database names, which we
+/// validate as `[a-z0-9-]`): everything else is percent-encoded.
 fn seg(s: &str) -> String {
-    // Names we send are validated ([a-z0-9-]); keys may hold '/'.
+    encode(s, false)
+}
+
+/// An R2 object key in the path: `/` stays literal, as wrangler's R2 helpers
+/// send it; the API does not decode `%2F`, which would name another key.
+pub fn object_key_path(key: &str) -> String {
+    encode(key, true)
+}
+
+fn encode(s: &str, keep_slash: bool) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
             }
+            b'/' if keep_slash => "/".to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -180,7 +211,9 @@ impl Client {
         self.list_pages(ACCOUNTS, "/accounts", &[])
     }
 
-    /// The account's workers.dev subdomain, `None` if it has none yet.
+    /// The account's workers.dev subdomain, `None` if it has none yet
+    /// (code 10007, the code wrangler keys on: deploy-helpers
+    /// `triggers/subdomain.ts`).
     pub fn workers_subdomain(&self, account: &str) -> CfResult<Option<String>> {
         match self.get::<Subdomain>(
             SUBDOMAIN,
@@ -188,7 +221,7 @@ impl Client {
             &[],
         ) {
             Ok(s) => Ok(Some(s.subdomain)),
-            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) if e.has_code(10007) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -214,8 +247,8 @@ impl Client {
         )
     }
 
-    /// Create a bucket; one that already exists (e.g. an earlier attempt
-    /// whose answer was lost) counts as created.
+    /// Create a bucket; one that already exists (409/10073, e.g. an earlier
+    /// attempt whose answer was lost) counts as created.
     pub fn create_bucket(&self, account: &str, bucket: &str) -> CfResult<()> {
         match self.json::<Json>(
             BUCKET_CREATE,
@@ -224,7 +257,7 @@ impl Client {
             &json!({ "name": bucket }),
         ) {
             Ok(_) => Ok(()),
-            Err(e) if e.has_code(10004) => Ok(()),
+            Err(e) if e.has_code(10073) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -241,7 +274,7 @@ impl Client {
         }
     }
 
-    /// One page of object keys (at most 1000) and the cursor of the next.
+    /// Every object key of the bucket (pages of up to 1000).
     pub fn objects(&self, account: &str, bucket: &str) -> CfResult<Vec<Object>> {
         self.list_cursor(
             OBJECTS_LIST,
@@ -255,17 +288,40 @@ impl Client {
         )
     }
 
+    /// One page of object keys (at most `per_page`, up to 1000).
+    pub fn objects_page(
+        &self,
+        account: &str,
+        bucket: &str,
+        per_page: u64,
+    ) -> CfResult<Vec<Object>> {
+        self.get(
+            OBJECTS_LIST,
+            &format!(
+                "/accounts/{}/r2/buckets/{}/objects",
+                seg(account),
+                seg(bucket)
+            ),
+            &[("per_page", per_page.min(1000).to_string())],
+        )
+    }
+
+    /// Delete one object; a missing key counts as deleted (R2 answers
+    /// success, like S3's DeleteObject; a 404/10007 is taken the same way).
     pub fn delete_object(&self, account: &str, bucket: &str, key: &str) -> CfResult<()> {
-        self.delete(
+        match self.delete(
             OBJECT_DELETE,
             &format!(
                 "/accounts/{}/r2/buckets/{}/objects/{}",
                 seg(account),
                 seg(bucket),
-                seg(key)
+                object_key_path(key)
             ),
             &[],
-        )
+        ) {
+            Err(e) if e.status() == Some(404) && e.has_code(10007) => Ok(()),
+            other => other,
+        }
     }
 
     pub fn put_object(&self, account: &str, bucket: &str, key: &str, bytes: &[u8]) -> CfResult<()> {
@@ -275,7 +331,7 @@ impl Client {
                 "/accounts/{}/r2/buckets/{}/objects/{}",
                 seg(account),
                 seg(bucket),
-                seg(key)
+                object_key_path(key)
             ),
             bytes,
         )
@@ -425,6 +481,37 @@ impl Client {
         Ok(e.enabled)
     }
 
+    /// The script's Cron Triggers (cron expressions).
+    pub fn schedules(&self, account: &str, script: &str) -> CfResult<Vec<String>> {
+        let s: Schedules = self.get(
+            SCHEDULES_GET,
+            &format!(
+                "/accounts/{}/workers/scripts/{}/schedules",
+                seg(account),
+                seg(script)
+            ),
+            &[],
+        )?;
+        Ok(s.schedules.into_iter().map(|s| s.cron).collect())
+    }
+
+    /// Replace the script's Cron Triggers (`[]` removes them all), as
+    /// wrangler's `triggers deploy` does.
+    pub fn put_schedules(&self, account: &str, script: &str, crons: &[String]) -> CfResult<()> {
+        let body: Vec<Json> = crons.iter().map(|c| json!({ "cron": c })).collect();
+        self.json::<Json>(
+            SCHEDULES_PUT,
+            Method::PUT,
+            &format!(
+                "/accounts/{}/workers/scripts/{}/schedules",
+                seg(account),
+                seg(script)
+            ),
+            &Json::Array(body),
+        )?;
+        Ok(())
+    }
+
     pub fn enable_script_route(&self, account: &str, script: &str) -> CfResult<()> {
         self.json::<Json>(
             ROUTE_POST,
@@ -443,4 +530,16 @@ impl Client {
 /// Whether an error means "the SQL failed" rather than "the call failed".
 pub fn is_sql_error(e: &CfError) -> bool {
     e.has_code(7500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_keep_slashes_literal() {
+        assert_eq!(object_key_path("r/1/2/packs/ab"), "r/1/2/packs/ab");
+        assert_eq!(object_key_path("a b%"), "a%20b%25");
+        assert_eq!(seg("a/b"), "a%2Fb");
+    }
 }

@@ -1,5 +1,6 @@
 //! A typed client for the Cloudflare API v4 operations stateful-ci needs
-//! (the subset in `../shared/cloudflare/`).
+//! (the subset in `tests/cloudflare-emulator/contract/`, whose emulator
+//! documents each behaviour with its source in `BEHAVIOURS.md`).
 //!
 //! Owns: the v4 envelope, typed errors carrying Cloudflare's codes, page and
 //! cursor pagination, the mapping from a refused operation to the token
@@ -56,7 +57,26 @@ pub struct Op {
 pub const SCRIPTS: &str = "Workers Scripts Edit";
 pub const D1: &str = "D1 Edit";
 pub const R2: &str = "Workers R2 Storage Edit";
+/// Only `init` needs it (to list accounts when no account id is given);
+/// `deploy`, `upgrade` and `destroy` never do.
 pub const ACCOUNT: &str = "Account Settings Read";
+/// Token verification needs no permission of its own.
+pub const NONE: &str = "(any valid token)";
+/// The permissions `deploy`, `upgrade` and `destroy` use, and no more.
+pub const MINIMAL_PERMISSIONS: &str = "Workers Scripts Edit, D1 Edit and Workers R2 Storage Edit";
+
+/// Cloudflare's account-wide limit: 1,200 requests per 5 minutes; going
+/// over blocks every call for 5 minutes. A retry budget shorter than that
+/// block gives up while Cloudflare is still refusing, so the Cloudflare
+/// client waits out a `retry-after` of up to 5.5 minutes, twice.
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 10,
+        base_delay: Duration::from_millis(250),
+        max_delay: Duration::from_secs(330),
+        max_total: Duration::from_secs(12 * 60),
+    }
+}
 
 /// An error message entry of the envelope.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -115,8 +135,11 @@ impl CfError {
     /// What the user should do about it.
     pub fn hint(&self) -> String {
         match self {
+            CfError::Api { .. } if self.has_code(10042) => {
+                "R2 is not enabled on this Cloudflare account: in the dashboard open R2 Object Storage (left sidebar, under Storage & Databases), choose Purchase R2 / enable it (the Free plan includes 10 GB-month; a payment method is asked for), then run the command again".into()
+            }
             CfError::Api { op, status, .. } if *status == 403 && self.has_code(10000) => format!(
-                "the API token is not allowed to {}: give it the permission `{}` (the minimal set is {SCRIPTS}, {D1}, {R2}, {ACCOUNT}) and make sure it covers this account",
+                "the API token is not allowed to {}: give it the permission `{}` (the minimal set is {MINIMAL_PERMISSIONS}) and make sure it covers this account",
                 op.what, op.permission
             ),
             CfError::Api { status, .. }
@@ -124,11 +147,11 @@ impl CfError {
                     && (self.has_code(9109) || self.has_code(1000) || self.has_code(9106)) =>
             {
                 format!(
-                    "the API token is invalid, expired or disabled: create one with {SCRIPTS}, {D1}, {R2} and {ACCOUNT} and set {TOKEN_ENV}"
+                    "the API token is invalid, expired or disabled: create one with {MINIMAL_PERMISSIONS} and set {TOKEN_ENV}"
                 )
             }
             CfError::Api { status: 429, .. } => {
-                "Cloudflare's rate limit (1200 requests per 5 minutes) was hit and retries ran out: wait a few minutes and run the command again".into()
+                "Cloudflare's account rate limit (1,200 requests per 5 minutes; going over blocks the account's API calls for 5 minutes) outlasted the retries: wait 5 minutes and run the command again (it picks up where it stopped)".into()
             }
             CfError::Api { status, .. } if *status >= 500 => {
                 "Cloudflare had a server error: run the command again (it picks up where it stopped)".into()
@@ -171,8 +194,29 @@ pub struct ResultInfo {
     pub total_count: Option<u64>,
     #[serde(default)]
     pub cursor: Option<String>,
-    #[serde(default)]
+    /// A string (`"true"`/`"false"`) on Cloudflare's wire, as its SDK
+    /// types it; a JSON boolean is accepted too.
+    #[serde(default, deserialize_with = "string_or_bool")]
     pub is_truncated: Option<bool>,
+}
+
+fn string_or_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Option::<Flag>::deserialize(d)? {
+        None => Ok(None),
+        Some(Flag::Bool(b)) => Ok(Some(b)),
+        Some(Flag::Text(t)) => match t.trim() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            // Unknown text: treat as absent (the cursor decides).
+            _ => Ok(None),
+        },
+    }
 }
 
 /// A multipart part, kept as bytes so a retry can rebuild the form.
@@ -210,7 +254,7 @@ impl Client {
             upload: stateful_ci_net::client(Duration::from_secs(300)),
             base: base.trim_end_matches('/').to_string(),
             token,
-            policy: RetryPolicy::default(),
+            policy: retry_policy(),
             on_retry: None,
             page_size: None,
         }
@@ -431,11 +475,63 @@ impl Client {
             let items: Vec<T> = Self::decode(op, pick(v))?;
             let n = items.len();
             out.extend(items);
-            match info.and_then(|i| i.cursor).filter(|c| !c.is_empty()) {
-                Some(c) if n > 0 => cursor = Some(c),
+            let info = info.unwrap_or_default();
+            let next = info.cursor.filter(|c| !c.is_empty());
+            // A page that says it is the last, or brings nothing new, ends
+            // the loop: a cursor that does not move would loop forever.
+            match next {
+                Some(c)
+                    if n > 0 && info.is_truncated != Some(false) && cursor.as_ref() != Some(&c) =>
+                {
+                    cursor = Some(c)
+                }
                 _ => break,
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_truncated_decodes_from_a_string_or_a_bool() {
+        let r: ResultInfo =
+            serde_json::from_str(r#"{"cursor":"c","is_truncated":"true","per_page":1000}"#)
+                .unwrap();
+        assert_eq!(r.is_truncated, Some(true));
+        let r: ResultInfo = serde_json::from_str(r#"{"is_truncated":"false"}"#).unwrap();
+        assert_eq!(r.is_truncated, Some(false));
+        let r: ResultInfo = serde_json::from_str(r#"{"is_truncated":true}"#).unwrap();
+        assert_eq!(r.is_truncated, Some(true));
+        let r: ResultInfo = serde_json::from_str(r#"{}"#).unwrap();
+        assert_eq!(r.is_truncated, None);
+        let e: Envelope = serde_json::from_str(
+            r#"{"success":true,"errors":[],"result":[],"result_info":{"is_truncated":"false","cursor":""}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.result_info.unwrap().is_truncated, Some(false));
+    }
+
+    #[test]
+    fn hints_name_the_fix() {
+        let op = Op {
+            what: "create the R2 bucket",
+            permission: R2,
+        };
+        let api = |status, code| CfError::Api {
+            op,
+            status,
+            errors: vec![ApiMessage {
+                code,
+                message: String::new(),
+            }],
+        };
+        assert!(api(403, 10042).hint().contains("R2 Object Storage"));
+        let h = api(403, 10000).hint();
+        assert!(h.contains(R2) && !h.contains(ACCOUNT), "{h}");
+        assert!(api(429, 971).hint().contains("5 minutes"));
     }
 }

@@ -7,9 +7,12 @@
 //! Must not: print (progress goes through a callback), write a secret into
 //! the record, or delete anything the record does not say this tool created.
 
+mod destroy;
 pub mod plan;
 pub mod record;
 pub mod repos;
+
+pub use destroy::{DESTROY_ADMIN_TOKEN_ENV, destroy, destroy_items};
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,10 @@ pub const GRANT_KEY: &str = "GRANT_KEY";
 /// Use this value for the admin token when it is first created.
 pub const ADMIN_TOKEN_ENV: &str = "STATEFUL_CI_ADMIN_TOKEN";
 pub const COMPATIBILITY_DATE: &str = "2025-09-01";
+/// The Cron Trigger of the retention sweep: hourly, at a minute few others
+/// pick (docs/WORKER.md, "Retention"). Each run does bounded work, so an
+/// hourly run keeps a busy cache within its retention without long runs.
+pub const SWEEP_CRON: &str = "41 * * * *";
 
 /// Non-secret settings of the Worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +133,10 @@ impl<'a> Deployer<'a> {
         if t.status != "active" {
             return Err(Error::user(
                 format!("the Cloudflare API token is {}, not active", t.status),
-                "create a new token with Workers Scripts Edit, D1 Edit, Workers R2 Storage Edit and Account Settings Read",
+                format!(
+                    "create a new token with {}",
+                    crate::cloudflare::MINIMAL_PERMISSIONS
+                ),
             ));
         }
         Ok(())
@@ -152,6 +162,7 @@ impl<'a> Deployer<'a> {
             do_steps: self.bundle.do_steps.clone(),
             worker_config: worker_config_hash(&self.settings, database_id),
             secrets: vec![ADMIN_TOKEN.into(), GRANT_KEY.into()],
+            schedules: vec![SWEEP_CRON.into()],
         }
     }
 
@@ -172,6 +183,7 @@ impl<'a> Deployer<'a> {
                 migration_tag: s.migration_tag.filter(|t| !t.is_empty()),
                 secrets: c.secret_names(a, name).map_err(cf)?,
                 route_enabled: c.script_route_enabled(a, name).map_err(cf)?,
+                schedules: c.schedules(a, name).map_err(cf)?,
             }),
             None => None,
         };
@@ -315,6 +327,7 @@ impl<'a> Deployer<'a> {
                     c.put_secret(&a, &name, s, &value).map_err(cf)?;
                 }
                 Step::EnableRoute => c.enable_script_route(&a, &name).map_err(cf)?,
+                Step::SetSchedules(crons) => c.put_schedules(&a, &name, crons).map_err(cf)?,
             }
         }
         progress(&format!("waiting for {}/v1/health", plan.worker_url));
@@ -474,26 +487,8 @@ impl<'a> Deployer<'a> {
     /// Poll `/v1/health` until it answers 200 with the service name.
     pub fn wait_healthy(&self, worker_url: &str) -> Result<(), Error> {
         let http = stateful_ci_net::client(Duration::from_secs(10));
-        let (url, host) = match &self.health_base {
-            Some(b) => (format!("{}/v1/health", b.trim_end_matches('/')), None),
-            None if self.client.is_overridden() => {
-                // An emulator serves workers.dev hosts on its API origin.
-                let base =
-                    stateful_ci_net::reqwest::Url::parse(self.client.base()).map_err(|e| {
-                        Error::user(
-                            format!(
-                                "CLOUDFLARE_API_BASE_URL {:?} is not a URL: {e}",
-                                self.client.base()
-                            ),
-                            "set it to http(s)://HOST[:PORT]/client/v4",
-                        )
-                    })?;
-                let origin = base.origin().ascii_serialization();
-                let host = worker_url.trim_start_matches("https://").to_string();
-                (format!("{origin}/v1/health"), Some(host))
-            }
-            None => (format!("{worker_url}/v1/health"), None),
-        };
+        let (base, host) = worker_endpoint(self.client, worker_url, self.health_base.as_deref())?;
+        let url = format!("{base}/v1/health");
         let started = Instant::now();
         let mut last: String;
         let mut pause = Duration::from_millis(100);
@@ -534,100 +529,39 @@ impl<'a> Deployer<'a> {
     }
 }
 
-/// What `destroy` will delete: only what the record says this tool created.
-pub fn destroy_items(r: &Record) -> Vec<String> {
-    let mut v = Vec::new();
-    if r.created("script") {
-        v.push(format!(
-            "Worker script {} (with its Durable Objects and secrets)",
-            r.script
-        ));
-    }
-    if r.created("database") {
-        v.push(format!(
-            "D1 database {} ({})",
-            r.database,
-            r.database_id.as_deref().unwrap_or("id unknown")
-        ));
-    }
-    if r.created("bucket") {
-        v.push(format!("R2 bucket {} and every object in it", r.bucket));
-    }
-    v
-}
-
-/// Delete what the record names; a rerun after a partial destroy goes on
-/// where it stopped (missing resources count as deleted).
-pub fn destroy(
+/// Where to send requests for the Worker at `worker_url`: `explicit` if
+/// given; through the API origin with the workers.dev `Host` when the API
+/// base is overridden (an emulator serves workers.dev hosts there); else the
+/// URL itself. Returns (base URL without a trailing slash, Host header).
+pub fn worker_endpoint(
     client: &Client,
-    config: &ConfigFile,
-    r: &Record,
-    progress: &dyn Fn(&str),
-) -> Result<(), Error> {
-    let a = &r.account_id;
-    if r.created("script") {
-        progress(&format!("deleting Worker {}", r.script));
-        client.delete_script(a, &r.script).map_err(cf)?;
-    }
-    if r.created("database") {
-        let id = match &r.database_id {
-            Some(id) => Some(id.clone()),
-            None => client
-                .database_by_name(a, &r.database)
-                .map_err(cf)?
-                .map(|d| d.uuid),
-        };
-        if let Some(id) = id {
-            progress(&format!("deleting D1 database {}", r.database));
-            client.delete_database(a, &id).map_err(cf)?;
+    worker_url: &str,
+    explicit: Option<&str>,
+) -> Result<(String, Option<String>), Error> {
+    Ok(match explicit {
+        Some(b) => (b.trim_end_matches('/').to_string(), None),
+        None if client.is_overridden() => {
+            let base = stateful_ci_net::reqwest::Url::parse(client.base()).map_err(|e| {
+                Error::user(
+                    format!(
+                        "CLOUDFLARE_API_BASE_URL {:?} is not a URL: {e}",
+                        client.base()
+                    ),
+                    "set it to http(s)://HOST[:PORT]/client/v4",
+                )
+            })?;
+            let origin = base.origin().ascii_serialization();
+            let host = worker_url
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                .to_string();
+            (origin, Some(host))
         }
-    }
-    if r.created("bucket") && client.bucket_exists(a, &r.bucket).map_err(cf)? {
-        progress(&format!("emptying R2 bucket {}", r.bucket));
-        loop {
-            let objects = client.objects(a, &r.bucket).map_err(cf)?;
-            if objects.is_empty() {
-                break;
-            }
-            delete_batch(client, a, &r.bucket, &objects)?;
-        }
-        progress(&format!("deleting R2 bucket {}", r.bucket));
-        client.delete_bucket(a, &r.bucket).map_err(cf)?;
-    }
-    config.clear(r)
-}
-
-/// Delete objects with a few requests in flight at a time.
-fn delete_batch(
-    client: &Client,
-    a: &str,
-    bucket: &str,
-    objects: &[crate::cloudflare::Object],
-) -> Result<(), Error> {
-    const WORKERS: usize = 8;
-    let chunks: Vec<&[crate::cloudflare::Object]> = objects
-        .chunks(objects.len().div_ceil(WORKERS).max(1))
-        .collect();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                s.spawn(move || -> Result<(), CfError> {
-                    for o in chunk {
-                        client.delete_object(a, bucket, &o.key)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("delete thread").map_err(cf)?;
-        }
-        Ok(())
+        None => (worker_url.trim_end_matches('/').to_string(), None),
     })
 }
 
-fn random_hex(n: usize) -> Result<String, Error> {
+pub(crate) fn random_hex(n: usize) -> Result<String, Error> {
     let mut buf = vec![0u8; n];
     getrandom::getrandom(&mut buf).map_err(|e| {
         Error::user(

@@ -25,6 +25,8 @@ pub struct ScriptState {
     pub migration_tag: Option<String>,
     pub secrets: Vec<String>,
     pub route_enabled: bool,
+    /// Cron Triggers (expressions) installed on the script.
+    pub schedules: Vec<String>,
 }
 
 /// What this binary wants to be deployed.
@@ -40,6 +42,8 @@ pub struct Desired {
     /// Hash of bindings and vars (see `worker_config_hash`).
     pub worker_config: String,
     pub secrets: Vec<String>,
+    /// The Cron Triggers that run the retention sweep.
+    pub schedules: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +60,8 @@ pub enum Step {
     },
     PutSecret(String),
     EnableRoute,
+    /// Replace the script's Cron Triggers with these.
+    SetSchedules(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +236,14 @@ pub fn plan(
             steps.push(Step::PutSecret(s.clone()));
         }
     }
+    // Cron Triggers outlive uploads (an upload leaves them alone), so an
+    // upgrade keeps them; they are set when missing or different.
+    match &seen.script {
+        Some(s) if s.schedules == want.schedules => {
+            unchanged.push(format!("Cron Triggers {}", want.schedules.join(", ")))
+        }
+        _ => steps.push(Step::SetSchedules(want.schedules.clone())),
+    }
     if seen.script.as_ref().is_some_and(|s| s.route_enabled) {
         unchanged.push(format!("workers.dev route {worker_url}"));
     } else {
@@ -278,6 +292,9 @@ impl fmt::Display for Step {
             }
             Step::PutSecret(s) => write!(f, "set secret {s} (generated once)"),
             Step::EnableRoute => f.write_str("enable the workers.dev route"),
+            Step::SetSchedules(c) => {
+                write!(f, "set Cron Triggers {} (retention sweep)", c.join(", "))
+            }
         }
     }
 }
@@ -328,6 +345,7 @@ mod tests {
             ],
             worker_config: "cfg".into(),
             secrets: vec!["ADMIN_TOKEN".into()],
+            schedules: vec!["41 * * * *".into()],
         }
     }
 
@@ -342,6 +360,7 @@ mod tests {
                 migration_tag: Some(tag.into()),
                 secrets: vec!["ADMIN_TOKEN".into()],
                 route_enabled: true,
+                schedules: vec!["41 * * * *".into()],
             }),
         };
         let rec = Record {
@@ -398,6 +417,43 @@ mod tests {
         let e = plan(&want(), &Observed::default(), None, false).unwrap_err();
         assert_eq!(e, PlanError::NoSubdomain);
         assert!(e.hint().contains("workers.dev subdomain"));
+    }
+
+    #[test]
+    fn cron_triggers_are_set_when_missing_and_kept_otherwise() {
+        let (mut seen, rec) = deployed("0.2.0+aaaaaaaaaaaa", "v2");
+        seen.applied_migrations.push("0002_more.sql".into());
+        let p = plan(&want(), &seen, Some(&rec), false).unwrap();
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        assert!(
+            p.unchanged
+                .iter()
+                .any(|u| u.contains("Cron Triggers 41 * * * *"))
+        );
+        seen.script.as_mut().unwrap().schedules.clear();
+        let p = plan(&want(), &seen, Some(&rec), false).unwrap();
+        assert_eq!(p.steps, vec![Step::SetSchedules(vec!["41 * * * *".into()])]);
+        let fresh = plan(
+            &want(),
+            &Observed {
+                account_subdomain: Some("team".into()),
+                ..Observed::default()
+            },
+            None,
+            false,
+        )
+        .unwrap();
+        let upload = fresh
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::UploadWorker { .. }))
+            .unwrap();
+        let cron = fresh
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::SetSchedules(_)))
+            .unwrap();
+        assert!(cron > upload, "triggers need the script: {:?}", fresh.steps);
     }
 
     #[test]

@@ -89,6 +89,32 @@ async function r2(env, op, url, request) {
     await b.delete(body.key);
     return json({ ok: true });
   }
+  if (op === "seed") {
+    let written = 0;
+    const body0 = new Uint8Array(body.size);
+    for (let i = 0; i < body.count; i += 50) {
+      const n = Math.min(50, body.count - i);
+      await Promise.all(Array.from({ length: n }, (_, j) => b.put(body.prefix + String(i + j).padStart(8, "0"), body0)));
+      written += n;
+    }
+    return json({ ok: true, written });
+  }
+  if (op === "total") {
+    let cursor;
+    let objects = 0;
+    let bytes = 0;
+    const keys = [];
+    do {
+      const r = await b.list({ limit: 1000, cursor, prefix: body.prefix || undefined });
+      for (const o of r.objects) {
+        objects++;
+        bytes += o.size;
+        if (keys.length < 100000) keys.push(o.key);
+      }
+      cursor = r.truncated ? r.cursor : undefined;
+    } while (cursor);
+    return json({ ok: true, objects, bytes, keys });
+  }
   if (op === "count") {
     const r = await b.list({ limit: 1 });
     return json({ ok: true, empty: r.objects.length === 0 });

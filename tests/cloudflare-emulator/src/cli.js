@@ -22,7 +22,7 @@ const USAGE = `usage: cloudflare-emulator [--port N] [--config FILE] [--openapi 
                            [--worker-port PORT | --worker-port SCRIPT=PORT]... [--exit-on-stdin-close]
   --port N           API port on 127.0.0.1 (0 = pick a free one; env CF_EMULATOR_PORT)
   --config FILE      JSON {accounts, tokens, rate_limit} (env CF_EMULATOR_CONFIG; default: one account, one full token)
-  --openapi FILE     the OpenAPI subset (env STATEFUL_CI_OPENAPI; default ../shared/cloudflare/ beside the repository)
+  --openapi FILE     the OpenAPI subset (env STATEFUL_CI_OPENAPI; default contract/ in this folder)
   --persist DIR      keep state there across restarts (default: a temp dir removed on exit)
   --worker-port P    port for the first script whose workers.dev route is enabled; SCRIPT=P pins one script`;
 

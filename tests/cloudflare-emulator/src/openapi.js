@@ -14,21 +14,21 @@ import Ajv from "ajv";
 import addFormats from "ajv-formats";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** The contract kept in the repository (corrections listed in contract/CORRECTIONS.md). */
+export const DEFAULT_SPEC = path.resolve(HERE, "..", "contract", "cloudflare-subset.openapi.json");
 
-/** Where the contract lives: explicit path, then STATEFUL_CI_OPENAPI, then ../shared beside the repository. */
+/** Where the contract lives: explicit path, then STATEFUL_CI_OPENAPI, then the repository's copy (contract/). */
 export function resolveSpecPath(explicit) {
   const candidates = [];
   if (explicit) candidates.push(explicit);
   else if (process.env.STATEFUL_CI_OPENAPI) candidates.push(process.env.STATEFUL_CI_OPENAPI);
   else {
-    // tests/cloudflare-emulator/src -> repository root is three levels up.
-    const repoRoot = path.resolve(HERE, "..", "..", "..");
-    candidates.push(path.resolve(repoRoot, "..", "shared", "cloudflare", "cloudflare-subset.openapi.json"));
+    candidates.push(DEFAULT_SPEC);
   }
   for (const c of candidates) if (existsSync(c)) return c;
   throw new Error(
     `OpenAPI subset not found at ${candidates.join(", ")}: the emulator validates every request against it. ` +
-      "Fix: put the shared/ folder beside the repository clone, or set STATEFUL_CI_OPENAPI (or --openapi) to the JSON file.",
+      "Fix: restore tests/cloudflare-emulator/contract/ from git, or set STATEFUL_CI_OPENAPI (or --openapi) to the JSON file.",
   );
 }
 
@@ -53,45 +53,12 @@ function toJsonSchema(node) {
 const escapePointer = (s) => s.replace(/~/g, "~0").replace(/\//g, "~1");
 
 /**
- * Known defects of the shared contract that make a correct response impossible to validate.
- * Each is applied explicitly, listed by GET /__emulator/operations and in README.md, and
- * should be fixed in ../shared/cloudflare/ (then removed here).
+ * Known defects of the contract that are applied at load time instead of in the document.
+ * Empty: the corrections once listed here (r2-list-objects-result-array, error-codes-below-1000,
+ * d1-raw-null-values) are now made in contract/cloudflare-subset.openapi.json itself and listed in
+ * contract/CORRECTIONS.md.
  */
-export const ERRATA = [
-  {
-    id: "r2-list-objects-result-array",
-    why:
-      "GET .../r2/buckets/{bucket_name}/objects 200 is allOf[r2_v4_response (result: type object), {result: array}]: no value satisfies both. " +
-      "The emulator drops the inner `result: {type: object}` for this response only (the array item schema stays).",
-    apply(doc) {
-      const all = doc.paths["/accounts/{account_id}/r2/buckets/{bucket_name}/objects"].get.responses["200"].content["application/json"].schema.allOf[0].allOf;
-      const base = doc.components.schemas["r2_v4_response"];
-      all[0] = { ...base, properties: { ...base.properties, result: {} } };
-    },
-  },
-  {
-    id: "error-codes-below-1000",
-    why:
-      "The *_messages / r2_errors item schemas say code >= 1000, but Cloudflare answers rate limiting (HTTP 429) with " +
-      "code 971 'Please wait and consider throttling your request speed' (seen by wrangler, workers-sdk issue 10025). " +
-      "The emulator drops that minimum so its 429 bodies can carry the real code.",
-    apply(doc) {
-      for (const name of ["d1_messages", "iam_messages", "workers_messages", "r2_errors"]) {
-        delete doc.components.schemas[name].items.properties.code.minimum;
-      }
-    },
-  },
-  {
-    id: "d1-raw-null-values",
-    why:
-      "d1_raw-result-response rows items allow number|string|object only, so a NULL column value (JSON null) cannot be returned by /raw. " +
-      "The emulator also accepts null there.",
-    apply(doc) {
-      const rows = doc.components.schemas["d1_raw-result-response"].properties.results.properties.rows;
-      rows.items.items = { anyOf: [...rows.items.items.anyOf, { type: "null" }] };
-    },
-  },
-];
+export const ERRATA = [];
 
 const JS_MODULE_TYPES = new Set(["application/javascript+module"]);
 const WASM_TYPES = new Set(["application/wasm"]);
@@ -141,13 +108,7 @@ export class OpenApi {
       if (!op) return { error: "method-not-allowed", template: route.template, allowed: Object.keys(route.ops) };
       const params = {};
       route.names.forEach((n, i) => {
-        let v = m[i + 1];
-        try {
-          v = decodeURIComponent(v);
-        } catch {
-          /* keep raw */
-        }
-        params[n] = v;
+        params[n] = n === "object_key" ? decodeObjectKey(m[i + 1]) : decodeSegment(m[i + 1]);
       });
       return { op, params };
     }
@@ -333,6 +294,26 @@ export class OpenApi {
     for (const r of this.routes) for (const m of Object.keys(r.ops)) out.push({ method: m, template: r.template, operationId: r.ops[m].operationId });
     return out;
   }
+}
+
+function decodeSegment(v) {
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v;
+  }
+}
+
+/**
+ * An R2 object key as the API reads it from the path: '/' is sent literally (wrangler's R2
+ * helpers), and a '%2F' is NOT turned into '/': it stays the three characters "%2F", so it
+ * names another key (see BEHAVIOURS.md, "object keys"). Other escapes are decoded.
+ */
+export function decodeObjectKey(raw) {
+  return raw
+    .split(/(%2[fF])/)
+    .map((part) => (/^%2[fF]$/.test(part) ? part : decodeSegment(part)))
+    .join("");
 }
 
 function coerce(value, type) {

@@ -162,6 +162,17 @@ export class Runtime {
     }
   }
 
+  /** Runs a Worker's scheduled handler once (what a Cron Trigger does). */
+  async scheduled(workerName, cron, scheduledTime) {
+    const leave = await this.enter();
+    try {
+      const w = await this.mf.getWorker(workerName);
+      return await w.scheduled({ cron, scheduledTime: scheduledTime ? new Date(scheduledTime) : new Date() });
+    } finally {
+      leave();
+    }
+  }
+
   directUrl(workerName) {
     return this.directUrls.get(workerName);
   }

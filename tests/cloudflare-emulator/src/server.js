@@ -13,7 +13,9 @@ import { OpenApi, ERRATA } from "./openapi.js";
 import { Runtime, startWorkerProxy, forwardToWorker, KEEP_ALIVE_MS } from "./runtime.js";
 import { splitSql } from "./sql.js";
 
-export const PERMISSIONS = ["Workers Scripts Edit", "D1 Edit", "Workers R2 Storage Edit", "Account Settings Read"];
+// What stateful-ci's token needs; "Account Settings Read" (for GET /accounts) is still honoured
+// when a config grants it, but no call of deploy/upgrade/destroy needs it.
+export const PERMISSIONS = ["Workers Scripts Edit", "D1 Edit", "Workers R2 Storage Edit"];
 const READ_ALTERNATIVE = {
   "Workers Scripts Edit": "Workers Scripts Read",
   "D1 Edit": "D1 Read",
@@ -28,11 +30,19 @@ export const DEFAULT_CONFIG = {
       value: "emulator-token-all-permissions",
       owner: "user",
       accounts: ["0123456789abcdef0123456789abcdef"],
-      permissions: [...PERMISSIONS],
+      // Plus Account Settings Read, so `init` can list accounts against the default config.
+      permissions: [...PERMISSIONS, "Account Settings Read"],
     },
   ],
   rate_limit: { requests: 1200, window_seconds: 300 },
 };
+
+/** Rate limit from the environment (tests compress the 5-minute window). */
+function envRateLimit() {
+  const n = Number(process.env.CF_EMULATOR_RATE_LIMIT_REQUESTS);
+  const w = Number(process.env.CF_EMULATOR_RATE_LIMIT_WINDOW_SECONDS);
+  return { requests: Number.isFinite(n) && n > 0 ? n : undefined, window_seconds: Number.isFinite(w) && w > 0 ? w : undefined };
+}
 
 const API_PREFIX = "/client/v4";
 const CONTROL_PREFIX = "/__emulator";
@@ -88,6 +98,7 @@ export class Emulator {
         name: a.name ?? a.id,
         created_on: nowIso(),
         subdomain: a.workers_subdomain ?? null,
+        r2Enabled: a.r2_enabled ?? true,
         d1: new Map(),
         r2: new Map(),
         scripts: new Map(),
@@ -104,10 +115,17 @@ export class Emulator {
         permissions: new Set(t.permissions ?? []),
         status: t.status ?? "active",
         rateLimit: t.rate_limit ? { requests: t.rate_limit.requests, windowMs: (t.rate_limit.window_seconds ?? 300) * 1000 } : undefined,
-        hits: [],
+        // Cloudflare counts requests per user/account, not per token: tokens of one account share
+        // a budget unless the config names another key.
+        rateKey: t.rate_key ?? (t.rate_limit ? `token:${t.id}` : (t.accounts?.[0] ?? t.id)),
       });
     }
-    this.rateLimit = { requests: config.rate_limit?.requests ?? 1200, windowMs: (config.rate_limit?.window_seconds ?? 300) * 1000 };
+    const env = envRateLimit();
+    this.rateLimit = {
+      requests: env.requests ?? config.rate_limit?.requests ?? 1200,
+      windowMs: (env.window_seconds ?? config.rate_limit?.window_seconds ?? 300) * 1000,
+    };
+    this.limiters = new Map(); // rateKey -> { hits: number[], blockedUntil }
     this.workerPorts = options.workerPorts ?? {}; // script name or "*" -> port
     this.violations = [];
     this.requests = [];
@@ -330,15 +348,7 @@ export class Emulator {
       if (isVerify) throw new ApiError(401, 1000, "Invalid API Token");
       throw new ApiError(403, 9109, "Invalid access token");
     }
-    // Rate limit: N requests per window per token.
-    const now = Date.now();
-    const limit = token.rateLimit ?? this.rateLimit;
-    token.hits = token.hits.filter((t) => now - t < limit.windowMs);
-    if (token.hits.length >= limit.requests) {
-      const retry = Math.max(1, Math.ceil((token.hits[0] + limit.windowMs - now) / 1000));
-      throw new ApiError(429, 971, "Please wait and consider throttling your request speed", { "retry-after": String(retry) });
-    }
-    token.hits.push(now);
+    this.rateLimitCheck(token);
     if (isVerify) return token;
     if (params.account_id !== undefined) {
       if (!this.accounts.has(params.account_id) || !token.accounts.has(params.account_id)) {
@@ -353,6 +363,30 @@ export class Emulator {
     return token;
   }
 
+  /**
+   * Cloudflare's global API limit: N requests (1,200) per window (5 minutes); going over blocks
+   * every call of that user/account for a whole window, each answered 429/971 with retry-after.
+   */
+  rateLimitCheck(token) {
+    const now = Date.now();
+    const limit = token.rateLimit ?? this.rateLimit;
+    let l = this.limiters.get(token.rateKey);
+    if (!l) this.limiters.set(token.rateKey, (l = { hits: [], blockedUntil: 0, blocks: 0 }));
+    if (l.blockedUntil > now) {
+      const retry = Math.max(1, Math.ceil((l.blockedUntil - now) / 1000));
+      throw new ApiError(429, 971, "Please wait and consider throttling your request speed", { "retry-after": String(retry) });
+    }
+    l.hits = l.hits.filter((t) => now - t < limit.windowMs);
+    if (l.hits.length >= limit.requests) {
+      l.blockedUntil = now + limit.windowMs;
+      l.blocks++;
+      l.hits = [];
+      const retry = Math.max(1, Math.ceil(limit.windowMs / 1000));
+      throw new ApiError(429, 971, "Please wait and consider throttling your request speed", { "retry-after": String(retry) });
+    }
+    l.hits.push(now);
+  }
+
   account(params) {
     return this.accounts.get(params.account_id);
   }
@@ -360,6 +394,9 @@ export class Emulator {
   // ---------------------------------------------------------------- operations
 
   async dispatch(op, ctx) {
+    if (op.operationId.startsWith("r2-") && ctx.params.account_id !== undefined && this.account(ctx.params)?.r2Enabled === false) {
+      throw new ApiError(403, 10042, "Please enable R2 through the Cloudflare Dashboard.");
+    }
     const h = this.handlers[op.operationId];
     if (!h) throw new ApiError(501, 10002, `emulator has no handler for ${op.operationId}`);
     return h.call(this, ctx);
@@ -502,6 +539,82 @@ export class Emulator {
         return reply(200, { scripts, workers });
       }
       if (p === "/state" && req.method === "GET") return reply(200, this.snapshot());
+      if (p === "/rate-limit") {
+        if (req.method === "GET") {
+          const limiters = Object.fromEntries([...this.limiters].map(([k, l]) => [k, { recent: l.hits.length, blocked_until: l.blockedUntil ? new Date(l.blockedUntil).toISOString() : null, blocks: l.blocks }]));
+          return reply(200, { requests: this.rateLimit.requests, window_seconds: this.rateLimit.windowMs / 1000, limiters });
+        }
+        if (req.method === "PUT") {
+          const f = parse();
+          if (!(f.requests > 0) || !(f.window_seconds > 0)) return reply(400, { error: "rate-limit needs {requests: N > 0, window_seconds: S > 0}" });
+          this.rateLimit = { requests: f.requests, windowMs: f.window_seconds * 1000 };
+          this.limiters.clear();
+          return reply(200, { ok: true });
+        }
+      }
+      const acct = /^\/accounts\/([0-9a-f]{32})$/.exec(p);
+      if (acct && req.method === "PATCH") {
+        const a = this.accounts.get(acct[1]);
+        if (!a) return reply(404, { error: `no account ${acct[1]} in the emulator's config` });
+        const f = parse();
+        if (f.r2_enabled !== undefined) a.r2Enabled = Boolean(f.r2_enabled);
+        if (f.workers_subdomain !== undefined) {
+          a.subdomain = f.workers_subdomain;
+          await this.syncProxies();
+        }
+        return reply(200, { ok: true, r2_enabled: a.r2Enabled, workers_subdomain: a.subdomain });
+      }
+      if (p === "/scheduled" && req.method === "POST") {
+        // Fires a script's scheduled handler, as a Cron Trigger would (only if one is installed).
+        const f = parse();
+        const a = this.accounts.get(f.account_id ?? [...this.accounts.keys()][0]);
+        const sc = a?.scripts.get(f.script);
+        if (!sc) return reply(404, { error: `no script '${f.script}'` });
+        const cron = f.cron ?? sc.schedules?.[0]?.cron;
+        if (!cron || !(sc.schedules ?? []).some((x) => x.cron === cron)) {
+          return reply(409, { error: `script '${f.script}' has no Cron Trigger${f.cron ? ` '${f.cron}'` : ""}; PUT its /schedules first` });
+        }
+        const r = await this.runtime.scheduled(sc.workerName, cron, f.scheduled_time);
+        return reply(200, { ok: true, cron, outcome: r.outcome, no_retry: r.noRetry });
+      }
+      if (p === "/r2/seed" && req.method === "POST") {
+        // Test hook: writes `count` objects straight into a bucket's storage (no API calls, no rate limit).
+        const f = parse();
+        const a = this.accounts.get(f.account_id ?? [...this.accounts.keys()][0]);
+        const b = a?.r2.get(f.bucket);
+        if (!b) return reply(404, { error: `no bucket '${f.bucket}'` });
+        const count = Number(f.count ?? 1);
+        const prefix = f.prefix ?? "seed/";
+        let written = 0;
+        // Short admin calls (1,000 objects each) keep every fetch into workerd brief.
+        for (let i = 0; i < count; i += 1000) {
+          const n = Math.min(1000, count - i);
+          const body = { binding: this.runtime.r2.get(b.storageId), count: n, prefix: `${prefix}${String(i).padStart(8, "0")}-`, size: Number(f.size ?? 16) };
+          let r;
+          // A reused keep-alive socket that workerd closed fails the fetch; writing the same
+          // keys again is harmless, so retry.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              r = await this.runtime.admin("/r2/seed", { body });
+              break;
+            } catch (e) {
+              if (attempt >= 5) throw e;
+              await new Promise((res) => setTimeout(res, 200 * attempt));
+            }
+          }
+          if (!r.ok) return reply(500, { error: r.error, written });
+          written += r.written;
+        }
+        return reply(200, { ok: true, written });
+      }
+      if (p === "/r2/count" && req.method === "POST") {
+        const f = parse();
+        const a = this.accounts.get(f.account_id ?? [...this.accounts.keys()][0]);
+        const b = a?.r2.get(f.bucket);
+        if (!b) return reply(404, { error: `no bucket '${f.bucket}'` });
+        const r = await this.runtime.admin("/r2/total", { body: { binding: this.runtime.r2.get(b.storageId), prefix: f.prefix } });
+        return reply(200, { objects: r.objects, bytes: r.bytes, keys: f.keys ? r.keys : undefined });
+      }
       if (p === "/operations" && req.method === "GET") return reply(200, { operations: this.openapi.listOperations(), spec: this.openapi.specPath, errata: ERRATA.map(({ id, why }) => ({ id, why })) });
       const imp = /^\/d1-import\/([^/]+)\/([^/]+)$/.exec(p);
       if (imp && req.method === "PUT") {
@@ -520,6 +633,7 @@ export class Emulator {
       accounts[a.id] = {
         name: a.name,
         workers_subdomain: a.subdomain,
+        r2_enabled: a.r2Enabled,
         d1_databases: [...a.d1.values()].map((d) => ({ uuid: d.uuid, name: d.name })),
         r2_buckets: [...a.r2.values()].map((b) => b.name),
         scripts: [...a.scripts.values()].map((s) => ({
@@ -529,6 +643,7 @@ export class Emulator {
           bindings: s.bindings.map((b) => ({ type: b.type, name: b.name })),
           secrets: s.bindings.filter((b) => b.type === "secret_text").map((b) => b.name),
           workers_dev_enabled: s.subdomainEnabled,
+          schedules: (s.schedules ?? []).map((x) => x.cron),
           modules: s.modules.map((m) => ({ name: m.name, type: m.type, size: m.contents.length })),
         })),
       };
@@ -791,7 +906,7 @@ const HANDLERS = {
   async "r2-create-bucket"(ctx) {
     const a = this.account(ctx.params);
     const name = ctx.json.name;
-    if (a.r2.has(name)) throw new ApiError(409, 10004, "The bucket you tried to create already exists, and you own it.");
+    if (a.r2.has(name)) throw new ApiError(409, 10073, "The bucket you tried to create already exists, and you own it.");
     const b = {
       name,
       creation_date: nowIso(),
@@ -835,7 +950,8 @@ const HANDLERS = {
       },
     });
     if (!r.ok) throw new ApiError(400, 10040, `R2 list failed: ${r.error}`);
-    const info = { per_page: per, count: r.objects.length, is_truncated: r.truncated };
+    // is_truncated is a string on the wire (Cloudflare's SDK types it so), not a JSON boolean.
+    const info = { per_page: per, count: r.objects.length, is_truncated: String(Boolean(r.truncated)) };
     if (r.cursor) info.cursor = r.cursor;
     return ok(r.objects, { result_info: info });
   },
@@ -956,6 +1072,8 @@ const HANDLERS = {
       classes,
       migrationTag,
       subdomainEnabled: prev?.subdomainEnabled ?? false,
+      // An upload leaves the script's Cron Triggers alone (wrangler PUTs /schedules separately).
+      schedules: prev?.schedules ?? [],
       previewsEnabled: prev?.previewsEnabled ?? false,
     };
     await this.deployScripts((candidate) => candidate.set(s.workerName, this.runtimeConfig(a, s)));
@@ -1024,6 +1142,26 @@ const HANDLERS = {
     await this.syncProxies();
     return ok({ enabled: false, previews_enabled: false });
   },
+  "worker-cron-trigger-get-cron-triggers"(ctx) {
+    const s = this.script(ctx);
+    return ok({ schedules: s.schedules ?? [] });
+  },
+  "worker-cron-trigger-update-cron-triggers"(ctx) {
+    const s = this.script(ctx);
+    const list = ctx.json;
+    const seen = new Set();
+    for (const item of list) {
+      const why = cronProblem(item.cron);
+      if (why) throw new ApiError(400, 10100, `Invalid cron expression '${item.cron}': ${why}`);
+      if (seen.has(item.cron)) throw new ApiError(400, 10100, `Duplicate cron expression '${item.cron}'`);
+      seen.add(item.cron);
+    }
+    const t = nowIso();
+    const before = new Map((s.schedules ?? []).map((x) => [x.cron, x]));
+    // PUT replaces the whole list; [] removes every trigger.
+    s.schedules = list.map((x) => ({ cron: x.cron, created_on: before.get(x.cron)?.created_on ?? t, modified_on: t }));
+    return ok({ schedules: s.schedules });
+  },
   "worker-subdomain-get-subdomain"(ctx) {
     const a = this.account(ctx.params);
     if (!a.subdomain) throw new ApiError(404, 10007, "This account does not have a workers.dev subdomain");
@@ -1041,6 +1179,16 @@ const HANDLERS = {
     return ok({ subdomain: sub });
   },
 };
+
+/** Why a cron expression is not one Cloudflare accepts (5 fields, each a number, range, list, step or *), or undefined. */
+export function cronProblem(cron) {
+  if (typeof cron !== "string") return "not a string";
+  const fields = cron.trim().split(/\s+/);
+  if (fields.length !== 5) return `has ${fields.length} fields; Cron Triggers take 5 (minute hour day-of-month month day-of-week)`;
+  const ok = /^(\*|\d+(-\d+)?)(\/\d+)?(,(\*|\d+(-\d+)?)(\/\d+)?)*$|^[A-Z]{3}(-[A-Z]{3})?$|^(\d+|[A-Z]{3})L$|^L$|^\d+#\d$/i;
+  for (const f of fields) if (!ok.test(f)) return `field '${f}' is not valid`;
+  return undefined;
+}
 
 export function loadConfig(file) {
   if (!file) return DEFAULT_CONFIG;

@@ -127,8 +127,12 @@ test("R2 objects put through the API are the ones the Worker's binding sees", as
   const list = await emu.call("GET", `${A}/r2/buckets/snapshots/objects`);
   assert.deepEqual(list.body.result.map((o) => o.key).sort(), ["from-worker", "packs/p1"]);
 
-  // Key with '/' percent-encoded (SDK style) deletes the same object as the raw form.
-  const del = await emu.call("DELETE", `${A}/r2/buckets/snapshots/objects/packs%2Fp1`);
+  // '%2F' is not decoded: it names another key ("packs%2Fp1"), so the object stays.
+  const other = await emu.call("DELETE", `${A}/r2/buckets/snapshots/objects/packs%2Fp1`);
+  assert.equal(other.status, 200);
+  assert.deepEqual(await get(`${url}/r2`), { "from-worker": "w", "packs/p1": "pack-bytes" });
+  // The literal form (wrangler's) deletes it.
+  const del = await emu.call("DELETE", `${A}/r2/buckets/snapshots/objects/packs/p1`);
   assert.equal(del.status, 200);
   assert.deepEqual(await get(`${url}/r2`), { "from-worker": "w" });
 });
