@@ -144,7 +144,7 @@ def installed_node(ws, pnpm):
     def package_dirs(nm):
         try:
             entries = sorted(os.listdir(nm))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         for e in entries:
             if e.startswith("."):
@@ -169,7 +169,8 @@ def installed_node(ws, pnpm):
     if pnpm:
         store = os.path.join(root, ".pnpm")
         for entry in sorted(os.listdir(store)) if os.path.isdir(store) else []:
-            walk(os.path.join(store, entry, "node_modules"))
+            if entry != "node_modules" and os.path.isdir(os.path.join(store, entry, "node_modules")):
+                walk(os.path.join(store, entry, "node_modules"))
     else:
         walk(root)
     return found
