@@ -629,7 +629,7 @@ fn deploy_upgrade_and_destroy_use_the_account_init_recorded() {
         }
         c.output().unwrap()
     };
-    let out = run(&["deploy", "--dry-run"], None);
+    let out = run(&["deploy", "--dry-run", "--repository", "octo/app"], None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let paths: Vec<String> = seen.try_iter().collect();
     assert!(
@@ -642,12 +642,25 @@ fn deploy_upgrade_and_destroy_use_the_account_init_recorded() {
 
     // The environment overrides the file, and so does the flag.
     let other = "fedcba9876543210fedcba9876543210";
-    let out = run(&["deploy", "--dry-run"], Some(other));
+    let out = run(
+        &["deploy", "--dry-run", "--repository", "octo/app"],
+        Some(other),
+    );
     assert_eq!(out.status.code(), Some(1));
     let paths: Vec<String> = seen.try_iter().collect();
     assert!(paths.iter().any(|p| p.contains(other)), "{paths:?}");
     assert!(!paths.iter().any(|p| p.contains(account)), "{paths:?}");
-    let out = run(&["deploy", "--dry-run", "--account-id", other], None);
+    let out = run(
+        &[
+            "deploy",
+            "--dry-run",
+            "--repository",
+            "octo/app",
+            "--account-id",
+            other,
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let paths: Vec<String> = seen.try_iter().collect();
     assert!(paths.iter().any(|p| p.contains(other)), "{paths:?}");
