@@ -420,7 +420,7 @@ fn run_scalar(cmd: &str) -> String {
     if needs_block {
         let mut out = String::from("|");
         for line in cmd.lines() {
-            out.push_str("\n");
+            out.push('\n');
             if !line.is_empty() {
                 out.push_str("          ");
                 out.push_str(line);
