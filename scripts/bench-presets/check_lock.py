@@ -209,6 +209,27 @@ def check_node(kind, ws):
     print(f"{kind}: {len(installed)} installed packages, all in the lock file; {len(direct)} direct dependencies at their locked versions")
 
 
+def venv_missing_files(ws):
+    """Files a distribution's RECORD lists that are not in .venv (a restore
+    that left something out); pip, setuptools and wheel themselves aside."""
+    code = (
+        "import importlib.metadata as m, json, os\n"
+        "out = []\n"
+        "for d in m.distributions():\n"
+        "    if d.metadata['Name'].lower() in ('pip', 'setuptools', 'wheel'):\n"
+        "        continue\n"
+        "    for f in d.files or []:\n"
+        "        p = str(d.locate_file(f))\n"
+        "        if '__pycache__' not in p and not p.endswith('.pyc') and not os.path.exists(p):\n"
+        "            out.append(d.metadata['Name'] + ': ' + str(f))\n"
+        "print(json.dumps(out))"
+    )
+    out = subprocess.run(
+        [os.path.join(ws, ".venv/bin/python"), "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return [f"installed package file missing: {m}" for m in json.loads(out)]
+
+
 def venv_distributions(ws):
     code = (
         "import importlib.metadata as m, json\n"
@@ -229,9 +250,11 @@ def check_pip(ws):
         if line:
             n, v = line.split("==")
             want.add((norm(n), v.strip()))
-    if have != want:
+    errors = venv_missing_files(ws)
+    if have != want or errors:
         fail([f"installed but not required: {n}=={v}" for n, v in sorted(have - want)]
-             + [f"required but not installed: {n}=={v}" for n, v in sorted(want - have)])
+             + [f"required but not installed: {n}=={v}" for n, v in sorted(want - have)]
+             + errors)
     print(f"pip: .venv holds exactly the {len(want)} pinned requirements")
 
 
@@ -242,6 +265,7 @@ def check_uv(ws):
     have, norm = venv_distributions(ws)
     listed = {(norm(p["name"]), p["version"]) for p in lock["package"] if "version" in p}
     errors = [f"installed but not in uv.lock: {n}=={v}" for n, v in sorted(have - listed)]
+    errors += venv_missing_files(ws)
     r = subprocess.run(["uv", "sync", "--locked", "--check"], cwd=ws, capture_output=True, text=True)
     if r.returncode != 0:
         errors.append("uv sync --locked --check: the environment is not what uv.lock says:\n" + r.stderr)
