@@ -35,6 +35,27 @@ function parseArgs(argv) {
   return args;
 }
 
+// True when the file is an ELF executable that asks for a dynamic loader
+// (PT_INTERP), i.e. needs the C library it was linked against. The release's
+// Linux binaries are static musl builds and need none.
+function elfIsDynamic(file) {
+  const b = fs.readFileSync(file);
+  if (b.length < 64 || b.readUInt32BE(0) !== 0x7f454c46) return false;
+  const is64 = b[4] === 2;
+  const le = b[5] === 1;
+  const u16 = (o) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+  const u32 = (o) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+  const phoff = is64 ? Number(le ? b.readBigUInt64LE(32) : b.readBigUInt64BE(32)) : u32(28);
+  const phentsize = u16(is64 ? 54 : 42);
+  const phnum = u16(is64 ? 56 : 44);
+  for (let i = 0; i < phnum; i++) {
+    const at = phoff + i * phentsize;
+    if (at + 4 > b.length) break;
+    if (u32(at) === 3) return true; // PT_INTERP
+  }
+  return false;
+}
+
 function writeJson(file, value) {
   fs.writeFileSync(file, `${JSON.stringify(value, null, 2)}\n`);
 }
@@ -49,7 +70,7 @@ function main() {
     usage(`--platform ${args.platform} is not one of ${Object.keys(PLATFORMS).join(", ")}`);
   }
   if (!fs.statSync(args.binary, { throwIfNoEntry: false })?.isFile()) {
-    usage(`--binary ${args.binary} is not a file; build it first (cargo build --release --locked)`);
+    usage(`--binary ${args.binary} is not a file; build it first (scripts/npm-pack.sh does)`);
   }
   const source = path.join(__dirname, "stateful-ci");
   const out = path.resolve(args.out);
@@ -94,7 +115,10 @@ function main() {
     repository: { ...manifest.repository, directory: "npm" },
     os: [entry.os],
     cpu: [entry.cpu],
-    ...(entry.libc ? { libc: [entry.libc] } : {}),
+    // A dynamically linked Linux binary (a local development pack built for
+    // the host's glibc) must not be installed on musl systems; the release's
+    // static binaries run on both, so they name no libc.
+    ...(entry.os === "linux" && elfIsDynamic(args.binary) ? { libc: ["glibc"] } : {}),
     files: [bin],
     preferUnplugged: true,
   };

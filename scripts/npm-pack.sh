@@ -1,45 +1,81 @@
 #!/usr/bin/env bash
-# Builds the release binary and packs the npm launcher (`stateful-ci`) and the
-# platform package of this machine (`@stateful-ci/cli-<platform>`, e.g.
-# linux-x64) into OUTDIR, with the version of `[workspace.package]` in the root
-# Cargo.toml. Idempotent: a rerun rebuilds only what changed and rewrites the
-# same two tarballs. Needs cargo and node/npm; no network but the registries
-# cargo itself may use.
+# Builds a release binary and packs the npm launcher (`stateful-ci`) and one
+# platform package (`@stateful-ci/cli-<platform>`) into OUTDIR, with the
+# version of `[workspace.package]` in the root Cargo.toml.
 #
-# usage: scripts/npm-pack.sh OUTDIR
+#   scripts/npm-pack.sh OUTDIR            this machine's platform (e.g. linux-x64)
+#   scripts/npm-pack.sh OUTDIR TARGET     a Linux musl target, cross-built by
+#                                         scripts/cross-build.sh:
+#                                         aarch64-unknown-linux-musl (linux-arm64)
+#                                         or x86_64-unknown-linux-musl (linux-x64)
+#
+# A release build (STATEFUL_CI_RELEASE=1): it fails when the Worker bundle
+# (worker-template/dist, scripts/build-worker.sh) is missing, and init in the
+# packed binary pins the action by STATEFUL_CI_ACTION_SHA (default: this
+# checkout's `git rev-parse HEAD`). Idempotent: a rerun rebuilds only what
+# changed and rewrites the same two tarballs. Needs cargo and node/npm; no
+# network but the registries cargo itself may use.
 set -euo pipefail
 
-if [ "$#" -ne 1 ] || [ -z "$1" ]; then
-  echo "usage: scripts/npm-pack.sh OUTDIR" >&2
+if [ "$#" -lt 1 ] || [ "$#" -gt 2 ] || [ -z "$1" ]; then
+  echo "usage: scripts/npm-pack.sh OUTDIR [aarch64-unknown-linux-musl|x86_64-unknown-linux-musl]" >&2
   exit 2
 fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$1"
 out="$(cd "$1" && pwd)"
+target="${2:-}"
 
-version="$(awk '
-  /^\[/ { in_section = ($0 == "[workspace.package]") }
-  in_section && /^version[[:space:]]*=/ { sub(/^[^"]*"/, ""); sub(/".*$/, ""); print; exit }
-' "$root/Cargo.toml")"
-if [ -z "$version" ]; then
-  echo "npm-pack: no version in [workspace.package] of $root/Cargo.toml; add version = \"X.Y.Z\" there" >&2
+version="$(node "$root/scripts/check-version.cjs")" || {
+  echo "npm-pack: the versions disagree (above); make them agree first" >&2
   exit 1
+}
+
+export STATEFUL_CI_RELEASE=1
+if [ -z "${STATEFUL_CI_ACTION_SHA:-}" ]; then
+  STATEFUL_CI_ACTION_SHA="$(git -C "$root" rev-parse HEAD)"
+  export STATEFUL_CI_ACTION_SHA
 fi
 
-(cd "$root" && cargo build --release --locked --bin stateful-ci)
-target_dir="$(cd "$root" && cargo metadata --no-deps --format-version 1 |
-  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
-binary="$target_dir/release/stateful-ci"
-[ -x "$binary.exe" ] && binary="$binary.exe"
-
-# The binary must say the version we are about to publish it under.
-said="$("$binary" --version)"
-if [ "$said" != "stateful-ci $version" ]; then
-  echo "npm-pack: $binary --version says '$said', expected 'stateful-ci $version'; rebuild it" >&2
-  exit 1
+launcher_js="$root/npm/stateful-ci/bin/stateful-ci.js"
+run_binary=()
+if [ -z "$target" ]; then
+  (cd "$root" && cargo build --release --locked --bin stateful-ci)
+  target_dir="$(cd "$root" && cargo metadata --no-deps --format-version 1 |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
+  binary="$target_dir/release/stateful-ci"
+  [ -x "$binary.exe" ] && binary="$binary.exe"
+  platform="$(node -e 'console.log(require(process.argv[1]).platformKey())' "$launcher_js")"
+else
+  platform="$(node -e '
+    const { PLATFORMS } = require(process.argv[1]);
+    const key = Object.keys(PLATFORMS).find((k) => PLATFORMS[k].target === process.argv[2]);
+    if (!key) { console.error(`npm-pack: no platform package is built for ${process.argv[2]}`); process.exit(2); }
+    console.log(key);' "$launcher_js" "$target")"
+  binary="$(bash "$root/scripts/cross-build.sh" "$target" | tail -1)"
+  host_arch="$(uname -m)"
+  case "$target" in
+    "$host_arch"-*) ;;
+    aarch64-*)
+      for q in qemu-aarch64-static qemu-aarch64; do
+        if command -v "$q" >/dev/null 2>&1; then run_binary=("$q"); break; fi
+      done
+      ;;
+  esac
 fi
 
-platform="$(node -e 'console.log(require(process.argv[1]).platformKey())' "$root/npm/stateful-ci/bin/stateful-ci.js")"
+# The binary must say the version we are about to publish it under (a
+# foreign binary: through qemu-user when there is one, else not run here).
+if [ -z "$target" ] || [ "${target%%-*}" = "$(uname -m)" ] || [ "${#run_binary[@]}" -gt 0 ]; then
+  said="$("${run_binary[@]}" "$binary" --version)"
+  if [ "$said" != "stateful-ci $version" ]; then
+    echo "npm-pack: $binary --version says '$said', expected 'stateful-ci $version'; rebuild it" >&2
+    exit 1
+  fi
+else
+  echo "npm-pack: no qemu-user for $target here; not running the binary before packing it" >&2
+fi
+
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 node "$root/npm/stage.js" --version "$version" --binary "$binary" --platform "$platform" --out "$stage" >/dev/null

@@ -2,7 +2,11 @@
 //! and the Durable Object migration steps, with the version they make up
 //! (crate version + bundle hash).
 //!
-//! Embedded at build time by `build.rs`. `STATEFUL_CI_BUNDLE_DIR` replaces
+//! Embedded at build time by `build.rs`; a release build
+//! (`STATEFUL_CI_RELEASE=1`) fails without the bundle, an everyday build
+//! only warns (see `build_gate.rs`). The same build stamps the commit of this
+//! project's GitHub Action that `init` pins ([`ACTION_USES`]).
+//! `STATEFUL_CI_BUNDLE_DIR` replaces
 //! it with a directory (for tests and development): every `*.js` and
 //! `*.wasm` file in it is a module (`index.js` is the main module),
 //! `migrations/*.sql` are the D1 migrations, and `do-migrations.json`
@@ -21,6 +25,14 @@ mod embedded {
 pub const BUNDLE_DIR_ENV: &str = "STATEFUL_CI_BUNDLE_DIR";
 pub const MAIN_MODULE: &str = "index.js";
 pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The `uses:` value `init` writes for this project's action: in a release
+/// build `stateful-ci/stateful-ci@<40-hex commit> # vX.Y.Z` (the commit the
+/// release was built from, set through `STATEFUL_CI_ACTION_SHA`); in a
+/// development build the version tag `stateful-ci/stateful-ci@vX.Y.Z`.
+pub const ACTION_USES: &str = embedded::ACTION_USES;
+/// The commit in [`ACTION_USES`], when this build was stamped with one.
+pub const ACTION_SHA: Option<&str> = embedded::ACTION_SHA;
 
 #[derive(Debug, Clone)]
 pub struct Module {
@@ -197,8 +209,53 @@ pub fn semver_of(version: &str) -> Option<(u64, u64, u64)> {
 }
 
 #[cfg(test)]
+#[path = "../build_gate.rs"]
+mod build_gate;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_action_pin_is_a_full_commit_with_its_version_or_the_version_tag() {
+        match ACTION_SHA {
+            Some(sha) => {
+                assert_eq!(sha.len(), 40, "{sha}");
+                assert!(sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+                assert_eq!(
+                    ACTION_USES,
+                    format!("stateful-ci/stateful-ci@{sha} # v{CRATE_VERSION}")
+                );
+            }
+            None => assert_eq!(ACTION_USES, format!("stateful-ci/stateful-ci@v{CRATE_VERSION}")),
+        }
+    }
+
+    #[test]
+    fn a_release_build_fails_without_the_bundle_or_the_commit() {
+        use build_gate::decide;
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        // Everyday builds go on without the bundle.
+        let g = decide(None, None, false, "1.2.3").unwrap();
+        assert!(g.bundle_optional);
+        assert_eq!(g.action_uses, "stateful-ci/stateful-ci@v1.2.3");
+        assert!(decide(Some("0"), None, false, "1.2.3").is_ok());
+        // A release without the bundle is an error naming the fix.
+        let e = decide(Some("1"), Some(sha), false, "1.2.3").unwrap_err();
+        assert!(e.contains("Worker bundle") && e.contains("scripts/build-worker.sh"), "{e}");
+        // ... and without the commit.
+        let e = decide(Some("1"), None, true, "1.2.3").unwrap_err();
+        assert!(e.contains("STATEFUL_CI_ACTION_SHA"), "{e}");
+        // A complete release.
+        let g = decide(Some("1"), Some(sha), true, "1.2.3").unwrap();
+        assert!(!g.bundle_optional);
+        assert_eq!(g.action_uses, format!("stateful-ci/stateful-ci@{sha} # v1.2.3"));
+        // Bad values are named.
+        assert!(decide(Some("yes"), None, true, "1").unwrap_err().contains("STATEFUL_CI_RELEASE=\"yes\""));
+        for bad in ["abc", &sha.to_uppercase(), &format!("{sha}0")] {
+            assert!(decide(None, Some(bad), true, "1").unwrap_err().contains("40 lowercase hex"));
+        }
+    }
 
     #[test]
     fn versions_compare_by_their_numbers() {

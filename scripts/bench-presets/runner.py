@@ -10,10 +10,13 @@ path and an empty HOME; this script runs the job's steps in order:
   shell on Linux), in the workspace, with the job's `env:` (where
   `${{ github.workspace }}` is the workspace path) on top of the given
   environment;
-- the project's own action (`stateful-ci/stateful-ci@...`) with `command:
-  restore` / `save` as `stateful-ci restore|save --store DIR` (a local
-  directory store in place of the backend); with `--cold` these steps are
-  left out, which is the baseline: the same job without stateful-ci;
+- the project's own action (`stateful-ci/stateful-ci@...`) as `stateful-ci
+  restore --store DIR` (a local directory store in place of the backend)
+  where it stands, and `stateful-ci save --store DIR` as its post step at
+  the end of the job (also after a failed step, as the action's post step
+  runs); with `with: command: restore|save` only that command, where it
+  stands. With `--cold` these steps are left out, which is the baseline: the
+  same job without stateful-ci;
 - other actions (checkout, setup-*) and `run:` steps named "Set up ..."
   (corepack enable, pipx install uv) do nothing: the clone is made by the
   caller and the tools are on PATH. They are the same with and without
@@ -76,7 +79,13 @@ def main():
     log = open(args.log, "a") if args.log else subprocess.DEVNULL
     results = []
     failed = False
-    for i, step in enumerate(job["steps"]):
+    post_save = None
+    steps = list(job["steps"])
+    for i, step in enumerate(steps + [None]):
+        if step is None:
+            if post_save is None:
+                break
+            step = post_save
         name = step.get("name", f"step {i}")
         cond = str(step.get("if", "")).strip()
         if failed and cond != "always()":
@@ -90,8 +99,12 @@ def main():
             if args.cold:
                 continue
             command = (step.get("with") or {}).get("command")
+            if command is None and step is not post_save:
+                # The one-step form: restore here, save as the post step.
+                post_save = {"name": "Save the workspace (post step)", "uses": uses, "with": {"command": "save"}, "if": "always()"}
+                command = "restore"
             if command not in ("restore", "save"):
-                raise SystemExit(f"runner: step {name!r}: the action needs command: restore|save")
+                raise SystemExit(f"runner: step {name!r}: the action's command must be restore or save")
             argv = [args.bin, command, "--store", args.store]
             kind = command
         elif name.startswith("Set up "):

@@ -1,4 +1,4 @@
-"""Runs a composite action's steps the way a GitHub runner does, on this machine.
+"""Runs an action (composite or JavaScript) the way a GitHub runner does, on this machine.
 
 What it reproduces, because action.yml depends on it:
   - a job: `GITHUB_WORKSPACE` (the working directory of every step),
@@ -21,8 +21,21 @@ What it reproduces, because action.yml depends on it:
     (a fake issuer's) into the job's env, as a runner does with
     `id-token: write`; the harness passes them to every step.
 
-What it does not do: node or docker actions, `uses:` steps inside the
-composite, contexts other than the ones above, masking in logs.
+JavaScript actions (`runs.using: node20|node24`), as the runner runs them:
+  - `main` with `node` (the runner's own node: here the one on PATH), every
+    declared input as `INPUT_<NAME>` (upper-cased, spaces as `_`, hyphens
+    kept) with its default, and a `GITHUB_STATE` file besides the others;
+  - `post` when the job ends (`Job.finish()`), in reverse order, with the
+    main step's state as `STATE_<name>`, after evaluating `post-if`
+    (`success()`, `failure()`, `always()`, `env.X == 'v'`, `env.X != 'v'`,
+    joined by `||` / `&&`) against the job's status and its env (including
+    `GITHUB_ENV` writes of earlier steps);
+  - `platform="win32"` on a Job simulates a Windows runner: `RUNNER_OS=Windows`
+    and a node preload that makes `process.platform` say `win32` (so the
+    action picks the Windows package and `stateful-ci.exe`).
+
+What it does not do: docker actions, `uses:` steps inside the composite,
+contexts other than the ones above, masking in logs.
 """
 
 from __future__ import annotations
@@ -109,7 +122,9 @@ def unescape_command_data(data: str) -> str:
 class Job:
     """One job on a fresh runner: its own workspace and temp folder."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None, name: str = "job"):
+    def __init__(
+        self, root: Path, env: dict[str, str] | None = None, name: str = "job", platform: str = "linux"
+    ):
         self.root = Path(root)
         self.workspace = self.root / "workspace"
         self.temp = self.root / "runner-temp"
@@ -136,17 +151,120 @@ class Job:
             "GITHUB_JOB": name,
             "GITHUB_WORKFLOW": "stateful-ci",
         }
+        if platform == "win32":
+            preload = self.root / "pretend-win32.cjs"
+            preload.write_text(
+                'Object.defineProperty(process, "platform", { value: "win32" });\n', encoding="utf-8"
+            )
+            self.env["RUNNER_OS"] = "Windows"
+            self.env["NODE_OPTIONS"] = f'--require "{preload}"'
         self.env.update(env or {})
         self.summary = ""
         self._counter = 0
+        self.failed = False  # a step of the job failed (post-if's success()/failure())
+        self.job_env: dict[str, str] = {}  # GITHUB_ENV writes, for later steps and post-if
+        self._posts: list[tuple[Path, dict, dict[str, str], dict[str, str]]] = []
+
+    # -- JavaScript actions -------------------------------------------------
+
+    def _node_step(self, action_dir: Path, script: str, inputs: dict[str, str], state: dict[str, str], name: str):
+        files = self._step_files()
+        files["state"] = files["output"].parent / "state"
+        files["state"].write_text("", encoding="utf-8")
+        env = dict(self.env)
+        env.update(self.job_env)
+        for key, value in inputs.items():
+            env[f"INPUT_{key.replace(' ', '_').upper()}"] = value
+        for key, value in state.items():
+            env[f"STATE_{key}"] = value
+        env.update(
+            {
+                "GITHUB_ACTION_PATH": str(action_dir),
+                "GITHUB_OUTPUT": str(files["output"]),
+                "GITHUB_STEP_SUMMARY": str(files["summary"]),
+                "GITHUB_ENV": str(files["env"]),
+                "GITHUB_PATH": str(files["path"]),
+                "GITHUB_STATE": str(files["state"]),
+            }
+        )
+        proc = subprocess.run(
+            ["node", str(action_dir / script)],
+            check=False,
+            cwd=self.workspace,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        outputs = parse_file_commands(files["output"].read_text(encoding="utf-8"))
+        self.job_env.update(parse_file_commands(files["env"].read_text(encoding="utf-8")))
+        new_state = parse_file_commands(files["state"].read_text(encoding="utf-8"))
+        summary = files["summary"].read_text(encoding="utf-8")
+        self.summary += summary
+        status = "success" if proc.returncode == 0 else "failure"
+        self.failed = self.failed or status == "failure"
+        step = StepRun(name, status, proc.returncode, proc.stdout, "", outputs)
+        run = ActionRun(status, outputs, [step], summary, self._workflow_commands(proc.stdout))
+        return run, new_state
+
+    def _uses_node(self, action_dir: Path, spec: dict, with_: dict[str, str]) -> ActionRun:
+        runs = spec["runs"]
+        inputs = self._inputs(spec.get("inputs") or {}, with_)
+        for output in (spec.get("outputs") or {}).values():
+            if output and "value" in output:
+                raise HarnessError("a JavaScript action's outputs have no value:")
+        if "pre" in runs:
+            raise HarnessError("runs.pre is not supported by the harness")
+        run, state = self._node_step(action_dir, runs["main"], inputs, {}, "main")
+        if "post" in runs:
+            self._posts.append((action_dir, runs, inputs, state))
+        return run
+
+    def finish(self) -> list[ActionRun | None]:
+        """Ends the job: runs the post steps, last registered first. Returns
+        one entry per post step, None where post-if skipped it."""
+        results: list[ActionRun | None] = []
+        while self._posts:
+            action_dir, runs, inputs, state = self._posts.pop()
+            condition = runs.get("post-if", "success()")
+            if not self._post_if(str(condition)):
+                results.append(None)
+                continue
+            run, _ = self._node_step(action_dir, runs["post"], inputs, state, "post")
+            results.append(run)
+        return results
+
+    def _post_if(self, condition: str) -> bool:
+        text = EXPRESSION.sub(r"\1", condition).strip()
+        env = dict(self.env)
+        env.update(self.job_env)
+
+        def atom(a: str) -> bool:
+            a = a.strip()
+            if a == "success()":
+                return not self.failed
+            if a == "failure()":
+                return self.failed
+            if a == "always()":
+                return True
+            m = re.fullmatch(rf"env\.({NAME})\s*(==|!=)\s*'([^']*)'", a)
+            if m:
+                equal = env.get(m.group(1), "") == m.group(3)
+                return equal if m.group(2) == "==" else not equal
+            raise HarnessError(f"post-if: {a!r} is not supported by the harness")
+
+        return any(all(atom(a) for a in part.split("&&")) for part in text.split("||"))
 
     def uses(self, action_dir: Path, with_: dict[str, str] | None = None) -> ActionRun:
         """Runs the composite action in action_dir/action.yml with these inputs."""
         action_dir = Path(action_dir).resolve()
         spec = yaml.safe_load((action_dir / "action.yml").read_text(encoding="utf-8"))
         runs = spec.get("runs") or {}
+        if runs.get("using") in ("node20", "node24"):
+            return self._uses_node(action_dir, spec, with_ or {})
         if runs.get("using") != "composite":
-            raise HarnessError(f"only composite actions run here, not {runs.get('using')!r}")
+            raise HarnessError(f"only composite and JavaScript actions run here, not {runs.get('using')!r}")
         inputs = self._inputs(spec.get("inputs") or {}, with_ or {})
         contexts = {
             "inputs": inputs,

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Tests of action.yml, run through harness.py with the real stateful-ci binary.
+"""Tests of action.yml (a JavaScript action: main restores, post saves), run
+through harness.py with the real stateful-ci binary.
 
-usage: python3 tests/action-harness/test_action.py --binary PATH [--registry URL]
+usage: python3 tests/action-harness/test_action.py --binary PATH [--registry URL [--win32-published]]
          [--backend-url URL --oidc-request-url URL [--oidc-request-token T]]
 
 --binary    the stateful-ci binary the action gets through STATEFUL_CI_BINARY
---registry  an npm registry (the local verdaccio of tests/npm/test.sh) that has
-            the packed stateful-ci packages: also tests the action's own
-            install path (npm exec, no STATEFUL_CI_BINARY)
+--registry  a loopback npm registry (the local verdaccio of tests/npm/test.sh)
+            that has the packed packages: also tests the action's own install
+            (download, integrity and checksum-list verification, reuse)
+--win32-published  that registry also has @stateful-ci/cli-win32-x64 (this
+            machine's binary under the Windows name): the Windows layout test
 --backend-url URL --oidc-request-url URL [--oidc-request-token T]
             a running backend and a fake issuer's token endpoint: also runs
             the miss/save/hit scenario through `backend-url`
@@ -20,8 +23,13 @@ issuer's ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN (see Job in harness.py).
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import http.server
+import json
 import os
+import secrets
+import threading
 import shutil
 import stat
 import subprocess
@@ -62,13 +70,20 @@ class Ctx:
     def __init__(self, binary: Path, registry: str | None, backend: dict[str, str] | None = None):
         self.binary = binary
         self.registry = registry
+        self.win32_published = False
+        self.host_platform = subprocess.run(
+            ["node", "-p", f"require({str(REPO / 'npm/stateful-ci/bin/stateful-ci.js')!r}).platformKey()"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         self.backend = backend
         self.root = new_root()
 
-    def job(self, name: str, **env) -> Job:
+    def job(self, name: str, platform: str = "linux", **env) -> Job:
         base = {"STATEFUL_CI_BINARY": str(self.binary)}
         base.update(env)
-        return Job(self.root / name, {k: v for k, v in base.items() if v is not None}, name=name)
+        return Job(self.root / name, {k: v for k, v in base.items() if v is not None}, name=name, platform=platform)
 
     def fake_cli(self, name: str, body: str) -> Path:
         """A stand-in CLI, only for what the real one cannot be made to print
@@ -84,17 +99,26 @@ class Ctx:
 
 
 def expect_input_rejected(ctx: Ctx, with_: dict[str, str], words: str):
-    run = ctx.job("reject").uses(REPO, with_)
-    check(run.status == "failure", f"inputs {with_} were accepted", run)
-    check(run.steps[0].status == "failure" and run.steps[0].exit_code == 2, "the check step did not exit 2", run)
-    check(all(s.status == "skipped" for s in run.steps[1:]), "steps ran after the input check failed", run)
+    marker = ctx.root / "cli-ran"
+    cli = ctx.fake_cli("marker", f"open({str(marker)!r}, 'w').close()")
+    job = ctx.job("reject", STATEFUL_CI_BINARY=str(cli))
+    run = job.uses(REPO, with_)
+    check(run.status == "failure" and run.steps[0].exit_code == 2, f"inputs {with_} were not refused with 2", run)
     errors = [text for level, text in run.annotations if level == "error"]
     check(any(words in e for e in errors), f"no ::error naming {words!r}: {errors}", run)
+    check(not marker.exists(), "the CLI ran although the inputs were bad", run)
+    posts = job.finish()
+    check(all(p is None or "not saving" in p.steps[0].stdout for p in posts), "the post step saved", run)
 
 
 @test
 def rejects_unknown_command(ctx: Ctx):
-    expect_input_rejected(ctx, {"command": "restore; touch /tmp/pwned"}, "'command' must be 'restore' or 'save'")
+    expect_input_rejected(ctx, {"command": "restore; touch /tmp/pwned"}, "'command' must be 'restore', 'save' or empty")
+
+
+@test
+def rejects_bad_save_on(ctx: Ctx):
+    expect_input_rejected(ctx, {"save-on": "sometimes"}, "'save-on' must be 'success', 'always' (default) or 'never'")
 
 
 @test
@@ -115,11 +139,15 @@ def rejects_version_that_is_not_a_version(ctx: Ctx):
 
 
 @test
-def missing_binary_is_a_clear_failure(ctx: Ctx):
+def missing_binary_is_a_warning_unless_strict(ctx: Ctx):
     job = ctx.job("nobinary", STATEFUL_CI_BINARY=str(ctx.root / "does-not-exist"))
-    run = job.uses(REPO, {"command": "restore", "store": str(ctx.root / "store")})
-    check(run.status == "failure" and run.steps[1].status == "failure", "a missing binary was not a failure", run)
-    check(any("STATEFUL_CI_BINARY" in t for _, t in run.annotations), "the error does not name STATEFUL_CI_BINARY", run)
+    run = job.uses(REPO, {"store": str(ctx.root / "store")})
+    check(run.status == "success", "a missing CLI failed a non-strict job", run)
+    check(any("STATEFUL_CI_BINARY" in t for _, t in run.annotations), "the warning does not name STATEFUL_CI_BINARY", run)
+    post = job.finish()[0]
+    check(post is not None and "not saving" in post.steps[0].stdout, "the post step did not stand down", run)
+    strict = ctx.job("nobinary2", STATEFUL_CI_BINARY=str(ctx.root / "nope")).uses(REPO, {"strict": "true"})
+    check(strict.status == "failure", "a missing CLI passed a strict job", strict)
 
 
 # -- what the action makes of the CLI's report --------------------------------
@@ -143,11 +171,9 @@ def hostile_report_text_stays_inert(ctx: Ctx):
     cli = ctx.fake_cli("hostile", f"print(json.dumps({report!r}))")
     run = ctx.job("hostile", STATEFUL_CI_BINARY=str(cli)).uses(REPO, {"command": "restore"})
     check(run.status == "success", "a hit with warnings failed the step", run)
-    check(run.outputs["restored"] == "true", f"restored={run.outputs['restored']!r}", run)
+    check(run.outputs["restored"] == "true" and run.outputs["cache-hit"] == "true", f"outputs {run.outputs}", run)
     check(run.outputs["snapshot-id"] == report["snapshot_id"], "snapshot-id did not survive GITHUB_OUTPUT intact", run)
     check(run.outputs["bytes"] == "2048", f"bytes={run.outputs['bytes']!r}", run)
-    # The CLI annotates its own warnings (escaped); the action adds none, and
-    # nothing in the report becomes a workflow command.
     check(run.annotations == [], f"annotations {run.annotations}", run)
     check("- warning: first line ::error::second line" in run.summary, f"warnings in the summary:\n{run.summary}", run)
     rows = [line for line in run.summary.splitlines() if line.startswith("|")]
@@ -175,7 +201,7 @@ def no_report_is_a_warning_unless_strict(ctx: Ctx):
     check(strict.status == "failure", "no report passed a strict run", strict)
 
 
-# -- the real CLI: miss, save, then hit in a fresh job ------------------------
+# -- the real CLI: main restores, post saves; the two-step form ---------------
 
 
 def cli_has(binary: Path, command: str) -> bool:
@@ -183,67 +209,122 @@ def cli_has(binary: Path, command: str) -> bool:
     return proc.returncode == 0 and "--store" in proc.stdout
 
 
-def miss_save_hit(ctx: Ctx, where: dict[str, str], env: dict[str, str], tag: str) -> ActionRun:
-    """Job 1: restore (miss) then save; job 2, fresh workspace: restore (hit)."""
-    files = {
-        "node_modules/left-pad/index.js": b"module.exports = (s, n) => s.padStart(n);\n",
-        "node_modules/left-pad/package.json": b'{"name":"left-pad","version":"1.3.0"}\n',
-        "target/debug/app": bytes(range(256)) * 64,
-    }
+FILES = {
+    "node_modules/left-pad/index.js": b"module.exports = (s, n) => s.padStart(n);\n",
+    "node_modules/left-pad/package.json": b'{"name":"left-pad","version":"1.3.0"}\n',
+    "target/debug/app": bytes(range(256)) * 64,
+}
+
+
+def one_step_miss_then_hit(ctx: Ctx, where: dict[str, str], env: dict[str, str], tag: str, platform="linux"):
+    """Job 1: main restores (miss), post saves; job 2, fresh: main restores (hit)."""
     inputs = {"paths": "node_modules\ntarget\n", **where}
+    job1 = ctx.job(f"{tag}-job1", platform=platform, **env)
+    write_files(job1.workspace, FILES)
+    main1 = job1.uses(REPO, inputs)
+    check(main1.status == "success", "the first main step failed", main1)
+    check(main1.outputs["cache-hit"] == "false", f"first restore outputs {main1.outputs}", main1)
+    check(main1.outputs["outcome"] == "miss", f"first restore outcome {main1.outputs['outcome']!r}", main1)
+    post1 = job1.finish()[0]
+    check(post1 is not None, "the post step did not run after a successful job", main1)
+    check(post1.status == "success", "the post step failed", post1)
+    check(post1.outputs["outcome"] == "saved", f"post outcome {post1.outputs.get('outcome')!r}", post1)
+    check("### stateful-ci save: saved" in post1.summary, f"save summary:\n{post1.summary}", post1)
+    total = sum(len(v) for v in FILES.values())
+    check(int(post1.outputs["bytes"]) >= total, f"save bytes {post1.outputs['bytes']} < {total}", post1)
 
-    job1 = ctx.job(f"{tag}-job1", **env)
-    write_files(job1.workspace, files)
-    restore1 = job1.uses(REPO, {"command": "restore", **inputs})
-    check(restore1.status == "success", "the first restore failed", restore1)
-    check(restore1.outputs["restored"] == "false", f"first restore outputs {restore1.outputs}", restore1)
-    check(restore1.outputs["outcome"] == "miss", f"first restore outcome {restore1.outputs['outcome']!r}", restore1)
-    save = job1.uses(REPO, {"command": "save", **inputs})
-    check(save.status == "success", "the save failed", save)
-    check(save.outputs["outcome"] == "saved", f"save outcome {save.outputs['outcome']!r}", save)
-    check(save.outputs["snapshot-id"] != "", "the save gave no snapshot-id", save)
-    total = sum(len(v) for v in files.values())
-    check(int(save.outputs["bytes"]) >= total, f"save bytes {save.outputs['bytes']} < {total}", save)
-    check("### stateful-ci save: saved" in save.summary, f"save summary:\n{save.summary}", save)
-
-    job2 = ctx.job(f"{tag}-job2", **env)
+    job2 = ctx.job(f"{tag}-job2", platform=platform, **env)
     check(not (job2.workspace / "node_modules").exists(), "job2's workspace is not fresh")
-    restore2 = job2.uses(REPO, {"command": "restore", **inputs})
-    check(restore2.status == "success", "the second restore failed", restore2)
-    check(restore2.outputs["restored"] == "true", f"second restore outputs {restore2.outputs}", restore2)
-    check(restore2.outputs["snapshot-id"] == save.outputs["snapshot-id"], "restored another snapshot", restore2)
-    check(restore2.outputs["bytes"] == save.outputs["bytes"], "restored bytes differ from saved bytes", restore2)
-    check(
-        tree_digest(job2.workspace, files) == tree_digest(job1.workspace, files),
-        "the restored files differ from the saved ones",
-        restore2,
-    )
-    summary = restore2.summary
+    main2 = job2.uses(REPO, inputs)
+    check(main2.outputs["cache-hit"] == "true" and main2.outputs["restored"] == "true", f"outputs {main2.outputs}", main2)
+    check(main2.outputs["snapshot-id"] == post1.outputs["snapshot-id"], "restored another snapshot", main2)
+    check(tree_digest(job2.workspace, FILES) == tree_digest(job1.workspace, FILES), "restored files differ", main2)
     for row in ("| Files | 3 |", "| Bytes |", "| New bytes |", "| Snapshot |", "| Source trust class |", "| Time |"):
-        check(row in summary, f"the restore summary lacks {row!r}:\n{summary}", restore2)
-    check(job2.summary == summary, "the job summary is not the steps' summaries", restore2)
-    return restore2
+        check(row in main2.summary, f"the restore summary lacks {row!r}:\n{main2.summary}", main2)
+    post2 = job2.finish()[0]
+    check(post2 is not None and post2.outputs.get("outcome") in ("unchanged", "saved"), "job 2's post step", post2)
+    return main1, main2
 
 
 @test
-def miss_then_save_then_hit_with_a_directory_store(ctx: Ctx):
+def one_step_main_restores_and_post_saves(ctx: Ctx):
     if not (cli_has(ctx.binary, "restore") and cli_has(ctx.binary, "save")):
         return "skipped: this stateful-ci binary has no restore/save --store yet"
-    miss_save_hit(ctx, {"store": str(ctx.root / "store")}, {}, "store")
+    one_step_miss_then_hit(ctx, {"store": str(ctx.root / "store")}, {}, "store")
+
+
+def snapshot_count(ctx: Ctx, store: Path) -> int:
+    probe = ctx.job(f"probe-{secrets.token_hex(4)}")
+    run = probe.uses(REPO, {"command": "restore", "store": str(store), "paths": "node_modules\ntarget\n"})
+    return 0 if run.outputs.get("cache-hit") != "true" else 1
 
 
 @test
-def miss_then_save_then_hit_with_a_backend(ctx: Ctx):
-    """Against a running backend (`stateful-ci dev`, say) with a fake OIDC
-    issuer's token endpoint, as a runner with `id-token: write` provides."""
+def save_on_decides_after_a_failed_step(ctx: Ctx):
+    if not (cli_has(ctx.binary, "restore") and cli_has(ctx.binary, "save")):
+        return "skipped: this stateful-ci binary has no restore/save --store yet"
+    cases = [
+        # save-on, the job failed, post runs, a snapshot is saved
+        ("always", True, True, True),
+        (None, True, True, True),  # the default is always
+        ("success", True, False, False),
+        ("success", False, True, True),
+        ("never", False, True, False),
+    ]
+    for save_on, job_failed, post_runs, saved in cases:
+        store = ctx.root / f"store-save-on-{save_on}-{job_failed}"
+        job = ctx.job(f"save-on-{save_on}-{job_failed}")
+        write_files(job.workspace, FILES)
+        inputs = {"store": str(store), "paths": "node_modules\ntarget\n"}
+        if save_on:
+            inputs["save-on"] = save_on
+        main = job.uses(REPO, inputs)
+        check(main.status == "success", f"save-on {save_on}: main failed", main)
+        job.failed = job_failed  # a later step of the job failed
+        post = job.finish()[0]
+        what = f"save-on {save_on}, job failed {job_failed}"
+        check((post is not None) == post_runs, f"{what}: post ran = {post is not None}", main)
+        if post is not None:
+            check(post.status == "success", f"{what}: the post step failed", post)
+            check(("outcome" in post.outputs) == saved, f"{what}: post outputs {post.outputs}", post)
+        check(snapshot_count(ctx, store) == (1 if saved else 0), f"{what}: the store does not match", main)
+
+
+@test
+def two_step_form_still_works(ctx: Ctx):
+    if not (cli_has(ctx.binary, "restore") and cli_has(ctx.binary, "save")):
+        return "skipped: this stateful-ci binary has no restore/save --store yet"
+    store = ctx.root / "two-step-store"
+    inputs = {"store": str(store), "paths": "node_modules\ntarget\n"}
+    job1 = ctx.job("two-step1")
+    write_files(job1.workspace, FILES)
+    restore = job1.uses(REPO, {"command": "restore", **inputs})
+    check(restore.outputs["outcome"] == "miss", f"restore outputs {restore.outputs}", restore)
+    save = job1.uses(REPO, {"command": "save", **inputs})
+    check(save.outputs["outcome"] == "saved" and save.outputs["snapshot-id"], f"save outputs {save.outputs}", save)
+    posts = job1.finish()
+    check(len(posts) == 2, f"{len(posts)} post steps, not 2", save)
+    for post in posts:
+        check(post is not None and "nothing to do" in post.steps[0].stdout, "a two-step post step acted", post)
+        check(post.outputs == {}, f"a two-step post step set outputs {post.outputs}", post)
+    job2 = ctx.job("two-step2")
+    hit = job2.uses(REPO, {"command": "restore", **inputs})
+    check(hit.outputs["restored"] == "true" and hit.outputs["snapshot-id"] == save.outputs["snapshot-id"], "no hit", hit)
+    check(tree_digest(job2.workspace, FILES) == tree_digest(job1.workspace, FILES), "restored files differ", hit)
+
+
+@test
+def one_step_with_a_backend(ctx: Ctx):
+    """Against a running backend with a fake OIDC issuer's token endpoint, as a
+    runner with `id-token: write` provides."""
     if not ctx.backend:
         return "skipped: no --backend-url/--oidc-request-url given"
     env = {
         "ACTIONS_ID_TOKEN_REQUEST_URL": ctx.backend["oidc_url"],
         "ACTIONS_ID_TOKEN_REQUEST_TOKEN": ctx.backend["oidc_token"],
     }
-    restore2 = miss_save_hit(ctx, {"backend-url": ctx.backend["url"]}, env, "backend")
-    check("none (local store)" not in restore2.summary, "a backend restore shows no trust class", restore2)
+    _, main2 = one_step_miss_then_hit(ctx, {"backend-url": ctx.backend["url"]}, env, "backend")
+    check("none (local store)" not in main2.summary, "a backend restore shows no trust class", main2)
 
 
 @test
@@ -259,7 +340,7 @@ def paths_from_stateful_ci_toml_and_exclude_lines(ctx: Ctx):
     write_files(job1.workspace, {**config, **kept, **left_out})
     save = job1.uses(REPO, {"command": "save", **inputs})
     check(save.outputs.get("outcome") == "saved", f"save outputs {save.outputs}", save)
-    check("paths from stateful-ci.toml" in save.steps[2].stdout, "the run did not use the config's paths", save)
+    check("paths from stateful-ci.toml" in save.steps[0].stdout, "the run did not use the config's paths", save)
     job2 = ctx.job("toml2")
     write_files(job2.workspace, config)
     restore = job2.uses(REPO, {"command": "restore", **inputs})
@@ -281,50 +362,151 @@ def cache_failure_is_a_warning_unless_strict(ctx: Ctx):
     check(lenient.outputs["restored"] == "false", f"outputs {lenient.outputs}", lenient)
     check(lenient.outputs["outcome"] == "error", f"outcome {lenient.outputs['outcome']!r}", lenient)
     warnings = [text for level, text in lenient.annotations if level == "warning"]
-    check(
-        any(str(not_a_dir.name) in w for w in warnings), f"no warning naming the store: {lenient.annotations}", lenient
-    )
+    check(any(not_a_dir.name in w for w in warnings), f"no warning naming the store: {lenient.annotations}", lenient)
     check("- error: " in lenient.summary, f"the summary does not show the error:\n{lenient.summary}", lenient)
     strict = job.uses(REPO, {"command": "restore", "store": str(not_a_dir), "paths": "cache", "strict": "true"})
     check(strict.status == "failure" and strict.failed_exit_code() == 1, "a strict restore did not fail with 1", strict)
-    check(strict.outputs["restored"] == "false", f"outputs {strict.outputs}", strict)
     check(any(level == "error" for level, _ in strict.annotations), "no error annotation", strict)
 
 
-# -- the action's own install path, through a local registry -----------------
+# -- the action's own install: pinned registry, verified ----------------------
+
+
+def version_of(binary: Path) -> str:
+    return subprocess.run([str(binary), "--version"], check=False, capture_output=True, text=True).stdout.split()[-1]
+
+
+def registry_job(ctx: Ctx, name: str, registry: str, platform="linux", **env) -> Job:
+    """A job whose npm configuration names a dead registry (env and a .npmrc
+    in the checked-out tree): the action must not care."""
+    job = ctx.job(
+        name,
+        platform=platform,
+        STATEFUL_CI_BINARY=None,
+        STATEFUL_CI_ACTION_REGISTRY=registry,
+        npm_config_registry="http://127.0.0.1:9/",
+        **env,
+    )
+    job.env.pop("STATEFUL_CI_BINARY", None)
+    (job.workspace / ".npmrc").write_text("registry=http://127.0.0.1:9/\n", encoding="utf-8")
+    return job
 
 
 @test
-def installs_the_cli_from_the_registry(ctx: Ctx):
+def installs_the_cli_from_the_pinned_registry_and_verifies_it(ctx: Ctx):
     if not ctx.registry:
         return "skipped: no --registry given (tests/npm/test.sh gives one)"
-    version = subprocess.run(
-        [str(ctx.binary), "--version"], check=False, capture_output=True, text=True
-    ).stdout.split()[-1]
-    cache = ctx.root / "npm-cache"
-    job = ctx.job(
-        "install",
-        STATEFUL_CI_BINARY=None,
-        npm_config_registry=ctx.registry,
-        npm_config_cache=str(cache),
-        npm_config_userconfig=str(ctx.root / "no-npmrc"),
-    )
-    job.env.pop("STATEFUL_CI_BINARY", None)
-    run = job.uses(REPO, {"command": "restore", "store": str(ctx.root / "install-store"), "version": version})
-    install = run.steps[1]
-    check(install.status == "success", "installing the CLI from the registry failed", run)
-    check(f"stateful-ci {version}" in install.stdout, f"the installed CLI did not say {version}", run)
-    bin_path = install.outputs.get("bin", "")
-    check(str(cache) in bin_path, f"the CLI was not installed into npm's cache: {bin_path!r}", run)
-    # The default version is the action's own: the one in its Cargo.toml.
-    run2 = job.uses(REPO, {"command": "restore", "store": str(ctx.root / "install-store")})
-    check(f"Installing stateful-ci {version}" in run2.steps[1].stdout, "the default version is not Cargo.toml's", run2)
+    version = version_of(ctx.binary)
+    job = registry_job(ctx, "install", ctx.registry)
+    run = job.uses(REPO, {"command": "restore", "store": str(ctx.root / "install-store"), "paths": "x"})
+    out = run.steps[0].stdout
+    check(run.status == "success", "installing the CLI failed", run)
+    check(f"Downloading @stateful-ci/cli-{ctx.host_platform}@{version}" in out, "no download from the registry", run)
+    check("tarball SHA-512 matches the registry's integrity" in out, "the tarball was not verified", run)
+    check(f"stateful-ci {version}" in out, f"the CLI did not say {version}", run)
+    # The same job again (the two-step form's save): the verified binary is reused.
+    again = job.uses(REPO, {"command": "restore", "store": str(ctx.root / "install-store"), "paths": "x"})
+    check("verified earlier in this job" in again.steps[0].stdout, "the verified binary was not reused", again)
+    # Tampered afterwards: downloaded and verified afresh.
+    cached = next((ctx.root / "install" / "runner-temp" / "stateful-ci-cli").glob("*/stateful-ci"))
+    cached.write_bytes(b"#!/bin/sh\necho pwned\n")
+    third = job.uses(REPO, {"command": "restore", "store": str(ctx.root / "install-store"), "paths": "x"})
+    check("Verified" in third.steps[0].stdout and third.status == "success", "a tampered copy was used", third)
+
+
+@test
+def the_action_source_checksum_list_is_enforced(ctx: Ctx):
+    if not ctx.registry:
+        return "skipped: no --registry given"
+    version = version_of(ctx.binary)
+    copy = ctx.root / "action-copy"
+    for part in ("action", "npm"):
+        shutil.copytree(REPO / part, copy / part)
+    for f in ("action.yml", "Cargo.toml"):
+        shutil.copy(REPO / f, copy / f)
+    checksums = copy / "action" / "checksums.json"
+    doc = json.loads(checksums.read_text())
+    doc["versions"][version] = {ctx.host_platform: "0" * 64}
+    checksums.write_text(json.dumps(doc))
+    bad = registry_job(ctx, "listed-bad", ctx.registry).uses(copy, {"strict": "true", "store": str(ctx.root / "s1")})
+    check(bad.status == "failure", "a binary not matching checksums.json was accepted", bad)
+    check(any("action/checksums.json" in t for _, t in bad.annotations), f"annotations {bad.annotations}", bad)
+    doc["versions"][version] = {ctx.host_platform: hashlib.sha256(ctx.binary.read_bytes()).hexdigest()}
+    checksums.write_text(json.dumps(doc))
+    good = registry_job(ctx, "listed-good", ctx.registry).uses(copy, {"store": str(ctx.root / "s2")})
+    check(good.status == "success", "the listed binary was refused", good)
+    check("binary SHA-256 matches action/checksums.json" in good.steps[0].stdout, "the list was not checked", good)
+
+
+@test
+def a_tarball_that_does_not_match_its_integrity_is_refused(ctx: Ctx):
+    """A registry (a local server) whose tarball differs from the integrity it
+    publishes: the action refuses it and never runs it."""
+    version = version_of(ctx.binary)
+    pkg = f"@stateful-ci/cli-{ctx.host_platform}"
+    tgz = b"\x1f\x8b not the published bytes"
+    record = {
+        "name": pkg,
+        "versions": {
+            version: {"dist": {"tarball": "", "integrity": "sha512-" + base64.b64encode(hashlib.sha512(b"x").digest()).decode()}}
+        },
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = tgz if self.path.endswith(".tgz") else json.dumps(record).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    record["versions"][version]["dist"]["tarball"] = f"{base}{pkg}/-/cli.tgz"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = registry_job(ctx, "bad-integrity", base).uses(REPO, {"strict": "true", "version": version})
+    finally:
+        server.shutdown()
+    check(run.status == "failure", "a tarball not matching its integrity was accepted", run)
+    check(any("is not the published integrity" in t for _, t in run.annotations), f"annotations {run.annotations}", run)
+
+
+@test
+def the_job_environment_cannot_redirect_the_download(ctx: Ctx):
+    job = registry_job(ctx, "redirect", "https://registry.example.invalid/")
+    run = job.uses(REPO, {"strict": "true"})
+    check(run.status == "failure", "a non-loopback registry override was accepted", run)
+    check(any("may only name a registry on this runner" in t for _, t in run.annotations), f"{run.annotations}", run)
+
+
+@test
+def windows_runner_layout_installs_the_exe_and_saves_in_post(ctx: Ctx):
+    """A Windows runner simulated (process.platform win32, RUNNER_OS Windows,
+    paths with spaces): the action picks @stateful-ci/cli-win32-x64 and its
+    stateful-ci.exe (tests/npm/test.sh publishes this machine's binary under
+    that name), verifies it, restores in main and saves in post."""
+    if not ctx.registry or not ctx.win32_published:
+        return "skipped: no --registry with the win32-x64 package given"
+    if not (cli_has(ctx.binary, "restore") and cli_has(ctx.binary, "save")):
+        return "skipped: this stateful-ci binary has no restore/save --store yet"
+    env = {"STATEFUL_CI_BINARY": None, "STATEFUL_CI_ACTION_REGISTRY": ctx.registry}
+    store = ctx.root / "Program Files" / "store dir"
+    main1, _ = one_step_miss_then_hit(ctx, {"store": str(store)}, env, "windows layout", platform="win32")
+    out = main1.steps[0].stdout
+    check("@stateful-ci/cli-win32-x64@" in out, "the Windows package was not chosen", main1)
+    exe = list((ctx.root / "windows layout-job1" / "runner-temp" / "stateful-ci-cli").glob("*-win32-x64/stateful-ci.exe"))
+    check(len(exe) == 1, "no stateful-ci.exe was installed", main1)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", required=True, type=Path)
-    parser.add_argument("--registry")
+    parser.add_argument("--registry", help="a local registry with the packed packages (loopback)")
+    parser.add_argument("--win32-published", action="store_true", help="the registry also has cli-win32-x64")
     parser.add_argument("--backend-url", help="a running backend for the backend scenario")
     parser.add_argument("--oidc-request-url", help="ACTIONS_ID_TOKEN_REQUEST_URL of a fake issuer")
     parser.add_argument("--oidc-request-token", default="harness", help="ACTIONS_ID_TOKEN_REQUEST_TOKEN")
@@ -340,6 +522,7 @@ def main() -> int:
             return 2
         backend = {"url": args.backend_url, "oidc_url": args.oidc_request_url, "oidc_token": args.oidc_request_token}
     ctx = Ctx(args.binary.resolve(), args.registry, backend)
+    ctx.win32_published = args.win32_published
     passed = failed = skipped = 0
     for fn in TESTS:
         try:

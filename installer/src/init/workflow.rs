@@ -6,12 +6,15 @@
 
 use super::detect::{Detected, NodePm, PyManager};
 
-/// `actions/checkout`, pinned by commit (v4.2.2).
-pub const CHECKOUT: &str = "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2";
+/// `actions/checkout`, pinned by commit (v6.0.2, its current major; the
+/// commit as published in the actions/checkout release notes and seen
+/// pinned in many public workflows).
+pub const CHECKOUT: &str = "actions/checkout@de0fac2e4500dabe0009e67214ff5f5447ce83dd # v6.0.2";
 /// `oven-sh/setup-bun`, pinned by commit (v2.1.2); only for bun projects.
 pub const SETUP_BUN: &str = "oven-sh/setup-bun@735343b667d3e6f658f44d0eca948eb6282f2b76 # v2.1.2";
-/// This project's own action, by its major tag.
-pub const ACTION: &str = "stateful-ci/stateful-ci@v0";
+/// This project's own action: pinned by the commit this binary was released
+/// from, with a version comment (a development build: its version tag).
+pub const ACTION: &str = crate::bundle::ACTION_USES;
 
 const MARKER: &str = "# stateful-ci-init: blake3=";
 
@@ -370,16 +373,14 @@ fn body(spec: &WorkflowSpec) -> String {
     steps.extend(setup);
     steps.push(Step {
         id: Some("workspace"),
-        with: vec![("command", "restore".into())],
-        comment: Some("steps.workspace.outputs.restored says whether a snapshot was found.".into()),
-        ..Step::uses("Restore the workspace", ACTION)
+        comment: Some(
+            "Restores now and saves after the last step (also when a step failed: save-on: always).\n      \
+             # steps.workspace.outputs.cache-hit says whether a snapshot was found."
+                .into(),
+        ),
+        ..Step::uses("Restore the workspace (saved again at the end of the job)", ACTION)
     });
     steps.extend(own);
-    steps.push(Step {
-        cond: Some("always()"),
-        with: vec![("command", "save".into())],
-        ..Step::uses("Save the workspace", ACTION)
-    });
     for (i, s) in steps.iter().enumerate() {
         if i > 0 {
             y.push('\n');
@@ -498,12 +499,15 @@ mod tests {
         assert!(y.contains(&format!(
             "uses: {CHECKOUT}\n        with:\n          persist-credentials: false\n"
         )));
+        // One step: the action restores, and its post step saves.
+        let pin = format!("id: workspace\n        uses: {ACTION}\n");
+        assert_eq!(y.matches("stateful-ci/stateful-ci@").count(), 1, "{y}");
+        assert!(!y.contains("command:"), "{y}");
         let order: Vec<usize> = [
-            "command: restore",
+            pin.as_str(),
             "npm ci --prefer-offline --no-audit --no-fund",
             "run: npm run build",
             "run: npm test",
-            "if: always()\n        uses: stateful-ci/stateful-ci@v0\n        with:\n          command: save",
         ]
         .iter()
         .map(|s| y.find(s).unwrap_or_else(|| panic!("{s:?} missing in\n{y}")))

@@ -10,20 +10,22 @@ const fs = require("node:fs");
 const path = require("node:path");
 const { spawnSync } = require("node:child_process");
 
-// Platform key -> package. The key is `${process.platform}-${process.arch}`,
-// with `-musl` added on Linux when the C library is musl.
+// Platform key -> package: the five release targets. The key is
+// `${process.platform}-${process.arch}`. The Linux binaries are static musl
+// builds, so one package per CPU serves glibc and musl systems (Debian,
+// Alpine, any container) alike; its package.json names no `libc`. `target`
+// is the Rust target the release builds for it.
 const PLATFORMS = {
-  "linux-x64": { pkg: "@stateful-ci/cli-linux-x64", os: "linux", cpu: "x64", libc: "glibc" },
-  "linux-arm64": { pkg: "@stateful-ci/cli-linux-arm64", os: "linux", cpu: "arm64", libc: "glibc" },
-  "linux-x64-musl": { pkg: "@stateful-ci/cli-linux-x64-musl", os: "linux", cpu: "x64", libc: "musl" },
-  "linux-arm64-musl": { pkg: "@stateful-ci/cli-linux-arm64-musl", os: "linux", cpu: "arm64", libc: "musl" },
-  "darwin-x64": { pkg: "@stateful-ci/cli-darwin-x64", os: "darwin", cpu: "x64" },
-  "darwin-arm64": { pkg: "@stateful-ci/cli-darwin-arm64", os: "darwin", cpu: "arm64" },
-  "win32-x64": { pkg: "@stateful-ci/cli-win32-x64", os: "win32", cpu: "x64" },
+  "linux-x64": { pkg: "@stateful-ci/cli-linux-x64", os: "linux", cpu: "x64", target: "x86_64-unknown-linux-musl" },
+  "linux-arm64": { pkg: "@stateful-ci/cli-linux-arm64", os: "linux", cpu: "arm64", target: "aarch64-unknown-linux-musl" },
+  "darwin-x64": { pkg: "@stateful-ci/cli-darwin-x64", os: "darwin", cpu: "x64", target: "x86_64-apple-darwin" },
+  "darwin-arm64": { pkg: "@stateful-ci/cli-darwin-arm64", os: "darwin", cpu: "arm64", target: "aarch64-apple-darwin" },
+  "win32-x64": { pkg: "@stateful-ci/cli-win32-x64", os: "win32", cpu: "x64", target: "x86_64-pc-windows-msvc" },
 };
 
 const BUILD_FROM_SOURCE =
-  "build it from source (`cargo install --locked stateful-ci`) and set STATEFUL_CI_BINARY to the binary's path";
+  "build it from a clone of the stateful-ci repository (`cargo build --release --locked`, see its README) " +
+  "and set STATEFUL_CI_BINARY to the binary's path";
 
 function binaryName(platform) {
   return platform === "win32" ? "stateful-ci.exe" : "stateful-ci";
@@ -52,9 +54,24 @@ function isMusl() {
   return false;
 }
 
-function platformKey() {
-  const base = `${process.platform}-${process.arch}`;
-  return isMusl() ? `${base}-musl` : base;
+// The platform key for a machine; pure, so that a test can ask it about
+// every platform. `musl` only names the C library in messages: the Linux
+// packages are static and serve both.
+function platformKey(platform = process.platform, arch = process.arch) {
+  return `${platform}-${arch}`;
+}
+
+// The package for a machine, or null when no prebuilt binary exists for it.
+function selectPackage({ platform = process.platform, arch = process.arch } = {}) {
+  const entry = PLATFORMS[platformKey(platform, arch)];
+  return entry ? entry.pkg : null;
+}
+
+// `linux-x64 (musl)` and the like, for messages.
+function describePlatform() {
+  const key = platformKey();
+  if (process.platform !== "linux") return key;
+  return `${key} (${isMusl() ? "musl" : "glibc"})`;
 }
 
 function fail(message) {
@@ -79,7 +96,7 @@ function resolveBinary() {
   const entry = PLATFORMS[key];
   if (!entry) {
     fail(
-      `there is no prebuilt stateful-ci for this platform (${key}); ` +
+      `there is no prebuilt stateful-ci for this platform (${describePlatform()}); ` +
         `prebuilt ones exist for ${Object.keys(PLATFORMS).join(", ")}. Fix: ${BUILD_FROM_SOURCE}.`,
     );
   }
@@ -88,7 +105,7 @@ function resolveBinary() {
     pkgJson = require.resolve(`${entry.pkg}/package.json`);
   } catch {
     fail(
-      `the platform package ${entry.pkg} (for ${key}) is not installed next to the stateful-ci package. ` +
+      `the platform package ${entry.pkg} (for ${describePlatform()}) is not installed next to the stateful-ci package. ` +
         "It is an optional dependency, so it is left out when installing with --omit=optional / --no-optional, " +
         "when the lock file was made on another platform, or when the package manager could not fetch it. " +
         `Fix: reinstall stateful-ci with optional dependencies on this machine, or ${BUILD_FROM_SOURCE}.`,
@@ -125,7 +142,7 @@ function main() {
   process.exit(result.status === null ? 1 : result.status);
 }
 
-module.exports = { PLATFORMS, platformKey, binaryName };
+module.exports = { PLATFORMS, platformKey, selectPackage, binaryName, isMusl };
 
 if (require.main === module) {
   main();

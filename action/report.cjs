@@ -1,8 +1,7 @@
-// The last step of action.yml: runs `stateful-ci restore|save --json` with the
-// action's inputs (read from the environment, never from expressions), then
-// writes the step outputs to $GITHUB_OUTPUT and a table to
-// $GITHUB_STEP_SUMMARY. Exits with the CLI's exit code. No dependencies: node
-// is on every GitHub-hosted runner (and needed for the npm install anyway).
+// Runs `stateful-ci restore|save --json` and turns its report into the step's
+// outputs ($GITHUB_OUTPUT), a table in $GITHUB_STEP_SUMMARY and annotations.
+// Inputs come from the environment only (never from expressions). No
+// dependencies: node's built-ins.
 "use strict";
 
 const crypto = require("node:crypto");
@@ -89,17 +88,17 @@ function writeSummary(command, report, failure) {
   fs.appendFileSync(env.GITHUB_STEP_SUMMARY, `${lines.join("\n")}\n`);
 }
 
-function cliArgs(command) {
+function cliArgs(command, inputs) {
   const args = [command, "--json"];
-  if (env.INPUT_STORE) args.push("--store", env.INPUT_STORE);
-  if (env.INPUT_BACKEND_URL) args.push("--backend", env.INPUT_BACKEND_URL);
-  for (const raw of (env.INPUT_PATHS || "").split(/\r?\n/)) {
+  if (inputs.store) args.push("--store", inputs.store);
+  if (inputs.backendUrl) args.push("--backend", inputs.backendUrl);
+  for (const raw of (inputs.paths || "").split(/\r?\n/)) {
     const line = raw.trim();
     if (!line || line.startsWith("#")) continue;
     if (line.startsWith("!")) args.push("--exclude", line.slice(1).trim());
     else args.push("--path", line);
   }
-  if (env.INPUT_STRICT === "true") args.push("--strict");
+  if (inputs.strict) args.push("--strict");
   return args;
 }
 
@@ -119,19 +118,11 @@ function parseReport(stdout) {
   return null;
 }
 
-function main() {
-  const command = env.INPUT_COMMAND;
-  if (command !== "restore" && command !== "save") {
-    annotate("error", "input 'command' must be 'restore' or 'save'");
-    return 2;
-  }
-  const cli = env.STATEFUL_CI_CLI;
-  if (!cli) {
-    annotate("error", "STATEFUL_CI_CLI is not set: the install step did not run");
-    return 1;
-  }
-  const strict = env.INPUT_STRICT === "true";
-  const args = cliArgs(command);
+// Runs the CLI for `command` with the inputs and reports; returns the exit
+// code for the step.
+function runCommand(cli, command, inputs) {
+  const strict = inputs.strict;
+  const args = cliArgs(command, inputs);
   const pathCount = args.filter((a) => a === "--path").length;
   process.stdout.write(
     `Running stateful-ci ${command} (${pathCount ? `${pathCount} path(s) from the paths input` : "paths from stateful-ci.toml"})\n`,
@@ -144,9 +135,10 @@ function main() {
     stdio: ["ignore", "pipe", "inherit"],
     encoding: "utf8",
     maxBuffer: 64 * 1024 * 1024,
+    windowsHide: true,
   });
 
-  const empty = { restored: "false", "snapshot-id": "", bytes: "0", outcome: "error" };
+  const empty = { restored: "false", "cache-hit": "false", "snapshot-id": "", bytes: "0", outcome: "error" };
   if (result.error) {
     const message = `could not run the stateful-ci CLI at ${cli}: ${result.error.message}`;
     annotate("error", message);
@@ -174,6 +166,7 @@ function main() {
   const restored = command === "restore" && report.outcome === "hit";
   writeOutputs({
     restored: restored ? "true" : "false",
+    "cache-hit": restored ? "true" : "false",
     "snapshot-id": report.snapshot_id || "",
     bytes: String(Number.isFinite(report.bytes) ? report.bytes : 0),
     outcome: report.outcome,
@@ -183,4 +176,4 @@ function main() {
   return status;
 }
 
-process.exitCode = main();
+module.exports = { annotate, commandData, runCommand, writeOutputs, cliArgs, parseReport };
