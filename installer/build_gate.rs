@@ -41,7 +41,10 @@ pub fn decide(
     };
     let sha = sha.unwrap_or("");
     if !sha.is_empty()
-        && !(sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        && !(sha.len() == 40
+            && sha
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     {
         return Err(format!(
             "{ACTION_SHA_ENV}={sha:?} is not a full commit SHA (40 lowercase hex digits); \

@@ -221,13 +221,19 @@ mod tests {
         match ACTION_SHA {
             Some(sha) => {
                 assert_eq!(sha.len(), 40, "{sha}");
-                assert!(sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+                assert!(
+                    sha.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                );
                 assert_eq!(
                     ACTION_USES,
                     format!("stateful-ci/stateful-ci@{sha} # v{CRATE_VERSION}")
                 );
             }
-            None => assert_eq!(ACTION_USES, format!("stateful-ci/stateful-ci@v{CRATE_VERSION}")),
+            None => assert_eq!(
+                ACTION_USES,
+                format!("stateful-ci/stateful-ci@v{CRATE_VERSION}")
+            ),
         }
     }
 
@@ -242,18 +248,32 @@ mod tests {
         assert!(decide(Some("0"), None, false, "1.2.3").is_ok());
         // A release without the bundle is an error naming the fix.
         let e = decide(Some("1"), Some(sha), false, "1.2.3").unwrap_err();
-        assert!(e.contains("Worker bundle") && e.contains("scripts/build-worker.sh"), "{e}");
+        assert!(
+            e.contains("Worker bundle") && e.contains("scripts/build-worker.sh"),
+            "{e}"
+        );
         // ... and without the commit.
         let e = decide(Some("1"), None, true, "1.2.3").unwrap_err();
         assert!(e.contains("STATEFUL_CI_ACTION_SHA"), "{e}");
         // A complete release.
         let g = decide(Some("1"), Some(sha), true, "1.2.3").unwrap();
         assert!(!g.bundle_optional);
-        assert_eq!(g.action_uses, format!("stateful-ci/stateful-ci@{sha} # v1.2.3"));
+        assert_eq!(
+            g.action_uses,
+            format!("stateful-ci/stateful-ci@{sha} # v1.2.3")
+        );
         // Bad values are named.
-        assert!(decide(Some("yes"), None, true, "1").unwrap_err().contains("STATEFUL_CI_RELEASE=\"yes\""));
+        assert!(
+            decide(Some("yes"), None, true, "1")
+                .unwrap_err()
+                .contains("STATEFUL_CI_RELEASE=\"yes\"")
+        );
         for bad in ["abc", &sha.to_uppercase(), &format!("{sha}0")] {
-            assert!(decide(None, Some(bad), true, "1").unwrap_err().contains("40 lowercase hex"));
+            assert!(
+                decide(None, Some(bad), true, "1")
+                    .unwrap_err()
+                    .contains("40 lowercase hex")
+            );
         }
     }
 

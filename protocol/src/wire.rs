@@ -14,17 +14,27 @@
 //! | `GET /v1/health` | none | - | [`HealthResponse`] |
 //! | `POST /v1/restore` | OIDC | [`RestoreRequest`] | [`RestoreResponse`] |
 //! | `POST /v1/save/prepare` | OIDC | [`SavePrepareRequest`] | [`SavePrepareResponse`] |
-//! | `PUT /v1/objects/{key}` | OIDC (a run allowed to save) | object bytes, `content-length` required | [`PutObjectResponse`] |
+//! | `PUT /v1/objects/{key}` | OIDC (a run allowed to save) | object bytes, `content-length` required (not chunked), at most [`crate::limits::MAX_OBJECT_SIZE`] | [`PutObjectResponse`] |
 //! | `GET /v1/objects/{key}` | grant: `Authorization: Bearer <grant>` from [`RestoreHit::grant`] | optional `Range: bytes=a-b` | bytes (200 or 206) |
 //! | `POST /v1/save/commit` | OIDC | [`SaveCommitRequest`] | [`SaveCommitResponse`] |
 //! | `GET /v1/admin/runs`, `/v1/admin/snapshots`, `/v1/admin/decisions`, `/v1/admin/sizes` | `Authorization: Bearer <admin token>` | `?limit=N` (default 50, max 500) | [`AdminRunsResponse`], [`AdminSnapshotsResponse`], [`AdminDecisionsResponse`], [`AdminSizesResponse`] |
 //!
 //! `{key}` is an [`ObjectKey`] (`packs/<hex>` or `manifests/<hex>`, the hex
-//! being the BLAKE3 hash of the object's bytes). Objects are stored per
-//! repository: the same key in two repositories names two objects.
+//! being the lowercase SHA-256 of the object's stored bytes). Objects are
+//! stored per repository: the same key in two repositories names two
+//! objects. The Worker never reads object bytes: an upload streams into R2
+//! with the SHA-256 the key names, R2 refuses a mismatch (nothing is stored:
+//! [`ErrorCode::HashMismatch`]), and a download streams R2 into the response.
 //!
-//! A save is: `save/prepare` with every object key the snapshot needs (the
-//! manifest and its packs), `PUT` each key listed as missing, then
+//! Within a repository, an object is *visible* to a run when it was uploaded
+//! for the run's save scope or a committed snapshot in a scope the run may
+//! restore (or save to) lists it. `save/prepare` reports every other key as
+//! missing and `save/commit` refuses it ([`ErrorCode::MissingObjects`]):
+//! knowing a key is never enough, the run must upload the bytes itself.
+//!
+//! A save is: `save/prepare` with every object key the snapshot needs (its
+//! root manifest and every pack it references, at most
+//! [`MAX_KEYS_PER_REQUEST`] in all), `PUT` each key listed as missing, then
 //! `save/commit` with the `expected_generation` from prepare. A commit whose
 //! expectation is stale fails with [`ErrorCode::GenerationConflict`] (the body
 //! carries the current head); the client may then re-prepare and commit again.
@@ -48,7 +58,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const SERVICE_NAME: &str = "stateful-ci";
 /// The audience clients request for their OIDC token unless configured.
 pub const DEFAULT_AUDIENCE: &str = "stateful-ci";
-/// The most object keys one `save/prepare` or `save/commit` may list.
+/// The most object keys one `save/prepare` may list, and the most objects
+/// one `save/commit` may name (its manifest included): a snapshot references
+/// at most this many objects.
 pub const MAX_KEYS_PER_REQUEST: usize = 1000;
 /// Longest accepted `idempotency_key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
@@ -163,7 +175,8 @@ pub struct SavePrepareResponse {
     /// The generation `save/commit` must name: the head's, or 0 when the
     /// scope has no head yet.
     pub expected_generation: u64,
-    /// The listed keys the store does not have; upload exactly these.
+    /// The listed keys that are not stored or not visible to this run (see
+    /// the module docs); upload exactly these.
     pub missing: Vec<ObjectKey>,
     /// The largest object `PUT` accepts, in bytes.
     pub max_object_size: u64,
@@ -174,7 +187,8 @@ pub struct SavePrepareResponse {
 pub struct PutObjectResponse {
     pub key: ObjectKey,
     pub size: u64,
-    /// False when the object was already stored (the upload was a no-op).
+    /// False when the object was already stored and visible to this run (the
+    /// body was not read).
     pub created: bool,
 }
 
@@ -182,10 +196,16 @@ pub struct PutObjectResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaveCommitRequest {
     pub workspace: String,
-    /// The snapshot's manifest (a `manifests/` key), already uploaded.
+    /// The snapshot's root manifest (a `manifests/` key), already uploaded.
     pub manifest: ObjectKey,
-    /// Exactly the packs the manifest lists (its `packs` field), already
-    /// uploaded; the Worker checks this against the stored manifest.
+    /// Every other object the snapshot references (`packs/` keys), already
+    /// uploaded; with the manifest at most [`MAX_KEYS_PER_REQUEST`]. The
+    /// Worker does not read the manifest: it checks that each listed object
+    /// is stored and visible to this run, and records the list as the
+    /// snapshot's objects (what a restore grant covers and retention keeps).
+    /// Listing fewer than the snapshot needs only breaks this snapshot's own
+    /// restores (they fail verification); listing more can only name objects
+    /// the run can already read.
     pub packs: Vec<ObjectKey>,
     /// From `save/prepare`: the head generation this snapshot was based on.
     pub expected_generation: u64,
@@ -238,22 +258,24 @@ pub enum ErrorCode {
     NotFound,
     /// 405: method not allowed on this route.
     MethodNotAllowed,
-    /// 411: `PUT` without `content-length`.
+    /// 411: `PUT` without `content-length` (or chunked).
     LengthRequired,
     /// 413: the body exceeds the limit in the message.
     TooLarge,
     /// 416: the `Range` cannot be satisfied.
     RangeNotSatisfiable,
-    /// 422: uploaded bytes do not hash to the key; nothing was stored.
+    /// 422: uploaded bytes do not hash (SHA-256) to the key; nothing was
+    /// stored.
     HashMismatch,
     /// 409: the scope's head moved since `save/prepare`; body has `head`.
     GenerationConflict,
     /// 409: the idempotency key was used for a different commit.
     IdempotencyKeyReused,
-    /// 422: a commit names objects the store does not have; body lists them.
+    /// 422: a commit names objects that are not stored or not visible to
+    /// this run; body lists them.
     MissingObjects,
-    /// 422: the committed manifest cannot be read, or its packs are not the
-    /// packs the commit names.
+    /// 422: kept for older clients; the Worker no longer reads manifests and
+    /// does not send it.
     ManifestInvalid,
     /// 502: the OIDC issuer's keys could not be fetched.
     JwksUnavailable,

@@ -6,9 +6,9 @@ pub mod auth;
 pub mod commit;
 pub mod config;
 pub mod grant;
-pub mod manifest;
 pub mod range;
 pub mod retention;
+pub mod visibility;
 
 pub use auth::{AuthError, RunContext, Tenant, TrustClass};
 pub use config::Config;

@@ -11,17 +11,21 @@
 //! lives in `stateful-ci-worker-core`, tested natively. It must never log a
 //! token, a grant or a secret.
 
+mod body;
 mod coordinator;
+mod objects;
 mod store;
+mod visibility;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use stateful_ci_protocol::limits::MAX_OBJECT_SIZE;
 use stateful_ci_protocol::wire::{self, ErrorBody, ErrorCode};
-use stateful_ci_protocol::{Head, ObjectKey, ObjectKind};
+use stateful_ci_protocol::{Head, ObjectKey};
 use stateful_ci_worker_core::auth::{self, AuthError, RunContext, Verified};
 use stateful_ci_worker_core::config::{self, Config, vars};
-use stateful_ci_worker_core::{grant, range};
+use stateful_ci_worker_core::grant;
+use stateful_ci_worker_core::visibility::{self as vis, Sight};
 use worker::*;
 
 pub use coordinator::ScopeCoordinator;
@@ -74,38 +78,9 @@ fn json<T: Serialize>(status: u16, value: &T) -> ApiResult<Response> {
         .fixed(body))
 }
 
-/// The largest JSON request body accepted.
-const MAX_JSON_BODY: u64 = 1024 * 1024;
-
+/// Reads a JSON body with a cap that holds while streaming (see [`body`]).
 async fn read_json<T: DeserializeOwned>(req: &mut Request) -> ApiResult<T> {
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_JSON_BODY) {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            "the JSON body exceeds 1 MiB; list fewer objects per request",
-        ));
-    }
-    let text = req.text().await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("could not read the body: {e}"),
-        )
-    })?;
-    if text.len() as u64 > MAX_JSON_BODY {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            "the JSON body exceeds 1 MiB; list fewer objects per request",
-        ));
-    }
-    serde_json::from_str(&text).map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("the JSON body is not valid for this route: {e}; see docs/PROTOCOL.md"),
-        )
-    })
+    body::read_json(req).await
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -150,10 +125,10 @@ async fn route(req: &mut Request, env: &Env) -> ApiResult<Response> {
         (Method::Post, ["v1", "save", "prepare"]) => save_prepare(req, env).await,
         (Method::Post, ["v1", "save", "commit"]) => save_commit(req, env).await,
         (Method::Put, ["v1", "objects", kind, hash]) => {
-            put_object(req, env, &object_key(kind, hash)?).await
+            objects::put_object(req, env, &object_key(kind, hash)?).await
         }
         (Method::Get, ["v1", "objects", kind, hash]) => {
-            get_object(req, env, &object_key(kind, hash)?).await
+            objects::get_object(req, env, &object_key(kind, hash)?).await
         }
         (Method::Get, ["v1", "admin", what]) => admin(req, env, what).await,
         (_, ["v1", "health" | "restore" | "objects" | "admin", ..] | ["v1", "save", ..]) => {
@@ -173,7 +148,7 @@ fn object_key(kind: &str, hash: &str) -> ApiResult<ObjectKey> {
     format!("{kind}/{hash}").parse().map_err(|_| {
         ApiError::new(
             ErrorCode::BadRequest,
-            "the object key must be packs/<64 hex> or manifests/<64 hex> (BLAKE3 of the bytes)",
+            "the object key must be packs/<64 hex> or manifests/<64 hex> (SHA-256 of the bytes)",
         )
     })
 }
@@ -299,18 +274,8 @@ fn check_workspace(name: &str) -> ApiResult<()> {
     }
 }
 
-fn check_keys(keys: &[ObjectKey]) -> ApiResult<()> {
-    if keys.len() > wire::MAX_KEYS_PER_REQUEST {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            format!(
-                "{} object keys listed; at most {} per request",
-                keys.len(),
-                wire::MAX_KEYS_PER_REQUEST
-            ),
-        ));
-    }
-    Ok(())
+fn list_error(e: vis::ListError) -> ApiError {
+    ApiError::new(e.code, e.message)
 }
 
 fn grant_key(env: &Env) -> ApiResult<Vec<u8>> {
@@ -469,7 +434,7 @@ async fn save_prepare(req: &mut Request, env: &Env) -> ApiResult<Response> {
     let verified = authenticate(req, env, &cfg, "save_prepare").await?;
     let body: wire::SavePrepareRequest = read_json(req).await?;
     let ctx = decide(&verified, &body.workspace)?;
-    check_keys(&body.objects)?;
+    let wanted = vis::prepare_objects(&body.objects).map_err(list_error)?;
     let scope = match save_scope(&ctx) {
         Ok(s) => s,
         Err(e) => {
@@ -487,15 +452,11 @@ async fn save_prepare(req: &mut Request, env: &Env) -> ApiResult<Response> {
         }
     };
     let head = coordinator_head(env, &ctx.coordinator_name(&scope)).await?;
-    let mut wanted = body.objects.clone();
-    wanted.sort();
-    wanted.dedup();
-    let sizes = store::object_sizes(env, &ctx.tenant, &wanted).await?;
+    // "Missing" means not visible to this run (see worker_core::visibility).
+    let present = visibility::visible(env, &ctx.tenant.id(), &Sight::of(&ctx), &wanted).await?;
     let missing = wanted
-        .iter()
-        .zip(&sizes)
-        .filter(|(_, s)| s.is_none())
-        .map(|(k, _)| *k)
+        .into_iter()
+        .filter(|k| !present.contains_key(k))
         .collect();
     store::record_decision(env, "save_prepare", &ctx, true, "save_allowed", &scope, "").await;
     json(
@@ -515,19 +476,11 @@ async fn save_commit(req: &mut Request, env: &Env) -> ApiResult<Response> {
     let verified = authenticate(req, env, &cfg, "save_commit").await?;
     let body: wire::SaveCommitRequest = read_json(req).await?;
     let ctx = decide(&verified, &body.workspace)?;
-    check_keys(&body.packs)?;
+    let objects = vis::commit_objects(body.manifest, &body.packs).map_err(list_error)?;
     if !wire::valid_idempotency_key(&body.idempotency_key) {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
             "idempotency_key must be 1-128 printable ASCII characters without spaces",
-        ));
-    }
-    if body.manifest.kind != ObjectKind::Manifest
-        || body.packs.iter().any(|p| p.kind != ObjectKind::Pack)
-    {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            "manifest must be a manifests/ key and packs must be packs/ keys",
         ));
     }
     let scope = match save_scope(&ctx) {
@@ -546,16 +499,16 @@ async fn save_commit(req: &mut Request, env: &Env) -> ApiResult<Response> {
             return Err(e);
         }
     };
-    let mut objects: Vec<ObjectKey> = body.packs.clone();
-    objects.push(body.manifest);
-    objects.sort();
-    objects.dedup();
-    let sizes = store::object_sizes(env, &ctx.tenant, &objects).await?;
+    // Every listed object must be stored and visible to this run: uploaded
+    // for its save scope or in a snapshot of a scope it may read. The Worker
+    // does not read the manifest: a client that lists fewer objects than its
+    // snapshot needs only breaks its own restores (they fail verification),
+    // and listing more can only name objects this run can already read.
+    let present = visibility::visible(env, &ctx.tenant.id(), &Sight::of(&ctx), &objects).await?;
     let missing: Vec<ObjectKey> = objects
         .iter()
-        .zip(&sizes)
-        .filter(|(_, s)| s.is_none())
-        .map(|(k, _)| *k)
+        .filter(|k| !present.contains_key(k))
+        .copied()
         .collect();
     if !missing.is_empty() {
         store::record_decision(
@@ -571,36 +524,12 @@ async fn save_commit(req: &mut Request, env: &Env) -> ApiResult<Response> {
         let mut e = ErrorBody::new(
             ErrorCode::MissingObjects,
             format!(
-                "{} of the snapshot's objects are not stored; upload them (PUT /v1/objects/{{key}}) and commit again",
+                "{} of the snapshot's objects are not stored for this run (objects of scopes it may not read count as missing); upload them (PUT /v1/objects/{{key}}) and commit again",
                 missing.len()
             ),
         );
         e.missing = missing;
         return Err(ApiError(e));
-    }
-    // The grant of a restore covers the packs recorded here: they must be
-    // exactly the manifest's, not whatever the client claims.
-    let listed = store::manifest_packs(env, &ctx.tenant, &body.manifest).await?;
-    let claimed: std::collections::BTreeSet<ObjectKey> = body.packs.iter().copied().collect();
-    if listed != claimed {
-        store::record_decision(
-            env,
-            "save_commit",
-            &ctx,
-            false,
-            "manifest_invalid",
-            &scope,
-            "packs differ from the manifest",
-        )
-        .await;
-        return Err(ApiError::new(
-            ErrorCode::ManifestInvalid,
-            format!(
-                "the commit names {} packs but the manifest lists {} (or other ones); send exactly the manifest's packs",
-                claimed.len(),
-                listed.len()
-            ),
-        ));
     }
     let now = now_secs();
     let name = ctx.coordinator_name(&scope);
@@ -621,12 +550,9 @@ async fn save_commit(req: &mut Request, env: &Env) -> ApiResult<Response> {
                 .head
                 .ok_or_else(|| ApiError::internal("coordinator", "no head after commit"))?;
             let replayed = answer.outcome == "replayed";
-            let sized: Vec<(ObjectKey, u64)> = objects
-                .iter()
-                .zip(&sizes)
-                .map(|(k, s)| (*k, s.unwrap_or(0)))
-                .collect();
-            store::record_snapshot(env, &ctx, &body, &scope, &head, &sized, now).await?;
+            let stored: u64 = present.values().sum();
+            visibility::record_snapshot(env, &ctx, &body, &scope, &head, &objects, stored, now)
+                .await?;
             store::record_decision(
                 env,
                 "save_commit",
@@ -695,84 +621,6 @@ async fn save_commit(req: &mut Request, env: &Env) -> ApiResult<Response> {
             ))
         }
     }
-}
-
-// ---------------------------------------------------------------- objects
-
-async fn put_object(req: &mut Request, env: &Env, key: &ObjectKey) -> ApiResult<Response> {
-    let cfg = load_config(env)?;
-    let verified = authenticate(req, env, &cfg, "put_object").await?;
-    // Whether a run may save does not depend on the workspace; uploads are
-    // not tied to one until the commit names them.
-    let ctx = decide(&verified, "default")?;
-    if ctx.save_scope.is_none() {
-        return Err(ApiError::new(
-            ErrorCode::SaveNotAllowed,
-            format!(
-                "this run ({}) may not save, so it may not upload",
-                ctx.class.as_str()
-            ),
-        ));
-    }
-    let length: u64 = match req.headers().get("content-length")? {
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| ApiError::new(ErrorCode::BadRequest, "content-length is not a number"))?,
-        None => {
-            return Err(ApiError::new(
-                ErrorCode::LengthRequired,
-                "send content-length with the object upload",
-            ));
-        }
-    };
-    if length > MAX_OBJECT_SIZE {
-        return Err(ApiError::new(
-            ErrorCode::TooLarge,
-            format!(
-                "objects may not exceed {MAX_OBJECT_SIZE} bytes; this one has {length}; write smaller packs"
-            ),
-        ));
-    }
-    let created = store::put_verified(env, req, &ctx.tenant, key, length).await?;
-    json(
-        200,
-        &wire::PutObjectResponse {
-            key: *key,
-            size: length,
-            created,
-        },
-    )
-}
-
-async fn get_object(req: &mut Request, env: &Env, key: &ObjectKey) -> ApiResult<Response> {
-    let Some(token) = bearer(req) else {
-        return Err(ApiError::new(
-            ErrorCode::InvalidGrant,
-            "send Authorization: Bearer <grant from POST /v1/restore>",
-        ));
-    };
-    if !grant::is_grant(&token) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidGrant,
-            "objects are read with the grant from POST /v1/restore, not with the OIDC token",
-        ));
-    }
-    let claims = grant::verify(&grant_key(env)?, &token, now_secs())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidGrant, e.message()))?;
-    if !store::snapshot_has_object(env, &claims, key).await? {
-        return Err(ApiError::new(
-            ErrorCode::InvalidGrant,
-            "this grant does not cover that object; it covers only the objects of the restored snapshot",
-        ));
-    }
-    let wanted = match req.headers().get("range")? {
-        Some(h) => {
-            Some(range::parse(&h).map_err(|m| ApiError::new(ErrorCode::RangeNotSatisfiable, m))?)
-        }
-        None => None,
-    };
-    store::serve_object(env, &claims.t, key, wanted).await
 }
 
 // ---------------------------------------------------------------- admin

@@ -1,23 +1,19 @@
 //! I/O against the bindings: D1 (runs, snapshots, decisions, sizes), R2
 //! (objects, stored per tenant under `r/<owner_id>/<repository_id>/<key>`),
-//! the issuer's JWKS (cached per isolate), and retention sweeps.
+//! the issuer's JWKS (cached per isolate), and retention sweeps. Object
+//! bytes are in `objects`, object visibility and snapshot records in
+//! `visibility`.
 
 use std::cell::RefCell;
 
-use futures_util::future::join_all;
-use js_sys::{Function, Promise, Reflect, Uint8Array};
 use serde::Deserialize;
 use stateful_ci_protocol::wire::{self, ErrorCode};
-use stateful_ci_protocol::{BlobId, Head, ObjectKey};
-use stateful_ci_worker_core::auth::{
-    Jwks, RunContext, Tenant, Verified, parse_jwks, should_fetch_jwks,
-};
+use stateful_ci_protocol::{Head, ObjectKey};
+use stateful_ci_worker_core::auth::{Jwks, RunContext, Verified, parse_jwks, should_fetch_jwks};
 use stateful_ci_worker_core::config::Config;
 use stateful_ci_worker_core::grant::GrantClaims;
-use stateful_ci_worker_core::range::{self, ByteRange};
-use stateful_ci_worker_core::{manifest, retention};
-use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
+use stateful_ci_worker_core::retention;
+use wasm_bindgen::JsValue;
 use worker::*;
 
 use crate::{ApiError, ApiResult};
@@ -241,215 +237,6 @@ fn bucket(env: &Env) -> ApiResult<Bucket> {
     })
 }
 
-/// Stored size of each key (None: not stored), in the order given.
-pub async fn object_sizes(
-    env: &Env,
-    tenant: &Tenant,
-    keys: &[ObjectKey],
-) -> ApiResult<Vec<Option<u64>>> {
-    let b = bucket(env)?;
-    let t = tenant.id();
-    let mut out = Vec::with_capacity(keys.len());
-    // Bounded parallelism keeps the Worker under the subrequest limits.
-    for chunk in keys.chunks(32) {
-        let heads = join_all(chunk.iter().map(|k| b.head(r2_key(&t, k)))).await;
-        for h in heads {
-            out.push(
-                h.map_err(|e| ApiError::internal("R2 head failed", e))?
-                    .map(|o| o.size()),
-            );
-        }
-    }
-    Ok(out)
-}
-
-/// Streams the request body, hashing it, into one buffer of exactly
-/// `length` bytes; stores it only when its BLAKE3 hash is the key's. Returns
-/// whether it was newly stored (false: it already was; the body is not read).
-pub async fn put_verified(
-    env: &Env,
-    req: &Request,
-    tenant: &Tenant,
-    key: &ObjectKey,
-    length: u64,
-) -> ApiResult<bool> {
-    let t = tenant.id();
-    let r2k = r2_key(&t, key);
-    let b = bucket(env)?;
-    if b.head(r2k.clone())
-        .await
-        .map_err(|e| ApiError::internal("R2 head failed", e))?
-        .is_some()
-    {
-        return Ok(false);
-    }
-    let js = |e: JsValue| ApiError::internal("reading the upload failed", format!("{e:?}"));
-    let target = Uint8Array::new_with_length(length as u32);
-    let mut hasher = blake3::Hasher::new();
-    let mut offset: u64 = 0;
-    let mut buf = Vec::new();
-    if let Some(stream) = req.inner().body() {
-        let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
-        loop {
-            let res = JsFuture::from(reader.read()).await.map_err(js)?;
-            if Reflect::get(&res, &s("done"))
-                .map_err(js)?
-                .as_bool()
-                .unwrap_or(true)
-            {
-                break;
-            }
-            let chunk: Uint8Array = Reflect::get(&res, &s("value"))
-                .map_err(js)?
-                .dyn_into()
-                .map_err(|v: JsValue| js(v))?;
-            let len = u64::from(chunk.length());
-            if offset + len > length {
-                let _ = reader.cancel();
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "the body is longer than content-length ({length}); send the exact length"
-                    ),
-                ));
-            }
-            buf.resize(len as usize, 0);
-            chunk.copy_to(&mut buf);
-            hasher.update(&buf);
-            target.set(&chunk, offset as u32);
-            offset += len;
-        }
-    }
-    if offset != length {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!(
-                "the body has {offset} bytes but content-length said {length}; send the whole object"
-            ),
-        ));
-    }
-    let got = BlobId::from(hasher.finalize());
-    if got != key.hash {
-        return Err(ApiError::new(
-            ErrorCode::HashMismatch,
-            format!(
-                "the uploaded bytes hash to {got}, not to the key {key}; nothing was stored; upload the object under the BLAKE3 hash of its bytes"
-            ),
-        ));
-    }
-    // Only verified bytes reach the final key.
-    let raw = Reflect::get(env.as_ref(), &s("BUCKET")).map_err(js)?;
-    let put: Function = Reflect::get(&raw, &s("put"))
-        .map_err(js)?
-        .dyn_into()
-        .map_err(|v: JsValue| js(v))?;
-    let promise: Promise = put
-        .call2(&raw, &s(&r2k), &target)
-        .map_err(js)?
-        .dyn_into()
-        .map_err(|v: JsValue| js(v))?;
-    JsFuture::from(promise)
-        .await
-        .map_err(|e| ApiError::internal("R2 put failed", format!("{e:?}")))?;
-    let r = db(env)?
-        .prepare("INSERT OR IGNORE INTO objects (tenant, object_key, size, created_at) VALUES (?, ?, ?, ?)")
-        .bind(&[s(&t), s(&key.to_string()), n(length as i64), n(crate::now_secs())])?
-        .run()
-        .await;
-    if let Err(e) = r {
-        console_error!("recording an object's size failed: {}", e);
-    }
-    Ok(true)
-}
-
-/// The packs the stored manifest lists (see `worker_core::manifest`).
-pub async fn manifest_packs(
-    env: &Env,
-    tenant: &Tenant,
-    key: &ObjectKey,
-) -> ApiResult<std::collections::BTreeSet<ObjectKey>> {
-    let invalid =
-        |m: String| ApiError::new(ErrorCode::ManifestInvalid, format!("manifest {key}: {m}"));
-    let object = bucket(env)?
-        .get(r2_key(&tenant.id(), key))
-        .execute()
-        .await
-        .map_err(|e| ApiError::internal("R2 get failed", e))?
-        .ok_or_else(|| invalid("it is not stored; upload it and commit again".into()))?;
-    if object.size() > manifest::MAX_STORED {
-        return Err(invalid(format!(
-            "it is {} bytes; the Worker reads manifests up to {} bytes",
-            object.size(),
-            manifest::MAX_STORED
-        )));
-    }
-    let bytes = object
-        .body()
-        .ok_or_else(|| invalid("it has no body".into()))?
-        .bytes()
-        .await?;
-    manifest::packs(&bytes).map_err(invalid)
-}
-
-pub async fn serve_object(
-    env: &Env,
-    tenant: &str,
-    key: &ObjectKey,
-    wanted: Option<ByteRange>,
-) -> ApiResult<Response> {
-    let b = bucket(env)?;
-    let r2k = r2_key(tenant, key);
-    let not_found = || {
-        ApiError::new(
-            ErrorCode::NotFound,
-            format!("object {key} is not stored (it may have been swept); restore again"),
-        )
-    };
-    let headers = Headers::new();
-    headers.set("content-type", "application/octet-stream")?;
-    headers.set("accept-ranges", "bytes")?;
-    headers.set("cache-control", "private, max-age=3600, immutable")?;
-    headers.set("etag", &format!("\"{}\"", key.hash))?;
-    let (status, object) = match wanted {
-        None => (
-            200,
-            b.get(r2k)
-                .execute()
-                .await
-                .map_err(|e| ApiError::internal("R2 get failed", e))?
-                .ok_or_else(not_found)?,
-        ),
-        Some(r) => {
-            let size = b
-                .head(r2k.clone())
-                .await
-                .map_err(|e| ApiError::internal("R2 head failed", e))?
-                .ok_or_else(not_found)?
-                .size();
-            let (offset, length) = r.resolve(size).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::RangeNotSatisfiable,
-                    format!("the range is outside the object ({size} bytes)"),
-                )
-            })?;
-            headers.set("content-range", &range::content_range(offset, length, size))?;
-            let o = b
-                .get(r2k)
-                .range(worker::Range::OffsetWithLength { offset, length })
-                .execute()
-                .await
-                .map_err(|e| ApiError::internal("R2 get failed", e))?
-                .ok_or_else(not_found)?;
-            (206, o)
-        }
-    };
-    let body = object.body().ok_or_else(not_found)?.response_body()?;
-    Ok(ResponseBuilder::new()
-        .with_status(status)
-        .with_headers(headers)
-        .body(body))
-}
-
 // ---------------------------------------------------------------- snapshots
 
 /// The D1 row id and packs of the snapshot a head names.
@@ -507,88 +294,6 @@ pub async fn snapshot_has_object(env: &Env, g: &GrantClaims, key: &ObjectKey) ->
         .await
         .map_err(d1_err("checking a grant"))?;
     Ok(row.is_some())
-}
-
-/// Writes the snapshot, its objects and the head mirror (idempotent: a
-/// replayed commit re-runs it harmlessly).
-pub async fn record_snapshot(
-    env: &Env,
-    ctx: &RunContext,
-    body: &wire::SaveCommitRequest,
-    scope: &str,
-    head: &Head,
-    objects: &[(ObjectKey, u64)],
-    now: i64,
-) -> ApiResult<()> {
-    #[derive(Deserialize)]
-    struct Id {
-        id: i64,
-    }
-    let d = db(env)?;
-    let c = &ctx.claims;
-    let t = ctx.tenant.id();
-    let stored: u64 = objects.iter().map(|(_, s)| s).sum();
-    d.prepare(
-        "INSERT OR IGNORE INTO snapshots (tenant, workspace, scope, generation, manifest_key, created_at, total_bytes, stored_bytes, entries,
-           repository, workflow_ref, job_workflow_ref, git_ref, event, sha, actor, run_id, run_attempt, runner_environment, class)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&[
-        s(&t),
-        s(&body.workspace),
-        s(scope),
-        n(head.generation as i64),
-        s(&head.snapshot.to_string()),
-        n(now),
-        n(body.total_bytes as i64),
-        n(stored as i64),
-        n(body.entries as i64),
-        s(&c.repository),
-        s(&c.workflow_ref),
-        s(&c.job_workflow_ref),
-        s(&c.git_ref),
-        s(&c.event_name),
-        s(&c.sha),
-        s(&c.actor),
-        s(&c.run_id),
-        s(&c.run_attempt),
-        s(&c.runner_environment),
-        s(ctx.class.as_str()),
-    ])?
-    .run()
-    .await
-    .map_err(d1_err("recording the snapshot"))?;
-    let id: Id = d
-        .prepare("SELECT id FROM snapshots WHERE tenant = ? AND workspace = ? AND scope = ? AND generation = ?")
-        .bind(&[s(&t), s(&body.workspace), s(scope), n(head.generation as i64)])?
-        .first(None)
-        .await
-        .map_err(d1_err("recording the snapshot"))?
-        .ok_or_else(|| ApiError::internal("recording the snapshot", "row vanished"))?;
-    let mut stmts = Vec::with_capacity(objects.len() + 2);
-    for (k, size) in objects {
-        stmts.push(
-            d.prepare("INSERT OR IGNORE INTO snapshot_objects (snapshot_id, object_key, size) VALUES (?, ?, ?)")
-                .bind(&[n(id.id), s(&k.to_string()), n(*size as i64)])?,
-        );
-        stmts.push(
-            d.prepare("INSERT OR IGNORE INTO objects (tenant, object_key, size, created_at) VALUES (?, ?, ?, ?)")
-                .bind(&[s(&t), s(&k.to_string()), n(*size as i64), n(now)])?,
-        );
-    }
-    stmts.push(
-        d.prepare(
-            "INSERT INTO heads (tenant, workspace, scope, manifest_key, generation, updated_at) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant, workspace, scope) DO UPDATE SET manifest_key = excluded.manifest_key,
-               generation = excluded.generation, updated_at = excluded.updated_at
-             WHERE excluded.generation > heads.generation",
-        )
-        .bind(&[s(&t), s(&body.workspace), s(scope), s(&head.snapshot.to_string()), n(head.generation as i64), n(now)])?,
-    );
-    d.batch(stmts)
-        .await
-        .map_err(d1_err("recording the snapshot's objects"))?;
-    Ok(())
 }
 
 // ---------------------------------------------------------------- retention

