@@ -38,3 +38,9 @@ bash scripts/test-emulator.sh
 # --- npm launcher, action.yml, YAML lint, Action harness ---
 section "npm launcher, action.yml, Action harness"
 bash tests/npm/test.sh
+
+# --- presets with real package managers: the generated workflow stays exactly
+# as strict as the lock file across a lock-file change (tiny npm, pip, Cargo
+# projects; needs the registries; about a minute) ---
+section "Presets: lock-file changes with npm, pip, Cargo"
+STATEFUL_CI_BIN="$PWD/target/debug/stateful-ci" bash scripts/test-presets.sh

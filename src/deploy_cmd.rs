@@ -1,7 +1,8 @@
 //! `stateful-ci deploy`: glue between the command line and the installer's
-//! plan/apply. Also the helpers `upgrade`, `destroy` share: the Cloudflare
-//! client from the environment, the confirmation rules, the repository
-//! default from `git remote`.
+//! plan/apply. Also the helpers `upgrade`, `destroy` share: the account (flag,
+//! environment, else what `init` or `deploy` recorded in stateful-ci.toml),
+//! the Cloudflare client from the environment, the confirmation rules, the
+//! repository default from `git remote`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 use stateful_ci_installer::bundle::Bundle;
-use stateful_ci_installer::cloudflare::Client;
+use stateful_ci_installer::cloudflare::{ACCOUNT_ENV, Client};
 use stateful_ci_installer::credentials;
 use stateful_ci_installer::deploy::{
     ConfigFile, Deployer, Plan, Record, Repository, Settings, record, repos,
@@ -21,6 +22,11 @@ use crate::printer::Printer;
 
 #[derive(Args, Clone)]
 pub struct DeployArgs {
+    /// Cloudflare account id (default: CLOUDFLARE_ACCOUNT_ID, then the
+    /// `[deployment] account_id` that `init` or `deploy` recorded in
+    /// stateful-ci.toml).
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<String>,
     /// Name of the Worker, R2 bucket and D1 database.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -61,6 +67,37 @@ pub struct DeployArgs {
     /// Directory of stateful-ci.toml (default: the current directory).
     #[arg(long, short = 'C', value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// The account to work on: `--account-id`, else `CLOUDFLARE_ACCOUNT_ID`, else
+/// the `[deployment] account_id` recorded in stateful-ci.toml (by `init
+/// --account-id` or the interactive init, or by an earlier `deploy`).
+pub fn account_id(flag: Option<&str>, config: &ConfigFile) -> Result<String, Error> {
+    let env_set = std::env::var(ACCOUNT_ENV).is_ok_and(|v| !v.trim().is_empty());
+    if flag.is_some() || env_set {
+        return credentials::account_id(flag);
+    }
+    match config.read()? {
+        Some(rec) => credentials::account_id(Some(&rec.account_id)).map_err(|e| {
+            Error::user(
+                format!(
+                    "{}: [deployment] account_id: {}",
+                    config.path.display(),
+                    e.message
+                ),
+                "fix it with `stateful-ci init --yes --account-id ID`, or set CLOUDFLARE_ACCOUNT_ID",
+            )
+        }),
+        None => Err(Error::user(
+            format!(
+                "no Cloudflare account id: no --account-id, {ACCOUNT_ENV} is not set and {} records none",
+                config.path.display()
+            ),
+            format!(
+                "run `stateful-ci init --yes --account-id ID` to record it (the 32-digit id on the dashboard's Workers & Pages overview), or set {ACCOUNT_ENV}"
+            ),
+        )),
+    }
 }
 
 /// The Cloudflare client: base URL, token, retries (with a note on each).
@@ -228,10 +265,11 @@ pub fn deploy(args: &DeployArgs, printer: &Printer) -> Result<ExitCode, Error> {
 
 /// deploy and upgrade share this: verify, observe, plan, confirm, apply.
 pub fn run(args: &DeployArgs, printer: &Printer, verb: &str) -> Result<ExitCode, Error> {
-    let account = credentials::account_id(None)?;
     let config = config_file(&args.dir);
+    let account = account_id(args.account_id.as_deref(), &config)?;
     let rec = config.read()?.filter(|r| r.account_id == account);
-    if verb == "upgrade" && rec.is_none() {
+    // A record with only the account (what init writes) deployed nothing.
+    if verb == "upgrade" && rec.as_ref().is_none_or(|r| r.script.is_empty()) {
         return Err(Error::user(
             format!(
                 "nothing to upgrade: {} has no deployment for account {account}",

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use stateful_ci_installer::credentials;
 use stateful_ci_installer::deploy::{destroy as run_destroy, destroy_items};
 use stateful_ci_runtime::Error;
 
@@ -24,8 +23,8 @@ pub struct DestroyArgs {
 }
 
 pub fn destroy(args: &DestroyArgs, printer: &Printer) -> Result<ExitCode, Error> {
-    let account = credentials::account_id(None)?;
     let config = deploy_cmd::config_file(&args.dir);
+    let account = deploy_cmd::account_id(None, &config)?;
     let Some(rec) = config.read()? else {
         return Err(Error::user(
             format!(

@@ -45,6 +45,62 @@ pub struct InitArgs {
     pub dir: Option<std::path::PathBuf>,
 }
 
+/// How the user started this binary, for the next-step lines: `bunx
+/// stateful-ci` after `bunx stateful-ci init`, `npx stateful-ci` after npx.
+/// `STATEFUL_CI_LAUNCHER` (set by a launcher that knows) wins; else the
+/// package manager that ran the npm launcher, from `npm_config_user_agent`
+/// (`bun/1.2.3 npm/? node/...`) or `npm_execpath`; else plain `stateful-ci`.
+pub fn invoked_as() -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    launcher_command(
+        var("STATEFUL_CI_LAUNCHER").as_deref(),
+        var("npm_config_user_agent").as_deref(),
+        var("npm_execpath").as_deref(),
+    )
+}
+
+/// [`invoked_as`] from the variables' values.
+pub fn launcher_command(
+    launcher: Option<&str>,
+    user_agent: Option<&str>,
+    execpath: Option<&str>,
+) -> String {
+    if let Some(l) = launcher.map(str::trim) {
+        let safe = l.len() <= 64
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b" @._/-".contains(&b));
+        if safe && l.ends_with("stateful-ci") {
+            return l.to_string();
+        }
+    }
+    let agent = user_agent
+        .and_then(|ua| ua.split_whitespace().next())
+        .map(|first| first.split('/').next().unwrap_or(""));
+    let from_execpath = || {
+        let e = execpath?.rsplit(['/', '\\']).next()?.to_ascii_lowercase();
+        if e.starts_with("bun") {
+            Some("bun")
+        } else if e.starts_with("pnpm") {
+            Some("pnpm")
+        } else if e.starts_with("yarn") {
+            Some("yarn")
+        } else if e.starts_with("npm") || e.starts_with("npx") {
+            Some("npm")
+        } else {
+            None
+        }
+    };
+    let yarn_classic = user_agent.is_some_and(|ua| ua.starts_with("yarn/1."));
+    match agent.or_else(from_execpath) {
+        Some("bun") => "bunx stateful-ci",
+        Some("pnpm") => "pnpm dlx stateful-ci",
+        Some("yarn") if !yarn_classic => "yarn dlx stateful-ci",
+        Some("npm") | Some("yarn") => "npx stateful-ci",
+        _ => "stateful-ci",
+    }
+    .to_string()
+}
+
 pub fn run(args: &InitArgs, p: &Printer) -> Result<ExitCode, Error> {
     let root = match &args.dir {
         Some(d) => d.clone(),
@@ -106,7 +162,10 @@ pub fn run(args: &InitArgs, p: &Printer) -> Result<ExitCode, Error> {
             drift.join(" and "),
             if drift.len() == 1 { "s" } else { "" }
         ));
-        p.info("hint: run `stateful-ci init --yes --force` to write them, or keep your edits");
+        p.info(&format!(
+            "hint: run `{} init --yes --force` to write them, or keep your edits",
+            invoked_as()
+        ));
         return Ok(ExitCode::from(1));
     }
 
@@ -127,15 +186,64 @@ pub fn run(args: &InitArgs, p: &Printer) -> Result<ExitCode, Error> {
     } else {
         "with CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID set"
     };
+    let me = invoked_as();
     p.info("");
     p.info("Next steps:");
     p.info(&format!(
-        "  1. stateful-ci deploy   {account_hint}: creates the backend in your Cloudflare account and records its URL in {CONFIG_FILE}"
+        "  1. {me} deploy   {account_hint}: creates the backend in your Cloudflare account and records its URL in {CONFIG_FILE}"
     ));
     p.info(&format!(
         "  2. git add {CONFIG_FILE} {} && git commit -m \"CI: keep the workspace with stateful-ci\"",
         out.workflow_path
     ));
-    p.info("  3. push: the first run saves the workspace, the next ones restore it");
+    p.info("  3. push: the first run saves the workspace, the next ones restore it (until the backend exists, the workflow's restore and save steps warn and let the job run)");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::launcher_command as l;
+
+    #[test]
+    fn next_steps_name_the_command_the_user_ran() {
+        assert_eq!(l(None, None, None), "stateful-ci");
+        assert_eq!(
+            l(None, Some("bun/1.2.3 npm/? node/v22.0.0 linux x64"), None),
+            "bunx stateful-ci"
+        );
+        assert_eq!(
+            l(
+                None,
+                Some("npm/10.8.2 node/v22.0.0 linux x64 workspaces/false"),
+                None
+            ),
+            "npx stateful-ci"
+        );
+        assert_eq!(
+            l(None, Some("pnpm/9.1.0 npm/? node/v20"), None),
+            "pnpm dlx stateful-ci"
+        );
+        assert_eq!(
+            l(None, Some("yarn/4.5.0 npm/? node/v20"), None),
+            "yarn dlx stateful-ci"
+        );
+        assert_eq!(
+            l(None, Some("yarn/1.22.22 npm/? node/v20"), None),
+            "npx stateful-ci"
+        );
+        assert_eq!(
+            l(None, None, Some("/home/u/.bun/bin/bun")),
+            "bunx stateful-ci"
+        );
+        assert_eq!(
+            l(None, None, Some("/usr/lib/node_modules/npm/bin/npx-cli.js")),
+            "npx stateful-ci"
+        );
+        assert_eq!(
+            l(Some("bunx stateful-ci"), Some("npm/10"), None),
+            "bunx stateful-ci"
+        );
+        // A launcher value that is not a plain command is not echoed.
+        assert_eq!(l(Some("rm -rf /; stateful-ci"), None, None), "stateful-ci");
+    }
 }

@@ -122,8 +122,47 @@ fn load(args: &SnapshotArgs) -> Result<(PathBuf, Config), Error> {
     Ok((ws, config))
 }
 
+/// No store at all: no `--store`, no `--backend`, no STATEFUL_CI_BACKEND_URL
+/// and no `[backend] url`. This is a workflow committed before `deploy` ran:
+/// one warning with the fix and exit 0 (the job runs cold), unless
+/// `--strict`.
+fn no_backend(
+    command: &str,
+    args: &SnapshotArgs,
+    config: &Config,
+    p: &Printer,
+) -> Option<Result<ExitCode, Error>> {
+    if args.store.is_some() || args.backend.is_some() || config.backend_url.is_some() {
+        return None;
+    }
+    let fix = "run `stateful-ci deploy` (it records [backend] url in stateful-ci.toml; commit that), or set STATEFUL_CI_BACKEND_URL in the workflow";
+    if args.strict {
+        return Some(Err(Error::user(
+            format!("{command}: no backend is configured"),
+            fix,
+        )));
+    }
+    stateful_ci_runtime::Reporter::warn(
+        p,
+        &format!(
+            "stateful-ci {command} skipped: no backend is configured, so the job runs without a snapshot. To fix: {fix}."
+        ),
+    );
+    if args.json {
+        print_json(json!({
+            "command": command, "outcome": "skipped", "snapshot_id": null, "files": 0, "bytes": 0, "new_bytes": 0,
+            "objects_sent": 0, "dedup_ratio": 0.0, "duration_ms": 0, "source": null,
+            "error": "no backend configured", "warnings": p.take_warnings(),
+        }));
+    }
+    Some(Ok(ExitCode::SUCCESS))
+}
+
 pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
+    if let Some(done) = no_backend("save", args, &config, p) {
+        return done;
+    }
     p.group("stateful-ci save");
     let result = open_store(args, &config, true, p).and_then(|store| {
         stateful_ci_runtime::save(&ws, &config, store.as_ref(), p, &SaveOptions::default())
@@ -183,6 +222,9 @@ pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
 
 pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
+    if let Some(done) = no_backend("restore", args, &config, p) {
+        return done;
+    }
     p.group("stateful-ci restore");
     let result = open_store(args, &config, false, p).and_then(|store| {
         stateful_ci_runtime::restore(&ws, &config, store.as_ref(), p, &RestoreOptions::default())

@@ -13,6 +13,10 @@ use crate::printer::Printer;
 
 #[derive(Args, Clone)]
 pub struct UpgradeArgs {
+    /// Cloudflare account id (default: CLOUDFLARE_ACCOUNT_ID, then the one
+    /// recorded in stateful-ci.toml).
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<String>,
     /// Apply without asking.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -29,6 +33,7 @@ pub struct UpgradeArgs {
 
 pub fn upgrade(args: &UpgradeArgs, printer: &Printer) -> Result<ExitCode, Error> {
     let d = DeployArgs {
+        account_id: args.account_id.clone(),
         name: None,
         repositories: Vec::new(),
         default_branch: Vec::new(),

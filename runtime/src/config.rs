@@ -18,23 +18,45 @@ pub const CONFIG_FILE: &str = "stateful-ci.toml";
 pub const LEGACY_CONFIG_FILE: &str = "stateful-ci.json";
 
 /// Built-in path sets. Paths are relative to the workspace root; caches that
-/// normally live in the home directory (Go, Gradle, Maven) are pointed into
-/// the workspace by the generated workflow's environment.
+/// normally live in the home directory (npm's cache, Cargo's registry, Go,
+/// Gradle, Maven) are pointed into the workspace by the environment of the
+/// workflow `init` writes (see `installer/src/init/workflow.rs`, which
+/// also picks the install command that reuses them and stays as strict as
+/// the lock file). A path that does not exist is skipped, so one preset can
+/// serve every package manager of an ecosystem. What each keeps was chosen
+/// by measurement (`scripts/bench-presets.sh`, docs/BENCHMARKS.md).
+///
+/// The `node` preset keeps every path it had before (`node_modules`,
+/// `.pnpm-store`, `.turbo`, `.next/cache`), so configurations and workflows
+/// that name them keep working.
 pub const PRESETS: &[(&str, &[&str], &str)] = &[
     (
         "node",
-        &["node_modules", ".pnpm-store", ".turbo", ".next/cache"],
-        "npm/pnpm/yarn/bun installs, Turborepo and Next.js caches",
+        &[
+            "node_modules",
+            ".pnpm-store",
+            ".turbo",
+            ".next/cache",
+            ".stateful-ci/npm-cache",
+            ".stateful-ci/yarn-cache",
+            ".yarn/install-state.gz",
+        ],
+        "node_modules, npm's and yarn's caches and the pnpm store (npm, pnpm, yarn, bun), Turborepo and Next.js caches",
     ),
     (
         "rust",
-        &["target"],
-        "Cargo build output (set CARGO_HOME inside the workspace to cache the registry too)",
+        &[
+            "target",
+            ".stateful-ci/cargo-home/registry/index",
+            ".stateful-ci/cargo-home/registry/cache",
+            ".stateful-ci/cargo-home/git/db",
+        ],
+        "Cargo build output and, with CARGO_HOME=.stateful-ci/cargo-home, the downloaded registry",
     ),
     (
         "python",
         &[".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"],
-        "virtualenv and tool caches",
+        "the virtualenv .venv (pip, uv, poetry) and tool caches",
     ),
     (
         "go",
@@ -576,10 +598,11 @@ mod tests {
     #[test]
     fn preset_and_paths_resolve() {
         let c = parse_toml("preset = \"node\"\n").unwrap();
-        assert_eq!(
-            c.paths,
-            vec![".next/cache", ".pnpm-store", ".turbo", "node_modules"]
-        );
+        // The original preset's paths are all still there.
+        for p in [".next/cache", ".pnpm-store", ".turbo", "node_modules"] {
+            assert!(c.paths.iter().any(|x| x == p), "{p} missing: {:?}", c.paths);
+        }
+        assert!(c.paths.iter().any(|x| x == ".stateful-ci/npm-cache"));
         let c = parse_toml("paths = [\"./a/\", \"a/b\", \"c\"]\nexclude = [\"**/*.log\"]").unwrap();
         assert_eq!(c.paths, vec!["a", "c"]);
         assert_eq!(c.exclude, vec!["**/*.log"]);
@@ -588,10 +611,13 @@ mod tests {
 
     #[test]
     fn json_form_is_read() {
-        assert_eq!(
-            parse_json(r#"{"preset":"rust"}"#).unwrap().paths,
-            vec!["target"]
-        );
+        let mut want: Vec<String> = preset_paths("rust")
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        want.sort();
+        assert_eq!(parse_json(r#"{"preset":"rust"}"#).unwrap().paths, want);
         let c = parse_json(r#"{"paths":["x"],"exclude":["x/tmp"]}"#).unwrap();
         assert_eq!(
             (c.paths, c.exclude),

@@ -125,7 +125,8 @@ fn init_yes_preset_node_writes_both_files_and_they_lint_clean() {
         "permissions:\n  contents: read\n  id-token: write",
         "branches: [main]",
         "id: workspace\n        uses: stateful-ci/stateful-ci@",
-        "run: npm ci",
+        "npm ci --prefer-offline",
+        "npm_config_cache: ${{ github.workspace }}/.stateful-ci/npm-cache",
         "run: npm run build",
         "run: npm test",
     ] {
@@ -149,6 +150,30 @@ fn init_yes_preset_node_writes_both_files_and_they_lint_clean() {
 fn every_kind_of_generated_workflow_lints_clean() {
     type Kind<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
     let kinds: &[Kind] = &[
+        (
+            "npm",
+            &[
+                ("package.json", r#"{"scripts":{"test":"vitest"}}"#),
+                ("package-lock.json", "{}"),
+            ],
+            &[],
+        ),
+        (
+            "yarn classic",
+            &[("package.json", "{}"), ("yarn.lock", "")],
+            &[],
+        ),
+        (
+            "uv",
+            &[("pyproject.toml", "[project]\n"), ("uv.lock", "")],
+            &[],
+        ),
+        (
+            "poetry",
+            &[("pyproject.toml", "[tool.poetry]\n"), ("poetry.lock", "")],
+            &[],
+        ),
+        ("pip", &[("requirements.txt", "flask==3.1.2\n")], &[]),
         (
             "pnpm",
             &[
@@ -541,4 +566,296 @@ fn interactive_init_asks_before_replacing_a_changed_workflow() {
         "the user's workflow stays"
     );
     assert!(read(repo.path(), "stateful-ci.toml").contains("account_id = \"acc1\""));
+}
+
+/// A Cloudflare-like API that refuses every token (401, code 1000) and
+/// sends the request lines it saw down the channel.
+fn refusing_api() -> (String, std::sync::mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/client/v4", l.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut request_line = String::new();
+            if r.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let _ = tx.send(request_line.trim().to_string());
+            let body = r#"{"success":false,"errors":[{"code":1000,"message":"Invalid API Token"}],"messages":[],"result":null}"#;
+            let mut s = s;
+            let _ = write!(
+                s,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (base, rx)
+}
+
+#[test]
+fn deploy_upgrade_and_destroy_use_the_account_init_recorded() {
+    let account = "0123456789abcdef0123456789abcdef";
+    let repo = fresh_repo(NODE_PROJECT);
+    ok(&init(repo.path(), &["--yes", "--account-id", account]));
+    assert!(read(repo.path(), "stateful-ci.toml").contains(&format!("account_id = \"{account}\"")));
+
+    // deploy: no CLOUDFLARE_ACCOUNT_ID, the account's own endpoints are asked.
+    let bundle = tempfile::tempdir().unwrap();
+    write(&bundle.path().join("index.js"), b"export default {};\n");
+    let (base, seen) = refusing_api();
+    let run = |args: &[&str], env_account: Option<&str>| {
+        let mut c = bin();
+        c.args(args)
+            .current_dir(repo.path())
+            .stdin(Stdio::null())
+            .env_remove("CLOUDFLARE_ACCOUNT_ID")
+            .env("CLOUDFLARE_API_TOKEN", "test-token-not-real")
+            .env("CLOUDFLARE_API_BASE_URL", &base)
+            .env("STATEFUL_CI_BUNDLE_DIR", bundle.path())
+            .env("STATEFUL_CI_NO_KEYRING", "1")
+            .env("STATEFUL_CI_CF_MAX_ATTEMPTS", "1");
+        if let Some(a) = env_account {
+            c.env("CLOUDFLARE_ACCOUNT_ID", a);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&["deploy", "--dry-run", "--repository", "octo/app"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let paths: Vec<String> = seen.try_iter().collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.contains(&format!("/accounts/{account}/"))),
+        "deploy did not use the recorded account: {paths:?}\n{}",
+        text(&out.stderr)
+    );
+
+    // The environment overrides the file, and so does the flag.
+    let other = "fedcba9876543210fedcba9876543210";
+    let out = run(
+        &["deploy", "--dry-run", "--repository", "octo/app"],
+        Some(other),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let paths: Vec<String> = seen.try_iter().collect();
+    assert!(paths.iter().any(|p| p.contains(other)), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.contains(account)), "{paths:?}");
+    let out = run(
+        &[
+            "deploy",
+            "--dry-run",
+            "--repository",
+            "octo/app",
+            "--account-id",
+            other,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let paths: Vec<String> = seen.try_iter().collect();
+    assert!(paths.iter().any(|p| p.contains(other)), "{paths:?}");
+
+    // upgrade: the recorded account, which has nothing deployed yet.
+    let out = run(&["upgrade", "--yes"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("has no deployment for account {account}")),
+        "{err}"
+    );
+    // destroy: the same account (the env would have to match it).
+    let out = run(&["destroy", "--yes"], Some(other));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("the deployment record is for account {account}")),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Nothing recorded and nothing set: the error says how to record it.
+    let bare = fresh_repo(NODE_PROJECT);
+    ok(&init(bare.path(), &["--yes"]));
+    let out = bin()
+        .args(["deploy", "--dry-run"])
+        .current_dir(bare.path())
+        .env_remove("CLOUDFLARE_ACCOUNT_ID")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("no Cloudflare account id"), "{err}");
+    assert!(err.contains("init --yes --account-id"), "{err}");
+}
+
+#[test]
+fn init_converts_stateful_ci_json_keeping_every_key() {
+    let json = r#"{"preset": "rust", "paths": ["dist", "out/cache"], "exclude": ["**/*.log"], "workspace": "api"}"#;
+    let repo = fresh_repo(&[("Cargo.toml", "[package]\n"), ("stateful-ci.json", json)]);
+    let before = stateful_ci_runtime::config::parse_json(json).unwrap();
+    let out = init(repo.path(), &["--yes"]);
+    ok(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("converted stateful-ci.json into stateful-ci.toml (kept: preset, paths, exclude, workspace)"),
+        "{err}"
+    );
+    assert!(err.contains("git rm stateful-ci.json"), "{err}");
+    let after = parse_toml(&read(repo.path(), "stateful-ci.toml")).unwrap();
+    assert_eq!(after, before);
+    // save/restore read the same settings as before the conversion.
+    assert_eq!(after.workspace, "api");
+    // A second run changes nothing.
+    let out = init(repo.path(), &["--yes"]);
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("stateful-ci.toml: unchanged"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A key the conversion does not know: an error, and nothing is written.
+    let repo = fresh_repo(&[
+        ("Cargo.toml", "[package]\n"),
+        (
+            "stateful-ci.json",
+            r#"{"preset": "rust", "compression": 9}"#,
+        ),
+    ]);
+    let out = init(repo.path(), &["--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("stateful-ci.json cannot be converted"),
+        "{err}"
+    );
+    assert!(err.contains("unknown key `compression`"), "{err}");
+    assert!(!repo.path().join("stateful-ci.toml").exists());
+    assert!(!repo.path().join(WORKFLOW).exists());
+}
+
+#[test]
+fn next_steps_name_the_launcher_the_user_ran() {
+    let repo = fresh_repo(NODE_PROJECT);
+    let out = bin()
+        .args(["init", "--yes"])
+        .current_dir(repo.path())
+        .env(
+            "npm_config_user_agent",
+            "bun/1.2.19 npm/? node/v24.3.0 linux x64",
+        )
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("1. bunx stateful-ci deploy"),
+        "{}",
+        text(&out.stderr)
+    );
+    let repo = fresh_repo(NODE_PROJECT);
+    let out = bin()
+        .args(["init", "--yes"])
+        .current_dir(repo.path())
+        .env(
+            "npm_config_user_agent",
+            "npm/10.9.2 node/v22.17.0 linux x64 workspaces/false",
+        )
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("1. npx stateful-ci deploy"),
+        "{}",
+        text(&out.stderr)
+    );
+    let repo = fresh_repo(NODE_PROJECT);
+    let out = bin()
+        .args(["init", "--yes"])
+        .current_dir(repo.path())
+        .env_remove("npm_config_user_agent")
+        .env_remove("npm_execpath")
+        .env_remove("STATEFUL_CI_LAUNCHER")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("1. stateful-ci deploy"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The generated workflow's restore and save steps, before `deploy` ran:
+/// one warning each, with the fix, exit 0; `--strict` makes it an error. A
+/// backend that does not answer is a miss, not a failure.
+#[test]
+fn workflow_steps_without_a_backend_warn_once_and_let_the_job_run() {
+    let repo = fresh_repo(NODE_PROJECT);
+    ok(&init(repo.path(), &["--yes"]));
+    std::fs::create_dir_all(repo.path().join("node_modules/x")).unwrap();
+    write(&repo.path().join("node_modules/x/index.js"), b"1\n");
+    let step = |cmd: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let mut c = bin();
+        c.arg(cmd)
+            .args(extra)
+            .current_dir(repo.path())
+            .env_remove("STATEFUL_CI_BACKEND_URL")
+            .env("GITHUB_ACTIONS", "true")
+            .env("STATEFUL_CI_CACHE_DIR", repo.path().join(".cache-test"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    for cmd in ["restore", "save"] {
+        let out = step(cmd, &[], &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{cmd}: {err}");
+        let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("::warning")).collect();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "{cmd}: one warning, not {warnings:?}\n{err}"
+        );
+        assert!(warnings[0].contains("no backend is configured"), "{err}");
+        assert!(warnings[0].contains("stateful-ci deploy"), "the fix: {err}");
+        assert!(!err.contains("::error"), "{err}");
+
+        let out = step(cmd, &["--strict"], &[]);
+        assert_eq!(out.status.code(), Some(1), "{cmd} --strict");
+        assert!(text(&out.stderr).contains("no backend is configured"));
+
+        // A backend that is down (nothing listens): a warning and exit 0.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let out = step(
+            cmd,
+            &[],
+            &[
+                ("STATEFUL_CI_BACKEND_URL", url.as_str()),
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", &format!("{url}/token?x=1")),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "t"),
+                ("STATEFUL_CI_MAX_ATTEMPTS", "1"),
+            ],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{cmd} with the backend down: {err}"
+        );
+        assert!(err.contains("::warning"), "{err}");
+    }
 }

@@ -4,7 +4,9 @@
 //! what was asked. Pure: text in, text out.
 
 use stateful_ci_runtime::Error;
-use stateful_ci_runtime::config::{CONFIG_FILE, PRESETS, parse_toml};
+use stateful_ci_runtime::config::{
+    CONFIG_FILE, LEGACY_CONFIG_FILE, PRESETS, parse_json, parse_toml,
+};
 use toml_edit::{Array, DocumentMut, Item, Table, Value};
 
 /// What to set. `None` everywhere leaves the file as it is.
@@ -118,6 +120,58 @@ pub fn apply(existing: Option<&str>, changes: &ConfigChanges) -> Result<String, 
         )
     })?;
     Ok(text)
+}
+
+/// The keys of the original project's `stateful-ci.json`, all of which the
+/// conversion carries over.
+pub const JSON_KEYS: &[&str] = &["preset", "paths", "exclude", "workspace"];
+
+/// Convert the original project's `stateful-ci.json` into the text of a
+/// `stateful-ci.toml` with every key kept as written (the runtime's own
+/// parser checks it first, so a key it does not know, or a value of the
+/// wrong type, is an error naming the file, never a silent loss). Returns
+/// the text and the keys carried over.
+pub fn from_json(json: &str) -> Result<(String, Vec<&'static str>), Error> {
+    parse_json(json).map_err(|e| {
+        let hint = e.hint.clone().unwrap_or_default();
+        Error::user(
+            format!(
+                "{LEGACY_CONFIG_FILE} cannot be converted into {CONFIG_FILE}: {}",
+                e.message
+            ),
+            format!("{hint}; then run init again (nothing was written)"),
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(json).expect("parse_json accepted it");
+    let obj = v.as_object().expect("parse_json checked the top level");
+    let mut doc = DocumentMut::new();
+    let mut kept = Vec::new();
+    for key in JSON_KEYS {
+        let Some(val) = obj.get(*key) else { continue };
+        let value = match val {
+            serde_json::Value::String(s) => Value::from(s.as_str()),
+            serde_json::Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| x.as_str().expect("parse_json checked the lists"))
+                    .collect(),
+            ),
+            _ => unreachable!("parse_json checked the types"),
+        };
+        doc.insert(key, Item::Value(value));
+        kept.push(*key);
+    }
+    let text = format!(
+        "{}# Converted from {LEGACY_CONFIG_FILE} by `stateful-ci init`.\n{}",
+        template(),
+        doc
+    );
+    parse_toml(&text).map_err(|e| {
+        Error::user(
+            format!("{LEGACY_CONFIG_FILE} converted into TOML does not parse: {e}"),
+            "this is a bug in stateful-ci; write stateful-ci.toml by hand meanwhile",
+        )
+    })?;
+    Ok((text, kept))
 }
 
 fn parse_doc(text: &str) -> Result<DocumentMut, Error> {
@@ -263,6 +317,50 @@ mod tests {
             out,
             "preset = \"go\"\n\n[deployment]\nworker = \"stateful-ci\"\naccount_id = \"a1\"\n"
         );
+    }
+
+    #[test]
+    fn json_converts_with_every_key_kept() {
+        let json = r#"{"preset": "node", "paths": ["dist", "./out/"], "exclude": ["**/*.log", "dist/tmp"], "workspace": "web"}"#;
+        let (text, kept) = from_json(json).unwrap();
+        assert_eq!(kept, JSON_KEYS);
+        let old = parse_json(json).unwrap();
+        let new = parse_toml(&text).unwrap();
+        assert_eq!(new, old, "{text}");
+        // Written as the user wrote them, not normalised.
+        assert!(text.contains("paths = [\"dist\", \"./out/\"]"), "{text}");
+        assert!(text.contains("workspace = \"web\""), "{text}");
+        // A file init then edits keeps them all.
+        let edited = apply(
+            Some(&text),
+            &ConfigChanges {
+                account_id: Some("a".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(parse_toml(&edited).unwrap(), old);
+        // Only some keys: only those.
+        let (text, kept) = from_json(r#"{"paths": ["build"]}"#).unwrap();
+        assert_eq!(kept, ["paths"]);
+        assert!(!text.contains("\npreset ="), "{text}");
+    }
+
+    #[test]
+    fn json_that_cannot_be_converted_is_an_error_naming_it() {
+        for (json, want) in [
+            (
+                r#"{"preset": "node", "cache": true}"#,
+                "unknown key `cache`",
+            ),
+            (r#"{"paths": "dist"}"#, "must be a list of strings"),
+            ("{not json", "not valid JSON"),
+        ] {
+            let err = from_json(json).unwrap_err();
+            assert!(err.message.contains(LEGACY_CONFIG_FILE), "{err}");
+            assert!(err.message.contains(want), "{json}: {err}");
+            assert!(err.hint.unwrap().contains("nothing was written"));
+        }
     }
 
     #[test]

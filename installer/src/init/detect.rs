@@ -62,6 +62,17 @@ impl NodePm {
     }
 }
 
+/// The Python installer, from the lock file (or `[tool.poetry]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PyManager {
+    /// `requirements.txt` or a plain `pyproject.toml`, into `.venv`.
+    Pip,
+    /// `uv.lock`.
+    Uv,
+    /// `poetry.lock`, or `[tool.poetry]` in pyproject.toml.
+    Poetry,
+}
+
 /// One kind of project found, with what the workflow needs to build it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detected {
@@ -76,6 +87,7 @@ pub enum Detected {
         locked: bool,
     },
     Python {
+        manager: PyManager,
         requirements: bool,
         pyproject: bool,
         pytest: bool,
@@ -118,11 +130,17 @@ impl Detected {
             }
             Detected::Rust { .. } => "a Rust project (Cargo.toml)".into(),
             Detected::Python {
+                manager,
                 requirements,
                 pyproject,
                 ..
             } => {
                 let mut what = Vec::new();
+                match manager {
+                    PyManager::Uv => what.push("uv.lock"),
+                    PyManager::Poetry => what.push("poetry"),
+                    PyManager::Pip => {}
+                }
                 if *pyproject {
                     what.push("pyproject.toml");
                 }
@@ -148,6 +166,7 @@ impl Detected {
             },
             "rust" => Detected::Rust { locked: false },
             "python" => Detected::Python {
+                manager: PyManager::Pip,
                 requirements: false,
                 pyproject: false,
                 pytest: false,
@@ -202,7 +221,16 @@ pub fn detect(files: &ProjectFiles) -> Vec<Detected> {
             .any(|f| files.text(f).contains("pytest"))
             || files.has("pytest.ini")
             || files.has("conftest.py");
+        let manager = if files.has("uv.lock") {
+            PyManager::Uv
+        } else if files.has("poetry.lock") || files.text("pyproject.toml").contains("[tool.poetry")
+        {
+            PyManager::Poetry
+        } else {
+            PyManager::Pip
+        };
         out.push(Detected::Python {
+            manager,
             requirements,
             pyproject,
             pytest,
@@ -321,6 +349,7 @@ mod tests {
         assert_eq!(
             found[1],
             Detected::Python {
+                manager: PyManager::Pip,
                 requirements: true,
                 pyproject: false,
                 pytest: true
@@ -329,6 +358,36 @@ mod tests {
         assert_eq!(found[3], Detected::Gradle { wrapper: false });
         assert_eq!(found[4], Detected::Maven { wrapper: true });
         assert!(detect(&ProjectFiles::from_names(&["README.md", "src"])).is_empty());
+    }
+
+    #[test]
+    fn python_installers_come_from_the_lock_file() {
+        let manager = |f: ProjectFiles| match &detect(&f)[..] {
+            [Detected::Python { manager, .. }] => *manager,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            manager(ProjectFiles::from_names(&["requirements.txt"])),
+            PyManager::Pip
+        );
+        assert_eq!(
+            manager(ProjectFiles::from_names(&["pyproject.toml", "uv.lock"])),
+            PyManager::Uv
+        );
+        assert_eq!(
+            manager(ProjectFiles::from_names(&["pyproject.toml", "poetry.lock"])),
+            PyManager::Poetry
+        );
+        assert_eq!(
+            manager(
+                ProjectFiles::default().with("pyproject.toml", "[tool.poetry]\nname = \"x\"\n")
+            ),
+            PyManager::Poetry
+        );
+        assert_eq!(
+            manager(ProjectFiles::default().with("pyproject.toml", "[project]\nname = \"x\"\n")),
+            PyManager::Pip
+        );
     }
 
     #[test]

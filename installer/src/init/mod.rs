@@ -24,7 +24,9 @@ pub mod workflow;
 use std::path::{Path, PathBuf};
 
 use stateful_ci_runtime::Error;
-use stateful_ci_runtime::config::{CONFIG_FILE, parse_toml, preset_names, preset_paths};
+use stateful_ci_runtime::config::{
+    CONFIG_FILE, LEGACY_CONFIG_FILE, parse_toml, preset_names, preset_paths,
+};
 
 pub use config::{ConfigChanges, CurrentConfig};
 pub use detect::{Detected, ProjectFiles};
@@ -73,6 +75,9 @@ pub struct Inputs {
     pub config: Option<String>,
     pub workflow: Option<String>,
     pub branch: String,
+    /// `config` was converted from the original project's
+    /// `stateful-ci.json` (no `stateful-ci.toml` yet): the keys carried over.
+    pub converted_from_json: Option<Vec<&'static str>>,
 }
 
 /// What init would write.
@@ -215,11 +220,21 @@ pub fn read_inputs(root: &Path, workflow: &str) -> Result<Inputs, Error> {
             }
         }
     }
+    let mut config = read_optional(&root.join(CONFIG_FILE))?;
+    let mut converted_from_json = None;
+    if config.is_none() {
+        if let Some(json) = read_optional(&root.join(LEGACY_CONFIG_FILE))? {
+            let (text, kept) = config::from_json(&json)?;
+            config = Some(text);
+            converted_from_json = Some(kept);
+        }
+    }
     Ok(Inputs {
         files,
-        config: read_optional(&root.join(CONFIG_FILE))?,
+        config,
         workflow: read_optional(&root.join(workflow))?,
         branch: default_branch(root),
+        converted_from_json,
     })
 }
 
@@ -291,7 +306,11 @@ pub fn run(opts: &Options, ui: &mut dyn prompt::Ui) -> Result<Outcome, Error> {
 
     if opts.mode == Mode::Check {
         let mut diffs = Vec::new();
-        let config_diff = unified_diff(CONFIG_FILE, inputs.config.as_deref(), &plan.config);
+        let on_disk = match inputs.converted_from_json {
+            Some(_) => None,
+            None => inputs.config.as_deref(),
+        };
+        let config_diff = unified_diff(CONFIG_FILE, on_disk, &plan.config);
         let workflow_diff =
             unified_diff(&opts.workflow, inputs.workflow.as_deref(), &plan.workflow);
         let status = |d: &str| {
@@ -338,11 +357,22 @@ pub fn run(opts: &Options, ui: &mut dyn prompt::Ui) -> Result<Outcome, Error> {
 
     let config_result = match &inputs.config {
         None => FileResult::Created,
+        Some(_) if inputs.converted_from_json.is_some() => FileResult::Created,
         Some(old) if *old == plan.config => FileResult::Unchanged,
         Some(_) => FileResult::Updated,
     };
     if config_result != FileResult::Unchanged {
         write_file(&opts.root.join(CONFIG_FILE), &plan.config)?;
+    }
+    if let Some(kept) = &inputs.converted_from_json {
+        let kept = if kept.is_empty() {
+            "no keys".to_string()
+        } else {
+            kept.join(", ")
+        };
+        notes.push(format!(
+            "converted {LEGACY_CONFIG_FILE} into {CONFIG_FILE} (kept: {kept}); stateful-ci now reads only {CONFIG_FILE}, so remove the old file: git rm {LEGACY_CONFIG_FILE}"
+        ));
     }
     let workflow_result = if write_workflow {
         write_file(&opts.root.join(&opts.workflow), &plan.workflow)?;
@@ -407,6 +437,7 @@ mod tests {
             config: config.map(String::from),
             workflow: None,
             branch: "main".into(),
+            converted_from_json: None,
         }
     }
 

@@ -436,6 +436,7 @@ mod tests {
             config: config.map(String::from),
             workflow: None,
             branch: "main".into(),
+            converted_from_json: None,
         }
     }
 
