@@ -137,9 +137,24 @@ pub fn is_denied(rel: &str) -> bool {
     let mut comps = rel.rsplit('/');
     let name = comps.next().unwrap_or("").to_ascii_lowercase();
     let parent = comps.next().map(str::to_ascii_lowercase);
-    RULES
-        .iter()
-        .any(|(rule, _)| rule.matches(parent.as_deref(), &name))
+    let in_package = in_installed_package(rel);
+    RULES.iter().any(|(rule, _)| {
+        !(in_package && matches!(rule, Rule::Suffix(_))) && rule.matches(parent.as_deref(), &name)
+    })
+}
+
+/// Directories that hold packages a package manager installed from a
+/// registry. File-type rules (`*.pem`, `*.key`, ...) do not apply below them:
+/// packages ship public CA bundles and test fixtures under those names
+/// (certifi's `cacert.pem`, pip's vendored copy of it), and a venv restored
+/// without them is broken (`requests` fails to import). Name and pair rules
+/// (`.npmrc`, `.git/config`, ...) still apply there.
+pub const PACKAGE_DIRS: &[&str] = &["node_modules", "site-packages", "dist-packages"];
+
+fn in_installed_package(rel: &str) -> bool {
+    let mut dirs = rel.split('/');
+    dirs.next_back();
+    dirs.any(|c| PACKAGE_DIRS.iter().any(|d| c.eq_ignore_ascii_case(d)))
 }
 
 /// The list as the docs show it: one Markdown bullet per entry.
@@ -147,12 +162,41 @@ pub fn doc_list() -> String {
     RULES
         .iter()
         .map(|(rule, what)| format!("- `{}`: {what}\n", rule.pattern()))
+        .chain(std::iter::once(format!(
+            "\nThe `*.suffix` entries do not apply below {}: installed packages ship public CA bundles and fixtures under those names (certifi's `cacert.pem`); the other entries apply everywhere.\n",
+            PACKAGE_DIRS
+                .iter()
+                .map(|d| format!("`{d}/`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_type_rules_spare_installed_packages_but_name_rules_do_not() {
+        for p in [
+            ".venv/lib/python3.12/site-packages/certifi/cacert.pem",
+            ".venv/lib/python3.12/site-packages/pip/_vendor/certifi/cacert.pem",
+            "node_modules/some-pkg/test/fixtures/server.key",
+            "usr/lib/python3/dist-packages/certifi/cacert.pem",
+        ] {
+            assert!(!is_denied(p), "{p} is package content");
+        }
+        for p in [
+            "node_modules/pkg/.npmrc",
+            ".venv/lib/python3.12/site-packages/x/.git/config",
+            "site-packages.pem",
+            "certs/server.pem",
+            "node_modules.key",
+        ] {
+            assert!(is_denied(p), "{p} must stay denied");
+        }
+    }
 
     #[test]
     fn credentials_are_denied_at_any_depth() {
