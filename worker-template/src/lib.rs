@@ -248,7 +248,7 @@ async fn authenticate(req: &Request, env: &Env, cfg: &Config, route: &str) -> Ap
         Ok(v) => {
             // Allowed by name only: the ids must be the ones pinned for it.
             if let Some(e) = pin::check(env, &v, now).await? {
-                store::record_denial(env, route, e.reason, &e.message).await;
+                denials::count(env, route, e.reason).await;
                 return Err(auth_error(e));
             }
             store::record_run(env, &v, now).await;
