@@ -143,13 +143,13 @@ pub fn is_denied(rel: &str) -> bool {
     })
 }
 
-/// Directories that hold packages a package manager installed from a
+/// Directories that hold Python packages pip/uv/poetry installed from a
 /// registry. File-type rules (`*.pem`, `*.key`, ...) do not apply below them:
 /// packages ship public CA bundles and test fixtures under those names
 /// (certifi's `cacert.pem`, pip's vendored copy of it), and a venv restored
 /// without them is broken (`requests` fails to import). Name and pair rules
 /// (`.npmrc`, `.git/config`, ...) still apply there.
-pub const PACKAGE_DIRS: &[&str] = &["node_modules", "site-packages", "dist-packages"];
+pub const PACKAGE_DIRS: &[&str] = &["site-packages", "dist-packages"];
 
 fn in_installed_package(rel: &str) -> bool {
     let mut dirs = rel.split('/');
@@ -182,13 +182,13 @@ mod tests {
         for p in [
             ".venv/lib/python3.12/site-packages/certifi/cacert.pem",
             ".venv/lib/python3.12/site-packages/pip/_vendor/certifi/cacert.pem",
-            "node_modules/some-pkg/test/fixtures/server.key",
             "usr/lib/python3/dist-packages/certifi/cacert.pem",
         ] {
             assert!(!is_denied(p), "{p} is package content");
         }
         for p in [
             "node_modules/pkg/.npmrc",
+            "node_modules/pkg/server.pem",
             ".venv/lib/python3.12/site-packages/x/.git/config",
             "site-packages.pem",
             "certs/server.pem",

@@ -622,7 +622,9 @@ fn deploy_upgrade_and_destroy_use_the_account_init_recorded() {
             .env("CLOUDFLARE_API_BASE_URL", &base)
             .env("STATEFUL_CI_BUNDLE_DIR", bundle.path())
             .env("STATEFUL_CI_NO_KEYRING", "1")
-            .env("STATEFUL_CI_CF_MAX_ATTEMPTS", "1");
+            .env("STATEFUL_CI_CF_MAX_ATTEMPTS", "1")
+            // The trusted branch is never guessed (see backend.rs); this test is about the account.
+            .env("STATEFUL_CI_DEFAULT_BRANCH", "main");
         if let Some(a) = env_account {
             c.env("CLOUDFLARE_ACCOUNT_ID", a);
         }
