@@ -50,7 +50,7 @@ deploy_dry_run() {
   local out status
   out="$(cd "$dir" && env -u STATEFUL_CI_BUNDLE_DIR CLOUDFLARE_API_BASE_URL="$EMU_API" \
     CLOUDFLARE_API_TOKEN="$EMU_TOKEN" CLOUDFLARE_ACCOUNT_ID="$EMU_ACCOUNT" STATEFUL_CI_NO_KEYRING=1 \
-    "$@" deploy --dry-run --repository octo/app </dev/null 2>&1)"
+    "$@" deploy --dry-run --repository octo/app --default-branch main </dev/null 2>&1)"
   status=$?
   echo "$out"
   if echo "$out" | grep -q "built without the Worker bundle"; then return 1; fi
