@@ -50,9 +50,12 @@ pub async fn check(env: &Env, v: &Verified, now: i64) -> ApiResult<Option<AuthEr
                     .first::<Row>(None)
                     .await
             };
-            let mut row = read()
-                .await
-                .map_err(|e| ApiError::internal("reading the repository pin (apply migration 0004 with `stateful-ci upgrade`)", e))?;
+            let mut row = read().await.map_err(|e| {
+                ApiError::internal(
+                    "reading the repository pin (apply migration 0004 with `stateful-ci upgrade`)",
+                    e,
+                )
+            })?;
             if row.is_none() {
                 // First verified token for this name: pin its ids. A race
                 // with another first run is settled by the primary key; both

@@ -15,31 +15,10 @@
 use serde::{Deserialize, Serialize};
 use stateful_ci_protocol::wire::ErrorCode;
 use stateful_ci_worker_core::retention::{self, Policy, Stored};
-use wasm_bindgen::JsValue;
 use worker::*;
 
+use crate::store::{d1_err as err, db, n, s};
 use crate::{ApiError, ApiResult};
-
-fn s(v: &str) -> JsValue {
-    JsValue::from_str(v)
-}
-
-fn n(v: i64) -> JsValue {
-    JsValue::from_f64(v as f64)
-}
-
-fn db(env: &Env) -> ApiResult<D1Database> {
-    env.d1("DB").map_err(|e| {
-        ApiError::new(
-            ErrorCode::Misconfigured,
-            format!("the D1 binding DB is missing ({e}); redeploy with stateful-ci deploy"),
-        )
-    })
-}
-
-fn err(context: &'static str) -> impl Fn(worker::Error) -> ApiError {
-    move |e| ApiError::internal(context, e)
-}
 
 /// The sweep's settings from the Worker's vars.
 pub fn policy(env: &Env) -> ApiResult<Policy> {

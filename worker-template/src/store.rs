@@ -17,15 +17,16 @@ use worker::*;
 
 use crate::{ApiError, ApiResult};
 
-fn s(v: &str) -> JsValue {
+/// D1 bind helpers shared by every module that queries D1.
+pub(crate) fn s(v: &str) -> JsValue {
     JsValue::from_str(v)
 }
 
-fn n(v: i64) -> JsValue {
+pub(crate) fn n(v: i64) -> JsValue {
     JsValue::from_f64(v as f64)
 }
 
-fn db(env: &Env) -> ApiResult<D1Database> {
+pub(crate) fn db(env: &Env) -> ApiResult<D1Database> {
     env.d1("DB").map_err(|e| {
         ApiError::new(
             ErrorCode::Misconfigured,
@@ -34,7 +35,7 @@ fn db(env: &Env) -> ApiResult<D1Database> {
     })
 }
 
-fn d1_err(context: &str) -> impl Fn(worker::Error) -> ApiError + '_ {
+pub(crate) fn d1_err(context: &str) -> impl Fn(worker::Error) -> ApiError + '_ {
     move |e| ApiError::internal(context, e)
 }
 

@@ -8,35 +8,14 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use stateful_ci_protocol::wire::{self, ErrorCode};
+use stateful_ci_protocol::wire;
 use stateful_ci_protocol::{Head, ObjectKey};
 use stateful_ci_worker_core::auth::RunContext;
 use stateful_ci_worker_core::visibility::{Sight, keys_json};
-use wasm_bindgen::JsValue;
 use worker::*;
 
-use crate::{ApiError, ApiResult};
-
-fn s(v: &str) -> JsValue {
-    JsValue::from_str(v)
-}
-
-fn n(v: i64) -> JsValue {
-    JsValue::from_f64(v as f64)
-}
-
-fn db(env: &Env) -> ApiResult<D1Database> {
-    env.d1("DB").map_err(|e| {
-        ApiError::new(
-            ErrorCode::Misconfigured,
-            format!("the D1 binding DB is missing ({e}); redeploy with stateful-ci deploy"),
-        )
-    })
-}
-
-fn d1_err(context: &'static str) -> impl Fn(worker::Error) -> ApiError {
-    move |e| ApiError::internal(context, e)
-}
+use crate::ApiResult;
+use crate::store::{d1_err, db, n, s};
 
 /// The keys among `keys` that are visible to a run with `sight`, with their
 /// stored sizes. Keys not in the answer are "missing" for this run.
