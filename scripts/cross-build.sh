@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
 # Builds the stateful-ci release binary for a Linux musl target (static, runs
-# on any Linux: glibc, musl, containers) with cargo-zigbuild, zig as the C
-# compiler and linker for every C dependency (zstd, ring, the vendored
-# libdbus). Both come from PyPI, pinned (`ziglang`, `cargo-zigbuild`: wheels
-# with the binaries), into the tools cache outside the clone.
+# on any Linux: glibc, musl, containers) or for Windows x64 (the GNU ABI,
+# mingw's C runtime from zig: a check, from Linux, that the Windows build
+# compiles and links; the release builds win32-x64 natively with MSVC on
+# windows-latest) with cargo-zigbuild, zig as the C compiler and linker for
+# every C dependency (zstd, ring, the vendored libdbus on Linux). Both come
+# from PyPI, pinned (`ziglang`, `cargo-zigbuild`: wheels with the binaries),
+# into the tools cache outside the clone.
 #
 # The Rust standard library for the target:
 #   - rustup's, when `rustup target list --installed` has it (GitHub runners:
 #     release.yml runs `rustup target add` first);
 #   - else Debian's rustc-web with its std source (scripts/setup-wasm.sh
 #     installs it), rebuilt for the target with -Zbuild-std; zig then brings
-#     the musl C runtime (-Clink-self-contained=no).
+#     the musl or mingw C runtime (-Clink-self-contained=no).
 #
 # A release build: STATEFUL_CI_RELEASE=1, so a missing Worker bundle fails the
 # build; STATEFUL_CI_ACTION_SHA defaults to `git rev-parse HEAD`.
 #
-# usage: scripts/cross-build.sh TARGET      (x86_64- or aarch64-unknown-linux-musl)
+# usage: scripts/cross-build.sh TARGET
+#   TARGET: x86_64-unknown-linux-musl, aarch64-unknown-linux-musl or
+#   x86_64-pc-windows-gnu
 # prints the path of the binary on its last line.
 set -euo pipefail
 if [ "$#" -ne 1 ]; then
-  echo "usage: scripts/cross-build.sh TARGET   (x86_64-unknown-linux-musl or aarch64-unknown-linux-musl)" >&2
+  echo "usage: scripts/cross-build.sh TARGET   (x86_64-unknown-linux-musl, aarch64-unknown-linux-musl or x86_64-pc-windows-gnu)" >&2
   exit 2
 fi
 target="$1"
 case "$target" in
-  x86_64-unknown-linux-musl | aarch64-unknown-linux-musl) ;;
+  x86_64-unknown-linux-musl | aarch64-unknown-linux-musl | x86_64-pc-windows-gnu) ;;
   *)
-    echo "cross-build: $target is not a target this script builds; use x86_64-unknown-linux-musl or aarch64-unknown-linux-musl" >&2
+    echo "cross-build: $target is not a target this script builds; use x86_64-unknown-linux-musl, aarch64-unknown-linux-musl or x86_64-pc-windows-gnu" >&2
     exit 2
     ;;
 esac
@@ -65,9 +70,11 @@ else
   echo "cross-build: no Rust std for $target: run \`rustup target add $target\` (with network) or scripts/setup-wasm.sh (installs Debian's rustc-web)" >&2
   exit 1
 fi
+exe=stateful-ci
+case "$target" in *-windows-*) exe=stateful-ci.exe ;; esac
 for dir in "$root/target/$target/release" "$root/target/cross/$target/release"; do
-  if [ -x "$dir/stateful-ci" ]; then
-    found="$dir/stateful-ci"
+  if [ -f "$dir/$exe" ]; then
+    found="$dir/$exe"
   fi
 done
 if [ -z "${found:-}" ]; then
@@ -75,11 +82,11 @@ if [ -z "${found:-}" ]; then
   exit 1
 fi
 # Newest of the two, in case both routes were used on this machine.
-if [ -x "$root/target/$target/release/stateful-ci" ] && [ -x "$root/target/cross/$target/release/stateful-ci" ]; then
-  if [ "$root/target/$target/release/stateful-ci" -nt "$root/target/cross/$target/release/stateful-ci" ]; then
-    found="$root/target/$target/release/stateful-ci"
+if [ -f "$root/target/$target/release/$exe" ] && [ -f "$root/target/cross/$target/release/$exe" ]; then
+  if [ "$root/target/$target/release/$exe" -nt "$root/target/cross/$target/release/$exe" ]; then
+    found="$root/target/$target/release/$exe"
   else
-    found="$root/target/cross/$target/release/stateful-ci"
+    found="$root/target/cross/$target/release/$exe"
   fi
 fi
 echo "$found"

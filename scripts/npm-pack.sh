@@ -4,10 +4,13 @@
 # version of `[workspace.package]` in the root Cargo.toml.
 #
 #   scripts/npm-pack.sh OUTDIR            this machine's platform (e.g. linux-x64)
-#   scripts/npm-pack.sh OUTDIR TARGET     a Linux musl target, cross-built by
+#   scripts/npm-pack.sh OUTDIR TARGET     a target cross-built by
 #                                         scripts/cross-build.sh:
-#                                         aarch64-unknown-linux-musl (linux-arm64)
-#                                         or x86_64-unknown-linux-musl (linux-x64)
+#                                         aarch64-unknown-linux-musl (linux-arm64),
+#                                         x86_64-unknown-linux-musl (linux-x64) or
+#                                         x86_64-pc-windows-gnu (win32-x64: the
+#                                         release builds that package natively
+#                                         with MSVC; this one is for testing)
 #
 # A release build (STATEFUL_CI_RELEASE=1): it fails when the Worker bundle
 # (worker-template/dist, scripts/build-worker.sh) is missing, and init in the
@@ -18,7 +21,7 @@
 set -euo pipefail
 
 if [ "$#" -lt 1 ] || [ "$#" -gt 2 ] || [ -z "$1" ]; then
-  echo "usage: scripts/npm-pack.sh OUTDIR [aarch64-unknown-linux-musl|x86_64-unknown-linux-musl]" >&2
+  echo "usage: scripts/npm-pack.sh OUTDIR [aarch64-unknown-linux-musl|x86_64-unknown-linux-musl|x86_64-pc-windows-gnu]" >&2
   exit 2
 fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -49,13 +52,20 @@ if [ -z "$target" ]; then
 else
   platform="$(node -e '
     const { PLATFORMS } = require(process.argv[1]);
-    const key = Object.keys(PLATFORMS).find((k) => PLATFORMS[k].target === process.argv[2]);
+    // The GNU-ABI Windows build fills the same package as the MSVC release build.
+    const wanted = process.argv[2] === "x86_64-pc-windows-gnu" ? "x86_64-pc-windows-msvc" : process.argv[2];
+    const key = Object.keys(PLATFORMS).find((k) => PLATFORMS[k].target === wanted);
     if (!key) { console.error(`npm-pack: no platform package is built for ${process.argv[2]}`); process.exit(2); }
     console.log(key);' "$launcher_js" "$target")"
   binary="$(bash "$root/scripts/cross-build.sh" "$target" | tail -1)"
   host_arch="$(uname -m)"
   case "$target" in
-    "$host_arch"-*) ;;
+    *-windows-*)
+      for w in wine64 wine; do
+        if command -v "$w" >/dev/null 2>&1; then run_binary=(env WINEDEBUG=-all "$w"); break; fi
+      done
+      ;;
+    "$host_arch"-*) run_binary=(env) ;;
     aarch64-*)
       for q in qemu-aarch64-static qemu-aarch64; do
         if command -v "$q" >/dev/null 2>&1; then run_binary=("$q"); break; fi
@@ -66,14 +76,14 @@ fi
 
 # The binary must say the version we are about to publish it under (a
 # foreign binary: through qemu-user when there is one, else not run here).
-if [ -z "$target" ] || [ "${target%%-*}" = "$(uname -m)" ] || [ "${#run_binary[@]}" -gt 0 ]; then
-  said="$("${run_binary[@]}" "$binary" --version)"
+if [ -z "$target" ] || [ "${#run_binary[@]}" -gt 0 ]; then
+  said="$("${run_binary[@]}" "$binary" --version | tr -d '\r')"
   if [ "$said" != "stateful-ci $version" ]; then
     echo "npm-pack: $binary --version says '$said', expected 'stateful-ci $version'; rebuild it" >&2
     exit 1
   fi
 else
-  echo "npm-pack: no qemu-user for $target here; not running the binary before packing it" >&2
+  echo "npm-pack: no qemu-user or wine for $target here; not running the binary before packing it" >&2
 fi
 
 stage="$(mktemp -d)"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The Linux arm64 release package, cross-built on this machine (slow: kept out
-# of scripts/test.sh; run by hand or by the release acceptance):
+# The Linux arm64 release package, cross-built on this machine. Kept out of
+# scripts/test.sh (CI): a cold build rebuilds std and every dependency for
+# aarch64 in release mode (33 min measured on two busy cores; 35 s for the
+# whole test when warm). A release check, run by hand before tagging
+# (docs/RELEASING.md):
 #   - scripts/npm-pack.sh OUT aarch64-unknown-linux-musl builds it
 #     (scripts/cross-build.sh: cargo-zigbuild + zig from PyPI) and packs it;
 #   - npm installs it with --os=linux --cpu=arm64, and bun with --cpu/--os;
