@@ -4,9 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Args;
+#[cfg(unix)]
 use stateful_ci_installer::dev::{self, DevOptions};
 use stateful_ci_runtime::Error;
 
+#[cfg(unix)]
 use crate::deploy_cmd;
 use crate::printer::Printer;
 
@@ -43,6 +45,16 @@ pub struct DevArgs {
     pub audience: String,
 }
 
+/// `dev` runs the emulator's process group and waits for Unix signals.
+#[cfg(not(unix))]
+pub fn dev(_args: &DevArgs, _printer: &Printer) -> Result<ExitCode, Error> {
+    Err(Error::user(
+        "`stateful-ci dev` runs on Linux and macOS only",
+        "run it in WSL, or deploy to Cloudflare with `stateful-ci deploy`",
+    ))
+}
+
+#[cfg(unix)]
 pub fn dev(args: &DevArgs, printer: &Printer) -> Result<ExitCode, Error> {
     // Before any thread starts, so every thread leaves SIGINT/SIGTERM to us.
     let signals = dev::take_signals();

@@ -11,4 +11,5 @@ pub mod bundle;
 pub mod cloudflare;
 pub mod credentials;
 pub mod deploy;
+#[cfg(unix)]
 pub mod dev;

@@ -11,7 +11,6 @@
 pub mod config;
 pub mod deny;
 pub mod error;
-#[cfg(unix)]
 pub mod fsat;
 pub mod objects;
 pub mod report;

@@ -25,12 +25,8 @@
 //! written even if a hostile snapshot contains them.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -42,7 +38,7 @@ use stateful_ci_protocol::{BlobId, EntryKind, Frame, Manifest, ObjectKey};
 use crate::config::Config;
 use crate::deny::is_denied;
 use crate::error::{Error, Result, io_ctx};
-use crate::fsat::{self, Dirs, Kind};
+use crate::fsat::{self, AsRawFd, Dirs, Kind};
 use crate::objects::{Loc, Node, blob_of, decode_frame, for_each_node, load_manifest};
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Stat};
@@ -247,11 +243,7 @@ fn on_disk(abs: &Path) -> OnDisk {
 
 /// The blob ids of a file on disk, chunked the way a save would.
 fn hash_file(abs: &Path) -> std::io::Result<Vec<BlobId>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(abs)?;
+    let mut f = fsat::open_nofollow(abs)?;
     let len = f.metadata()?.len();
     if len == 0 {
         return Ok(Vec::new());
@@ -372,7 +364,7 @@ fn make_plan(
                 (EntryKind::Dir, OnDisk::Dir) => Action::FixMeta,
                 (EntryKind::Symlink, OnDisk::Symlink) => {
                     let same = fs::read_link(&abs).ok().is_some_and(|t| {
-                        Some(t.as_os_str().as_bytes()) == e.target.as_deref().map(str::as_bytes)
+                        Some(t.as_os_str().as_encoded_bytes()) == e.target.as_deref().map(str::as_bytes)
                     });
                     if same { Action::FixMeta } else { Action::Write }
                 }
@@ -477,7 +469,7 @@ impl Undo {
 }
 
 fn ws_err(what: &str, rel: &str, e: std::io::Error) -> Error {
-    let hint = if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR) {
+    let hint = if fsat::is_loop(&e) || fsat::is_not_dir(&e) {
         Some("a path component is a symlink or file on disk; restore never writes through one")
     } else {
         None
@@ -789,7 +781,7 @@ fn write_blob(
     } else {
         let f: File = fsat::open_file_at(d.as_raw_fd(), name, true)
             .map_err(|err| ws_err("open", &e.path, err))?;
-        f.write_all_at(bytes, off)
+        fsat::write_all_at(&f, bytes, off)
             .map_err(|err| ws_err("write", &e.path, err))
     }
 }
@@ -899,14 +891,9 @@ fn apply(
 }
 
 fn check_free_space(workspace: &Path, need: u64) -> Result<()> {
-    let c = CString::new(workspace.as_os_str().as_bytes())
-        .map_err(|e| Error::workspace(e.to_string()))?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and an out-parameter of the right type.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    let Some(avail) = fsat::free_space(workspace) else {
         return Ok(());
-    }
-    let avail = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    };
     if need > avail {
         return Err(Error::workspace(format!(
             "the snapshot needs {need} bytes but only {avail} are free under {}",
@@ -938,10 +925,9 @@ fn clean_stale_staging(workspace: &Path, roots: &[String]) {
                 continue;
             };
             let pid = rest.split('-').next().unwrap_or("");
-            let alive = pid.parse::<i32>().is_ok_and(|pid| {
-                // SAFETY: signal 0 only checks whether the process exists.
-                pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0
-            });
+            let alive = pid
+                .parse::<u32>()
+                .is_ok_and(|pid| pid == std::process::id() || fsat::process_alive(pid));
             if !alive {
                 if let Ok(d) = Dirs::open(&dir) {
                     let _ = fsat::remove_at(d.get("").unwrap().as_raw_fd(), name.to_str().unwrap());
@@ -970,6 +956,7 @@ mod tests {
 
     /// A directory swapped for a symlink between planning and applying is
     /// not followed: nothing is written outside, the restore fails cleanly.
+    #[cfg(unix)]
     #[test]
     fn a_symlink_swapped_in_after_planning_is_not_followed() {
         let t = tempfile::tempdir().unwrap();

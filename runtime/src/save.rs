@@ -764,14 +764,7 @@ enum Attempt {
 }
 
 fn open_nofollow(abs: &Path) -> std::io::Result<std::fs::File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.custom_flags(libc::O_NOFOLLOW);
-    }
-    o.open(abs)
+    crate::fsat::open_nofollow(abs)
 }
 
 fn read_file(abs: &Path, fb: &mut FrameBuilder, reporter: &dyn Reporter) -> Result<Attempt> {
@@ -779,7 +772,7 @@ fn read_file(abs: &Path, fb: &mut FrameBuilder, reporter: &dyn Reporter) -> Resu
         Ok(f) => f,
         Err(e)
             if matches!(e.kind(), std::io::ErrorKind::NotFound)
-                || e.raw_os_error() == Some(libc::ELOOP) =>
+                || crate::fsat::is_loop(&e) =>
         {
             return Ok(Attempt::Vanished);
         }

@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs::Metadata;
+#[cfg(unix)]
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -26,6 +27,7 @@ pub struct Stat {
 }
 
 impl Stat {
+    #[cfg(unix)]
     pub fn of(m: &Metadata) -> Stat {
         Stat {
             size: m.len(),
@@ -34,6 +36,13 @@ impl Stat {
             ino: m.ino(),
             mode: m.mode() & 0o7777,
         }
+    }
+
+    /// Windows has no inode, ctime or mode bits: see
+    /// [`crate::fsat::windows::stat_of`].
+    #[cfg(windows)]
+    pub fn of(m: &Metadata) -> Stat {
+        crate::fsat::stat_of(m)
     }
 }
 

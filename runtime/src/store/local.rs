@@ -16,7 +16,6 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -201,14 +200,8 @@ impl Store for LocalStore {
             .write(true)
             .open(&lock_path)
             .map_err(|e| store_io("open", &lock_path, e))?;
-        // SAFETY: flock on a file descriptor we own; released on close.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(store_io(
-                "lock",
-                &lock_path,
-                std::io::Error::last_os_error(),
-            ));
-        }
+        // Released on close.
+        crate::fsat::lock_exclusive(&lock).map_err(|e| store_io("lock", &lock_path, e))?;
         let current = self.read_head()?;
         let current_gen = current.as_ref().map_or(0, |h| h.generation);
         if let Some(h) = &current {
