@@ -120,4 +120,3 @@ pub enum Kind {
     Symlink,
     Other,
 }
-

@@ -364,7 +364,8 @@ fn make_plan(
                 (EntryKind::Dir, OnDisk::Dir) => Action::FixMeta,
                 (EntryKind::Symlink, OnDisk::Symlink) => {
                     let same = fs::read_link(&abs).ok().is_some_and(|t| {
-                        Some(t.as_os_str().as_encoded_bytes()) == e.target.as_deref().map(str::as_bytes)
+                        Some(t.as_os_str().as_encoded_bytes())
+                            == e.target.as_deref().map(str::as_bytes)
                     });
                     if same { Action::FixMeta } else { Action::Write }
                 }
@@ -781,8 +782,7 @@ fn write_blob(
     } else {
         let f: File = fsat::open_file_at(d.as_raw_fd(), name, true)
             .map_err(|err| ws_err("open", &e.path, err))?;
-        fsat::write_all_at(&f, bytes, off)
-            .map_err(|err| ws_err("write", &e.path, err))
+        fsat::write_all_at(&f, bytes, off).map_err(|err| ws_err("write", &e.path, err))
     }
 }
 

@@ -770,10 +770,7 @@ fn open_nofollow(abs: &Path) -> std::io::Result<std::fs::File> {
 fn read_file(abs: &Path, fb: &mut FrameBuilder, reporter: &dyn Reporter) -> Result<Attempt> {
     let mut f = match open_nofollow(abs) {
         Ok(f) => f,
-        Err(e)
-            if matches!(e.kind(), std::io::ErrorKind::NotFound)
-                || crate::fsat::is_loop(&e) =>
-        {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || crate::fsat::is_loop(&e) => {
             return Ok(Attempt::Vanished);
         }
         Err(e) => {

@@ -11,8 +11,8 @@ use std::io;
 use std::mem::{ManuallyDrop, offset_of, size_of};
 use std::os::windows::ffi::OsStrExt;
 use std::os::windows::fs::{MetadataExt, OpenOptionsExt};
-pub use std::os::windows::io::{OwnedHandle as Handle, RawHandle as RawFd};
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+pub use std::os::windows::io::{OwnedHandle as Handle, RawHandle as RawFd};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -37,8 +37,8 @@ use windows_sys::Win32::Storage::FileSystem::{
     FileDispositionInfo, FileDispositionInfoEx, FileFullDirectoryInfo,
     FileFullDirectoryRestartInfo, GetDiskFreeSpaceExW, GetFileInformationByHandleEx,
     GetFinalPathNameByHandleW, LOCKFILE_EXCLUSIVE_LOCK, LockFileEx,
-    SYMBOLIC_LINK_FLAG_ALLOW_UNPRIVILEGED_CREATE, SYMBOLIC_LINK_FLAG_DIRECTORY,
-    SYNCHRONIZE, SetFileInformationByHandle,
+    SYMBOLIC_LINK_FLAG_ALLOW_UNPRIVILEGED_CREATE, SYMBOLIC_LINK_FLAG_DIRECTORY, SYNCHRONIZE,
+    SetFileInformationByHandle,
 };
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, OVERLAPPED};
 use windows_sys::Win32::System::Threading::{
