@@ -128,7 +128,8 @@ runner_env() { # PROJECT HOME
   echo env -i "PATH=$bin:$CARGO_BIN_DIR:/usr/local/bin:/usr/bin:/bin" "HOME=$2" \
     "${PYTHONPATH:+PYTHONPATH=$PYTHONPATH}" \
     "LANG=C.UTF-8" "RUSTUP_HOME=$RUSTUP_HOME_DIR" "TMPDIR=$2/tmp" \
-    "SSL_CERT_FILE=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+    "SSL_CERT_FILE=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
+    "NODE_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}"
 }
 
 # Make the origin: base commit (fixture + what init wrote), change commit.
