@@ -128,7 +128,8 @@ runner_env() { # PROJECT HOME
   echo env -i "PATH=$bin:$CARGO_BIN_DIR:/usr/local/bin:/usr/bin:/bin" "HOME=$2" \
     "${PYTHONPATH:+PYTHONPATH=$PYTHONPATH}" \
     "LANG=C.UTF-8" "RUSTUP_HOME=$RUSTUP_HOME_DIR" "TMPDIR=$2/tmp" \
-    "SSL_CERT_FILE=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+    "SSL_CERT_FILE=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
+    "NODE_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}"
 }
 
 # Make the origin: base commit (fixture + what init wrote), change commit.
@@ -167,7 +168,14 @@ make_origin() { # PROJECT
 run_job() { # PROJECT LABEL REF [--cold]
   local p=$1 label=$2 ref=$3 cold=${4:-}
   local d="$WORK/$p" ws="$WORK/$p/ws" home="$WORK/$p/home"
-  rm -rf "$ws" "$home"
+  # The last run's trees are moved aside, not deleted, until the script
+  # ends: on ext4 without a journal (some VMs), creating files within 30 s
+  # of deleting many is several times slower (fs/ext4/ialloc.c
+  # recently_deleted()), which charged the next run's restore for the
+  # previous run's cleanup. A fresh runner starts on a clean disk.
+  mkdir -p "$WORK/trash"
+  [ -e "$ws" ] && mv "$ws" "$(mktemp -d "$WORK/trash/ws.XXXXXX")"
+  [ -e "$home" ] && mv "$home" "$(mktemp -d "$WORK/trash/home.XXXXXX")"
   mkdir -p "$home/tmp"
   git clone -q "$d/src-tree" "$ws"
   git -C "$ws" checkout -q "$ref"
@@ -236,7 +244,20 @@ if [ "$TINY" = 1 ]; then
 fi
 echo
 echo "== stateful-ci presets benchmark ($cores cores, median of $REPEAT, real registries, local store)"
-printf '%-13s %9s %8s %8s %8s  %s\n' project "cold" first second change "goals / lock check"
+# setup: what stateful-ci changes in a job, the second run's restore +
+# install + save over cold's install step (build and test steps run the same
+# in both, so on a busy machine their noise dominates the job ratio).
+setup_ratio() { # PROJECT
+  python3 - "$WORK/$1/cold.json" "$WORK/$1/second.json" <<'PY'
+import json, sys
+def steps(path):
+    return {s["name"]: s["seconds"] for s in json.load(open(path))["steps"] if s["kind"] != "skip"}
+cold, second = steps(sys.argv[1]), steps(sys.argv[2])
+ours = sum(v for k, v in second.items() if k == "Install" or k.startswith(("Restore", "Save")))
+print(f"{ours / cold['Install']:.2f}x" if cold.get("Install") else "-")
+PY
+}
+printf '%-13s %9s %8s %8s %8s %7s  %s\n' project "cold" first second change setup "goals / lock check"
 for p in "${PROJECTS[@]}"; do
   read -r c f s ch <<<"${RESULT[$p]}"
   goal=""
@@ -245,10 +266,12 @@ for p in "${PROJECTS[@]}"; do
       goal=$(awk -v s="$s" -v c="$c" 'BEGIN { print (s / c <= 0.4) ? "second<=0.4x yes" : "second<=0.4x NO" }') ;;
   esac
   first_ok=$(awk -v f="$f" -v c="$c" 'BEGIN { print (f / c <= 1.15) ? "first<=1.15x yes" : "first<=1.15x NO" }')
-  printf '%-13s %8.2fs %8s %8s %8s  %s\n' "$p" "$c" "$(ratio "$f" "$c")" "$(ratio "$s" "$c")" "$(ratio "$ch" "$c")" \
+  printf '%-13s %8.2fs %8s %8s %8s %7s  %s\n' "$p" "$c" "$(ratio "$f" "$c")" "$(ratio "$s" "$c")" "$(ratio "$ch" "$c")" "$(setup_ratio "$p")" \
     "${goal:+$goal, }$first_ok, lock ok"
 done
 printf '%-13s %s\n' go "skipped: this machine reaches no Go module proxy (preset: GOMODCACHE/GOCACHE in .cache/, GOFLAGS=-modcacherw)"
 printf '%-13s %s\n' gradle "skipped: this machine reaches no Maven/Gradle repository (preset: GRADLE_USER_HOME=.gradle-home)"
 printf '%-13s %s\n' maven "skipped: this machine reaches no Maven repository (preset: -Dmaven.repo.local=.m2/repository)"
-echo "cold = the same steps without restore/save and empty caches; ratios are job time over cold; checkout not timed."
+echo "cold = the same steps without restore/save and empty caches; ratios are job time over cold; checkout not timed;"
+echo "setup = the second run's restore + install + save over cold's install step (- where the job has no install step)."
+rm -rf "$WORK/trash"

@@ -64,6 +64,8 @@ pub use windows::*;
 pub struct Dirs {
     root: Arc<Handle>,
     cache: Mutex<HashMap<String, Arc<Handle>>>,
+    /// Most handles kept: half the descriptors the process may open.
+    cap: usize,
 }
 
 impl Dirs {
@@ -71,6 +73,7 @@ impl Dirs {
         Ok(Dirs {
             root: Arc::new(open_root(root)?),
             cache: Mutex::new(HashMap::new()),
+            cap: (raise_fd_limit() / 2).clamp(64, 32768) as usize,
         })
     }
 
@@ -87,7 +90,7 @@ impl Dirs {
         let pfd = self.get(parent)?;
         let fd = Arc::new(open_dir_at(pfd.as_raw_fd(), name)?);
         let mut cache = self.cache.lock().unwrap();
-        if cache.len() > 4096 {
+        if cache.len() > self.cap {
             // Bounded: descriptors are a limited resource.
             cache.clear();
         }

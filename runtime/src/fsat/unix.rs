@@ -318,3 +318,35 @@ pub fn lock_exclusive(f: &File) -> io::Result<()> {
     // SAFETY: flock on a descriptor we own.
     check(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) })
 }
+
+/// Raise the soft limit on open descriptors to the hard limit (macOS
+/// starts processes at 256, Linux distributions at 1024; the hard limits are
+/// far higher) and return the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 256;
+    }
+    // macOS refuses a soft limit above OPEN_MAX even when the hard limit is
+    // "unlimited".
+    let want = if cfg!(target_os = "macos") {
+        rl.rlim_max.min(10240)
+    } else {
+        rl.rlim_max.min(1 << 20)
+    };
+    if want > rl.rlim_cur {
+        let new = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            return want as u64;
+        }
+    }
+    rl.rlim_cur as u64
+}

@@ -677,3 +677,10 @@ pub fn stat_of(m: &std::fs::Metadata) -> Stat {
         mode,
     }
 }
+
+/// Windows has no small per-process handle limit like Unix's descriptor
+/// limit (handles are bounded by memory, about 16 million): the handle
+/// cache keeps as many as on a generous Unix.
+pub fn raise_fd_limit() -> u64 {
+    65536
+}
