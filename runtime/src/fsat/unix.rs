@@ -322,6 +322,8 @@ pub fn lock_exclusive(f: &File) -> io::Result<()> {
 /// Raise the soft limit on open descriptors to the hard limit (macOS
 /// starts processes at 256, Linux distributions at 1024; the hard limits are
 /// far higher) and return the limit now in force.
+// rlim_t is u64 on the 64-bit targets we build, not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_fd_limit() -> u64 {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
