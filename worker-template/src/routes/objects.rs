@@ -25,7 +25,11 @@ use stateful_ci_worker_core::visibility::{Sight, key_hex, key_sha256};
 use wasm_bindgen_futures::JsFuture;
 use worker::*;
 
-use crate::{ApiError, ApiResult, store, visibility};
+use crate::auth;
+use crate::refusal::{ApiResult, Refusal, json};
+use crate::settings::{grant_key, load_config, now_secs};
+use crate::storage::r2::bucket;
+use crate::storage::{objects, r2, snapshots};
 
 /// The length the upload declares: required, a number, at most
 /// `MAX_OBJECT_SIZE`.
@@ -35,27 +39,27 @@ fn declared_length(req: &Request) -> ApiResult<u64> {
         .get("transfer-encoding")?
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     {
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             ErrorCode::LengthRequired,
             "object uploads must not be chunked: send the object with content-length (R2 needs the length before the first byte)",
         ));
     }
     let length: u64 = match req.headers().get("content-length")? {
         Some(v) => v.trim().parse().map_err(|_| {
-            ApiError::new(
+            Refusal::new(
                 ErrorCode::BadRequest,
                 "content-length is not a number; send the object's exact length",
             )
         })?,
         None => {
-            return Err(ApiError::new(
+            return Err(Refusal::new(
                 ErrorCode::LengthRequired,
                 "send content-length with the object upload (R2 needs the length before the first byte)",
             ));
         }
     };
     if length > MAX_OBJECT_SIZE {
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             ErrorCode::TooLarge,
             format!(
                 "objects may not exceed {MAX_OBJECT_SIZE} bytes; this one has {length}; write smaller packs"
@@ -65,30 +69,34 @@ fn declared_length(req: &Request) -> ApiResult<u64> {
     Ok(length)
 }
 
+/// Route names in `denial_counts`.
+pub const PUT: &str = "put_object";
+pub const GET: &str = "get_object";
+
 pub async fn put_object(req: &mut Request, env: &Env, key: &ObjectKey) -> ApiResult<Response> {
-    let cfg = crate::load_config(env)?;
-    let verified = crate::authenticate(req, env, &cfg, "put_object").await?;
+    let cfg = load_config(env)?;
+    let verified = auth::authenticate(req, env, &cfg).await?;
     // Whether a run may save does not depend on the workspace; uploads are
     // tied to the run's save scope, not to a workspace.
-    let ctx = crate::decide(&verified, "default")?;
-    let Some(scope) = ctx.save_scope.clone() else {
-        return Err(ApiError::new(
+    let ctx = auth::decide(&verified, "default")?;
+    let Some(scope) = ctx.save_scope().map(|s| s.to_string()) else {
+        return Err(Refusal::new(
             ErrorCode::SaveNotAllowed,
             format!(
                 "this run ({}) may not save, so it may not upload",
-                ctx.class.as_str()
+                ctx.class().as_str()
             ),
         ));
     };
     let length = declared_length(req)?;
-    let tenant = ctx.tenant.id();
+    let tenant = ctx.tenant().key();
     let sight = Sight::of(&ctx);
-    if let Some(size) = visibility::visible(env, &tenant, &sight, &[*key])
+    if let Some(size) = objects::visible(env, &tenant, &sight, &[*key])
         .await?
         .get(key)
     {
         // Already visible to this run: the body is not read.
-        return crate::json(
+        return json(
             200,
             &wire::PutObjectResponse {
                 key: *key,
@@ -97,9 +105,9 @@ pub async fn put_object(req: &mut Request, env: &Env, key: &ObjectKey) -> ApiRes
             },
         );
     }
-    stream_to_r2(env, req, &store::r2_key(&tenant, key), key, length).await?;
-    visibility::record_upload(env, &tenant, &scope, key, length, crate::now_secs()).await?;
-    crate::json(
+    stream_to_r2(env, req, &r2::r2_key(&tenant, key), key, length).await?;
+    objects::record_upload(env, &tenant, &scope, key, length, now_secs()).await?;
+    json(
         200,
         &wire::PutObjectResponse {
             key: *key,
@@ -128,7 +136,7 @@ async fn stream_to_r2(
     let bucket = bucket(env)?;
     let Some(body) = req.inner().body().filter(|_| length > 0) else {
         if length > 0 {
-            return Err(ApiError::new(
+            return Err(Refusal::new(
                 ErrorCode::BadRequest,
                 format!("content-length says {length} bytes but the request has no body"),
             ));
@@ -142,7 +150,7 @@ async fn stream_to_r2(
         return Ok(());
     };
     let fixed = worker_sys::FixedLengthStream::new_big_int(js_sys::BigInt::from(length))
-        .map_err(|e| ApiError::internal("could not make a FixedLengthStream", format!("{e:?}")))?;
+        .map_err(|e| Refusal::internal("could not make a FixedLengthStream", format!("{e:?}")))?;
     let pipe = JsFuture::from(body.pipe_to(&fixed.writable()));
     let put = bucket
         .put(r2_key, Data::ReadableStream(fixed.readable()))
@@ -188,69 +196,60 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(
 /// (R2 error 10037), a request body that broke or did not have the declared
 /// length (`body_failed`: the pipe from the request failed), or anything
 /// else (retryable).
-fn refused(message: &str, key: &ObjectKey, length: u64, body_failed: bool) -> ApiError {
+fn refused(message: &str, key: &ObjectKey, length: u64, body_failed: bool) -> Refusal {
     let lower = message.to_ascii_lowercase();
     if lower.contains("10037") || lower.contains("checksum") || lower.contains("digest") {
-        ApiError::new(
+        Refusal::new(
             ErrorCode::HashMismatch,
             format!(
                 "the uploaded bytes do not hash to the key {key}: nothing was stored; upload each object under the SHA-256 of its bytes"
             ),
         )
     } else if body_failed {
-        ApiError::new(
+        Refusal::new(
             ErrorCode::BadRequest,
             format!(
                 "the request body ended or broke before the {length} bytes its content-length declared: nothing was stored; send the whole object"
             ),
         )
     } else if lower.contains("known length") {
-        ApiError::new(
+        Refusal::new(
             ErrorCode::LengthRequired,
             "the upload's length is not known; send the object with content-length",
         )
     } else {
-        ApiError::internal("R2 put failed (nothing was stored)", message)
+        Refusal::internal("R2 put failed (nothing was stored)", message)
     }
 }
 
 pub async fn get_object(req: &mut Request, env: &Env, key: &ObjectKey) -> ApiResult<Response> {
-    let Some(token) = crate::bearer(req) else {
-        return Err(ApiError::new(
+    let Some(token) = auth::bearer(req) else {
+        return Err(Refusal::new(
             ErrorCode::InvalidGrant,
             "send Authorization: Bearer <grant from POST /v1/restore>",
         ));
     };
     if !grant::is_grant(&token) {
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             ErrorCode::InvalidGrant,
             "objects are read with the grant from POST /v1/restore, not with the OIDC token",
         ));
     }
-    let claims = grant::verify(&crate::grant_key(env)?, &token, crate::now_secs())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidGrant, e.message()))?;
-    if !store::snapshot_has_object(env, &claims, key).await? {
-        return Err(ApiError::new(
+    let claims = grant::verify(&grant_key(env)?, &token, now_secs())
+        .map_err(|e| Refusal::new(ErrorCode::InvalidGrant, e.message()))?;
+    if !snapshots::snapshot_has_object(env, &claims, key).await? {
+        return Err(Refusal::new(
             ErrorCode::InvalidGrant,
             "this grant does not cover that object; it covers only the objects of the restored snapshot",
         ));
     }
     let wanted = match req.headers().get("range")? {
         Some(h) => {
-            Some(range::parse(&h).map_err(|m| ApiError::new(ErrorCode::RangeNotSatisfiable, m))?)
+            Some(range::parse(&h).map_err(|m| Refusal::new(ErrorCode::RangeNotSatisfiable, m))?)
         }
         None => None,
     };
     serve_object(env, &claims.t, key, wanted).await
-}
-
-fn bucket(env: &Env) -> ApiResult<Bucket> {
-    env.bucket("BUCKET").map_err(|e| {
-        ApiError::new(
-            ErrorCode::Misconfigured,
-            format!("the R2 binding BUCKET is missing ({e}); redeploy with stateful-ci deploy"),
-        )
-    })
 }
 
 /// Streams the object (or a range of it) from R2 into the response.
@@ -261,9 +260,9 @@ async fn serve_object(
     wanted: Option<ByteRange>,
 ) -> ApiResult<Response> {
     let b = bucket(env)?;
-    let r2k = store::r2_key(tenant, key);
+    let r2k = r2::r2_key(tenant, key);
     let not_found = || {
-        ApiError::new(
+        Refusal::new(
             ErrorCode::NotFound,
             format!("object {key} is not stored (it may have been swept); restore again"),
         )
@@ -279,18 +278,18 @@ async fn serve_object(
             b.get(r2k)
                 .execute()
                 .await
-                .map_err(|e| ApiError::internal("R2 get failed", e))?
+                .map_err(|e| Refusal::internal("R2 get failed", e))?
                 .ok_or_else(not_found)?,
         ),
         Some(r) => {
             let size = b
                 .head(r2k.clone())
                 .await
-                .map_err(|e| ApiError::internal("R2 head failed", e))?
+                .map_err(|e| Refusal::internal("R2 head failed", e))?
                 .ok_or_else(not_found)?
                 .size();
             let (offset, length) = r.resolve(size).ok_or_else(|| {
-                ApiError::new(
+                Refusal::new(
                     ErrorCode::RangeNotSatisfiable,
                     format!("the range is outside the object ({size} bytes)"),
                 )
@@ -301,7 +300,7 @@ async fn serve_object(
                 .range(worker::Range::OffsetWithLength { offset, length })
                 .execute()
                 .await
-                .map_err(|e| ApiError::internal("R2 get failed", e))?
+                .map_err(|e| Refusal::internal("R2 get failed", e))?
                 .ok_or_else(not_found)?;
             (206, o)
         }
