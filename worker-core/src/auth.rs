@@ -6,8 +6,8 @@
 //!    [`stateful_ci_trust::classify`], giving a [`Verified`] run (tenant,
 //!    claims for the audit record, class);
 //! 2. [`Verified::decide`]: [`stateful_ci_trust::decide`] for a workspace,
-//!    giving a [`RunContext`] with the restore scopes in order and the save
-//!    scope (or why not).
+//!    giving a [`RunContext`]: the claims and trust's [`Decision`] (restore
+//!    scopes in order, the save scope or why not, the Durable Object name).
 //!
 //! Nothing here reads request fields: only the verified token. The JWKS cache
 //! and fetch are the Worker's; [`should_fetch_jwks`] applies the refresh
