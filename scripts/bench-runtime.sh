@@ -14,11 +14,20 @@
 #   cold save, restore into an empty dir, restore onto a matching tree,
 #   no-change save, and a save after appending to 1% of the .js files (and,
 #   in 1, rewriting 1 MiB inside one large file).
-# and prints medians (RUNS, default 3 for 1 and 1 for 2), ratios against the
+# and prints medians (RUNS, default 3 for 1 and 1 for 2) of wall time and
+# of CPU time (user + system; a fair comparison on a busy machine, where
+# wall time favours whichever side runs more threads), ratios against the
 # baselines, stored bytes against tar.zst, the 1% save's stored bytes against
 # the cold save's, objects per save and peak RSS. At its end it runs
 # scripts/bench-backend.sh if that file exists.
 # This is a benchmark, not a test: it prints figures and exits 0.
+#
+# Trees written by one measurement are removed only after the workload's
+# last measurement, and the script waits SETTLE seconds (default 35) after
+# each large removal: on ext4 without a journal (some VMs), creating files
+# within 30 s of deleting many is several times slower (the allocator skips
+# recently deleted inodes, fs/ext4/ialloc.c recently_deleted()), which would
+# distort whichever measurement came next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -30,6 +39,7 @@ LARGE_MIB=${LARGE_MIB:-56}
 N_NM=${N_NM:-120000}
 N_HUGE=${N_HUGE:-500000}
 HUGE=${HUGE:-1}
+SETTLE=${SETTLE:-35}
 WORK=${1:-$(mktemp -d -t stateful-ci-bench.XXXXXX)}
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
@@ -38,6 +48,8 @@ cargo build --release --locked --quiet
 BIN=$REPO/target/release/stateful-ci
 
 now() { date +%s.%N; }
+# remove_settled PATH...: remove trees, then let the file system settle.
+remove_settled() { rm -rf "$@"; sync; sleep "$SETTLE"; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
 REPORT=$WORK/report.txt
@@ -53,10 +65,13 @@ bench() {
     local label=$1; shift
     local t0 t1 rss
     t0=$(now)
-    /usr/bin/time -f %M -o "$D/rss" "$@" >"$D/out.json" 2>"$D/err.log" || { cat "$D/err.log" >&2; exit 1; }
+    /usr/bin/time -f '%U %S %M' -o "$D/rss" "$@" >"$D/out.json" 2>"$D/err.log" || { cat "$D/err.log" >&2; exit 1; }
     t1=$(now)
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }' >> "$D/t.$label"
-    rss=$(tail -n1 "$D/rss")
+    # CPU seconds (user + system, children included): unlike wall time,
+    # hardly affected by other load on the machine.
+    tail -n1 "$D/rss" | awk '{ printf "%.3f\n", $1 + $2 }' >> "$D/c.$label"
+    rss=$(tail -n1 "$D/rss" | awk '{ print $3 }')
     if [ "$label" != tar ] && [ "$label" != untar ] && [ "$rss" -gt "$peak" ]; then peak=$rss; fi
   }
   json() { python3 -c "import json,sys; print(json.load(open('$D/out.json'))['$1'])"; }
@@ -67,13 +82,12 @@ bench() {
   cp "$D/ws/stateful-ci.toml" "$D/cfg.toml"
   cd "$D/ws"
   export STATEFUL_CI_CACHE_DIR
-  for _ in $(seq "$runs"); do
+  for i in $(seq "$runs"); do
     rm -f "$D/base.tar.zst"; sync
     run_timed tar bash -c "tar -cf - ${paths[*]} | zstd -q -T0 --long=30 -o '$D/base.tar.zst'"
-    rm -rf "$D/untar"; mkdir -p "$D/untar"; sync
-    run_timed untar bash -c "zstd -q -d --long=30 -c '$D/base.tar.zst' | tar -xf - -C '$D/untar'"
+    mkdir -p "$D/untar-$i"; sync
+    run_timed untar bash -c "zstd -q -d --long=30 -c '$D/base.tar.zst' | tar -xf - -C '$D/untar-$i'"
   done
-  rm -rf "$D/untar"
   local base_bytes; base_bytes=$(stat -c %s "$D/base.tar.zst")
   for _ in $(seq "$runs"); do
     rm -rf "$D/store" "$D/cache"; sync
@@ -83,18 +97,17 @@ bench() {
   local cold_stored cold_objects cold_peak=$peak
   cold_stored=$(json stored_bytes); cold_objects=$(json objects_sent)
   for i in $(seq "$runs"); do
-    rm -rf "$D/r"; mkdir -p "$D/r"; cp "$D/cfg.toml" "$D/r/stateful-ci.toml"; sync
+    mkdir -p "$D/r-$i"; cp "$D/cfg.toml" "$D/r-$i/stateful-ci.toml"; sync
     STATEFUL_CI_CACHE_DIR=$D/cache-r-$i
-    run_timed restore_empty "$BIN" restore --store "$D/store" -C "$D/r" --json
+    run_timed restore_empty "$BIN" restore --store "$D/store" -C "$D/r-$i" --json
   done
   for _ in $(seq "$runs"); do
-    run_timed restore_match "$BIN" restore --store "$D/store" -C "$D/r" --json
+    run_timed restore_match "$BIN" restore --store "$D/store" -C "$D/r-$runs" --json
   done
   [ "$(json files_written)" = 0 ] || { echo "restore onto a matching tree rewrote files" >&2; exit 1; }
   for p in "${paths[@]}"; do
-    diff -r --no-dereference "$D/ws/$p" "$D/r/$p" >/dev/null || { echo "restored tree $p differs" >&2; exit 1; }
+    diff -r --no-dereference "$D/ws/$p" "$D/r-$runs/$p" >/dev/null || { echo "restored tree $p differs" >&2; exit 1; }
   done
-  rm -rf "$D/r"
 
   STATEFUL_CI_CACHE_DIR=$D/cache
   for _ in $(seq "$runs"); do
@@ -117,12 +130,12 @@ PY
   local edit_stored edit_objects
   edit_stored=$(json stored_bytes); edit_objects=$(json objects_sent)
   STATEFUL_CI_CACHE_DIR=$D/cache-e
-  rm -rf "$D/r"; mkdir -p "$D/r"; cp "$D/cfg.toml" "$D/r/stateful-ci.toml"
-  run_timed restore_edit "$BIN" restore --store "$D/store" -C "$D/r" --json
-  rm -rf "$D/r"
+  mkdir -p "$D/r-edit"; cp "$D/cfg.toml" "$D/r-edit/stateful-ci.toml"
+  run_timed restore_edit "$BIN" restore --store "$D/store" -C "$D/r-edit" --json
   cd "$REPO"
 
   m() { median < "$D/t.$1"; }
+  c() { median < "$D/c.$1"; }
   local tar_t untar_t cold_t re_t rm_t nc_t ed_t
   tar_t=$(m tar); untar_t=$(m untar); cold_t=$(m cold); re_t=$(m restore_empty); rm_t=$(m restore_match); nc_t=$(m nochange); ed_t=$(m edit)
   cat >> "$REPORT" <<REPORT
@@ -130,28 +143,29 @@ PY
 == $name: $files files, $((bytes / 1048576)) MiB, $(nproc) cores, median of $runs
 baseline tar|zstd -T0 --long=30     ${tar_t}s  (${base_bytes} bytes)
 baseline zstd -d | tar -x           ${untar_t}s
-cold save                           ${cold_t}s  ratio to tar|zstd: $(ratio "$cold_t" "$tar_t")  (goal <= 0.8)
+cold save                           ${cold_t}s  ratio to tar|zstd: $(ratio "$cold_t" "$tar_t")  (goal <= 0.8)  CPU $(c cold)s vs $(c tar)s = $(ratio "$(c cold)" "$(c tar)")
   stored                            ${cold_stored} bytes in ${cold_objects} objects = $(ratio "$cold_stored" "$base_bytes")x tar.zst  (goal <= 1.0, <= 20 objects)
-restore into an empty dir           ${re_t}s  ratio to unpack:   $(ratio "$re_t" "$untar_t")  (goal <= 0.6)
+restore into an empty dir           ${re_t}s  ratio to unpack:   $(ratio "$re_t" "$untar_t")  (goal <= 0.6)  CPU $(c restore_empty)s vs $(c untar)s = $(ratio "$(c restore_empty)" "$(c untar)")
 restore onto a matching tree        ${rm_t}s  ratio to unpack:   $(ratio "$rm_t" "$untar_t")
 no-change save                      ${nc_t}s  ratio to cold:     $(ratio "$nc_t" "$cold_t")  (goal <= 0.05)  outcome ${nochange_outcome}, ${nochange_objects} objects
 1% edit save                        ${ed_t}s  stored ${edit_stored} bytes in ${edit_objects} objects = $(ratio "$((edit_stored * 100))" "$cold_stored")% of cold  (goal <= 1%)
 peak RSS (stateful-ci)              $((peak / 1024)) MiB, cold save $((cold_peak / 1024)) MiB  (goal <= 256 MiB)
 REPORT
   tail -n 11 "$REPORT"
+  remove_settled "$D"/untar-* "$D"/r-* "$D"/cache-r-*
 }
 
 echo "== generating the bench workspace"
 mkdir -p "$WORK/bench"
 python3 scripts/bench/gen-workspace.py "$WORK/bench/ws" "$N_SMALL" "$N_LARGE" "$LARGE_MIB"
 bench bench "$RUNS" node_modules target
-rm -rf "$WORK/bench"
+remove_settled "$WORK/bench"
 
 echo "== generating a node_modules-like tree of $N_NM files"
 mkdir -p "$WORK/nm"
 python3 scripts/bench/gen-workspace.py --node-modules "$WORK/nm/ws" "$N_NM"
 bench nm "$NM_RUNS" node_modules
-rm -rf "$WORK/nm"
+remove_settled "$WORK/nm"
 
 if [ "$HUGE" = 1 ]; then
   echo "== generating a node_modules-like tree of $N_HUGE files (peak RSS only)"
