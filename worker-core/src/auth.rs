@@ -339,7 +339,10 @@ mod tests {
         assert_eq!(v.class(), RunClass::Internal, "{}", v.identity.reason);
         let ctx = v.decide("default").unwrap();
         let scopes: Vec<String> = ctx.restore_scopes().iter().map(|s| s.to_string()).collect();
-        assert_eq!(scopes, vec!["branch:refs/heads/main", "branch:refs/heads/master"]);
+        assert_eq!(
+            scopes,
+            vec!["branch:refs/heads/main", "branch:refs/heads/master"]
+        );
         let master =
             json!({"ref": "refs/heads/master", "sub": "repo:acme/app:ref:refs/heads/master"});
         let v = authenticate(&token(master), &jwks(), &c, NOW).unwrap();

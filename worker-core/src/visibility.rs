@@ -187,7 +187,7 @@ mod tests {
         );
     }
 
-    fn ctx(restore: &[&str], save: Option<&str>) -> Sight {
+    fn sight(restore: &[&str], save: Option<&str>) -> Sight {
         let restore: Vec<Scope> = restore.iter().map(|s| s.parse().unwrap()).collect();
         let save: Option<Scope> = save.map(|s| s.parse().unwrap());
         Sight::new(&restore, save.as_ref())
@@ -195,20 +195,17 @@ mod tests {
 
     #[test]
     fn a_run_sees_its_own_uploads_and_the_snapshots_it_may_read() {
-        let pr = (ctx(&["pr:9", "branch:refs/heads/main"], Some("pr:9")));
+        let pr = sight(&["pr:9", "branch:refs/heads/main"], Some("pr:9"));
         assert_eq!(pr.upload_scope.as_deref(), Some("pr:9"));
         assert_eq!(pr.snapshot_scopes, vec!["pr:9", "branch:refs/heads/main"]);
         // A save scope that is not among the restore scopes still counts.
-        let odd = (ctx(
-            &["branch:refs/heads/main"],
-            Some("branch:refs/heads/x"),
-        ));
+        let odd = sight(&["branch:refs/heads/main"], Some("branch:refs/heads/x"));
         assert_eq!(
             odd.snapshot_scopes,
             vec!["branch:refs/heads/main", "branch:refs/heads/x"]
         );
         // A run that may not save sees no uploads at all.
-        let release = (ctx(&["branch:refs/heads/main"], None));
+        let release = sight(&["branch:refs/heads/main"], None);
         assert_eq!(release.upload_scope, None);
         assert_eq!(release.snapshot_scopes, vec!["branch:refs/heads/main"]);
     }
