@@ -287,7 +287,7 @@ mod tests {
         let ctx = v.decide("default").unwrap();
         let main: Scope = "branch:refs/heads/main".parse().unwrap();
         assert_eq!(ctx.save_scope(), Some(&main));
-        assert_eq!(ctx.restore_scopes(), [main.clone()]);
+        assert_eq!(ctx.restore_scopes(), std::slice::from_ref(&main));
         assert_eq!(
             ctx.coordinator_name(&main),
             "v1/7/42/default/branch:refs/heads/main"
