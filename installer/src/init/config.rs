@@ -3,7 +3,7 @@
 //! rerun keeps the user's comments, order and other keys, and changes only
 //! what was asked. Pure: text in, text out.
 
-use stateful_ci_runtime::Error;
+use crate::Error;
 use stateful_ci_runtime::config::{
     CONFIG_FILE, LEGACY_CONFIG_FILE, PRESETS, parse_json, parse_toml,
 };
