@@ -167,7 +167,14 @@ make_origin() { # PROJECT
 run_job() { # PROJECT LABEL REF [--cold]
   local p=$1 label=$2 ref=$3 cold=${4:-}
   local d="$WORK/$p" ws="$WORK/$p/ws" home="$WORK/$p/home"
-  rm -rf "$ws" "$home"
+  # The last run's trees are moved aside, not deleted, until the script
+  # ends: on ext4 without a journal (some VMs), creating files within 30 s
+  # of deleting many is several times slower (fs/ext4/ialloc.c
+  # recently_deleted()), which charged the next run's restore for the
+  # previous run's cleanup. A fresh runner starts on a clean disk.
+  mkdir -p "$WORK/trash"
+  [ -e "$ws" ] && mv "$ws" "$(mktemp -d "$WORK/trash/ws.XXXXXX")"
+  [ -e "$home" ] && mv "$home" "$(mktemp -d "$WORK/trash/home.XXXXXX")"
   mkdir -p "$home/tmp"
   git clone -q "$d/src-tree" "$ws"
   git -C "$ws" checkout -q "$ref"
@@ -252,3 +259,4 @@ printf '%-13s %s\n' go "skipped: this machine reaches no Go module proxy (preset
 printf '%-13s %s\n' gradle "skipped: this machine reaches no Maven/Gradle repository (preset: GRADLE_USER_HOME=.gradle-home)"
 printf '%-13s %s\n' maven "skipped: this machine reaches no Maven repository (preset: -Dmaven.repo.local=.m2/repository)"
 echo "cold = the same steps without restore/save and empty caches; ratios are job time over cold; checkout not timed."
+rm -rf "$WORK/trash"

@@ -19,6 +19,13 @@
 # the cold save's, objects per save and peak RSS. At its end it runs
 # scripts/bench-backend.sh if that file exists.
 # This is a benchmark, not a test: it prints figures and exits 0.
+#
+# Trees written by one measurement are removed only after the workload's
+# last measurement, and the script waits SETTLE seconds (default 35) after
+# each large removal: on ext4 without a journal (some VMs), creating files
+# within 30 s of deleting many is several times slower (the allocator skips
+# recently deleted inodes, fs/ext4/ialloc.c recently_deleted()), which would
+# distort whichever measurement came next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -30,6 +37,7 @@ LARGE_MIB=${LARGE_MIB:-56}
 N_NM=${N_NM:-120000}
 N_HUGE=${N_HUGE:-500000}
 HUGE=${HUGE:-1}
+SETTLE=${SETTLE:-35}
 WORK=${1:-$(mktemp -d -t stateful-ci-bench.XXXXXX)}
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
@@ -38,6 +46,8 @@ cargo build --release --locked --quiet
 BIN=$REPO/target/release/stateful-ci
 
 now() { date +%s.%N; }
+# remove_settled PATH...: remove trees, then let the file system settle.
+remove_settled() { rm -rf "$@"; sync; sleep "$SETTLE"; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
 REPORT=$WORK/report.txt
@@ -67,13 +77,12 @@ bench() {
   cp "$D/ws/stateful-ci.toml" "$D/cfg.toml"
   cd "$D/ws"
   export STATEFUL_CI_CACHE_DIR
-  for _ in $(seq "$runs"); do
+  for i in $(seq "$runs"); do
     rm -f "$D/base.tar.zst"; sync
     run_timed tar bash -c "tar -cf - ${paths[*]} | zstd -q -T0 --long=30 -o '$D/base.tar.zst'"
-    rm -rf "$D/untar"; mkdir -p "$D/untar"; sync
-    run_timed untar bash -c "zstd -q -d --long=30 -c '$D/base.tar.zst' | tar -xf - -C '$D/untar'"
+    mkdir -p "$D/untar-$i"; sync
+    run_timed untar bash -c "zstd -q -d --long=30 -c '$D/base.tar.zst' | tar -xf - -C '$D/untar-$i'"
   done
-  rm -rf "$D/untar"
   local base_bytes; base_bytes=$(stat -c %s "$D/base.tar.zst")
   for _ in $(seq "$runs"); do
     rm -rf "$D/store" "$D/cache"; sync
@@ -83,18 +92,17 @@ bench() {
   local cold_stored cold_objects cold_peak=$peak
   cold_stored=$(json stored_bytes); cold_objects=$(json objects_sent)
   for i in $(seq "$runs"); do
-    rm -rf "$D/r"; mkdir -p "$D/r"; cp "$D/cfg.toml" "$D/r/stateful-ci.toml"; sync
+    mkdir -p "$D/r-$i"; cp "$D/cfg.toml" "$D/r-$i/stateful-ci.toml"; sync
     STATEFUL_CI_CACHE_DIR=$D/cache-r-$i
-    run_timed restore_empty "$BIN" restore --store "$D/store" -C "$D/r" --json
+    run_timed restore_empty "$BIN" restore --store "$D/store" -C "$D/r-$i" --json
   done
   for _ in $(seq "$runs"); do
-    run_timed restore_match "$BIN" restore --store "$D/store" -C "$D/r" --json
+    run_timed restore_match "$BIN" restore --store "$D/store" -C "$D/r-$runs" --json
   done
   [ "$(json files_written)" = 0 ] || { echo "restore onto a matching tree rewrote files" >&2; exit 1; }
   for p in "${paths[@]}"; do
-    diff -r --no-dereference "$D/ws/$p" "$D/r/$p" >/dev/null || { echo "restored tree $p differs" >&2; exit 1; }
+    diff -r --no-dereference "$D/ws/$p" "$D/r-$runs/$p" >/dev/null || { echo "restored tree $p differs" >&2; exit 1; }
   done
-  rm -rf "$D/r"
 
   STATEFUL_CI_CACHE_DIR=$D/cache
   for _ in $(seq "$runs"); do
@@ -117,10 +125,10 @@ PY
   local edit_stored edit_objects
   edit_stored=$(json stored_bytes); edit_objects=$(json objects_sent)
   STATEFUL_CI_CACHE_DIR=$D/cache-e
-  rm -rf "$D/r"; mkdir -p "$D/r"; cp "$D/cfg.toml" "$D/r/stateful-ci.toml"
-  run_timed restore_edit "$BIN" restore --store "$D/store" -C "$D/r" --json
-  rm -rf "$D/r"
+  mkdir -p "$D/r-edit"; cp "$D/cfg.toml" "$D/r-edit/stateful-ci.toml"
+  run_timed restore_edit "$BIN" restore --store "$D/store" -C "$D/r-edit" --json
   cd "$REPO"
+  remove_settled "$D"/untar-* "$D"/r-* "$D"/cache-r-*
 
   m() { median < "$D/t.$1"; }
   local tar_t untar_t cold_t re_t rm_t nc_t ed_t
@@ -145,13 +153,13 @@ echo "== generating the bench workspace"
 mkdir -p "$WORK/bench"
 python3 scripts/bench/gen-workspace.py "$WORK/bench/ws" "$N_SMALL" "$N_LARGE" "$LARGE_MIB"
 bench bench "$RUNS" node_modules target
-rm -rf "$WORK/bench"
+remove_settled "$WORK/bench"
 
 echo "== generating a node_modules-like tree of $N_NM files"
 mkdir -p "$WORK/nm"
 python3 scripts/bench/gen-workspace.py --node-modules "$WORK/nm/ws" "$N_NM"
 bench nm "$NM_RUNS" node_modules
-rm -rf "$WORK/nm"
+remove_settled "$WORK/nm"
 
 if [ "$HUGE" = 1 ]; then
   echo "== generating a node_modules-like tree of $N_HUGE files (peak RSS only)"

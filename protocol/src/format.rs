@@ -579,6 +579,14 @@ impl<'a> EntryChecker<'a> {
     }
 
     pub fn check(&mut self, e: &Entry) -> Result<(), ManifestError> {
+        self.check_keyed(e, &EntryKeys::of(e))
+    }
+
+    /// [`EntryChecker::check`] with the entry's hashes computed beforehand
+    /// (they are the costly part and need no order, so a reader computes
+    /// them for many entries in parallel). `keys` must be
+    /// `EntryKeys::of(e)`.
+    pub fn check_keyed(&mut self, e: &Entry, keys: &EntryKeys) -> Result<(), ManifestError> {
         if let Some(p) = &self.prev {
             if p.as_str() >= e.path.as_str() {
                 return Err(bad(e, "entries are not sorted or a path repeats"));
@@ -587,25 +595,27 @@ impl<'a> EntryChecker<'a> {
         if !self.roots.iter().any(|r| is_within(&e.path, r)) {
             return Err(bad(e, "is outside every root of the snapshot"));
         }
-        let mut p = e.path.as_str();
-        while let Some(i) = p.rfind('/') {
-            p = &p[..i];
-            if self.non_dirs.contains(&h128(p)) {
-                return Err(bad(e, "its parent is not a directory in the snapshot"));
-            }
+        if keys.parents.iter().any(|h| self.non_dirs.contains(h)) {
+            return Err(bad(e, "its parent is not a directory in the snapshot"));
         }
-        if !self.folded.insert(h128(&fold_key(&e.path))) {
+        if !self.folded.insert(keys.folded) {
             return Err(ManifestError::Collision(e.path.chars().take(200).collect()));
         }
         if e.kind != EntryKind::Dir {
-            self.non_dirs.insert(h128(&e.path));
+            self.non_dirs.insert(keys.path);
         }
         self.entries += 1;
         if e.kind == EntryKind::File {
             self.files += 1;
             self.bytes += e.size;
         }
-        self.prev = Some(e.path.clone());
+        match &mut self.prev {
+            Some(p) => {
+                p.clear();
+                p.push_str(&e.path);
+            }
+            None => self.prev = Some(e.path.clone()),
+        }
         Ok(())
     }
 
@@ -617,6 +627,31 @@ impl<'a> EntryChecker<'a> {
             ));
         }
         Ok(())
+    }
+}
+
+/// The hashes [`EntryChecker`] keeps of one entry: its path, its folded
+/// form (case, Unicode normalisation) and each of its parents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryKeys {
+    path: u128,
+    folded: u128,
+    parents: Vec<u128>,
+}
+
+impl EntryKeys {
+    pub fn of(e: &Entry) -> EntryKeys {
+        let mut parents = Vec::new();
+        let mut p = e.path.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            parents.push(h128(p));
+        }
+        EntryKeys {
+            path: h128(&e.path),
+            folded: h128(&fold_key(&e.path)),
+            parents,
+        }
     }
 }
 

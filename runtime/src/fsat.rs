@@ -58,6 +58,8 @@ pub fn open_dir_at(dir: RawFd, name: &str) -> io::Result<OwnedFd> {
 pub struct Dirs {
     root: Arc<OwnedFd>,
     cache: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// Most handles kept: half the descriptors the process may open.
+    cap: usize,
 }
 
 impl Dirs {
@@ -72,6 +74,7 @@ impl Dirs {
         Ok(Dirs {
             root: Arc::new(OwnedFd::from(f)),
             cache: Mutex::new(HashMap::new()),
+            cap: (raise_fd_limit() / 2).clamp(64, 32768) as usize,
         })
     }
 
@@ -88,7 +91,7 @@ impl Dirs {
         let pfd = self.get(parent)?;
         let fd = Arc::new(open_dir_at(pfd.as_raw_fd(), name)?);
         let mut cache = self.cache.lock().unwrap();
-        if cache.len() > 4096 {
+        if cache.len() > self.cap {
             // Bounded: descriptors are a limited resource.
             cache.clear();
         }
@@ -335,4 +338,36 @@ pub fn set_meta_at(
         }
     };
     set_meta_fd(fd.as_raw_fd(), mode, mtime_ns)
+}
+
+/// Raise the soft limit on open descriptors to the hard limit (macOS
+/// starts processes at 256, Linux distributions at 1024; the hard limits are
+/// far higher) and return the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 256;
+    }
+    // macOS refuses a soft limit above OPEN_MAX even when the hard limit is
+    // "unlimited".
+    let want = if cfg!(target_os = "macos") {
+        rl.rlim_max.min(10240)
+    } else {
+        rl.rlim_max.min(1 << 20)
+    };
+    if want > rl.rlim_cur {
+        let new = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            return want as u64;
+        }
+    }
+    rl.rlim_cur as u64
 }

@@ -2,14 +2,14 @@
 //! pieces of the entry list, and the frames inside packs. Everything read
 //! from a store passes through here, and nothing leaves here unverified.
 
+use foldhash::{HashMap, HashMapExt};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::Read;
 
 use stateful_ci_protocol::limits::{MAX_MANIFEST_RAW, MAX_MANIFEST_STORED};
 use stateful_ci_protocol::{
-    BlobId, Codec, Entry, EntryChecker, EntryKind, FORMAT_VERSION, Frame, Manifest, ObjectKey,
-    ObjectKind, Piece, PieceRef,
+    BlobId, Codec, Entry, EntryChecker, EntryKeys, EntryKind, FORMAT_VERSION, Frame, Manifest,
+    ObjectKey, ObjectKind, Piece, PieceRef,
 };
 
 use crate::error::{Error, Result};
@@ -264,44 +264,78 @@ pub fn load_manifest(store: &dyn Store, key: &ObjectKey) -> Result<Manifest> {
 }
 
 /// Stream a snapshot's entries, in order, each fully verified: the pieces'
-/// frames are fetched (a few at a time, cached), every piece is checked
-/// against its BLAKE3 id, parsed, validated, and passed through an
+/// frames are fetched and decoded, every piece is checked against its
+/// BLAKE3 id, parsed and validated, and every entry passes an
 /// [`EntryChecker`]. `f` receives each entry and the piece it came from.
+///
+/// Pieces are read in batches of a few frames: fetching, decoding, hashing
+/// and parsing run in parallel within a batch (they are most of the cost),
+/// the order-dependent checks and `f` run in order. Memory is bounded by
+/// the batch, not by the snapshot.
 pub fn for_each_node(
     store: &dyn Store,
     m: &Manifest,
     mut f: impl FnMut(Node, usize) -> Result<()>,
 ) -> Result<()> {
-    const CACHE: usize = 6;
-    let mut cache: Vec<(u32, Vec<u8>)> = Vec::new();
+    use rayon::prelude::*;
+    use std::sync::Arc;
+    // Frames decoded at once (each at most 16 MiB of plaintext, usually 4).
+    let window = store.parallelism().clamp(2, 8);
     let mut checker = EntryChecker::new(&m.roots);
-    for (pi, p) in m.pieces.iter().enumerate() {
-        let pos = cache.iter().position(|(i, _)| *i == p.frame);
-        let pos = match pos {
-            Some(pos) => pos,
-            None => {
-                let plain = fetch_frame(store, &m.packs, &m.frames[p.frame as usize])?;
-                if cache.len() >= CACHE {
-                    cache.remove(0);
+    let mut kept: HashMap<u32, Arc<Vec<u8>>> = HashMap::new();
+    let mut next = 0;
+    while next < m.pieces.len() {
+        // The batch: consecutive pieces whose frames fit in the window.
+        let mut frames: Vec<u32> = Vec::new();
+        let mut end = next;
+        while end < m.pieces.len() {
+            let fr = m.pieces[end].frame;
+            if !frames.contains(&fr) {
+                if frames.len() == window {
+                    break;
                 }
-                cache.push((p.frame, plain));
-                cache.len() - 1
+                frames.push(fr);
             }
-        };
-        let piece = parse_piece(p, &cache[pos].1, m.packs.len())?;
-        if piece.entries.len() != p.entries as usize {
-            return Err(Error::corrupt(format!(
-                "piece {} holds another number of entries than its reference says",
-                p.id
-            )));
+            end += 1;
         }
-        let frames = piece.frames;
-        for e in piece.entries {
-            checker
-                .check(&e)
-                .map_err(|err| Error::corrupt(format!("snapshot: {err}")))?;
-            f(Node::from_entry(e, &frames), pi)?;
+        let missing: Vec<u32> = frames
+            .iter()
+            .copied()
+            .filter(|fr| !kept.contains_key(fr))
+            .collect();
+        let fetched: Vec<(u32, Arc<Vec<u8>>)> = missing
+            .par_iter()
+            .map(|&fr| {
+                fetch_frame(store, &m.packs, &m.frames[fr as usize]).map(|b| (fr, Arc::new(b)))
+            })
+            .collect::<Result<_>>()?;
+        kept.retain(|fr, _| frames.contains(fr));
+        kept.extend(fetched);
+        let batch = &m.pieces[next..end];
+        let parsed: Vec<(Piece, Vec<EntryKeys>)> = batch
+            .par_iter()
+            .map(|p| {
+                let piece = parse_piece(p, &kept[&p.frame], m.packs.len())?;
+                if piece.entries.len() != p.entries as usize {
+                    return Err(Error::corrupt(format!(
+                        "piece {} holds another number of entries than its reference says",
+                        p.id
+                    )));
+                }
+                let keys = piece.entries.iter().map(EntryKeys::of).collect();
+                Ok((piece, keys))
+            })
+            .collect::<Result<_>>()?;
+        for (k, (piece, keys)) in parsed.into_iter().enumerate() {
+            let frames = piece.frames;
+            for (e, key) in piece.entries.into_iter().zip(keys) {
+                checker
+                    .check_keyed(&e, &key)
+                    .map_err(|err| Error::corrupt(format!("snapshot: {err}")))?;
+                f(Node::from_entry(e, &frames), next + k)?;
+            }
         }
+        next = end;
     }
     checker
         .finish(m)

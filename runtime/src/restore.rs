@@ -24,7 +24,7 @@
 //! disk is replaced, never followed), and credential files are never
 //! written even if a hostile snapshot contains them.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::Write;
@@ -32,6 +32,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -363,11 +364,30 @@ fn make_plan(
     ancestors.sort();
 
     let index = StatIndex::load(workspace);
+    // Directories first, parents before children: below a directory that
+    // is not on disk nothing is, so those paths need no stat (a fresh
+    // runner restores into nothing).
+    let mut dir_disk: HashMap<&str, OnDisk> = HashMap::new();
+    for e in nodes.iter().filter(|e| e.kind == EntryKind::Dir) {
+        let parent = fsat::split(&e.path).0;
+        let disk = match dir_disk.get(parent) {
+            Some(d) if *d != OnDisk::Dir => OnDisk::Missing,
+            _ => on_disk(&workspace.join(&e.path)),
+        };
+        dir_disk.insert(&e.path, disk);
+    }
     let planned: Vec<(OnDisk, Action)> = nodes
         .par_iter()
         .map(|e| {
             let abs = workspace.join(&e.path);
-            let disk = on_disk(&abs);
+            let disk = if e.kind == EntryKind::Dir {
+                dir_disk[e.path.as_str()]
+            } else {
+                match dir_disk.get(fsat::split(&e.path).0) {
+                    Some(d) if *d != OnDisk::Dir => OnDisk::Missing,
+                    _ => on_disk(&abs),
+                }
+            };
             let action = match (e.kind, disk) {
                 (EntryKind::Dir, OnDisk::Dir) => Action::FixMeta,
                 (EntryKind::Symlink, OnDisk::Symlink) => {
@@ -524,8 +544,12 @@ fn execute(
     // Stage.
     reporter.phase(Phase::Fetch, Some(bytes_to_write));
     let mut undo = Undo::default();
+    // The stat of files written inside a new tree, taken from their open
+    // descriptor (moving the tree into place does not change them).
+    let written: Vec<OnceLock<Stat>> = (0..nodes.len()).map(|_| OnceLock::new()).collect();
     let staged = stage(
-        store, manifest, &dirs, &nodes, &place, &to_write, &ancestors, &mut undo, reporter,
+        store, manifest, &dirs, &nodes, &place, &to_write, &ancestors, &mut undo, &written,
+        reporter,
     );
     let (bytes_fetched, objects_fetched) = match staged {
         Ok(x) => x,
@@ -559,6 +583,7 @@ fn execute(
             }
             match (action[i], disk[i]) {
                 (Action::Keep, OnDisk::File(st)) => Some(st),
+                _ if written[i].get().is_some() => written[i].get().copied(),
                 _ => fs::symlink_metadata(workspace.join(&e.path))
                     .ok()
                     .map(|m| Stat::of(&m)),
@@ -618,6 +643,7 @@ fn stage(
     to_write: &[usize],
     ancestors: &[String],
     undo: &mut Undo,
+    written: &[OnceLock<Stat>],
     reporter: &dyn Reporter,
 ) -> Result<(u64, u64)> {
     for a in ancestors {
@@ -742,7 +768,7 @@ fn stage(
                 }
                 for (k, bytes) in verified {
                     for &(i, off, whole) in &targets[&k] {
-                        write_blob(dirs, &nodes[i], &place[i], bytes, off, whole)?;
+                        write_blob(dirs, &nodes[i], &place[i], bytes, off, whole, &written[i])?;
                         reporter.advance(bytes.len() as u64);
                     }
                 }
@@ -776,6 +802,7 @@ fn write_blob(
     bytes: &[u8],
     off: u64,
     whole: bool,
+    written: &OnceLock<Stat>,
 ) -> Result<()> {
     let (dir, name) = staged_at(place).expect("files to write are staged");
     let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
@@ -785,7 +812,13 @@ fn write_blob(
         f.write_all(bytes)
             .map_err(|err| ws_err("write", &e.path, err))?;
         fsat::set_meta_fd(f.as_raw_fd(), e.mode & 0o777, e.mtime_ns)
-            .map_err(|err| ws_err("set the mode of", &e.path, err))
+            .map_err(|err| ws_err("set the mode of", &e.path, err))?;
+        if matches!(place, Place::Fresh { top: false, .. }) {
+            if let Ok(m) = f.metadata() {
+                let _ = written.set(Stat::of(&m));
+            }
+        }
+        Ok(())
     } else {
         let f: File = fsat::open_file_at(d.as_raw_fd(), name, true)
             .map_err(|err| ws_err("open", &e.path, err))?;
@@ -885,16 +918,19 @@ fn apply(
             }
         }
     }
-    // Directory modes and times last, deepest first, since filling a
-    // directory changes its mtime.
-    for e in nodes.iter().rev().filter(|e| e.kind == EntryKind::Dir) {
-        let (parent, name) = fsat::split(&e.path);
-        let d = dirs
-            .get(parent)
-            .map_err(|err| ws_err("open", parent, err))?;
-        fsat::set_meta_at(d.as_raw_fd(), name, true, e.mode & 0o777, e.mtime_ns)
-            .map_err(|err| ws_err("set the metadata of", &e.path, err))?;
-    }
+    // Directory modes and times last, since filling a directory changes
+    // its mtime (setting a child's time or mode does not, so any order).
+    nodes
+        .par_iter()
+        .filter(|e| e.kind == EntryKind::Dir)
+        .try_for_each(|e| {
+            let (parent, name) = fsat::split(&e.path);
+            let d = dirs
+                .get(parent)
+                .map_err(|err| ws_err("open", parent, err))?;
+            fsat::set_meta_at(d.as_raw_fd(), name, true, e.mode & 0o777, e.mtime_ns)
+                .map_err(|err| ws_err("set the metadata of", &e.path, err))
+        })?;
     Ok(removed)
 }
 

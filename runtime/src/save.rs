@@ -19,7 +19,7 @@
 //! save that finds nothing changed loads nothing from the store but the
 //! head.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
