@@ -14,7 +14,9 @@
 #   cold save, restore into an empty dir, restore onto a matching tree,
 #   no-change save, and a save after appending to 1% of the .js files (and,
 #   in 1, rewriting 1 MiB inside one large file).
-# and prints medians (RUNS, default 3 for 1 and 1 for 2), ratios against the
+# and prints medians (RUNS, default 3 for 1 and 1 for 2) of wall time and
+# of CPU time (user + system; a fair comparison on a busy machine, where
+# wall time favours whichever side runs more threads), ratios against the
 # baselines, stored bytes against tar.zst, the 1% save's stored bytes against
 # the cold save's, objects per save and peak RSS. At its end it runs
 # scripts/bench-backend.sh if that file exists.
@@ -63,10 +65,13 @@ bench() {
     local label=$1; shift
     local t0 t1 rss
     t0=$(now)
-    /usr/bin/time -f %M -o "$D/rss" "$@" >"$D/out.json" 2>"$D/err.log" || { cat "$D/err.log" >&2; exit 1; }
+    /usr/bin/time -f '%U %S %M' -o "$D/rss" "$@" >"$D/out.json" 2>"$D/err.log" || { cat "$D/err.log" >&2; exit 1; }
     t1=$(now)
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }' >> "$D/t.$label"
-    rss=$(tail -n1 "$D/rss")
+    # CPU seconds (user + system, children included): unlike wall time,
+    # hardly affected by other load on the machine.
+    tail -n1 "$D/rss" | awk '{ printf "%.3f\n", $1 + $2 }' >> "$D/c.$label"
+    rss=$(tail -n1 "$D/rss" | awk '{ print $3 }')
     if [ "$label" != tar ] && [ "$label" != untar ] && [ "$rss" -gt "$peak" ]; then peak=$rss; fi
   }
   json() { python3 -c "import json,sys; print(json.load(open('$D/out.json'))['$1'])"; }
@@ -128,9 +133,9 @@ PY
   mkdir -p "$D/r-edit"; cp "$D/cfg.toml" "$D/r-edit/stateful-ci.toml"
   run_timed restore_edit "$BIN" restore --store "$D/store" -C "$D/r-edit" --json
   cd "$REPO"
-  remove_settled "$D"/untar-* "$D"/r-* "$D"/cache-r-*
 
   m() { median < "$D/t.$1"; }
+  c() { median < "$D/c.$1"; }
   local tar_t untar_t cold_t re_t rm_t nc_t ed_t
   tar_t=$(m tar); untar_t=$(m untar); cold_t=$(m cold); re_t=$(m restore_empty); rm_t=$(m restore_match); nc_t=$(m nochange); ed_t=$(m edit)
   cat >> "$REPORT" <<REPORT
@@ -138,15 +143,16 @@ PY
 == $name: $files files, $((bytes / 1048576)) MiB, $(nproc) cores, median of $runs
 baseline tar|zstd -T0 --long=30     ${tar_t}s  (${base_bytes} bytes)
 baseline zstd -d | tar -x           ${untar_t}s
-cold save                           ${cold_t}s  ratio to tar|zstd: $(ratio "$cold_t" "$tar_t")  (goal <= 0.8)
+cold save                           ${cold_t}s  ratio to tar|zstd: $(ratio "$cold_t" "$tar_t")  (goal <= 0.8)  CPU $(c cold)s vs $(c tar)s = $(ratio "$(c cold)" "$(c tar)")
   stored                            ${cold_stored} bytes in ${cold_objects} objects = $(ratio "$cold_stored" "$base_bytes")x tar.zst  (goal <= 1.0, <= 20 objects)
-restore into an empty dir           ${re_t}s  ratio to unpack:   $(ratio "$re_t" "$untar_t")  (goal <= 0.6)
+restore into an empty dir           ${re_t}s  ratio to unpack:   $(ratio "$re_t" "$untar_t")  (goal <= 0.6)  CPU $(c restore_empty)s vs $(c untar)s = $(ratio "$(c restore_empty)" "$(c untar)")
 restore onto a matching tree        ${rm_t}s  ratio to unpack:   $(ratio "$rm_t" "$untar_t")
 no-change save                      ${nc_t}s  ratio to cold:     $(ratio "$nc_t" "$cold_t")  (goal <= 0.05)  outcome ${nochange_outcome}, ${nochange_objects} objects
 1% edit save                        ${ed_t}s  stored ${edit_stored} bytes in ${edit_objects} objects = $(ratio "$((edit_stored * 100))" "$cold_stored")% of cold  (goal <= 1%)
 peak RSS (stateful-ci)              $((peak / 1024)) MiB, cold save $((cold_peak / 1024)) MiB  (goal <= 256 MiB)
 REPORT
   tail -n 11 "$REPORT"
+  remove_settled "$D"/untar-* "$D"/r-* "$D"/cache-r-*
 }
 
 echo "== generating the bench workspace"

@@ -32,6 +32,12 @@ FOREIGN = re.compile(
 )
 
 
+# Packages for another platform whose names do not say so. yarn.lock v1 has
+# no os/cpu fields, and yarn 1 skips an optional dependency whose package.json
+# excludes this platform: fsevents declares "os": ["darwin"].
+OTHER_PLATFORM = {"fsevents"}
+
+
 def fail(msgs):
     for m in msgs:
         print(m)
@@ -99,7 +105,7 @@ def lock_yarn_classic(ws):
             for n in names:
                 # yarn.lock has no platform fields: a name that says another
                 # platform is not required to be installed.
-                out[(n, version)] = not FOREIGN.search(n.split("/")[-1])
+                out[(n, version)] = not (FOREIGN.search(n.split("/")[-1]) or n in OTHER_PLATFORM)
     return out
 
 
