@@ -378,7 +378,7 @@ dev_from_the_npm_install() {
   chmod +x "$d/old-node/node"
   expect_stderr "npm: stateful-ci dev with only Node < 22.12 names what is missing" 1 \
     "stateful-ci dev needs Node.js 22.12 or newer to run the local Cloudflare emulator; found only v20.11.1" \
-    env STATEFUL_CI_NODE="$d/old-node/node" XDG_CACHE_HOME="$d/cache" "$npm_bin" dev --port 9 --repository acme/app
+    env STATEFUL_CI_NODE="$d/old-node/node" XDG_CACHE_HOME="$d/cache" STATEFUL_CI_DEFAULT_BRANCH=main "$npm_bin" dev --port 9 --repository acme/app
   port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
   # A fresh cache folder: the first-use install really happens (npm's own
   # download cache is the tools folder's, so reruns are quick).
