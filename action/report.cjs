@@ -102,6 +102,62 @@ function cliArgs(command, inputs) {
   return args;
 }
 
+// The fields of the CLI's run summary this action reads, with their JSON
+// types. The CLI defines them once (runtime/src/report.rs, `RunSummary`);
+// tests/integration/summary_schema.rs runs this check over the real output
+// of `save --json` and `restore --json`, so a renamed field fails there.
+const REPORT_FIELDS = {
+  command: ["string"],
+  outcome: ["string"],
+  snapshot_id: ["string", "null"],
+  files: ["number"],
+  bytes: ["number"],
+  new_bytes: ["number"],
+  duration_ms: ["number"],
+  source: ["object", "null"],
+  warnings: ["array"],
+};
+// Present only on some outcomes.
+const OPTIONAL_REPORT_FIELDS = { error: ["string"] };
+
+function jsonType(v) {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  return typeof v;
+}
+
+// What is wrong with a parsed report (empty when it is as expected).
+function reportProblems(report) {
+  const problems = [];
+  for (const [name, types] of Object.entries(REPORT_FIELDS)) {
+    if (!(name in report)) problems.push(`no field ${name}`);
+    else if (!types.includes(jsonType(report[name]))) {
+      problems.push(`${name} is ${jsonType(report[name])}, expected ${types.join(" or ")}`);
+    }
+  }
+  for (const [name, types] of Object.entries(OPTIONAL_REPORT_FIELDS)) {
+    if (name in report && !types.includes(jsonType(report[name]))) {
+      problems.push(`${name} is ${jsonType(report[name])}, expected ${types.join(" or ")}`);
+    }
+  }
+  if (report.source && (typeof report.source.scope !== "string" || !("trust" in report.source))) {
+    problems.push("source lacks scope or trust");
+  }
+  return problems;
+}
+
+// The step's outputs for a parsed report.
+function outputsFor(command, report) {
+  const restored = command === "restore" && report.outcome === "hit";
+  return {
+    restored: restored ? "true" : "false",
+    "cache-hit": restored ? "true" : "false",
+    "snapshot-id": report.snapshot_id || "",
+    bytes: String(Number.isFinite(report.bytes) ? report.bytes : 0),
+    outcome: report.outcome,
+  };
+}
+
 // The JSON report: exactly one object on stdout by contract; tolerate other
 // lines before it.
 function parseReport(stdout) {
@@ -163,17 +219,24 @@ function runCommand(cli, command, inputs) {
     return strict ? 1 : 0;
   }
 
-  const restored = command === "restore" && report.outcome === "hit";
-  writeOutputs({
-    restored: restored ? "true" : "false",
-    "cache-hit": restored ? "true" : "false",
-    "snapshot-id": report.snapshot_id || "",
-    bytes: String(Number.isFinite(report.bytes) ? report.bytes : 0),
-    outcome: report.outcome,
-  });
+  const problems = reportProblems(report);
+  if (problems.length) {
+    annotate("warning", `the stateful-ci CLI's report is not the one this action reads (${problems.join("; ")}); are the CLI and the action the same version?`);
+  }
+  writeOutputs(outputsFor(command, report));
   writeSummary(command, report, null);
   if (status !== 0) annotate("error", `stateful-ci ${command} failed with exit code ${status}`);
   return status;
 }
 
-module.exports = { annotate, commandData, runCommand, writeOutputs, cliArgs, parseReport };
+module.exports = {
+  annotate,
+  commandData,
+  runCommand,
+  writeOutputs,
+  cliArgs,
+  parseReport,
+  reportProblems,
+  outputsFor,
+  REPORT_FIELDS,
+};

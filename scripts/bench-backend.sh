@@ -92,7 +92,7 @@ ACTIONS_ID_TOKEN_REQUEST_TOKEN=$(field actions-token-request-token)
 [ -n "$ISSUER" ] || { echo "bench-backend: the test issuer did not start" >&2; exit 1; }
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN" dev --port "$port" --repository acme/app --oidc-issuer "$ISSUER" < /dev/null > "$WORK/dev.out" 2> "$WORK/dev.err" &
+"$BIN" dev --port "$port" --repository acme/app --default-branch main --oidc-issuer "$ISSUER" < /dev/null > "$WORK/dev.out" 2> "$WORK/dev.err" &
 dev_pid=$!
 for _ in $(seq 1800); do
   grep -q '^backend: ' "$WORK/dev.out" 2>/dev/null && break

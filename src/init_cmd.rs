@@ -137,13 +137,13 @@ pub fn run(args: &InitArgs, p: &Printer) -> Result<ExitCode, Error> {
         force: args.force,
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let color = interactive && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let color = interactive && p.color_wanted();
     let mut ui = Terminal::new(color);
     let out = init::run(&opts, &mut ui)?;
 
     if mode == Mode::Check {
         for d in &out.diffs {
-            print!("{d}");
+            p.out(&d.to_string());
         }
         let drift: Vec<&str> = [
             (out.config, CONFIG_FILE),

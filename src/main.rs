@@ -99,12 +99,15 @@ fn main() -> ExitCode {
         Some(Command::Upgrade(args)) => upgrade_cmd::upgrade(&args, &printer),
         Some(Command::Destroy(args)) => destroy_cmd::destroy(&args, &printer),
         Some(Command::Dev(args)) => dev_cmd::dev(&args, &printer),
-        Some(Command::Status(args)) => status_cmd::status(&args),
-        None => status_cmd::dashboard(&status_cmd::StatusArgs {
-            limit: 50,
-            backend: std::env::var("STATEFUL_CI_BACKEND_URL").ok(),
-            ..Default::default()
-        }),
+        Some(Command::Status(args)) => status_cmd::status(&args, &printer),
+        None => status_cmd::dashboard(
+            &status_cmd::StatusArgs {
+                limit: 50,
+                backend: std::env::var("STATEFUL_CI_BACKEND_URL").ok(),
+                ..Default::default()
+            },
+            &printer,
+        ),
     };
     match result {
         Ok(code) => code,

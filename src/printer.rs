@@ -1,7 +1,10 @@
-//! All terminal output goes through [`Printer`]: it decides between a
-//! progress bar (interactive terminal), plain lines (logs) and GitHub
-//! Actions workflow commands (`GITHUB_ACTIONS=true`), and honours
-//! `NO_COLOR`. It also implements the engine's `Reporter`.
+//! All terminal output goes through this module: [`Printer`] decides
+//! between a progress bar (interactive terminal), plain lines (logs) and
+//! GitHub Actions workflow commands (`GITHUB_ACTIONS=true`), reads `NO_COLOR`
+//! (the only place that does; [`Printer::color_wanted`] tells the others),
+//! and implements the engine's `Reporter`. Results meant for scripts (JSON,
+//! plans, reports) go to stdout through [`Printer::out`]; everything else to
+//! stderr. No other module of the binary uses `println!`/`eprintln!`.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -12,6 +15,7 @@ use stateful_ci_runtime::{Error, Phase, Reporter};
 
 pub struct Printer {
     tty: bool,
+    no_color: bool,
     github: bool,
     color: bool,
     bar: Mutex<Option<ProgressBar>>,
@@ -29,11 +33,31 @@ impl Printer {
         }
         Printer {
             tty,
+            no_color,
             github,
             color: tty && !no_color,
             bar: Mutex::new(None),
             warnings: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether colour is allowed at all (`NO_COLOR` unset); callers that
+    /// draw on a terminal of their own (init's prompts, the dashboard) ask.
+    pub fn color_wanted(&self) -> bool {
+        !self.no_color
+    }
+
+    /// A result for scripts or the reader, on stdout, exactly as given.
+    pub fn out(&self, text: &str) {
+        self.finish_bar();
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(text.as_bytes());
+        let _ = o.flush();
+    }
+
+    /// [`Printer::out`] with a newline.
+    pub fn out_line(&self, line: &str) {
+        self.out(&format!("{line}\n"));
     }
 
     /// Open a collapsible group in GitHub's log.
@@ -142,6 +166,12 @@ impl Reporter for Printer {
             None => eprintln!("{line}"),
         }
     }
+}
+
+/// A line on stderr for callbacks that cannot hold the printer (they must
+/// be `'static`, e.g. the Cloudflare client's retry hook).
+pub fn note(line: &str) {
+    eprintln!("{line}");
 }
 
 /// Escape a message for a GitHub workflow command.

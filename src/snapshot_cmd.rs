@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde_json::json;
 use stateful_ci_runtime::{
     Config, Error, LocalStore, Overrides, RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome,
     Store,
 };
 
 use stateful_ci_runtime::config;
+use stateful_ci_runtime::report::{Command, Outcome, RunSummary};
 use stateful_ci_runtime::store::WorkerStore;
 use stateful_ci_runtime::store::worker::OidcSource;
 
@@ -127,7 +127,7 @@ fn load(args: &SnapshotArgs) -> Result<(PathBuf, Config), Error> {
 /// one warning with the fix and exit 0 (the job runs cold), unless
 /// `--strict`.
 fn no_backend(
-    command: &str,
+    command: Command,
     args: &SnapshotArgs,
     config: &Config,
     p: &Printer,
@@ -138,29 +138,33 @@ fn no_backend(
     let fix = "run `stateful-ci deploy` (it records [backend] url in stateful-ci.toml; commit that), or set STATEFUL_CI_BACKEND_URL in the workflow";
     if args.strict {
         return Some(Err(Error::user(
-            format!("{command}: no backend is configured"),
+            format!("{}: no backend is configured", command.as_str()),
             fix,
         )));
     }
     stateful_ci_runtime::Reporter::warn(
         p,
         &format!(
-            "stateful-ci {command} skipped: no backend is configured, so the job runs without a snapshot. To fix: {fix}."
+            "stateful-ci {} skipped: no backend is configured, so the job runs without a snapshot. To fix: {fix}.",
+            command.as_str()
         ),
     );
     if args.json {
-        print_json(json!({
-            "command": command, "outcome": "skipped", "snapshot_id": null, "files": 0, "bytes": 0, "new_bytes": 0,
-            "objects_sent": 0, "dedup_ratio": 0.0, "duration_ms": 0, "source": null,
-            "error": "no backend configured", "warnings": p.take_warnings(),
-        }));
+        print_json(
+            p,
+            &RunSummary {
+                error: Some("no backend configured".into()),
+                warnings: p.take_warnings(),
+                ..RunSummary::empty(command, Outcome::Skipped)
+            },
+        );
     }
     Some(Ok(ExitCode::SUCCESS))
 }
 
 pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
-    if let Some(done) = no_backend("save", args, &config, p) {
+    if let Some(done) = no_backend(Command::Save, args, &config, p) {
         return done;
     }
     p.group("stateful-ci save");
@@ -193,36 +197,23 @@ pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
                 s.head.generation,
             ));
             if args.json {
-                print_json(json!({
-                    "command": "save",
-                    "outcome": outcome,
-                    "snapshot_id": s.head.snapshot.to_string(),
-                    "generation": s.head.generation,
-                    "files": s.files,
-                    "dirs": s.dirs,
-                    "symlinks": s.symlinks,
-                    "bytes": s.bytes,
-                    "new_bytes": s.new_bytes,
-                    "stored_bytes": s.stored_bytes,
-                    "objects_sent": s.objects_sent,
-                    "files_read": s.files_read,
-                    "dedup_ratio": s.dedup_ratio(),
-                    "skipped_credentials": s.skipped_credentials,
-                    "skipped_changing": s.skipped_changing,
-                    "duration_ms": s.duration.as_millis() as u64,
-                    "source": null,
-                    "warnings": p.take_warnings(),
-                }));
+                print_json(
+                    p,
+                    &RunSummary {
+                        warnings: p.take_warnings(),
+                        ..RunSummary::saved(&s)
+                    },
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => cache_failure("save", e, args, p),
+        Err(e) => cache_failure(Command::Save, e, args, p),
     }
 }
 
 pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
-    if let Some(done) = no_backend("restore", args, &config, p) {
+    if let Some(done) = no_backend(Command::Restore, args, &config, p) {
         return done;
     }
     p.group("stateful-ci restore");
@@ -236,11 +227,13 @@ pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
                 "miss: no snapshot to restore yet; the job runs cold and `save` will create one",
             );
             if args.json {
-                print_json(json!({
-                    "command": "restore", "outcome": "miss", "snapshot_id": null, "files": 0, "bytes": 0,
-                    "new_bytes": 0, "objects_sent": 0, "dedup_ratio": 0.0,
-                    "duration_ms": s.duration.as_millis() as u64, "source": null, "warnings": p.take_warnings(),
-                }));
+                print_json(
+                    p,
+                    &RunSummary {
+                        warnings: p.take_warnings(),
+                        ..RunSummary::restored(&s)
+                    },
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -260,36 +253,24 @@ pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
                 src.scope,
             ));
             if args.json {
-                print_json(json!({
-                    "command": "restore",
-                    "outcome": "hit",
-                    "snapshot_id": src.head.snapshot.to_string(),
-                    "generation": src.head.generation,
-                    "files": s.files,
-                    "bytes": s.bytes,
-                    "files_written": s.files_written,
-                    "new_bytes": s.bytes_written,
-                    "bytes_fetched": s.bytes_fetched,
-                    "objects_sent": 0,
-                    "objects_fetched": s.objects_fetched,
-                    "removed": s.removed,
-                    "dedup_ratio": if s.bytes == 0 { 1.0 } else { 1.0 - s.bytes_written as f64 / s.bytes as f64 },
-                    "skipped_credentials": s.skipped_credentials,
-                    "duration_ms": s.duration.as_millis() as u64,
-                    "source": {"scope": src.scope, "trust": src.trust},
-                    "warnings": p.take_warnings(),
-                }));
+                print_json(
+                    p,
+                    &RunSummary {
+                        warnings: p.take_warnings(),
+                        ..RunSummary::restored(&s)
+                    },
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => cache_failure("restore", e, args, p),
+        Err(e) => cache_failure(Command::Restore, e, args, p),
     }
 }
 
 /// A cache failure is a warning and a miss unless `--strict`; any other
 /// error is the user's to fix.
 fn cache_failure(
-    command: &str,
+    command: Command,
     e: Error,
     args: &SnapshotArgs,
     p: &Printer,
@@ -297,7 +278,7 @@ fn cache_failure(
     if !e.is_cache_failure() || args.strict {
         return Err(e);
     }
-    let what = if command == "restore" {
+    let what = if command == Command::Restore {
         "the job goes on cold"
     } else {
         "the previous snapshot stays in place"
@@ -305,22 +286,26 @@ fn cache_failure(
     stateful_ci_runtime::Reporter::warn(
         p,
         &format!(
-            "{command} failed: {}; {what} (use --strict to fail instead)",
+            "{} failed: {}; {what} (use --strict to fail instead)",
+            command.as_str(),
             e.message
         ),
     );
     if args.json {
-        print_json(json!({
-            "command": command, "outcome": "error", "snapshot_id": null, "files": 0, "bytes": 0, "new_bytes": 0,
-            "objects_sent": 0, "dedup_ratio": 0.0, "duration_ms": 0, "source": null,
-            "error": e.message, "warnings": p.take_warnings(),
-        }));
+        print_json(
+            p,
+            &RunSummary {
+                error: Some(e.message),
+                warnings: p.take_warnings(),
+                ..RunSummary::empty(command, Outcome::Error)
+            },
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_json(v: serde_json::Value) {
-    println!("{v}");
+fn print_json(p: &Printer, v: &RunSummary) {
+    p.out_line(&v.to_json_line());
 }
 
 fn secs(d: Duration) -> String {

@@ -12,6 +12,8 @@ use clap::Args;
 use stateful_ci_dashboard::{Options, gather, text, tui};
 use stateful_ci_runtime::Error;
 
+use crate::printer::Printer;
+
 #[derive(Args, Clone, Default)]
 pub struct StatusArgs {
     /// Print JSON for scripts instead of text.
@@ -55,7 +57,7 @@ fn options(args: &StatusArgs) -> Result<Options, Error> {
     })
 }
 
-pub fn status(args: &StatusArgs) -> Result<ExitCode, Error> {
+pub fn status(args: &StatusArgs, printer: &Printer) -> Result<ExitCode, Error> {
     let status = gather(&options(args)?);
     if args.json {
         let s = serde_json::to_string_pretty(&status).map_err(|e| {
@@ -64,17 +66,17 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, Error> {
                 "report this bug",
             )
         })?;
-        println!("{s}");
+        printer.out_line(&s);
     } else {
-        print!("{}", text::render(&status));
+        printer.out(&text::render(&status));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Bare `stateful-ci`: the dashboard on a terminal, else `status`.
-pub fn dashboard(args: &StatusArgs) -> Result<ExitCode, Error> {
+pub fn dashboard(args: &StatusArgs, printer: &Printer) -> Result<ExitCode, Error> {
     if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
-        return status(args);
+        return status(args, printer);
     }
     let opts = options(args)?;
     let first = gather(&opts);
@@ -83,7 +85,13 @@ pub fn dashboard(args: &StatusArgs) -> Result<ExitCode, Error> {
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|s| *s > 0)
         .unwrap_or(10);
-    tui::run(first, || gather(&opts), Duration::from_secs(every)).map_err(|e| {
+    tui::run(
+        first,
+        || gather(&opts),
+        Duration::from_secs(every),
+        printer.color_wanted(),
+    )
+    .map_err(|e| {
         Error::user(
             format!("the dashboard could not use the terminal: {e}"),
             "run `stateful-ci status` for a plain-text report",

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use stateful_ci_installer::deploy::{api_override_from_env, route_to_worker};
+use stateful_ci_installer::secrets::{self, Entry};
 use stateful_ci_net::{RetryPolicy, reqwest};
 use stateful_ci_protocol::wire::{
     AdminDecision, AdminDecisionsResponse, AdminRun, AdminRunsResponse, AdminSizesResponse,
@@ -16,15 +18,13 @@ use stateful_ci_protocol::wire::{
 };
 use stateful_ci_protocol::{Head, ObjectKey};
 use stateful_ci_runtime::config::{CONFIG_FILE, LEGACY_CONFIG_FILE};
+use stateful_ci_runtime::deployment::Record;
 use stateful_ci_runtime::{Config, LocalStore, Overrides};
-use toml_edit::{DocumentMut, Item, Value};
 
 use crate::model::*;
 
 /// Environment variable holding the Worker's admin token.
 pub const ADMIN_TOKEN_ENV: &str = "STATEFUL_CI_ADMIN_TOKEN";
-/// Keyring service under which `deploy` keeps the admin token.
-pub const KEYRING_SERVICE: &str = "stateful-ci";
 
 /// The Worker's admin token. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -36,17 +36,18 @@ impl AdminToken {
         (!t.trim().is_empty()).then(|| AdminToken(t.trim().to_string()))
     }
 
-    /// From `STATEFUL_CI_ADMIN_TOKEN`, else the OS keyring entry
-    /// `stateful-ci` / `admin:<worker url>` that `deploy` stores.
+    /// From `STATEFUL_CI_ADMIN_TOKEN`, else where `deploy` stored it: the
+    /// entry [`Entry::AdminToken`] of [`stateful_ci_installer::secrets`]
+    /// (the OS keyring, or its file fallback).
     pub fn find(worker_url: &str) -> Option<Self> {
         if let Ok(t) = std::env::var(ADMIN_TOKEN_ENV)
             && let Some(t) = AdminToken::new(t)
         {
             return Some(t);
         }
-        let user = format!("admin:{}", worker_url.trim_end_matches('/'));
-        let entry = keyring::Entry::new(KEYRING_SERVICE, &user).ok()?;
-        entry.get_password().ok().and_then(AdminToken::new)
+        secrets::get(&Entry::admin_token(worker_url))
+            .ok()
+            .and_then(AdminToken::new)
     }
 
     fn expose(&self) -> &str {
@@ -91,7 +92,15 @@ pub fn gather(opts: &Options) -> Status {
         } else {
             None
         };
-        fetch_backend(&u, token.as_ref(), opts.limit)
+        // A URL from the record is reached like `deploy` reaches it (through
+        // the emulator when CLOUDFLARE_API_BASE_URL points at one).
+        let route = match &opts.backend {
+            Some(_) => None,
+            None => route_to_worker(api_override_from_env().as_deref(), &u, None)
+                .ok()
+                .and_then(|(base, host)| host.map(|h| (base, h))),
+        };
+        fetch_backend_via(&u, route.as_ref(), token.as_ref(), opts.limit)
     });
     let local = opts.store.as_deref().map(read_local);
     let drift = drift(
@@ -155,40 +164,17 @@ pub fn read_config(root: &Path) -> (ConfigView, Option<Deployment>) {
     (view, deployment)
 }
 
-/// Read `[deployment]` leniently: unknown keys are ignored, known ones
-/// accepted under the names `deploy` may use. `None` when the table is
-/// absent or the file is not TOML.
+/// The deployment record as `deploy` wrote it, read by the record's one
+/// owner ([`stateful_ci_runtime::deployment`]), leniently: `None` when the
+/// table is absent, lacks its account or the file is not TOML.
 pub fn parse_deployment(text: &str) -> Option<Deployment> {
-    let doc: DocumentMut = text.parse().ok()?;
-    let t = doc.get("deployment")?.as_table_like()?;
-    let s = |keys: &[&str]| -> Option<String> {
-        keys.iter().find_map(|k| match t.get(k) {
-            Some(Item::Value(Value::String(s))) => Some(s.value().clone()),
-            Some(Item::Value(Value::Integer(i))) => Some(i.value().to_string()),
-            Some(Item::Value(Value::Datetime(d))) => Some(d.value().to_string()),
-            _ => None,
-        })
-    };
-    let migrations = ["migrations", "migrations_applied"]
-        .iter()
-        .find_map(|k| t.get(k).and_then(|i| i.as_array()))
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| match v {
-                    Value::String(s) => Some(s.value().clone()),
-                    Value::Integer(i) => Some(i.value().to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let r = Record::from_toml(text)?;
     Some(Deployment {
-        account_id: s(&["account_id", "account"]),
-        worker_name: s(&["worker_name", "worker", "script_name", "script"]),
-        worker_url: s(&["worker_url", "url"]),
-        worker_version: s(&["worker_version", "version"]),
-        migrations,
-        deployed_at: s(&["deployed_at", "updated_at"]),
+        account_id: Some(r.account_id),
+        worker_name: Some(r.script).filter(|s| !s.is_empty()),
+        worker_url: r.worker_url,
+        worker_version: r.worker_version,
+        migrations: r.d1_migrations,
     })
 }
 
@@ -260,11 +246,16 @@ fn quick_policy() -> RetryPolicy {
 fn get_json<T: DeserializeOwned>(
     client: &reqwest::blocking::Client,
     url: &str,
+    host: Option<&str>,
     token: Option<&AdminToken>,
 ) -> Result<T, String> {
     let resp = stateful_ci_net::send(
         || {
             let r = client.get(url);
+            let r = match host {
+                Some(h) => r.header(reqwest::header::HOST, h),
+                None => r,
+            };
             match token {
                 Some(t) => r.bearer_auth(t.expose()),
                 None => r,
@@ -295,13 +286,26 @@ fn get_json<T: DeserializeOwned>(
 
 /// Ask the Worker at `url` for its health and, with a token, its admin views.
 pub fn fetch_backend(url: &str, token: Option<&AdminToken>, limit: u32) -> BackendView {
-    let base = url.trim_end_matches('/');
+    fetch_backend_via(url, None, token, limit)
+}
+
+/// [`fetch_backend`], sending the requests to `route` = (origin, Host
+/// header) instead of `url` itself (the emulator's workers.dev hosts).
+pub fn fetch_backend_via(
+    url: &str,
+    route: Option<&(String, String)>,
+    token: Option<&AdminToken>,
+    limit: u32,
+) -> BackendView {
+    let shown = url.trim_end_matches('/');
+    let base = route.map_or(shown, |(origin, _)| origin.trim_end_matches('/'));
+    let host = route.map(|(_, h)| h.as_str());
     let client = stateful_ci_net::client(Duration::from_secs(15));
     let mut view = BackendView {
-        url: base.to_string(),
+        url: shown.to_string(),
         ..BackendView::default()
     };
-    match get_json::<HealthResponse>(&client, &format!("{base}/v1/health"), None) {
+    match get_json::<HealthResponse>(&client, &format!("{base}/v1/health"), host, None) {
         Ok(h) => view.health = Some(h),
         Err(e) => view.health_error = Some(e),
     }
@@ -313,12 +317,12 @@ pub fn fetch_backend(url: &str, token: Option<&AdminToken>, limit: u32) -> Backe
     };
     let admin = |route: &str| format!("{base}/v1/admin/{route}?limit={limit}");
     let fetched = (|| {
-        let runs: AdminRunsResponse = get_json(&client, &admin("runs"), Some(token))?;
+        let runs: AdminRunsResponse = get_json(&client, &admin("runs"), host, Some(token))?;
         let decisions: AdminDecisionsResponse =
-            get_json(&client, &admin("decisions"), Some(token))?;
+            get_json(&client, &admin("decisions"), host, Some(token))?;
         let snapshots: AdminSnapshotsResponse =
-            get_json(&client, &admin("snapshots"), Some(token))?;
-        let sizes: AdminSizesResponse = get_json(&client, &admin("sizes"), Some(token))?;
+            get_json(&client, &admin("snapshots"), host, Some(token))?;
+        let sizes: AdminSizesResponse = get_json(&client, &admin("sizes"), host, Some(token))?;
         Ok::<_, String>((runs, decisions, snapshots, sizes))
     })();
     match fetched {
@@ -545,23 +549,50 @@ mod tests {
     fn deployment_record_is_read_leniently() {
         assert_eq!(parse_deployment("preset = \"node\"\n"), None);
         assert_eq!(parse_deployment("not toml ["), None);
+        assert_eq!(parse_deployment("[deployment]\nscript = \"x\"\n"), None);
         let d = parse_deployment(
-            "[deployment]\naccount_id = \"abc\"\nworker_name = \"stateful-ci\"\nworker_url = \"https://w.example\"\nworker_version = \"0.1.0\"\nmigrations = [\"0001_init.sql\", 2]\nfuture_key = { x = 1 }\napi_token = \"must-not-be-read\"\n",
+            "[deployment]\naccount_id = \"abc\"\nscript = \"stateful-ci\"\nworker_url = \"https://w.example\"\nworker_version = \"0.1.0\"\nd1_migrations = [\"0001_init.sql\", 2]\nfuture_key = { x = 1 }\napi_token = \"must-not-be-read\"\n",
         )
         .unwrap();
         assert_eq!(d.account_id.as_deref(), Some("abc"));
+        assert_eq!(d.worker_name.as_deref(), Some("stateful-ci"));
         assert_eq!(d.worker_url.as_deref(), Some("https://w.example"));
-        assert_eq!(d.migrations, vec!["0001_init.sql", "2"]);
+        assert_eq!(d.migrations, vec!["0001_init.sql"]);
         assert!(!format!("{d:?}").contains("must-not-be-read"));
-        let alt = parse_deployment("[deployment]\naccount = \"x\"\nurl = \"u\"\nversion = \"9\"\n")
+    }
+
+    /// The drift check reads the record `deploy` writes (its own writer,
+    /// not a hand-written file): a Worker whose D1 lacks a recorded
+    /// migration is named. Before one owner held the keys, `deploy` wrote
+    /// `d1_migrations` and the dashboard read `migrations`, so this never fired.
+    #[test]
+    fn migration_drift_shows_on_the_record_deploy_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "preset = \"rust\"\n").unwrap();
+        let written = Record {
+            account_id: "0123456789abcdef0123456789abcdef".into(),
+            script: "stateful-ci".into(),
+            worker_url: Some("https://stateful-ci.team.workers.dev".into()),
+            worker_version: Some("0.1.0".into()),
+            d1_migrations: vec!["0001_init.sql".into(), "0002_object_visibility.sql".into()],
+            ..Record::default()
+        };
+        stateful_ci_runtime::deployment::ConfigFile::new(dir.path().join(CONFIG_FILE))
+            .write(&written)
             .unwrap();
-        assert_eq!(
-            (
-                alt.account_id.as_deref(),
-                alt.worker_url.as_deref(),
-                alt.worker_version.as_deref()
-            ),
-            (Some("x"), Some("u"), Some("9"))
+        let (config, deployment) = read_config(dir.path());
+        assert_eq!(config.error, None);
+        let deployment = deployment.expect("the record deploy wrote is read");
+        assert_eq!(deployment.migrations, written.d1_migrations);
+        let same = health("0.1.0", &["0001_init.sql", "0002_object_visibility.sql"]);
+        assert!(drift("0.1.0", Some(&deployment), Some(&same)).is_empty());
+        let behind = health("0.1.0", &["0001_init.sql"]);
+        let d = drift("0.1.0", Some(&deployment), Some(&behind));
+        assert!(
+            d.iter().any(|l| l.contains(
+                "migrations recorded [0001_init.sql, 0002_object_visibility.sql] differ from those the Worker reports [0001_init.sql]"
+            )),
+            "{d:?}"
         );
     }
 

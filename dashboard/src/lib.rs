@@ -1,10 +1,13 @@
 //! stateful-ci's status report and dashboard.
 //!
 //! Owns: gathering what `stateful-ci status` shows ([`gather`]: the config
-//! file, the `[deployment]` record, a local store's heads, the Worker's
-//! health and admin routes), the [`model::Status`] it produces, and three
-//! renderings of it: plain text ([`text`]), JSON (serde on the model) and
-//! the terminal dashboard ([`tui`]).
+//! file, the `[deployment]` record read through its one owner
+//! `stateful_ci_runtime::deployment`, a local store's heads, the Worker's
+//! health and admin routes, with the admin token found where `deploy` stored
+//! it through `stateful_ci_installer::secrets`), the [`model::Status`] it
+//! produces, and three renderings of it: plain text ([`text`]), JSON (serde
+//! on the model) and the terminal dashboard ([`tui`]). It does not read the
+//! environment's colour settings: the binary's printer passes them.
 //!
 //! Must not: change any state (it only reads the store, the config and the
 //! Worker), print or store a secret (the admin token lives only inside

@@ -41,15 +41,16 @@ pub struct ConfigView {
     pub error: Option<String>,
 }
 
-/// The deployment record (`[deployment]` in stateful-ci.toml), read leniently.
+/// What the view shows of the deployment record (`[deployment]` in
+/// stateful-ci.toml, read by `stateful_ci_runtime::deployment`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub account_id: Option<String>,
     pub worker_name: Option<String>,
     pub worker_url: Option<String>,
     pub worker_version: Option<String>,
+    /// `d1_migrations` of the record: what `deploy` applied.
     pub migrations: Vec<String>,
-    pub deployed_at: Option<String>,
 }
 
 /// What the Worker says about itself and, with the admin token, its runs.

@@ -154,9 +154,6 @@ pub fn render(s: &Status) -> String {
             let _ = writeln!(o, "  url        {}", opt(&d.worker_url));
             let _ = writeln!(o, "  version    {}", opt(&d.worker_version));
             let _ = writeln!(o, "  migrations {}", list(&d.migrations));
-            if let Some(at) = &d.deployed_at {
-                let _ = writeln!(o, "  deployed   {at}");
-            }
         }
     }
     let _ = writeln!(

@@ -685,11 +685,17 @@ pub fn storage_lines(s: &Status) -> Vec<String> {
 }
 
 /// Own the terminal: draw, react to keys, refresh every `every` and on `r`.
-/// The terminal is restored on every way out.
-pub fn run(first: Status, mut refresh: impl FnMut() -> Status, every: Duration) -> io::Result<()> {
+/// The terminal is restored on every way out. `color`: whether colour is
+/// allowed (the caller reads `NO_COLOR`).
+pub fn run(
+    first: Status,
+    mut refresh: impl FnMut() -> Status,
+    every: Duration,
+    color: bool,
+) -> io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let mut app = App::new(first);
-    app.color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    app.color = color;
     let mut last = Instant::now();
     let result = (|| -> io::Result<()> {
         loop {

@@ -1,7 +1,8 @@
-//! Snapshot tests of the dashboard's main screens and the text report,
-//! rendered from fixed data. The expected screens live in
-//! `tests/screens/*.txt`; after an intended change, regenerate them with
-//! `UPDATE_SCREENS=1 cargo test -p stateful-ci-dashboard` and review the diff.
+//! Snapshot tests (insta) of the dashboard's main screens and the text
+//! report, rendered from fixed data. The expected screens live in
+//! `tests/screens/*.snap`; after an intended change, run `cargo insta
+//! review` (or `INSTA_UPDATE=always cargo test -p stateful-ci-dashboard`)
+//! and review the diff.
 
 mod fixture;
 
@@ -28,24 +29,13 @@ fn screen(app: &App) -> String {
 }
 
 fn check(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/screens")
-        .join(format!("{name}.txt"));
-    if std::env::var_os("UPDATE_SCREENS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with UPDATE_SCREENS=1 to create it",
-            path.display()
-        )
+    insta::with_settings!({
+        snapshot_path => "screens",
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(name, actual);
     });
-    assert!(
-        expected == actual,
-        "screen {name} differs from {}:\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
 }
 
 fn key(app: &mut App, code: KeyCode) -> Action {

@@ -15,8 +15,8 @@
 
 use std::path::Path;
 
+use crate::Error;
 use serde::Deserialize;
-use stateful_ci_runtime::Error;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/bundle.rs"));

@@ -1,18 +1,14 @@
 //! Where the Cloudflare API token comes from: `CLOUDFLARE_API_TOKEN`, else
-//! the OS keyring (service `stateful-ci`, user = the account id), which
+//! the OS keyring entry [`Entry::ApiToken`] ([`crate::secrets`]), which
 //! `init` writes. Where no keyring is reachable (headless Linux, CI) the
 //! error says so and names the environment variable.
 //!
 //! Must not: print, log or return the token inside an error.
 
-use stateful_ci_runtime::Error;
+use crate::Error;
 
 use crate::cloudflare::{ACCOUNT_ENV, ApiToken, TOKEN_ENV};
-
-pub const KEYRING_SERVICE: &str = "stateful-ci";
-
-/// Set to `1` to skip the keyring (tests, CI).
-pub const NO_KEYRING_ENV: &str = "STATEFUL_CI_NO_KEYRING";
+use crate::secrets::{self, Entry, SecretError};
 
 /// The account id from `--account` / `CLOUDFLARE_ACCOUNT_ID`.
 pub fn account_id(flag: Option<&str>) -> Result<String, Error> {
@@ -47,36 +43,13 @@ pub fn api_token(account: &str) -> Result<ApiToken, Error> {
             return Ok(ApiToken::new(v.trim().to_string()));
         }
     }
-    if std::env::var(NO_KEYRING_ENV).is_ok_and(|v| v == "1") {
-        return Err(no_token(
-            "the keyring is turned off (STATEFUL_CI_NO_KEYRING=1)",
-        ));
-    }
-    match keyring::Entry::new(KEYRING_SERVICE, account).and_then(|e| e.get_password()) {
+    match secrets::get(&Entry::api_token(account)) {
         Ok(v) => Ok(ApiToken::new(v)),
-        Err(keyring::Error::NoEntry) => Err(no_token(&format!(
-            "the OS keyring has no entry for service {KEYRING_SERVICE:?}, account {account}"
-        ))),
-        Err(keyring::Error::NoStorageAccess(_)) | Err(keyring::Error::PlatformFailure(_)) => {
-            Err(no_token(
-                "no OS keyring (secret service) is reachable here, as usual on headless Linux and CI",
-            ))
+        Err(SecretError::NoEntry(why) | SecretError::Unavailable(why)) => Err(no_token(&why)),
+        Err(SecretError::Failed(why)) => {
+            Err(no_token(&format!("the keyring could not be read: {why}")))
         }
-        Err(e) => Err(no_token(&format!("the OS keyring could not be read ({e})"))),
     }
-}
-
-/// Store the token in the keyring. Returns a sentence for the user when
-/// the keyring cannot be used (the caller falls back to the variable).
-pub fn store_token(account: &str, token: &str) -> Result<(), String> {
-    keyring::Entry::new(KEYRING_SERVICE, account)
-        .and_then(|e| e.set_password(token))
-        .map_err(|e| match e {
-            keyring::Error::NoStorageAccess(_) | keyring::Error::PlatformFailure(_) => format!(
-                "no OS keyring (secret service) is reachable here; set {TOKEN_ENV} in the environment instead"
-            ),
-            other => format!("the OS keyring refused the token ({other}); set {TOKEN_ENV} instead"),
-        })
 }
 
 fn no_token(why: &str) -> Error {

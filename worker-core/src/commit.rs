@@ -1,9 +1,22 @@
 //! The rules a scope's Durable Object applies to a commit: compare-and-set on
 //! the head generation, and idempotency keys that return the first result.
 //! The Durable Object runs [`apply`] synchronously between reading and
-//! writing its SQLite storage, so no other commit interleaves.
+//! writing its SQLite storage, so no other commit interleaves, and answers
+//! the Worker with the [`Outcome`] itself (serialised as JSON,
+//! `{"outcome": "applied", "head": {...}}`), not a string to re-interpret.
 
+use serde::{Deserialize, Serialize};
 use stateful_ci_protocol::{Head, ObjectKey};
+
+/// What the Worker asks a scope's Durable Object to commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitCall {
+    pub manifest: ObjectKey,
+    pub expected_generation: u64,
+    pub idempotency_key: String,
+    /// Unix seconds (idempotency keys are remembered for a while).
+    pub now: i64,
+}
 
 /// What an idempotency key was first used for, and what it produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +25,8 @@ pub struct PriorCommit {
     pub head: Head,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "head", rename_all = "snake_case")]
 pub enum Outcome {
     /// Store this head (and remember it under the idempotency key).
     Applied(Head),
@@ -77,6 +91,31 @@ mod tests {
                 snapshot: m(b"b"),
                 generation: 2
             })
+        );
+    }
+
+    #[test]
+    fn the_outcome_crosses_to_the_worker_as_tagged_json() {
+        let h = Head {
+            snapshot: m(b"a"),
+            generation: 3,
+        };
+        for o in [
+            Outcome::Applied(h.clone()),
+            Outcome::Replayed(h.clone()),
+            Outcome::Conflict(Some(h.clone())),
+            Outcome::Conflict(None),
+            Outcome::KeyReused,
+        ] {
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), o, "{json}");
+        }
+        let json = serde_json::to_value(Outcome::Applied(h)).unwrap();
+        assert_eq!(json["outcome"], "applied");
+        assert_eq!(json["head"]["generation"], 3);
+        assert_eq!(
+            serde_json::to_value(Outcome::KeyReused).unwrap(),
+            serde_json::json!({"outcome": "key_reused"})
         );
     }
 

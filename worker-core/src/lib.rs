@@ -10,5 +10,5 @@ pub mod range;
 pub mod retention;
 pub mod visibility;
 
-pub use auth::{AuthError, RunContext, Tenant, TrustClass};
+pub use auth::{AuthError, RunClass, RunContext, Scope, Tenant};
 pub use config::Config;

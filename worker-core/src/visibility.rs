@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use stateful_ci_protocol::wire::{ErrorCode, MAX_KEYS_PER_REQUEST};
 use stateful_ci_protocol::{ObjectKey, ObjectKind};
 
-use crate::auth::RunContext;
+use crate::auth::{RunContext, Scope};
 
 /// The scopes that make an object visible to one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,14 +40,20 @@ pub struct Sight {
 
 impl Sight {
     pub fn of(ctx: &RunContext) -> Sight {
-        let mut snapshot_scopes = ctx.restore_scopes.clone();
-        if let Some(s) = &ctx.save_scope
+        Sight::new(ctx.restore_scopes(), ctx.save_scope())
+    }
+
+    /// The sight of a run with these restore scopes and save scope.
+    pub fn new(restore: &[Scope], save: Option<&Scope>) -> Sight {
+        let mut snapshot_scopes: Vec<String> = restore.iter().map(|s| s.to_string()).collect();
+        let upload_scope = save.map(|s| s.to_string());
+        if let Some(s) = &upload_scope
             && !snapshot_scopes.contains(s)
         {
             snapshot_scopes.push(s.clone());
         }
         Sight {
-            upload_scope: ctx.save_scope.clone(),
+            upload_scope,
             snapshot_scopes,
         }
     }
@@ -181,38 +187,25 @@ mod tests {
         );
     }
 
-    fn ctx(restore: &[&str], save: Option<&str>) -> RunContext {
-        RunContext {
-            tenant: crate::auth::Tenant {
-                owner_id: "1".into(),
-                repository_id: "2".into(),
-            },
-            claims: Default::default(),
-            class: crate::auth::TrustClass::External,
-            workspace: "default".into(),
-            restore_scopes: restore.iter().map(|s| s.to_string()).collect(),
-            save_scope: save.map(str::to_string),
-            save_denied_reason: None,
-            reason: String::new(),
-        }
+    fn sight(restore: &[&str], save: Option<&str>) -> Sight {
+        let restore: Vec<Scope> = restore.iter().map(|s| s.parse().unwrap()).collect();
+        let save: Option<Scope> = save.map(|s| s.parse().unwrap());
+        Sight::new(&restore, save.as_ref())
     }
 
     #[test]
     fn a_run_sees_its_own_uploads_and_the_snapshots_it_may_read() {
-        let pr = Sight::of(&ctx(&["pr:9", "branch:refs/heads/main"], Some("pr:9")));
+        let pr = sight(&["pr:9", "branch:refs/heads/main"], Some("pr:9"));
         assert_eq!(pr.upload_scope.as_deref(), Some("pr:9"));
         assert_eq!(pr.snapshot_scopes, vec!["pr:9", "branch:refs/heads/main"]);
         // A save scope that is not among the restore scopes still counts.
-        let odd = Sight::of(&ctx(
-            &["branch:refs/heads/main"],
-            Some("branch:refs/heads/x"),
-        ));
+        let odd = sight(&["branch:refs/heads/main"], Some("branch:refs/heads/x"));
         assert_eq!(
             odd.snapshot_scopes,
             vec!["branch:refs/heads/main", "branch:refs/heads/x"]
         );
         // A run that may not save sees no uploads at all.
-        let release = Sight::of(&ctx(&["branch:refs/heads/main"], None));
+        let release = sight(&["branch:refs/heads/main"], None);
         assert_eq!(release.upload_scope, None);
         assert_eq!(release.snapshot_scopes, vec!["branch:refs/heads/main"]);
     }

@@ -11,15 +11,15 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::Request;
 
-use crate::{ApiError, ApiResult};
+use crate::refusal::{ApiResult, Refusal};
 
 /// The largest JSON request body accepted. The largest legitimate one is a
 /// commit or prepare listing `MAX_KEYS_PER_REQUEST` (1000) keys of 73
 /// characters: about 80 KB.
 pub const MAX_JSON_BODY: usize = 256 * 1024;
 
-fn too_large() -> ApiError {
-    ApiError::new(
+fn too_large() -> Refusal {
+    Refusal::new(
         ErrorCode::TooLarge,
         format!(
             "the JSON body exceeds {} KiB; list at most 1000 objects per request",
@@ -41,7 +41,7 @@ pub async fn read_capped(req: &Request, cap: usize) -> ApiResult<Vec<u8>> {
         return Ok(Vec::new());
     };
     let broken = |e: JsValue| {
-        ApiError::new(
+        Refusal::new(
             ErrorCode::BadRequest,
             format!("could not read the body: {e:?}; send it again"),
         )
@@ -77,7 +77,7 @@ pub async fn read_capped(req: &Request, cap: usize) -> ApiResult<Vec<u8>> {
 pub async fn read_json<T: DeserializeOwned>(req: &Request) -> ApiResult<T> {
     let bytes = read_capped(req, MAX_JSON_BODY).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
+        Refusal::new(
             ErrorCode::BadRequest,
             format!("the JSON body is not valid for this route: {e}; see docs/PROTOCOL.md"),
         )

@@ -4,34 +4,24 @@
 //! read-decide-write on that storage (no await in between), so no two commits
 //! interleave and no update is lost. It also remembers idempotency keys.
 //!
-//! Internal protocol (only the Worker calls it, through its binding):
+//! Internal protocol (only the Worker calls it, through its binding; the
+//! client side is [`head`] and [`commit`] below):
 //! - `GET https://coordinator/head` → `{"head": Head | null}`
-//! - `POST https://coordinator/commit` with [`CommitCall`] → [`CommitAnswer`]
+//! - `POST https://coordinator/commit` with [`CommitCall`] → the typed
+//!   [`Outcome`] of `worker_core::commit`, serialised
 //!
 //! It does not check R2 or policy: the Worker does that before calling.
 
 use serde::{Deserialize, Serialize};
 use stateful_ci_protocol::{Head, ObjectKey};
+pub use stateful_ci_worker_core::commit::CommitCall;
 use stateful_ci_worker_core::commit::{self, Outcome, PriorCommit};
 use worker::*;
 
+use crate::refusal::{ApiResult, Refusal};
+
 /// Idempotency keys are remembered this long.
 const IDEMPOTENCY_TTL_SECS: i64 = 7 * 86_400;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CommitCall {
-    pub manifest: ObjectKey,
-    pub expected_generation: u64,
-    pub idempotency_key: String,
-    pub now: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CommitAnswer {
-    /// `applied`, `replayed`, `conflict` or `key_reused`.
-    pub outcome: String,
-    pub head: Option<Head>,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HeadAnswer {
@@ -88,7 +78,7 @@ impl ScopeCoordinator {
     }
 
     /// The whole commit, synchronously: no other event runs in between.
-    fn commit(&self, call: &CommitCall) -> Result<CommitAnswer> {
+    fn commit(&self, call: &CommitCall) -> Result<Outcome> {
         let sql = self.sql();
         let current = self.head()?;
         let prior: Vec<IdemRow> = sql
@@ -110,52 +100,35 @@ impl ScopeCoordinator {
                 })
             }
         };
-        let answer = match commit::apply(
+        let outcome = commit::apply(
             current.as_ref(),
             prior.as_ref(),
             call.manifest,
             call.expected_generation,
-        ) {
-            Outcome::Applied(head) => {
-                let g = head.generation as i64;
-                sql.exec(
-                    "INSERT INTO head (id, manifest, generation) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET manifest = excluded.manifest, generation = excluded.generation",
-                    Some(vec![SqlStorageValue::String(head.snapshot.to_string()), SqlStorageValue::Integer(g)]),
-                )?;
-                sql.exec(
-                    "INSERT INTO idempotency (key, manifest, generation, at) VALUES (?, ?, ?, ?)",
-                    Some(vec![
-                        SqlStorageValue::String(call.idempotency_key.clone()),
-                        SqlStorageValue::String(head.snapshot.to_string()),
-                        SqlStorageValue::Integer(g),
-                        SqlStorageValue::Integer(call.now),
-                    ]),
-                )?;
-                sql.exec(
-                    "DELETE FROM idempotency WHERE at < ?",
-                    Some(vec![SqlStorageValue::Integer(
-                        call.now - IDEMPOTENCY_TTL_SECS,
-                    )]),
-                )?;
-                CommitAnswer {
-                    outcome: "applied".into(),
-                    head: Some(head),
-                }
-            }
-            Outcome::Replayed(head) => CommitAnswer {
-                outcome: "replayed".into(),
-                head: Some(head),
-            },
-            Outcome::Conflict(head) => CommitAnswer {
-                outcome: "conflict".into(),
-                head,
-            },
-            Outcome::KeyReused => CommitAnswer {
-                outcome: "key_reused".into(),
-                head: current,
-            },
-        };
-        Ok(answer)
+        );
+        if let Outcome::Applied(head) = &outcome {
+            let g = head.generation as i64;
+            sql.exec(
+                "INSERT INTO head (id, manifest, generation) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET manifest = excluded.manifest, generation = excluded.generation",
+                Some(vec![SqlStorageValue::String(head.snapshot.to_string()), SqlStorageValue::Integer(g)]),
+            )?;
+            sql.exec(
+                "INSERT INTO idempotency (key, manifest, generation, at) VALUES (?, ?, ?, ?)",
+                Some(vec![
+                    SqlStorageValue::String(call.idempotency_key.clone()),
+                    SqlStorageValue::String(head.snapshot.to_string()),
+                    SqlStorageValue::Integer(g),
+                    SqlStorageValue::Integer(call.now),
+                ]),
+            )?;
+            sql.exec(
+                "DELETE FROM idempotency WHERE at < ?",
+                Some(vec![SqlStorageValue::Integer(
+                    call.now - IDEMPOTENCY_TTL_SECS,
+                )]),
+            )?;
+        }
+        Ok(outcome)
     }
 }
 
@@ -181,4 +154,45 @@ impl DurableObject for ScopeCoordinator {
             _ => Response::error("no such coordinator route", 404),
         }
     }
+}
+
+// ---------------------------------------------------------------- the Worker's side
+
+fn stub(env: &Env, name: &str) -> ApiResult<Stub> {
+    Ok(env
+        .durable_object("COORDINATOR")?
+        .id_from_name(name)?
+        .get_stub()?)
+}
+
+async fn answer<T: serde::de::DeserializeOwned>(mut resp: Response) -> ApiResult<T> {
+    if resp.status_code() != 200 {
+        return Err(Refusal::internal(
+            "the scope coordinator failed",
+            resp.text().await.unwrap_or_default(),
+        ));
+    }
+    Ok(resp.json().await?)
+}
+
+/// The head of the scope whose Durable Object is `name`.
+pub async fn head(env: &Env, name: &str) -> ApiResult<Option<Head>> {
+    let resp = stub(env, name)?
+        .fetch_with_str("https://coordinator/head")
+        .await?;
+    Ok(answer::<HeadAnswer>(resp).await?.head)
+}
+
+/// Asks the scope's Durable Object to apply `call`; its typed answer.
+pub async fn commit(env: &Env, name: &str, call: &CommitCall) -> ApiResult<Outcome> {
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(
+        serde_json::to_string(call)
+            .map_err(|e| Refusal::internal("encode", e))?
+            .into(),
+    ));
+    let resp = stub(env, name)?
+        .fetch_with_request(Request::new_with_init("https://coordinator/commit", &init)?)
+        .await?;
+    answer(resp).await
 }

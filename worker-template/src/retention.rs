@@ -17,14 +17,15 @@ use stateful_ci_protocol::wire::ErrorCode;
 use stateful_ci_worker_core::retention::{self, Policy, Stored};
 use worker::*;
 
-use crate::store::{d1_err as err, db, n, s};
-use crate::{ApiError, ApiResult};
+use crate::refusal::{ApiResult, Refusal};
+use crate::settings::{load_config, var};
+use crate::storage::{d1_err as err, db, denials, n, r2, s};
 
 /// The sweep's settings from the Worker's vars.
 pub fn policy(env: &Env) -> ApiResult<Policy> {
-    let cfg = crate::load_config(env)?;
-    Policy::from_vars(cfg.retention_days, |name| crate::var(env, name))
-        .map_err(|m| ApiError::new(ErrorCode::Misconfigured, m))
+    let cfg = load_config(env)?;
+    Policy::from_vars(cfg.retention_days, |name| var(env, name))
+        .map_err(|m| Refusal::new(ErrorCode::Misconfigured, m))
 }
 
 /// What one sweep did (logged; the admin route returns it).
@@ -51,7 +52,7 @@ pub async fn sweep(env: &Env, now: i64) -> ApiResult<Report> {
     mark_unreferenced(&d, &p, now, &mut report).await?;
     delete_marked(env, &d, &p, now, &mut report).await?;
     prune_logs(&d, &p, now, &mut report).await?;
-    crate::denials::flush(env, now, true).await;
+    denials::flush(env, now, true).await;
     Ok(report)
 }
 
@@ -213,18 +214,12 @@ async fn delete_marked(
     debug_assert!(retention::may_delete(now - p.grace_secs, now, p));
     let keys: Vec<String> = gone
         .iter()
-        .map(|g| format!("r/{}/{}", g.tenant, g.object_key))
+        .map(|g| r2::r2_key(&g.tenant, &g.object_key))
         .collect();
-    env.bucket("BUCKET")
-        .map_err(|e| {
-            ApiError::new(
-                ErrorCode::Misconfigured,
-                format!("the R2 binding BUCKET is missing ({e})"),
-            )
-        })?
+    r2::bucket(env)?
         .delete_multiple(keys)
         .await
-        .map_err(|e| ApiError::internal("sweep: R2 delete", e))?;
+        .map_err(|e| Refusal::internal("sweep: R2 delete", e))?;
     let pairs: Vec<[&str; 2]> = gone
         .iter()
         .map(|g| [g.tenant.as_str(), g.object_key.as_str()])

@@ -164,10 +164,10 @@ impl CfError {
     }
 }
 
-impl From<CfError> for stateful_ci_runtime::Error {
+impl From<CfError> for crate::Error {
     fn from(e: CfError) -> Self {
         let hint = e.hint();
-        stateful_ci_runtime::Error::user(e.to_string(), hint)
+        crate::Error::user(e.to_string(), hint)
     }
 }
 

@@ -21,8 +21,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::Error;
 use serde_json::{Value as Json, json};
-use stateful_ci_runtime::Error;
 
 use super::record::{ConfigFile, Record};
 use super::{ADMIN_TOKEN, ADMIN_TOKEN_ENV, cf, random_hex, worker_endpoint};
@@ -106,7 +106,20 @@ pub fn destroy(
         progress(&format!("deleting R2 bucket {}", r.bucket));
         client.delete_bucket(a, &r.bucket).map_err(cf)?;
     }
-    config.clear(r)
+    if let Some(url) = &r.worker_url {
+        let entry = crate::secrets::Entry::admin_token(url);
+        match crate::secrets::delete(&entry) {
+            Ok(()) => progress(&format!(
+                "deleted the admin token's entry {} (OS keyring or its file)",
+                entry.name()
+            )),
+            Err(e) => progress(&format!(
+                "the admin token's entry {} was not deleted: {e}",
+                entry.name()
+            )),
+        }
+    }
+    Ok(config.clear(r)?)
 }
 
 /// The purge route's answer (docs/WORKER.md).

@@ -16,11 +16,12 @@ pub use destroy::{DESTROY_ADMIN_TOKEN_ENV, destroy, destroy_items};
 
 use std::time::{Duration, Instant};
 
+use crate::Error;
 use serde_json::{Value as Json, json};
-use stateful_ci_runtime::Error;
 
 use crate::bundle::Bundle;
 use crate::cloudflare::{CfError, Client, Part};
+use crate::secrets;
 pub use plan::{Desired, Observed, Plan, PlanError, ScriptState, Step};
 pub use record::{ConfigFile, Record};
 pub use repos::Repository;
@@ -143,7 +144,7 @@ impl<'a> Deployer<'a> {
     }
 
     pub fn record(&self) -> Result<Option<Record>, Error> {
-        self.config.read()
+        Ok(self.config.read()?)
     }
 
     pub fn desired(&self, database_id: Option<&str>) -> Desired {
@@ -306,21 +307,17 @@ impl<'a> Deployer<'a> {
                 }
                 Step::PutSecret(s) => {
                     let value = if s == ADMIN_TOKEN {
-                        match std::env::var(ADMIN_TOKEN_ENV)
+                        let (value, origin) = match std::env::var(ADMIN_TOKEN_ENV)
                             .ok()
                             .filter(|v| v.len() >= 16)
                         {
-                            Some(v) => {
-                                notes.push(format!("{ADMIN_TOKEN} set from {ADMIN_TOKEN_ENV}"));
-                                v
-                            }
-                            None => {
-                                notes.push(format!(
-                                    "{ADMIN_TOKEN} generated; to choose it yourself, set {ADMIN_TOKEN_ENV} and put it with the Cloudflare dashboard (Worker settings, Variables and Secrets)"
-                                ));
-                                random_hex(32)?
-                            }
-                        }
+                            Some(v) => (v, format!("set from {ADMIN_TOKEN_ENV}")),
+                            None => (random_hex(32)?, "generated".to_string()),
+                        };
+                        // Stored before it is put, so a Worker never holds a
+                        // token that `status` cannot find.
+                        notes.push(store_admin_token(&plan.worker_url, &value, &origin));
+                        value
                     } else {
                         random_hex(32)?
                     };
@@ -538,14 +535,26 @@ pub fn worker_endpoint(
     worker_url: &str,
     explicit: Option<&str>,
 ) -> Result<(String, Option<String>), Error> {
-    Ok(match explicit {
-        Some(b) => (b.trim_end_matches('/').to_string(), None),
-        None if client.is_overridden() => {
-            let base = stateful_ci_net::reqwest::Url::parse(client.base()).map_err(|e| {
+    let api = client.is_overridden().then(|| client.base());
+    route_to_worker(api, worker_url, explicit)
+}
+
+/// [`worker_endpoint`] for callers without a [`Client`] (`status`, the
+/// dashboard): `api_override` is `CLOUDFLARE_API_BASE_URL` when it is set
+/// to something other than Cloudflare's API.
+pub fn route_to_worker(
+    api_override: Option<&str>,
+    worker_url: &str,
+    explicit: Option<&str>,
+) -> Result<(String, Option<String>), Error> {
+    Ok(match (explicit, api_override) {
+        (Some(b), _) => (b.trim_end_matches('/').to_string(), None),
+        (None, Some(api)) => {
+            let base = stateful_ci_net::reqwest::Url::parse(api).map_err(|e| {
                 Error::user(
                     format!(
-                        "CLOUDFLARE_API_BASE_URL {:?} is not a URL: {e}",
-                        client.base()
+                        "{} {api:?} is not a URL: {e}",
+                        crate::cloudflare::BASE_URL_ENV
                     ),
                     "set it to http(s)://HOST[:PORT]/client/v4",
                 )
@@ -557,8 +566,29 @@ pub fn worker_endpoint(
                 .to_string();
             (origin, Some(host))
         }
-        None => (worker_url.trim_end_matches('/').to_string(), None),
+        (None, None) => (worker_url.trim_end_matches('/').to_string(), None),
     })
+}
+
+/// `CLOUDFLARE_API_BASE_URL` when it names something other than
+/// Cloudflare's API (the emulator), for [`route_to_worker`].
+pub fn api_override_from_env() -> Option<String> {
+    let base = Client::base_from_env();
+    (base != crate::cloudflare::DEFAULT_BASE_URL).then_some(base)
+}
+
+/// Keep the admin token where `status` and the dashboard look
+/// ([`secrets::Entry::AdminToken`]); returns the note saying where (never
+/// the token).
+fn store_admin_token(worker_url: &str, value: &str, origin: &str) -> String {
+    match secrets::set(&secrets::Entry::admin_token(worker_url), value) {
+        Ok(place) => format!(
+            "{ADMIN_TOKEN} {origin} and stored in {place}, where `stateful-ci status` finds it"
+        ),
+        Err(e) => format!(
+            "{ADMIN_TOKEN} {origin} but NOT stored ({e}); `stateful-ci status` needs it in {ADMIN_TOKEN_ENV}: choose a value, put it as the Worker's {ADMIN_TOKEN} with the Cloudflare dashboard (Worker settings, Variables and Secrets) and set {ADMIN_TOKEN_ENV} to it"
+        ),
+    }
 }
 
 pub(crate) fn random_hex(n: usize) -> Result<String, Error> {

@@ -18,26 +18,13 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-use stateful_ci_runtime::Error;
+use crate::Error;
 
 /// Env var read like `--default-branch`.
 pub const DEFAULT_BRANCH_ENV: &str = "STATEFUL_CI_DEFAULT_BRANCH";
 
-/// One allowed repository.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Repository {
-    /// `OWNER/NAME`.
-    pub name: String,
-    /// Its default branch, e.g. `master` (empty: not known yet).
-    pub default_branch: String,
-    /// GitHub's numeric repository id, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// GitHub's numeric owner id, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner_id: Option<String>,
-}
+/// One allowed repository (defined with the deployment record that keeps it).
+pub use stateful_ci_runtime::deployment::Repository;
 
 /// The Worker's `REPOSITORIES` value.
 pub fn worker_var(repos: &[Repository]) -> String {

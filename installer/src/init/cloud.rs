@@ -1,15 +1,12 @@
 //! The two places init reaches outside the repository, both optional:
 //! listing the Cloudflare accounts an API token can see (so the user can
-//! pick one), and keeping the token in the OS keyring (service
-//! `stateful-ci`, user = account id), where `deploy` looks for it when
+//! pick one), and keeping the token in the OS keyring
+//! ([`crate::secrets`]), where `deploy` looks for it when
 //! `CLOUDFLARE_API_TOKEN` is not set. Neither ever prints the token.
 
 use std::time::Duration;
 
 use stateful_ci_net::{RetryPolicy, client, send};
-
-/// The keyring service name shared with `deploy`.
-pub const KEYRING_SERVICE: &str = "stateful-ci";
 
 /// The Cloudflare API base: `CLOUDFLARE_API_BASE_URL` or the public one.
 pub fn api_base() -> String {
@@ -81,32 +78,14 @@ pub fn parse_accounts(status: u16, body: &serde_json::Value) -> Result<Vec<Accou
 
 /// Store `token` for `account_id`; returns what happened, as a sentence.
 pub fn store_token(account_id: &str, token: &str) -> String {
-    let result =
-        keyring::Entry::new(KEYRING_SERVICE, account_id).and_then(|e| e.set_password(token));
-    match result {
-        Ok(()) => format!(
-            "stored the API token in the OS keyring (service {KEYRING_SERVICE}, account {account_id}); deploy uses it when CLOUDFLARE_API_TOKEN is not set"
+    use crate::secrets::{self, Entry};
+    match secrets::set(&Entry::api_token(account_id), token) {
+        Ok(place) => format!(
+            "stored the API token in {place}; deploy uses it when CLOUDFLARE_API_TOKEN is not set"
         ),
-        Err(e @ (keyring::Error::NoStorageAccess(_) | keyring::Error::PlatformFailure(_))) => {
-            format!(
-                "the token was NOT stored: no OS keyring (secret service) is available here ({}); set CLOUDFLARE_API_TOKEN in the environment when you run `stateful-ci deploy`",
-                short(&e)
-            )
-        }
         Err(e) => format!(
-            "the token was NOT stored in the OS keyring ({}); set CLOUDFLARE_API_TOKEN in the environment when you run `stateful-ci deploy`",
-            short(&e)
+            "the token was NOT stored: {e}; set CLOUDFLARE_API_TOKEN in the environment when you run `stateful-ci deploy`"
         ),
-    }
-}
-
-/// The keyring's error on one line, without a long platform chain.
-fn short(e: &keyring::Error) -> String {
-    let s = e.to_string().replace('\n', " ");
-    if s.chars().count() > 200 {
-        format!("{}...", s.chars().take(200).collect::<String>())
-    } else {
-        s
     }
 }
 

@@ -3,10 +3,11 @@
 //! rerun keeps the user's comments, order and other keys, and changes only
 //! what was asked. Pure: text in, text out.
 
-use stateful_ci_runtime::Error;
+use crate::Error;
 use stateful_ci_runtime::config::{
     CONFIG_FILE, LEGACY_CONFIG_FILE, PRESETS, parse_json, parse_toml,
 };
+use stateful_ci_runtime::deployment::key;
 use toml_edit::{Array, DocumentMut, Item, Table, Value};
 
 /// What to set. `None` everywhere leaves the file as it is.
@@ -66,8 +67,8 @@ pub fn current(text: &str) -> Result<CurrentConfig, Error> {
         paths: strings(doc.get("paths")),
         exclude: strings(doc.get("exclude")),
         account_id: doc
-            .get("deployment")
-            .and_then(|d| d.get("account_id"))
+            .get(key::TABLE)
+            .and_then(|d| d.get(key::ACCOUNT_ID))
             .and_then(Item::as_str)
             .map(String::from),
     })
@@ -94,19 +95,19 @@ pub fn apply(existing: Option<&str>, changes: &ConfigChanges) -> Result<String, 
         set_list(doc.as_table_mut(), "exclude", exclude);
     }
     if let Some(id) = &changes.account_id {
-        if !doc.contains_key("deployment") {
+        if !doc.contains_key(key::TABLE) {
             let mut t = Table::new();
             t.decor_mut()
                 .set_prefix("\n# Written by `stateful-ci init` and `stateful-ci deploy`.\n");
-            doc.insert("deployment", Item::Table(t));
+            doc.insert(key::TABLE, Item::Table(t));
         }
-        let table = doc["deployment"].as_table_mut().ok_or_else(|| {
+        let table = doc[key::TABLE].as_table_mut().ok_or_else(|| {
             Error::user(
                 format!("{CONFIG_FILE}: `deployment` is not a table"),
                 "write it as a [deployment] section, or remove it and rerun init",
             )
         })?;
-        set_value(table, "account_id", Value::from(id.as_str()));
+        set_value(table, key::ACCOUNT_ID, Value::from(id.as_str()));
     }
     let text = match existing {
         Some(_) => doc.to_string(),

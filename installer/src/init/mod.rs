@@ -23,7 +23,7 @@ pub mod workflow;
 
 use std::path::{Path, PathBuf};
 
-use stateful_ci_runtime::Error;
+use crate::Error;
 use stateful_ci_runtime::config::{
     CONFIG_FILE, LEGACY_CONFIG_FILE, parse_toml, preset_names, preset_paths,
 };

@@ -4,7 +4,7 @@
 //! in the OS keyring. Flags answer their question in advance. [`Terminal`]
 //! asks with dialoguer on stderr; tests drive [`ask`] with a scripted `Ui`.
 
-use stateful_ci_runtime::Error;
+use crate::Error;
 use stateful_ci_runtime::config::{PRESETS, normalise_paths, preset_paths};
 
 use super::cloud::{self, Account};

@@ -44,7 +44,7 @@ export async function applyMigrations(db) {
  * Starts the Worker. `vars` override the plain-text bindings.
  * Returns { mf, url, db, bucket, stop }.
  */
-export async function startBackend({ issuerUrl, port = 0, vars = {}, persistTo } = {}) {
+export async function startBackend({ issuerUrl, port = 0, vars = {}, persistTo, inspectorPort } = {}) {
   if (!existsSync(join(distDir, "index.js")) || !existsSync(join(distDir, "index_bg.wasm"))) {
     throw new Error(`no Worker bundle in ${distDir}; run scripts/build-worker.sh`);
   }
@@ -70,6 +70,7 @@ export async function startBackend({ issuerUrl, port = 0, vars = {}, persistTo }
     r2Buckets: { BUCKET: "stateful-ci-test-bucket" },
     durableObjects: { COORDINATOR: { className: "ScopeCoordinator", useSQLite: true } },
     ...(persistTo ? { defaultPersistRoot: persistTo } : {}),
+    ...(inspectorPort !== undefined ? { inspectorPort } : {}),
   });
   const url = (await mf.ready).toString().replace(/\/$/, "");
   const db = await mf.getD1Database("DB");

@@ -16,7 +16,7 @@ use stateful_ci_worker_core::auth::{self, AuthError, Verified};
 use wasm_bindgen::JsValue;
 use worker::*;
 
-use crate::{ApiError, ApiResult};
+use crate::refusal::{ApiResult, Refusal};
 
 thread_local! {
     /// name -> (repository id, owner id), as pinned in D1.
@@ -39,7 +39,7 @@ pub async fn check(env: &Env, v: &Verified, now: i64) -> ApiResult<Option<AuthEr
         Some(p) => p,
         None => {
             let db = env.d1("DB").map_err(|e| {
-                ApiError::new(
+                Refusal::new(
                     ErrorCode::Misconfigured,
                     format!("the D1 binding DB is missing ({e}); redeploy with stateful-ci deploy"),
                 )
@@ -51,7 +51,7 @@ pub async fn check(env: &Env, v: &Verified, now: i64) -> ApiResult<Option<AuthEr
                     .await
             };
             let mut row = read().await.map_err(|e| {
-                ApiError::internal(
+                Refusal::internal(
                     "reading the repository pin (apply migration 0004 with `stateful-ci upgrade`)",
                     e,
                 )
@@ -69,17 +69,17 @@ pub async fn check(env: &Env, v: &Verified, now: i64) -> ApiResult<Option<AuthEr
                     JsValue::from_str(&pin.repository_id),
                     JsValue::from_str(&pin.owner_id),
                     JsValue::from_f64(now as f64),
-                    JsValue::from_str(&v.claims.run_id),
+                    JsValue::from_str(auth::claim(&v.claims.run_id)),
                 ])?
                 .run()
                 .await
-                .map_err(|e| ApiError::internal("pinning the repository ids", e))?;
+                .map_err(|e| Refusal::internal("pinning the repository ids", e))?;
                 row = read()
                     .await
-                    .map_err(|e| ApiError::internal("reading the repository pin", e))?;
+                    .map_err(|e| Refusal::internal("reading the repository pin", e))?;
             }
             let Some(row) = row else {
-                return Err(ApiError::internal(
+                return Err(Refusal::internal(
                     "pinning the repository ids",
                     "the pin was not stored",
                 ));

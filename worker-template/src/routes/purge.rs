@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use stateful_ci_protocol::wire::ErrorCode;
 use worker::*;
 
-use crate::{ApiError, ApiResult};
+use crate::refusal::{ApiResult, Refusal, json};
+use crate::storage::r2;
 
 #[derive(Deserialize)]
 struct PurgeRequest {
@@ -28,35 +29,30 @@ struct PurgeAnswer {
 }
 
 pub async fn purge(req: &mut Request, env: &Env) -> ApiResult<Response> {
-    let body: PurgeRequest = crate::read_json(req).await?;
+    let body: PurgeRequest = crate::body::read_json(req).await?;
     if body.confirm != "delete-every-object" {
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             ErrorCode::BadRequest,
             "send {\"confirm\": \"delete-every-object\"}: this route deletes every object of the bucket",
         ));
     }
     let limit = body.limit.unwrap_or(1000).clamp(1, 1000);
-    let bucket = env.bucket("BUCKET").map_err(|e| {
-        ApiError::new(
-            ErrorCode::Misconfigured,
-            format!("the R2 binding BUCKET is missing ({e})"),
-        )
-    })?;
+    let bucket = r2::bucket(env)?;
     let listed = bucket
         .list()
         .limit(limit)
         .execute()
         .await
-        .map_err(|e| ApiError::internal("R2 list failed", e))?;
+        .map_err(|e| Refusal::internal("R2 list failed", e))?;
     let keys: Vec<String> = listed.objects().iter().map(|o| o.key()).collect();
     let deleted = keys.len() as u32;
     if !keys.is_empty() {
         bucket
             .delete_multiple(keys)
             .await
-            .map_err(|e| ApiError::internal("R2 delete failed", e))?;
+            .map_err(|e| Refusal::internal("R2 delete failed", e))?;
     }
-    crate::json(
+    json(
         200,
         &PurgeAnswer {
             deleted,

@@ -22,7 +22,7 @@ thread_local! {
 /// Count one refusal; write the isolate's counts if an hour has passed
 /// since its last write (or this is its first refusal).
 pub async fn count(env: &Env, route: &str, reason: &str) {
-    let now = crate::now_secs();
+    let now = crate::settings::now_secs();
     COUNTER.with(|c| c.borrow_mut().count(route, reason, now));
     flush(env, now, false).await;
 }
@@ -88,7 +88,7 @@ pub struct DenialsReport {
 }
 
 /// `GET /v1/admin/denials`: the counts, newest hour first.
-pub async fn report(env: &Env, limit: u32) -> crate::ApiResult<DenialsReport> {
+pub async fn report(env: &Env, limit: u32) -> crate::refusal::ApiResult<DenialsReport> {
     #[derive(serde::Deserialize)]
     struct Row {
         hour: i64,
