@@ -12,11 +12,11 @@ use serde::de::DeserializeOwned;
 use stateful_ci_installer::deploy::{api_override_from_env, route_to_worker};
 use stateful_ci_installer::secrets::{self, Entry};
 use stateful_ci_net::{RetryPolicy, reqwest};
+use stateful_ci_protocol::ObjectKey;
 use stateful_ci_protocol::wire::{
     AdminDecision, AdminDecisionsResponse, AdminRun, AdminRunsResponse, AdminSizesResponse,
     AdminSnapshot, AdminSnapshotsResponse, ErrorBody, HealthResponse,
 };
-use stateful_ci_protocol::{Head, ObjectKey};
 use stateful_ci_runtime::config::{CONFIG_FILE, LEGACY_CONFIG_FILE};
 use stateful_ci_runtime::deployment::Record;
 use stateful_ci_runtime::{Config, LocalStore, Overrides};
@@ -422,80 +422,36 @@ pub fn join_runs(
 
 // ------------------------------------------------------------- local store
 
-fn decode_scope(name: &str) -> String {
-    let b = name.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(hex) = b.get(i + 1..i + 3)
-            && let Ok(hex) = std::str::from_utf8(hex)
-            && let Ok(v) = u8::from_str_radix(hex, 16)
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Describe the local store at `dir` without creating or changing it.
+/// Describe the local store at `dir` without creating or changing it (the
+/// layout is the store's own business: `LocalStore::inspect`).
 pub fn read_local(dir: &Path) -> LocalView {
     let mut view = LocalView {
         path: dir.display().to_string(),
         ..LocalView::default()
     };
-    if !dir.join("STATEFUL-CI-STORE").exists() {
-        view.error = Some(format!(
-            "{} is not a stateful-ci store (no STATEFUL-CI-STORE marker): pass the directory given to `save --store`",
-            dir.display()
-        ));
-        return view;
-    }
-    view.unique_bytes = dir_bytes(&dir.join("packs")) + dir_bytes(&dir.join("manifests"));
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("heads"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()?
-                        .strip_suffix(".json")
-                        .map(String::from)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    for name in names {
-        let scope = decode_scope(&name);
+    let seen = match LocalStore::inspect(dir) {
+        Ok(seen) => seen,
+        Err(e) => {
+            view.error = Some(format!(
+                "{}{}",
+                e.message,
+                e.hint.map(|h| format!(": {h}")).unwrap_or_default()
+            ));
+            return view;
+        }
+    };
+    view.unique_bytes = seen.unique_bytes;
+    for s in seen.scopes {
         let mut row = LocalScope {
-            scope: scope.clone(),
+            scope: s.scope.clone(),
             ..LocalScope::default()
         };
-        let head: Result<Head, String> =
-            std::fs::read(dir.join("heads").join(format!("{name}.json")))
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
-        match head {
+        match s.head {
             Err(e) => row.error = Some(format!("head file is damaged: {e}")),
             Ok(h) => {
                 row.generation = h.generation;
                 row.snapshot = h.snapshot.to_string();
-                fill_from_manifest(dir, &scope, &h.snapshot, &mut row);
+                fill_from_manifest(dir, &s.scope, &h.snapshot, &mut row);
             }
         }
         view.referenced_bytes += row.stored_bytes;
@@ -505,9 +461,14 @@ pub fn read_local(dir: &Path) -> LocalView {
 }
 
 fn fill_from_manifest(dir: &Path, scope: &str, key: &ObjectKey, row: &mut LocalScope) {
-    let loaded = LocalStore::open(dir, scope)
-        .and_then(|s| stateful_ci_runtime::objects::load_manifest(&s, key));
-    match loaded {
+    let store = match LocalStore::open_existing(dir, scope) {
+        Ok(s) => s,
+        Err(e) => {
+            row.error = Some(e.message);
+            return;
+        }
+    };
+    match stateful_ci_runtime::objects::load_manifest(&store, key) {
         Err(e) => row.error = Some(e.message),
         Ok(m) => {
             row.created_at = m.created_at;
@@ -519,12 +480,9 @@ fn fill_from_manifest(dir: &Path, scope: &str, key: &ObjectKey, row: &mut LocalS
             row.stored_bytes = m
                 .packs
                 .iter()
-                .filter_map(|p| std::fs::metadata(dir.join(p.to_string())).ok())
-                .map(|md| md.len())
+                .filter_map(|p| store.object_len(p))
                 .sum::<u64>()
-                + std::fs::metadata(dir.join(key.to_string()))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+                + store.object_len(key).unwrap_or(0);
         }
     }
 }
@@ -743,16 +701,6 @@ mod tests {
         // Unknown run: no ref or event is invented.
         assert_eq!(rows[0].git_ref, None);
         assert_eq!(rows[0].event, None);
-    }
-
-    #[test]
-    fn scope_file_names_decode() {
-        assert_eq!(
-            decode_scope("branch%3Arefs%2Fheads%2Fmain"),
-            "branch:refs/heads/main"
-        );
-        assert_eq!(decode_scope("default"), "default");
-        assert_eq!(decode_scope("bad%zz%4"), "bad%zz%4");
     }
 
     #[test]

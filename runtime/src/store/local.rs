@@ -262,6 +262,110 @@ fn store_io(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 /// File-name-safe form of a scope name.
+/// The inverse of [`encode_scope`] (lenient: a malformed escape is kept as is).
+fn decode_scope(name: &str) -> String {
+    let b = name.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(v) if b[i] == b'%' => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One scope of a store, as [`LocalStore::inspect`] finds it.
+#[derive(Debug, Clone)]
+pub struct ScopeHead {
+    pub scope: String,
+    /// The head, or why its file could not be read.
+    pub head: std::result::Result<Head, String>,
+}
+
+/// What a store directory holds, read without creating or changing anything.
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    /// Every scope with a head, sorted by scope.
+    pub scopes: Vec<ScopeHead>,
+    /// Bytes of every object in the store (shared objects counted once).
+    pub unique_bytes: u64,
+}
+
+impl LocalStore {
+    /// Describe the store at `root` for `status`: the heads of every scope
+    /// and the bytes it holds. Creates and changes nothing; an error (with
+    /// a hint) when `root` is not a store of this format.
+    pub fn inspect(root: &Path) -> Result<Inspection> {
+        let store = LocalStore::open_existing(root, "")?;
+        let mut scopes: Vec<ScopeHead> = fs::read_dir(root.join("heads"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let name = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
+                        let head =
+                            fs::read(e.path())
+                                .map_err(|err| err.to_string())
+                                .and_then(|b| {
+                                    serde_json::from_slice(&b).map_err(|err| err.to_string())
+                                });
+                        Some(ScopeHead {
+                            scope: decode_scope(&name),
+                            head,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        scopes.sort_by(|a, b| a.scope.cmp(&b.scope));
+        let dir_bytes = |d: &str| -> u64 {
+            fs::read_dir(store.root.join(d))
+                .map(|d| {
+                    d.filter_map(|e| e.ok()?.metadata().ok())
+                        .filter(|m| m.is_file())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        Ok(Inspection {
+            scopes,
+            unique_bytes: dir_bytes("packs") + dir_bytes("manifests"),
+        })
+    }
+
+    /// Open an existing store for reading, creating nothing.
+    pub fn open_existing(root: &Path, scope: &str) -> Result<Self> {
+        if !root.join(MARKER).exists() {
+            return Err(Error::user(
+                format!(
+                    "{} is not a stateful-ci store (no {MARKER} marker)",
+                    root.display()
+                ),
+                "pass the directory given to `save --store`",
+            ));
+        }
+        // The marker's version is checked the same way as on open.
+        LocalStore::open(root, scope)
+    }
+
+    /// The stored size of an object, if the store has it.
+    pub fn object_len(&self, key: &ObjectKey) -> Option<u64> {
+        fs::metadata(self.object_path(key)).ok().map(|m| m.len())
+    }
+}
+
 fn encode_scope(scope: &str) -> String {
     let mut out = String::with_capacity(scope.len());
     for b in scope.bytes() {
@@ -278,6 +382,48 @@ fn encode_scope(scope: &str) -> String {
 mod tests {
     use super::*;
     use stateful_ci_protocol::ObjectKind;
+
+    #[test]
+    fn scope_names_round_trip_through_file_names() {
+        for scope in [
+            "default",
+            "branch:refs/heads/main",
+            "pr:42",
+            "caf\u{e9} x/%",
+        ] {
+            assert_eq!(decode_scope(&encode_scope(scope)), scope);
+        }
+    }
+
+    #[test]
+    fn inspect_lists_scopes_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_store = dir.path().join("empty");
+        fs::create_dir(&not_a_store).unwrap();
+        let err = LocalStore::inspect(&not_a_store).unwrap_err();
+        assert!(
+            err.message.contains("not a stateful-ci store"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            fs::read_dir(&not_a_store).unwrap().count(),
+            0,
+            "inspect created files"
+        );
+
+        let root = dir.path().join("store");
+        let s = LocalStore::open(&root, "branch:refs/heads/main").unwrap();
+        let key = ObjectKey::for_bytes(ObjectKind::Manifest, b"m");
+        s.put(&key, b"m").unwrap();
+        assert!(matches!(cas(&s, 0, &key).unwrap(), CasOutcome::Updated(_)));
+        let seen = LocalStore::inspect(&root).unwrap();
+        assert_eq!(seen.scopes.len(), 1);
+        assert_eq!(seen.scopes[0].scope, "branch:refs/heads/main");
+        assert_eq!(seen.scopes[0].head.as_ref().unwrap().snapshot, key);
+        assert_eq!(seen.unique_bytes, 1);
+        assert_eq!(s.object_len(&key), Some(1));
+    }
 
     fn cas(s: &LocalStore, expected: u64, snapshot: &ObjectKey) -> Result<CasOutcome> {
         s.commit(&Commit {
