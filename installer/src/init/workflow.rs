@@ -142,7 +142,12 @@ fn job_env(kind: Option<&Detected>) -> Vec<(&'static str, &'static str)> {
 /// change: it is byte for byte what `npm ci` accepted); when it has none,
 /// there is nothing to do (measured: `npm install` on a matching tree of
 /// 264 packages takes 2-3 s, a tenth of the cold install).
-/// Exit 0 when package.json has a script `npm ci` runs for the project
+/// The other package managers follow the same rule: with a matching stamp
+/// the restored `node_modules` is the tree they built from these very files
+/// (measured: pnpm's "Already up to date" still took 4.2 s, yarn 1's 1.7 s),
+/// so they run only when the project has install scripts of its own.
+///
+/// Exit 0 when package.json has a script the install runs for the project
 /// itself.
 const NPM_HAS_INSTALL_SCRIPTS: &str = r#"node -e 'const s = require("./package.json").scripts || {}; process.exit(["preinstall", "install", "postinstall", "prepublish", "preprepare", "prepare", "postprepare"].some((k) => k in s) ? 0 : 1)'"#;
 
@@ -185,7 +190,8 @@ fn node_locked_install(pm: NodePm) -> String {
     );
     let body = if fresh.is_empty() {
         format!(
-            "if [ \"$(cat node_modules/.stateful-ci-stamp 2>/dev/null)\" != \"$stamp\" ]; then\n  rm -rf node_modules\nfi\n{matching}"
+            "if [ \"$(cat node_modules/.stateful-ci-stamp 2>/dev/null)\" != \"$stamp\" ]; then\n  rm -rf node_modules\n  {matching}\nelif {NPM_HAS_INSTALL_SCRIPTS}; then\n  {matching}\nelse\n  echo \"node_modules was installed by {} from these very files: nothing to install\"\nfi",
+            pm.name()
         )
     } else {
         format!(
