@@ -551,8 +551,20 @@ fn interactive_init_asks_before_replacing_a_changed_workflow() {
     p.expect("Globs to leave out").unwrap();
     p.send_line("").unwrap();
     p.expect("API token to keep in the OS keyring").unwrap();
-    p.send_line("").unwrap(); // skip
-    p.expect("-        run: npm test -- --ci").unwrap();
+    // A password prompt turns echo off with TCSAFLUSH after printing
+    // itself, which drops input that arrived in between (a race a loaded
+    // machine loses): answer again until the next output shows.
+    p.set_expect_timeout(Some(Duration::from_secs(5)));
+    let mut answered = false;
+    for _ in 0..12 {
+        p.send_line("").unwrap(); // skip
+        if p.expect("-        run: npm test -- --ci").is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the password prompt never took the answer");
+    p.set_expect_timeout(Some(Duration::from_secs(60)));
     p.expect("Replace .github/workflows/stateful-ci.yml?")
         .unwrap();
     p.send("n").unwrap();
