@@ -28,7 +28,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -139,8 +139,11 @@ enum Place {
     /// top of such a tree, `dir` is its real parent and `name` the private
     /// name; `top` says so.
     Fresh {
-        dir: String,
-        name: String,
+        /// Shared by every entry of the staged directory.
+        dir: Arc<str>,
+        /// The private name of the top; below it, entries keep their own
+        /// name (the last component of their path).
+        name: Option<String>,
         top: bool,
     },
     /// A private name in the entry's real parent directory.
@@ -415,26 +418,26 @@ fn make_plan(
 
     // Placement: a directory that is not a directory on disk is built whole
     // under a private name; everything below it goes there too.
-    let mut fresh: HashMap<&str, String> = HashMap::new();
+    let mut fresh: HashMap<&str, Arc<str>> = HashMap::new();
     let mut place = Vec::with_capacity(nodes.len());
     for (i, e) in nodes.iter().enumerate() {
         let (parent, name) = fsat::split(&e.path);
         let p = if let Some(staged_parent) = fresh.get(parent) {
             let p = Place::Fresh {
                 dir: staged_parent.clone(),
-                name: name.to_string(),
+                name: None,
                 top: false,
             };
             if e.kind == EntryKind::Dir {
-                fresh.insert(&e.path, join(staged_parent, name));
+                fresh.insert(&e.path, join(staged_parent, name).into());
             }
             p
         } else if e.kind == EntryKind::Dir && disk[i] != OnDisk::Dir {
             let sname = staging_name(i);
-            fresh.insert(&e.path, join(parent, &sname));
+            fresh.insert(&e.path, join(parent, &sname).into());
             Place::Fresh {
-                dir: parent.to_string(),
-                name: sname,
+                dir: parent.into(),
+                name: Some(sname),
                 top: true,
             }
         } else if e.kind != EntryKind::Dir && action[i] == Action::Write {
@@ -583,19 +586,22 @@ fn execute(
             }
         })
         .collect();
-    for (e, st) in nodes.iter().zip(stats) {
+    let files = nodes.iter().filter(|e| e.kind == EntryKind::File);
+    let (file_count, file_bytes) = (files.clone().count() as u64, files.map(|e| e.size).sum());
+    // The index takes the nodes' paths and blob lists (no copy).
+    drop((place, written));
+    for (e, st) in nodes.into_iter().zip(stats) {
         if let Some(st) = st {
-            index.record_written(e.path.clone(), &st, e.blobs.clone());
+            index.record_written(e.path, &st, e.blobs);
         }
     }
     index.finish();
 
-    let files = nodes.iter().filter(|e| e.kind == EntryKind::File);
     let summary = RestoreSummary {
         outcome: RestoreOutcome::Restored,
         source: None,
-        files: files.clone().count() as u64,
-        bytes: files.map(|e| e.size).sum(),
+        files: file_count,
+        bytes: file_bytes,
         files_written: to_write.len() as u64,
         bytes_written: bytes_to_write,
         bytes_fetched,
@@ -607,10 +613,14 @@ fn execute(
     Ok((summary, index))
 }
 
-/// Where a file's bytes go while staging: (parent dir, name).
-fn staged_at(p: &Place) -> Option<(&str, &str)> {
+/// Where an entry is staged: (parent dir, name).
+fn staged_at<'a>(p: &'a Place, e: &'a Node) -> Option<(&'a str, &'a str)> {
     match p {
-        Place::Fresh { dir, name, .. } | Place::Temp { dir, name } => Some((dir, name)),
+        Place::Fresh { dir, name, .. } => Some((
+            dir,
+            name.as_deref().unwrap_or_else(|| fsat::split(&e.path).1),
+        )),
+        Place::Temp { dir, name } => Some((dir, name)),
         Place::None => None,
     }
 }
@@ -648,7 +658,7 @@ fn stage(
     // Directories of new trees, parents first; symlinks; empty and
     // multi-blob files created at their size.
     for (i, e) in nodes.iter().enumerate() {
-        let Some((dir, name)) = staged_at(&place[i]) else {
+        let Some((dir, name)) = staged_at(&place[i], e) else {
             continue;
         };
         let top = matches!(
@@ -774,7 +784,7 @@ fn stage(
         .par_iter()
         .filter(|&&i| nodes[i].blobs.len() > 1)
         .try_for_each(|&i| {
-            let (dir, name) = staged_at(&place[i]).expect("files to write are staged");
+            let (dir, name) = staged_at(&place[i], &nodes[i]).expect("files to write are staged");
             let d = dirs.get(dir).map_err(|e| ws_err("open", dir, e))?;
             fsat::set_meta_at(
                 d.as_raw_fd(),
@@ -797,7 +807,7 @@ fn write_blob(
     whole: bool,
     written: &OnceLock<Stat>,
 ) -> Result<()> {
-    let (dir, name) = staged_at(place).expect("files to write are staged");
+    let (dir, name) = staged_at(place, e).expect("files to write are staged");
     let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
     if whole {
         let mut f = fsat::create_file_at(d.as_raw_fd(), name)
@@ -863,30 +873,20 @@ fn apply(
             Place::Fresh { top: false, .. } => {}
             Place::Fresh {
                 dir,
-                name: sname,
+                name: Some(sname),
                 top: true,
+            } => {
+                move_into_place(dirs, e, dir, sname, name)?;
             }
-            | Place::Temp { dir, name: sname } => {
-                let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
-                // Re-checked now, not taken from the plan.
-                match fsat::kind_at(d.as_raw_fd(), name)
-                    .map_err(|err| ws_err("stat", &e.path, err))?
-                {
-                    Kind::Missing => {}
-                    Kind::Dir => {
-                        fsat::remove_at(d.as_raw_fd(), name)
-                            .map_err(|err| ws_err("remove", &e.path, err))?;
-                        dirs.forget(&e.path);
-                    }
-                    _ if e.kind == EntryKind::Dir => {
-                        fsat::remove_at(d.as_raw_fd(), name)
-                            .map_err(|err| ws_err("remove", &e.path, err))?;
-                    }
-                    // A file or symlink is replaced by the rename itself.
-                    _ => {}
-                }
-                fsat::rename_at(d.as_raw_fd(), sname, d.as_raw_fd(), name)
-                    .map_err(|err| ws_err("move into place", &e.path, err))?;
+            Place::Temp { dir, name: sname } => {
+                move_into_place(dirs, e, dir, sname, name)?;
+            }
+            Place::Fresh {
+                top: true,
+                name: None,
+                ..
+            } => {
+                unreachable!("the top of a staged tree has a private name")
             }
             Place::None => {
                 if action[i] == Action::FixMeta && e.kind != EntryKind::Dir {
@@ -924,6 +924,26 @@ fn apply(
                 .map_err(|err| ws_err("set the metadata of", &e.path, err))
         })?;
     Ok(removed)
+}
+
+/// Move a staged entry (`sname` in `dir`) over its real name, replacing
+/// what is there now (re-checked at this moment, not taken from the plan).
+fn move_into_place(dirs: &Dirs, e: &Node, dir: &str, sname: &str, name: &str) -> Result<()> {
+    let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
+    match fsat::kind_at(d.as_raw_fd(), name).map_err(|err| ws_err("stat", &e.path, err))? {
+        Kind::Missing => {}
+        Kind::Dir => {
+            fsat::remove_at(d.as_raw_fd(), name).map_err(|err| ws_err("remove", &e.path, err))?;
+            dirs.forget(&e.path);
+        }
+        _ if e.kind == EntryKind::Dir => {
+            fsat::remove_at(d.as_raw_fd(), name).map_err(|err| ws_err("remove", &e.path, err))?;
+        }
+        // A file or symlink is replaced by the rename itself.
+        _ => {}
+    }
+    fsat::rename_at(d.as_raw_fd(), sname, d.as_raw_fd(), name)
+        .map_err(|err| ws_err("move into place", &e.path, err))
 }
 
 fn check_free_space(workspace: &Path, need: u64) -> Result<()> {

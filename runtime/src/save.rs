@@ -39,7 +39,7 @@ use stateful_ci_protocol::{
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objects::{
-    Loc, Node, encode_frame, encode_manifest, load_manifest, load_nodes, looks_incompressible,
+    Loc, Node, encode_frame, encode_manifest, for_each_node, load_manifest, looks_incompressible,
     make_piece,
 };
 use crate::report::{Phase, Reporter};
@@ -143,19 +143,13 @@ fn known_from(
                 let mut keys = b.packs.clone();
                 keys.push(snap);
                 if store.missing(&keys)?.is_empty() {
-                    let mut blobs = HashMap::new();
-                    for r in index.records() {
-                        for (id, loc) in &r.blobs {
-                            if (loc.frame.pack as usize) < b.packs.len() {
-                                blobs.insert(*id, *loc);
-                            }
-                        }
-                    }
+                    // `blobs` is filled from the index's records while they
+                    // are walked beside the scan, and only if a file is read.
                     let pieces = b.pieces.iter().map(|(p, f)| (p.id, (*p, *f))).collect();
                     return Ok(Known {
                         base: Some(b.clone()),
                         index_valid: true,
-                        blobs,
+                        blobs: HashMap::new(),
                         pieces,
                     });
                 }
@@ -168,15 +162,15 @@ fn known_from(
         if m.packs.len() > COMPACT_AT || !store.missing(&m.packs)?.is_empty() {
             return Ok(None);
         }
-        let nodes = load_nodes(store, &m)?;
-        Ok(Some((m, nodes)))
+        let mut blobs = HashMap::new();
+        for_each_node(store, &m, |n, _| {
+            blobs.extend(n.blobs);
+            Ok(())
+        })?;
+        Ok(Some((m, blobs)))
     });
     match loaded {
-        Ok(Some((m, nodes))) => {
-            let mut blobs = HashMap::new();
-            for n in &nodes {
-                blobs.extend(n.blobs.iter().copied());
-            }
+        Ok(Some((m, blobs))) => {
             let pieces: Vec<(PieceRef, Frame)> = m
                 .pieces
                 .iter()
@@ -269,21 +263,42 @@ fn xxh(b: &[u8]) -> u64 {
 
 /// Where the entry list is cut: after an entry whose path hashes to 0
 /// modulo [`PIECE_AVG`], or after [`PIECE_MAX`] entries.
-fn piece_bounds(nodes: &[Node]) -> Vec<std::ops::Range<usize>> {
+fn piece_bounds<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
-    for (i, n) in nodes.iter().enumerate() {
-        if xxh(n.path.as_bytes()) % PIECE_AVG == 0
-            || i + 1 - start >= PIECE_MAX.min(MAX_PIECE_ENTRIES)
-        {
+    let mut len = 0;
+    for (i, p) in paths.enumerate() {
+        len = i + 1;
+        if xxh(p.as_bytes()) % PIECE_AVG == 0 || i + 1 - start >= PIECE_MAX.min(MAX_PIECE_ENTRIES) {
             out.push(start..i + 1);
             start = i + 1;
         }
     }
-    if start < nodes.len() {
-        out.push(start..nodes.len());
+    if start < len {
+        out.push(start..len);
     }
     out
+}
+
+/// Pieces are built (JSON, then hashed) this many at a time, so the entry
+/// list is never held as JSON, or as nodes, all at once.
+const PIECE_BATCH: usize = 1024;
+
+/// The node an entry becomes in the snapshot.
+fn node_of(s: &Scanned, blobs: &[(BlobId, Loc)]) -> Node {
+    Node {
+        path: s.path.clone(),
+        kind: s.kind,
+        mode: s.stat.mode,
+        mtime_ns: s.stat.mtime_ns,
+        size: if s.kind == EntryKind::File {
+            s.stat.size
+        } else {
+            0
+        },
+        target: s.target.clone(),
+        blobs: blobs.to_vec(),
+    }
 }
 
 pub fn save(
@@ -310,32 +325,74 @@ pub fn save(
     let head = store.save_head()?;
     let old_index = StatIndex::load(workspace);
     let store_id = store.describe();
-    let known = known_from(store, head.as_ref(), &old_index, &store_id, reporter)?;
+    let mut known = known_from(store, head.as_ref(), &old_index, &store_id, reporter)?;
     let base_packs = known.base.as_ref().map_or(0, |b| b.packs.len());
+    let mut entries = entries;
 
-    // Files whose stat matches the index are not read.
+    // Each entry's blobs: `Some` once known, `None` for a file to read (and
+    // still `None` after reading if it vanished or kept changing: such a
+    // file is left out). Directories and symlinks have none. The stat
+    // index's records are walked beside the scan (both are sorted by path)
+    // and their blob lists moved, not copied: a file whose stat matches is
+    // not read at all.
+    let mut blobs_of: Vec<Option<Vec<(BlobId, Loc)>>> = Vec::with_capacity(entries.len());
     let mut to_read: Vec<usize> = Vec::new();
-    let mut reused: HashMap<usize, Vec<(BlobId, Loc)>> = HashMap::new();
-    for (i, s) in entries.iter().enumerate() {
-        if s.kind != EntryKind::File {
-            continue;
-        }
-        let hit = known
-            .index_valid
-            .then(|| old_index.lookup(&s.path, &s.stat))
-            .flatten();
-        match hit.filter(|r| {
-            r.blobs
-                .iter()
-                .all(|(_, l)| (l.frame.pack as usize) < base_packs)
-        }) {
-            Some(r) => {
-                reused.insert(i, r.blobs.clone());
+    // Blobs of the base that no unchanged file holds (changed, moved or
+    // deleted files): a read file may well have one of them.
+    let mut stale: Vec<(BlobId, Loc)> = Vec::new();
+    {
+        let stored =
+            |b: &[(BlobId, Loc)]| b.iter().all(|(_, l)| (l.frame.pack as usize) < base_packs);
+        let mut keep_stale = |b: Vec<(BlobId, Loc)>| {
+            stale.extend(
+                b.into_iter()
+                    .filter(|(_, l)| (l.frame.pack as usize) < base_packs),
+            )
+        };
+        let records = if known.index_valid {
+            old_index.into_files()
+        } else {
+            drop(old_index);
+            Vec::new()
+        };
+        let mut rec = records.into_iter().peekable();
+        for (i, s) in entries.iter().enumerate() {
+            if s.kind != EntryKind::File {
+                blobs_of.push(Some(Vec::new()));
+                continue;
             }
-            None => to_read.push(i),
+            let mut hit = None;
+            while let Some((p, _)) = rec.peek() {
+                match p.as_str().cmp(s.path.as_str()) {
+                    std::cmp::Ordering::Less => keep_stale(rec.next().expect("peeked").1.blobs),
+                    std::cmp::Ordering::Equal => {
+                        let r = rec.next().expect("peeked").1;
+                        if r.matches(&s.stat) && stored(&r.blobs) {
+                            hit = Some(r.blobs);
+                        } else {
+                            keep_stale(r.blobs);
+                        }
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            if hit.is_none() {
+                to_read.push(i);
+            }
+            blobs_of.push(hit);
+        }
+        for (_, r) in rec {
+            keep_stale(r.blobs);
         }
     }
-    drop(old_index);
+    // The blobs a read file can be deduplicated against, built only when a
+    // file is read (a save that finds nothing changed never needs it).
+    if known.index_valid && !to_read.is_empty() {
+        let held = blobs_of.iter().flatten().flatten().copied();
+        known.blobs = stale.drain(..).chain(held).collect();
+    }
+    drop(stale);
 
     // Group the files to read: sorted by extension (like compresses with
     // like), then cut into groups of about one frame.
@@ -384,8 +441,9 @@ pub fn save(
     let rx = Mutex::new(rx);
     *packer.sender.lock().unwrap() = Some(tx);
 
-    type Outcomes = Vec<(usize, FileOutcome)>;
-    type Packed = (Outcomes, Vec<Node>, Vec<(PieceRef, Frame)>, bool);
+    // (read time of each read file by entry index, changing files, pieces,
+    // whether the entry list equals the base's)
+    type Packed = (Vec<(usize, i64)>, Vec<String>, Vec<(PieceRef, Frame)>, bool);
     let result: Result<Packed> = std::thread::scope(|scope| {
         for _ in 0..uploaders {
             scope.spawn(|| {
@@ -398,8 +456,8 @@ pub fn save(
                 }
             });
         }
-        let run = || -> Result<_> {
-            let outcomes: Vec<Outcomes> = groups
+        let mut run = || -> Result<_> {
+            let outcomes: Vec<Vec<(usize, FileOutcome)>> = groups
                 .par_iter()
                 .map(|g| {
                     let mut fb = FrameBuilder::new(&packer);
@@ -412,7 +470,6 @@ pub fn save(
                     Ok(out)
                 })
                 .collect::<Result<_>>()?;
-            let outcomes: Outcomes = outcomes.into_iter().flatten().collect();
             let new_locs = std::mem::take(&mut *packer.new_locs.lock().unwrap());
             let resolve = |id: &BlobId| -> Result<(BlobId, Loc)> {
                 new_locs
@@ -423,99 +480,96 @@ pub fn save(
                         Error::store(format!("internal error: blob {id} has no stored location"))
                     })
             };
-            let mut read: HashMap<usize, &FileOutcome> = HashMap::new();
-            for (i, o) in &outcomes {
-                read.insert(*i, o);
-            }
-            let mut nodes = Vec::with_capacity(entries.len());
-            for (i, s) in entries.iter().enumerate() {
-                let (stat, blobs) = match s.kind {
-                    EntryKind::File => {
-                        if let Some(b) = reused.get(&i) {
-                            (s.stat, b.clone())
-                        } else if let Some(FileOutcome::Read { ids, stat, .. }) = read.get(&i) {
-                            (*stat, ids.iter().map(&resolve).collect::<Result<Vec<_>>>()?)
-                        } else {
-                            continue;
-                        }
+            let mut read_at = Vec::with_capacity(to_read.len());
+            let mut changing = Vec::new();
+            for (i, o) in outcomes.into_iter().flatten() {
+                match o {
+                    FileOutcome::Read {
+                        ids,
+                        stat,
+                        read_at: at,
+                    } => {
+                        blobs_of[i] = Some(ids.iter().map(&resolve).collect::<Result<Vec<_>>>()?);
+                        // The snapshot and the index record the stat the
+                        // content was read under.
+                        entries[i].stat = stat;
+                        read_at.push((i, at));
                     }
-                    _ => (s.stat, Vec::new()),
-                };
-                nodes.push(Node {
-                    path: s.path.clone(),
-                    kind: s.kind,
-                    mode: stat.mode,
-                    mtime_ns: stat.mtime_ns,
-                    size: if s.kind == EntryKind::File {
-                        stat.size
-                    } else {
-                        0
-                    },
-                    target: s.target.clone(),
-                    blobs,
-                });
+                    FileOutcome::Changing => changing.push(entries[i].path.clone()),
+                    FileOutcome::Vanished => {}
+                }
             }
+            read_at.sort_unstable();
+            drop(new_locs);
 
-            // Pieces: reuse the stored ones, pack the new ones.
-            let bounds = piece_bounds(&nodes);
-            let built: Vec<(Vec<u8>, BlobId, u32)> = bounds
-                .par_iter()
-                .map(|r| {
-                    let json = make_piece(&nodes[r.clone()]).to_json();
-                    let id = BlobId::of(&json);
-                    (json, id, r.len() as u32)
-                })
+            // Pieces, a batch at a time: reuse the stored ones, pack the new.
+            let included: Vec<usize> = (0..entries.len())
+                .filter(|&i| blobs_of[i].is_some())
                 .collect();
+            let bounds = piece_bounds(included.iter().map(|&i| entries[i].path.as_str()));
+            let mut ids = Vec::with_capacity(bounds.len());
+            let mut pieces = Vec::with_capacity(bounds.len());
+            let mut pending = Vec::new();
+            let mut fb = FrameBuilder::new(&packer);
+            for batch in bounds.chunks(PIECE_BATCH) {
+                let built: Vec<(Vec<u8>, BlobId, u32)> = batch
+                    .par_iter()
+                    .map(|r| {
+                        let nodes: Vec<Node> = included[r.clone()]
+                            .iter()
+                            .map(|&i| {
+                                node_of(&entries[i], blobs_of[i].as_deref().unwrap_or_default())
+                            })
+                            .collect();
+                        let json = make_piece(&nodes).to_json();
+                        let id = BlobId::of(&json);
+                        (json, id, r.len() as u32)
+                    })
+                    .collect();
+                for (json, id, n) in built {
+                    ids.push(id);
+                    if let Some((p, f)) = known.pieces.get(&id) {
+                        pieces.push(Some((PieceRef { entries: n, ..*p }, *f)));
+                    } else {
+                        pieces.push(None);
+                        pending.push((pieces.len() - 1, id, n));
+                        fb.add_piece(&json, id)?;
+                    }
+                }
+            }
+            fb.flush_all()?;
             let same_as_base = known.base.as_ref().is_some_and(|b| {
                 head.as_ref()
                     .is_some_and(|h| Some(h.snapshot) == b.snapshot)
                     && b.roots == config.paths
-                    && b.pieces.len() == built.len()
-                    && b.pieces
-                        .iter()
-                        .zip(&built)
-                        .all(|((p, _), (_, id, _))| p.id == *id)
+                    && b.pieces.len() == ids.len()
+                    && b.pieces.iter().zip(&ids).all(|((p, _), id)| p.id == *id)
             });
-            let mut pieces = Vec::with_capacity(built.len());
-            if !same_as_base {
-                let mut fb = FrameBuilder::new(&packer);
-                let mut pending = Vec::new();
-                for (json, id, n) in &built {
-                    if let Some((p, f)) = known.pieces.get(id) {
-                        pieces.push(Some((PieceRef { entries: *n, ..*p }, *f)));
-                    } else {
-                        pieces.push(None);
-                        pending.push((pieces.len() - 1, *id, *n));
-                        fb.add_piece(json, *id)?;
-                    }
-                }
-                fb.flush_all()?;
-                let new_locs = packer.new_locs.lock().unwrap();
-                for (slot, id, n) in pending {
-                    let loc = new_locs.get(&id).copied().or_else(|| {
-                        known.pieces.get(&id).map(|(p, f)| Loc {
-                            frame: *f,
-                            offset: p.offset,
-                            length: p.length,
-                        })
-                    });
-                    let loc = loc.ok_or_else(|| {
-                        Error::store(format!("internal error: piece {id} was not packed"))
-                    })?;
-                    pieces[slot] = Some((
-                        PieceRef {
-                            id,
-                            frame: 0,
-                            offset: loc.offset,
-                            length: loc.length,
-                            entries: n,
-                        },
-                        loc.frame,
-                    ));
-                }
+            let new_locs = packer.new_locs.lock().unwrap();
+            for (slot, id, n) in pending {
+                let loc = new_locs.get(&id).copied().or_else(|| {
+                    known.pieces.get(&id).map(|(p, f)| Loc {
+                        frame: *f,
+                        offset: p.offset,
+                        length: p.length,
+                    })
+                });
+                let loc = loc.ok_or_else(|| {
+                    Error::store(format!("internal error: piece {id} was not packed"))
+                })?;
+                pieces[slot] = Some((
+                    PieceRef {
+                        id,
+                        frame: 0,
+                        offset: loc.offset,
+                        length: loc.length,
+                        entries: n,
+                    },
+                    loc.frame,
+                ));
             }
             let pieces: Vec<(PieceRef, Frame)> = pieces.into_iter().flatten().collect();
-            Ok((outcomes, nodes, pieces, same_as_base))
+            Ok((read_at, changing, pieces, same_as_base))
         };
         let result = run();
         let finished = packer.finish();
@@ -525,7 +579,7 @@ pub fn save(
     if let Some(e) = packer.failed.lock().unwrap().take() {
         return Err(e);
     }
-    let (outcomes, nodes, pieces, unchanged) = result?;
+    let (read_at, skipped_changing, pieces, unchanged) = result?;
     let Packer {
         pack_keys,
         objects_sent,
@@ -537,52 +591,31 @@ pub fn save(
     let mut stored_bytes = stored_bytes.into_inner();
     let mut objects_sent = objects_sent.into_inner();
     let new_bytes = new_bytes.into_inner();
+    drop(known.blobs);
 
-    // The new stat index.
+    // The new stat index takes the entries' paths and blob lists.
     reporter.phase(Phase::Commit, None);
     let mut index = StatIndex::default();
-    let mut skipped_changing = Vec::new();
-    for (i, o) in &outcomes {
-        if let FileOutcome::Changing = o {
-            skipped_changing.push(entries[*i].path.clone());
-        }
-    }
-    let read_at: HashMap<&str, (Stat, i64)> = outcomes
-        .iter()
-        .filter_map(|(i, o)| match o {
-            FileOutcome::Read { stat, read_at, .. } => {
-                Some((entries[*i].path.as_str(), (*stat, *read_at)))
-            }
-            _ => None,
-        })
-        .collect();
     let (mut files, mut dirs, mut symlinks, mut bytes) = (0u64, 0u64, 0u64, 0u64);
-    for n in &nodes {
-        match n.kind {
+    let mut read_at = read_at.into_iter().peekable();
+    for (i, (s, b)) in entries.into_iter().zip(blobs_of).enumerate() {
+        let at = read_at.next_if(|(j, _)| *j == i).map(|(_, at)| at);
+        let Some(b) = b else { continue };
+        match s.kind {
             EntryKind::File => {
                 files += 1;
-                bytes += n.size;
+                bytes += s.stat.size;
+                match at {
+                    Some(at) => index.record_read(s.path, &s.stat, b, at),
+                    None => index.record_written(s.path, &s.stat, b),
+                }
             }
             EntryKind::Dir => dirs += 1,
             EntryKind::Symlink => symlinks += 1,
         }
     }
-    let scanned_stat: HashMap<&str, Stat> = entries
-        .iter()
-        .filter(|s| s.kind == EntryKind::File)
-        .map(|s| (s.path.as_str(), s.stat))
-        .collect();
-    for n in nodes.iter().filter(|n| n.kind == EntryKind::File) {
-        match read_at.get(n.path.as_str()) {
-            Some((stat, at)) => index.record_read(n.path.clone(), stat, n.blobs.clone(), *at),
-            None => {
-                if let Some(st) = scanned_stat.get(n.path.as_str()) {
-                    index.record_written(n.path.clone(), st, n.blobs.clone());
-                }
-            }
-        }
-    }
     index.finish();
+    let entry_count = files + dirs + symlinks;
 
     let roots = config.paths.clone();
     let summary = |outcome, head: Head, objects_sent: u64, stored_bytes: u64| SaveSummary {
@@ -644,7 +677,7 @@ pub fn save(
         packs,
         frames,
         pieces: refs,
-        entries: nodes.len() as u64,
+        entries: entry_count,
         files,
         bytes,
     };

@@ -42,6 +42,18 @@ pub struct Record {
     pub blobs: Vec<(BlobId, Loc)>,
 }
 
+impl Record {
+    /// Whether a file with this stat is the one recorded (and the record is
+    /// trusted to say so).
+    pub fn matches(&self, stat: &Stat) -> bool {
+        self.trusted
+            && self.size == stat.size
+            && self.mtime_ns == stat.mtime_ns
+            && self.ctime_ns == stat.ctime_ns
+            && self.ino == stat.ino
+    }
+}
+
 /// The snapshot the index's locations refer to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Base {
@@ -96,7 +108,9 @@ impl StatIndex {
         let dir = path.parent().expect("index path has a parent");
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-        std::fs::write(&tmp, self.encode())?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        self.encode_to(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?;
         std::fs::rename(&tmp, &path)
     }
 
@@ -107,17 +121,27 @@ impl StatIndex {
             .binary_search_by(|(p, _)| p.as_str().cmp(path))
             .ok()?;
         let r = &self.files[i].1;
-        (r.trusted
-            && r.size == stat.size
-            && r.mtime_ns == stat.mtime_ns
-            && r.ctime_ns == stat.ctime_ns
-            && r.ino == stat.ino)
-            .then_some(r)
+        r.matches(stat).then_some(r)
     }
 
     /// Every record (for callers that rebuild the set of stored blobs).
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.files.iter().map(|(_, r)| r)
+    }
+
+    /// The records, sorted by path, given up (so a caller walking a sorted
+    /// scan beside them can move blob lists out instead of copying them).
+    pub fn into_files(self) -> Vec<(String, Record)> {
+        self.files
+    }
+
+    /// How many files are recorded.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
     }
 
     /// Record a file whose content was read at `read_at_ns`. Racy entries
@@ -159,8 +183,17 @@ impl StatIndex {
         self.files.dedup_by(|a, b| a.0 == b.0);
     }
 
+    #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(64 + self.files.len() * 128);
+        let mut w = Vec::new();
+        self.encode_to(&mut w).expect("writing to a Vec");
+        w
+    }
+
+    /// Write the index to `out` a record at a time (the index of a
+    /// 500,000-file workspace is about 100 MB: it is never built in memory).
+    fn encode_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut w = Vec::with_capacity(64 * 1024);
         w.extend_from_slice(MAGIC);
         match &self.base {
             None => w.push(0),
@@ -190,6 +223,10 @@ impl StatIndex {
                     put_u64(&mut w, p.length);
                     put_u64(&mut w, p.entries as u64);
                     put_frame(&mut w, f);
+                    if w.len() >= 60 * 1024 {
+                        out.write_all(&w)?;
+                        w.clear();
+                    }
                 }
             }
         }
@@ -208,8 +245,12 @@ impl StatIndex {
                 put_u64(&mut w, loc.offset);
                 put_u64(&mut w, loc.length);
             }
+            if w.len() >= 60 * 1024 {
+                out.write_all(&w)?;
+                w.clear();
+            }
         }
-        w
+        out.write_all(&w)
     }
 }
 
