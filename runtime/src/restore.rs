@@ -134,18 +134,12 @@ enum Action {
 enum Place {
     /// Nothing to stage.
     None,
-    /// Inside a new tree being built under a private name: `dir` is the
-    /// staged parent's relative path, `name` the entry's own name. For the
-    /// top of such a tree, `dir` is its real parent and `name` the private
-    /// name; `top` says so.
-    Fresh {
-        /// Shared by every entry of the staged directory.
-        dir: Arc<str>,
-        /// The private name of the top; below it, entries keep their own
-        /// name (the last component of their path).
-        name: Option<String>,
-        top: bool,
-    },
+    /// The top of a new tree built under a private `name` in its real
+    /// parent `dir`, moved into place whole.
+    FreshTop { dir: String, name: String },
+    /// Inside such a tree: `dir` is the staged parent's relative path
+    /// (shared by its entries); the entry keeps its own name.
+    Fresh { dir: Arc<str> },
     /// A private name in the entry's real parent directory.
     Temp { dir: String, name: String },
 }
@@ -425,8 +419,6 @@ fn make_plan(
         let p = if let Some(staged_parent) = fresh.get(parent) {
             let p = Place::Fresh {
                 dir: staged_parent.clone(),
-                name: None,
-                top: false,
             };
             if e.kind == EntryKind::Dir {
                 fresh.insert(&e.path, join(staged_parent, name).into());
@@ -435,10 +427,9 @@ fn make_plan(
         } else if e.kind == EntryKind::Dir && disk[i] != OnDisk::Dir {
             let sname = staging_name(i);
             fresh.insert(&e.path, join(parent, &sname).into());
-            Place::Fresh {
-                dir: parent.into(),
-                name: Some(sname),
-                top: true,
+            Place::FreshTop {
+                dir: parent.to_string(),
+                name: sname,
             }
         } else if e.kind != EntryKind::Dir && action[i] == Action::Write {
             Place::Temp {
@@ -616,11 +607,8 @@ fn execute(
 /// Where an entry is staged: (parent dir, name).
 fn staged_at<'a>(p: &'a Place, e: &'a Node) -> Option<(&'a str, &'a str)> {
     match p {
-        Place::Fresh { dir, name, .. } => Some((
-            dir,
-            name.as_deref().unwrap_or_else(|| fsat::split(&e.path).1),
-        )),
-        Place::Temp { dir, name } => Some((dir, name)),
+        Place::Fresh { dir } => Some((dir, fsat::split(&e.path).1)),
+        Place::FreshTop { dir, name } | Place::Temp { dir, name } => Some((dir, name)),
         Place::None => None,
     }
 }
@@ -661,10 +649,7 @@ fn stage(
         let Some((dir, name)) = staged_at(&place[i], e) else {
             continue;
         };
-        let top = matches!(
-            place[i],
-            Place::Fresh { top: true, .. } | Place::Temp { .. }
-        );
+        let top = matches!(place[i], Place::FreshTop { .. } | Place::Temp { .. });
         let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
         match e.kind {
             EntryKind::Dir => {
@@ -816,7 +801,7 @@ fn write_blob(
             .map_err(|err| ws_err("write", &e.path, err))?;
         fsat::set_meta_fd(f.as_raw_fd(), e.mode & 0o777, e.mtime_ns)
             .map_err(|err| ws_err("set the mode of", &e.path, err))?;
-        if matches!(place, Place::Fresh { top: false, .. }) {
+        if matches!(place, Place::Fresh { .. }) {
             if let Ok(m) = f.metadata() {
                 let _ = written.set(Stat::of(&m));
             }
@@ -870,23 +855,9 @@ fn apply(
     for (i, e) in nodes.iter().enumerate() {
         let (parent, name) = fsat::split(&e.path);
         match &place[i] {
-            Place::Fresh { top: false, .. } => {}
-            Place::Fresh {
-                dir,
-                name: Some(sname),
-                top: true,
-            } => {
+            Place::Fresh { .. } => {}
+            Place::FreshTop { dir, name: sname } | Place::Temp { dir, name: sname } => {
                 move_into_place(dirs, e, dir, sname, name)?;
-            }
-            Place::Temp { dir, name: sname } => {
-                move_into_place(dirs, e, dir, sname, name)?;
-            }
-            Place::Fresh {
-                top: true,
-                name: None,
-                ..
-            } => {
-                unreachable!("the top of a staged tree has a private name")
             }
             Place::None => {
                 if action[i] == Action::FixMeta && e.kind != EntryKind::Dir {

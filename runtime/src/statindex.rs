@@ -108,10 +108,14 @@ impl StatIndex {
         let dir = path.parent().expect("index path has a parent");
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        self.encode_to(&mut w)?;
-        w.into_inner().map_err(|e| e.into_error())?;
-        std::fs::rename(&tmp, &path)
+        // encode_to writes in chunks of about 64 KiB: no second buffer.
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| self.encode_to(&mut f))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// The record of `path` if its stat matches it.
@@ -124,24 +128,10 @@ impl StatIndex {
         r.matches(stat).then_some(r)
     }
 
-    /// Every record (for callers that rebuild the set of stored blobs).
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.files.iter().map(|(_, r)| r)
-    }
-
     /// The records, sorted by path, given up (so a caller walking a sorted
     /// scan beside them can move blob lists out instead of copying them).
     pub fn into_files(self) -> Vec<(String, Record)> {
         self.files
-    }
-
-    /// How many files are recorded.
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
     }
 
     /// Record a file whose content was read at `read_at_ns`. Racy entries
