@@ -40,7 +40,9 @@ use crate::config::Config;
 use crate::deny::is_denied;
 use crate::error::{Error, Result, io_ctx};
 use crate::fsat::{self, AsRawFd, Dirs, Kind};
-use crate::objects::{Loc, Node, blob_of, decode_frame, for_each_node, load_manifest};
+use crate::objects::{
+    Loc, Node, PieceDigest, PieceFp, blob_of, decode_frame, for_each_node, load_manifest,
+};
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Stat};
 use crate::statindex::{Base, StatIndex};
@@ -171,7 +173,8 @@ pub fn restore(
     clean_stale_staging(workspace, &config.paths);
 
     reporter.phase(Phase::Compare, None);
-    let plan = make_plan(workspace, config, store, &manifest, &filter)?;
+    // Each piece's digest goes to the stat index.
+    let (plan, digests) = make_plan(workspace, config, store, &manifest, &filter)?;
     if plan.skipped_credentials > 0 {
         reporter.warn(&format!(
             "the snapshot contains {} credential file(s) that were not restored",
@@ -191,6 +194,7 @@ pub fn restore(
             .iter()
             .map(|p| (*p, manifest.frames[p.frame as usize]))
             .collect(),
+        digests,
     });
     if let Err(err) = index.store(workspace) {
         reporter.warn(&format!(
@@ -295,12 +299,21 @@ fn make_plan(
     store: &dyn Store,
     manifest: &Manifest,
     filter: &Filter,
-) -> Result<Plan> {
+) -> Result<(Plan, Vec<PieceFp>)> {
     // Every entry is verified (pieces hashed, rules checked, collisions
     // refused) while it streams in; only the selected ones are kept.
     let mut skipped_credentials = 0;
     let mut nodes = Vec::new();
-    for_each_node(store, manifest, |n, _| {
+    // Each piece's local digest, over all its entries (selected or not), for
+    // the stat index: the next save reuses a piece whose entries it finds
+    // unchanged without building it again.
+    let mut digests = Vec::with_capacity(manifest.pieces.len());
+    let mut digest = PieceDigest::default();
+    for_each_node(store, manifest, |n, piece| {
+        while digests.len() < piece {
+            digests.push(digest.finish());
+        }
+        digest.add_node(&n);
         if !config.paths.iter().any(|p| is_within(&n.path, p)) {
             return Ok(());
         }
@@ -311,6 +324,9 @@ fn make_plan(
         }
         Ok(())
     })?;
+    while digests.len() < manifest.pieces.len() {
+        digests.push(digest.finish());
+    }
     // A parent the snapshot does not list (only a hand-made snapshot lacks
     // one) is restored as a plain directory, like any other.
     let listed: HashSet<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
@@ -441,14 +457,17 @@ fn make_plan(
         };
         place.push(p);
     }
-    Ok(Plan {
-        nodes,
-        disk,
-        action,
-        place,
-        ancestors,
-        skipped_credentials,
-    })
+    Ok((
+        Plan {
+            nodes,
+            disk,
+            action,
+            place,
+            ancestors,
+            skipped_credentials,
+        },
+        digests,
+    ))
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -1010,7 +1029,7 @@ mod tests {
         let head = store.restore_point().unwrap().unwrap().head;
         let manifest = load_manifest(&store, &head.snapshot).unwrap();
         let filter = Filter::new(&[]).unwrap();
-        let plan = make_plan(&ws, &config, &store, &manifest, &filter).unwrap();
+        let (plan, _) = make_plan(&ws, &config, &store, &manifest, &filter).unwrap();
         // Swap: the directory planned as existing becomes a symlink outside.
         fs::remove_dir(ws.join("node_modules/x")).unwrap();
         std::os::unix::fs::symlink(&outside, ws.join("node_modules/x")).unwrap();

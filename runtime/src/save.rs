@@ -39,8 +39,8 @@ use stateful_ci_protocol::{
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objects::{
-    Loc, Node, encode_frame, encode_manifest, for_each_node, load_manifest, looks_incompressible,
-    make_piece,
+    Loc, Node, PieceDigest, PieceFp, encode_frame, encode_manifest, for_each_node, load_manifest,
+    looks_incompressible, make_piece,
 };
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Scanned, Stat, scan};
@@ -121,6 +121,8 @@ struct Known {
     index_valid: bool,
     blobs: HashMap<BlobId, Loc>,
     pieces: HashMap<BlobId, (PieceRef, Frame)>,
+    /// The base's pieces by their local digest (from the stat index).
+    by_digest: HashMap<PieceFp, (PieceRef, Frame)>,
 }
 
 fn known_from(
@@ -135,6 +137,7 @@ fn known_from(
         index_valid: false,
         blobs: HashMap::new(),
         pieces: HashMap::new(),
+        by_digest: HashMap::new(),
     };
     // The stat index's snapshot, if it is in this store and whole.
     if let Some(b) = &index.base {
@@ -146,11 +149,21 @@ fn known_from(
                     // `blobs` is filled from the index's records while they
                     // are walked beside the scan, and only if a file is read.
                     let pieces = b.pieces.iter().map(|(p, f)| (p.id, (*p, *f))).collect();
+                    let by_digest = if b.digests.len() == b.pieces.len() {
+                        b.digests
+                            .iter()
+                            .copied()
+                            .zip(b.pieces.iter().copied())
+                            .collect()
+                    } else {
+                        HashMap::new()
+                    };
                     return Ok(Known {
                         base: Some(b.clone()),
                         index_valid: true,
                         blobs: HashMap::new(),
                         pieces,
+                        by_digest,
                     });
                 }
             }
@@ -185,8 +198,10 @@ fn known_from(
                     roots: m.roots.clone(),
                     packs: m.packs.clone(),
                     pieces,
+                    digests: Vec::new(),
                 }),
                 index_valid: false,
+                by_digest: HashMap::new(),
             })
         }
         Ok(None) => Ok(empty),
@@ -284,18 +299,26 @@ fn piece_bounds<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<std::ops::Range
 /// list is never held as JSON, or as nodes, all at once.
 const PIECE_BATCH: usize = 1024;
 
+/// The mode, mtime and size an entry has in the snapshot (a directory or
+/// symlink is recorded with size 0).
+fn node_parts(s: &Scanned) -> (u32, i64, u64) {
+    let size = if s.kind == EntryKind::File {
+        s.stat.size
+    } else {
+        0
+    };
+    (s.stat.mode, s.stat.mtime_ns, size)
+}
+
 /// The node an entry becomes in the snapshot.
 fn node_of(s: &Scanned, blobs: &[(BlobId, Loc)]) -> Node {
+    let (mode, mtime_ns, size) = node_parts(s);
     Node {
         path: s.path.clone(),
         kind: s.kind,
-        mode: s.stat.mode,
-        mtime_ns: s.stat.mtime_ns,
-        size: if s.kind == EntryKind::File {
-            s.stat.size
-        } else {
-            0
-        },
+        mode,
+        mtime_ns,
+        size,
         target: s.target.clone(),
         blobs: blobs.to_vec(),
     }
@@ -441,9 +464,15 @@ pub fn save(
     let rx = Mutex::new(rx);
     *packer.sender.lock().unwrap() = Some(tx);
 
-    // (read time of each read file by entry index, changing files, pieces,
-    // whether the entry list equals the base's)
-    type Packed = (Vec<(usize, i64)>, Vec<String>, Vec<(PieceRef, Frame)>, bool);
+    // (read time of each read file by entry index, changing files, pieces
+    // with their digests, whether the entry list equals the base's)
+    type Packed = (
+        Vec<(usize, i64)>,
+        Vec<String>,
+        Vec<(PieceRef, Frame)>,
+        Vec<PieceFp>,
+        bool,
+    );
     let result: Result<Packed> = std::thread::scope(|scope| {
         for _ in 0..uploaders {
             scope.spawn(|| {
@@ -503,19 +532,37 @@ pub fn save(
             drop(new_locs);
 
             // Pieces, a batch at a time: reuse the stored ones, pack the new.
+            // A piece whose digest the stat index recorded is reused as it
+            // is; only the others are built as JSON and hashed.
             let included: Vec<usize> = (0..entries.len())
                 .filter(|&i| blobs_of[i].is_some())
                 .collect();
             let bounds = piece_bounds(included.iter().map(|&i| entries[i].path.as_str()));
             let mut ids = Vec::with_capacity(bounds.len());
             let mut pieces = Vec::with_capacity(bounds.len());
+            let mut digests = Vec::with_capacity(bounds.len());
             let mut pending = Vec::new();
             let mut fb = FrameBuilder::new(&packer);
+            enum Built {
+                Known(PieceRef, Frame),
+                New(Vec<u8>, BlobId),
+            }
             for batch in bounds.chunks(PIECE_BATCH) {
-                let built: Vec<(Vec<u8>, BlobId, u32)> = batch
+                let built: Vec<(Built, PieceFp, u32)> = batch
                     .par_iter()
-                    .map(|r| {
-                        let nodes: Vec<Node> = included[r.clone()]
+                    .map_init(PieceDigest::default, |digest, r| {
+                        let members = &included[r.clone()];
+                        for &i in members {
+                            let (s, b) = (&entries[i], blobs_of[i].as_deref().unwrap_or_default());
+                            let n = node_parts(s);
+                            digest.add(&s.path, s.kind, n.0, n.1, n.2, s.target.as_deref(), b);
+                        }
+                        let fp = digest.finish();
+                        let n = r.len() as u32;
+                        if let Some((p, f)) = known.by_digest.get(&fp) {
+                            return (Built::Known(*p, *f), fp, n);
+                        }
+                        let nodes: Vec<Node> = members
                             .iter()
                             .map(|&i| {
                                 node_of(&entries[i], blobs_of[i].as_deref().unwrap_or_default())
@@ -523,17 +570,26 @@ pub fn save(
                             .collect();
                         let json = make_piece(&nodes).to_json();
                         let id = BlobId::of(&json);
-                        (json, id, r.len() as u32)
+                        (Built::New(json, id), fp, n)
                     })
                     .collect();
-                for (json, id, n) in built {
-                    ids.push(id);
-                    if let Some((p, f)) = known.pieces.get(&id) {
-                        pieces.push(Some((PieceRef { entries: n, ..*p }, *f)));
-                    } else {
-                        pieces.push(None);
-                        pending.push((pieces.len() - 1, id, n));
-                        fb.add_piece(&json, id)?;
+                for (b, fp, n) in built {
+                    digests.push(fp);
+                    match b {
+                        Built::Known(p, f) => {
+                            ids.push(p.id);
+                            pieces.push(Some((PieceRef { entries: n, ..p }, f)));
+                        }
+                        Built::New(json, id) => {
+                            ids.push(id);
+                            if let Some((p, f)) = known.pieces.get(&id) {
+                                pieces.push(Some((PieceRef { entries: n, ..*p }, *f)));
+                            } else {
+                                pieces.push(None);
+                                pending.push((pieces.len() - 1, id, n));
+                                fb.add_piece(&json, id)?;
+                            }
+                        }
                     }
                 }
             }
@@ -569,7 +625,7 @@ pub fn save(
                 ));
             }
             let pieces: Vec<(PieceRef, Frame)> = pieces.into_iter().flatten().collect();
-            Ok((read_at, changing, pieces, same_as_base))
+            Ok((read_at, changing, pieces, digests, same_as_base))
         };
         let result = run();
         let finished = packer.finish();
@@ -579,7 +635,7 @@ pub fn save(
     if let Some(e) = packer.failed.lock().unwrap().take() {
         return Err(e);
     }
-    let (read_at, skipped_changing, pieces, unchanged) = result?;
+    let (read_at, skipped_changing, pieces, digests, unchanged) = result?;
     let Packer {
         pack_keys,
         objects_sent,
@@ -637,8 +693,15 @@ pub fn save(
 
     if unchanged {
         let h = head.clone().expect("unchanged implies a head");
-        index.base = known.base.clone();
-        let _ = index.store(workspace);
+        // The index on disk already says all this when every file matched
+        // it and it has these digests: then it is not rewritten.
+        let current = to_read.is_empty()
+            && known.index_valid
+            && known.base.as_ref().is_some_and(|b| b.digests == digests);
+        if !current {
+            index.base = known.base.clone().map(|b| Base { digests, ..b });
+            let _ = index.store(workspace);
+        }
         return Ok(summary(
             SaveOutcome::Unchanged,
             h,
@@ -739,6 +802,7 @@ pub fn save(
             .iter()
             .map(|p| (*p, manifest.frames[p.frame as usize]))
             .collect(),
+        digests,
     });
     if let Err(e) = index.store(workspace) {
         reporter.warn(&format!(

@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 
 use stateful_ci_protocol::{BlobId, Codec, Frame, ObjectHash, ObjectKey, ObjectKind, PieceRef};
 
-use crate::objects::Loc;
+use crate::objects::{Loc, PieceFp};
 use crate::scan::Stat;
 
 /// An entry whose ctime is this close to the time it was recorded may have
 /// been modified within the same timestamp tick; it is not trusted.
 const RACY_NS: i64 = 2_000_000_000;
-const MAGIC: &[u8; 8] = b"SCISTAT2";
+const MAGIC: &[u8; 8] = b"SCISTAT3";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -65,6 +65,10 @@ pub struct Base {
     pub packs: Vec<ObjectKey>,
     /// Its pieces, in order, each with the frame it lives in.
     pub pieces: Vec<(PieceRef, Frame)>,
+    /// Each piece's [`PieceDigest`](crate::objects::PieceDigest), in the
+    /// same order, or empty when they are not known (then a save builds
+    /// every piece to compare it).
+    pub digests: Vec<PieceFp>,
 }
 
 #[derive(Debug, Default)]
@@ -218,6 +222,14 @@ impl StatIndex {
                         w.clear();
                     }
                 }
+                put_u64(&mut w, b.digests.len() as u64);
+                for d in &b.digests {
+                    w.extend_from_slice(d);
+                    if w.len() >= 60 * 1024 {
+                        out.write_all(&w)?;
+                        w.clear();
+                    }
+                }
             }
         }
         put_u64(&mut w, self.files.len() as u64);
@@ -342,12 +354,21 @@ fn decode(b: &[u8]) -> Option<StatIndex> {
                 };
                 pieces.push((p, r.frame()?));
             }
+            let n = r.count()?;
+            if n != 0 && n != pieces.len() {
+                return None;
+            }
+            let mut digests = Vec::with_capacity(n);
+            for _ in 0..n {
+                digests.push(r.take(16)?.try_into().expect("16 bytes"));
+            }
             Some(Base {
                 store,
                 snapshot,
                 roots,
                 packs,
                 pieces,
+                digests,
             })
         }
     };
@@ -429,6 +450,7 @@ mod tests {
                     },
                     frame,
                 )],
+                digests: vec![[7; 16]],
             }),
             files: vec![],
         };

@@ -128,6 +128,46 @@ fn second_generation_over_a_stale_tree() {
     assert_same(&a.path("src"), &a.path("stale"), CREDS);
 }
 
+/// A save after a restore (the CI sequence) reuses the pieces whose entries
+/// it finds unchanged without rebuilding them (by the digests the restore
+/// recorded in the stat index), so a change that alters no content (an
+/// mtime, a directory's mtime, a mode, a symlink's target) must still reach
+/// the snapshot: a restore of it gives the edited tree back exactly.
+#[test]
+fn save_after_restore_records_changes_that_keep_content() {
+    let a = Area::new();
+    let nm = a.path("src/node_modules");
+    rich_tree(&a.path("src"));
+    // Enough entries for many pieces (16 entries each on average).
+    for i in 0..600 {
+        write(
+            &nm.join(format!("many/d{}/f{i}.js", i % 40)),
+            format!("// {i}\n").as_bytes(),
+        );
+    }
+    let args = ["--store", &a.store(), "--path", "node_modules", "--json"];
+    a.ok("src", &[&["save"][..], &args].concat());
+    a.ok("ci", &[&["restore"][..], &args].concat());
+
+    let ci = a.path("ci/node_modules");
+    set_mtime(&ci.join("many/d3/f43.js"), 1_700_000_000, 42);
+    set_mtime(&ci.join("many/d7"), 1_650_000_000, 7);
+    chmod(&ci.join("many/d11/f91.js"), 0o600);
+    std::fs::remove_file(ci.join(".bin/pkg")).unwrap();
+    std::os::unix::fs::symlink("../big/text.txt", ci.join(".bin/pkg")).unwrap();
+    set_mtime(&ci.join(".bin/pkg"), 1_500_000_000, 5);
+    let saved = a.ok("ci", &[&["save"][..], &args].concat());
+    assert_eq!(saved["outcome"], "saved", "{saved}");
+
+    a.ok("check", &[&["restore"][..], &args].concat());
+    assert_same(&a.path("ci"), &a.path("check"), CREDS);
+
+    // And with nothing changed after that restore, the save is "unchanged".
+    let again = a.ok("check", &[&["save"][..], &args].concat());
+    assert_eq!(again["outcome"], "unchanged", "{again}");
+    assert_eq!(again["files_read"], 0, "{again}");
+}
+
 #[test]
 fn unchanged_save_writes_nothing_and_reads_nothing() {
     let a = Area::new();
