@@ -40,8 +40,9 @@ pub const PRESETS: &[(&str, &[&str], &str)] = &[
             ".stateful-ci/npm-cache",
             ".stateful-ci/yarn-cache",
             ".yarn/install-state.gz",
+            ".stateful-ci/node-compile-cache",
         ],
-        "node_modules, npm's and yarn's caches and the pnpm store (npm, pnpm, yarn, bun), Turborepo and Next.js caches",
+        "node_modules, npm's and yarn's caches and the pnpm store (npm, pnpm, yarn, bun), Node's compile cache (NODE_COMPILE_CACHE), Turborepo and Next.js caches",
     ),
     (
         "rust",
@@ -603,6 +604,11 @@ mod tests {
             assert!(c.paths.iter().any(|x| x == p), "{p} missing: {:?}", c.paths);
         }
         assert!(c.paths.iter().any(|x| x == ".stateful-ci/npm-cache"));
+        assert!(
+            c.paths
+                .iter()
+                .any(|x| x == ".stateful-ci/node-compile-cache")
+        );
         let c = parse_toml("paths = [\"./a/\", \"a/b\", \"c\"]\nexclude = [\"**/*.log\"]").unwrap();
         assert_eq!(c.paths, vec!["a", "c"]);
         assert_eq!(c.exclude, vec!["**/*.log"]);

@@ -15,9 +15,10 @@
 //! list is cut into content-defined pieces (boundaries chosen by a hash of
 //! the path, so they do not move when content changes); a piece whose bytes
 //! are already stored is referenced, not written again. The local stat index
-//! holds the previous snapshot's pack list, pieces and file locations, so a
-//! save that finds nothing changed loads nothing from the store but the
-//! head.
+//! holds the previous snapshot's pack list, pieces (with a local digest of
+//! each piece's entries, so an unchanged piece is recognised without
+//! building its JSON) and file locations, so a save that finds nothing
+//! changed loads nothing from the store but the head, and writes nothing.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::io::Read;

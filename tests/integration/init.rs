@@ -127,6 +127,7 @@ fn init_yes_preset_node_writes_both_files_and_they_lint_clean() {
         "id: workspace\n        uses: stateful-ci/stateful-ci@",
         "npm ci --prefer-offline",
         "npm_config_cache: ${{ github.workspace }}/.stateful-ci/npm-cache",
+        "NODE_COMPILE_CACHE: ${{ github.workspace }}/.stateful-ci/node-compile-cache",
         "run: npm run build",
         "run: npm test",
     ] {
