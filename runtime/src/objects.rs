@@ -609,23 +609,23 @@ mod tests {
         d.add_node(&base[0]);
         d.add_node(&base[1]);
         assert_eq!(d.finish(), d0, "finish starts anew");
-        let edits: Vec<Box<dyn Fn(&mut Node)>> = vec![
-            Box::new(|n| n.path.push('x')),
-            Box::new(|n| n.kind = EntryKind::Symlink),
-            Box::new(|n| n.mode = 0o755),
-            Box::new(|n| n.mtime_ns += 1),
-            Box::new(|n| n.size += 1),
-            Box::new(|n| n.target = Some(String::new())),
-            Box::new(|n| n.blobs[0].0 = BlobId::of(b"other")),
-            Box::new(|n| n.blobs[0].1.offset += 1),
-            Box::new(|n| n.blobs[0].1.length += 1),
-            Box::new(|n| n.blobs[0].1.frame.pack += 1),
-            Box::new(|n| n.blobs[0].1.frame.offset += 1),
-            Box::new(|n| n.blobs[0].1.frame.length += 1),
-            Box::new(|n| n.blobs[0].1.frame.raw_len += 1),
-            Box::new(|n| n.blobs[0].1.frame.codec = Codec::Raw),
-            Box::new(|n| n.blobs.push(n.blobs[0])),
-            Box::new(|n| n.blobs.clear()),
+        let edits: Vec<fn(&mut Node)> = vec![
+            |n| n.path.push('x'),
+            |n| n.kind = EntryKind::Symlink,
+            |n| n.mode = 0o755,
+            |n| n.mtime_ns += 1,
+            |n| n.size += 1,
+            |n| n.target = Some(String::new()),
+            |n| n.blobs[0].0 = BlobId::of(b"other"),
+            |n| n.blobs[0].1.offset += 1,
+            |n| n.blobs[0].1.length += 1,
+            |n| n.blobs[0].1.frame.pack += 1,
+            |n| n.blobs[0].1.frame.offset += 1,
+            |n| n.blobs[0].1.frame.length += 1,
+            |n| n.blobs[0].1.frame.raw_len += 1,
+            |n| n.blobs[0].1.frame.codec = Codec::Raw,
+            |n| n.blobs.push(n.blobs[0]),
+            |n| n.blobs.clear(),
         ];
         for (k, edit) in edits.iter().enumerate() {
             let mut changed = base.clone();
