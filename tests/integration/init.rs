@@ -147,6 +147,37 @@ fn init_yes_preset_node_writes_both_files_and_they_lint_clean() {
     );
 }
 
+/// README's example workflow is what `init --yes` writes for an npm
+/// project (only the action's pin differs: a release pins by commit), so
+/// the quick start shows the workflow the benchmarks measured.
+#[test]
+fn readme_shows_the_workflow_init_writes_for_npm() {
+    let repo = fresh_repo(NODE_PROJECT);
+    ok(&init(repo.path(), &["--yes", "--preset", "node"]));
+    let generated = read(repo.path(), WORKFLOW);
+    let generated = &generated[generated.find("name: stateful-ci").unwrap()..];
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## The workflow")
+        .expect("README has a workflow section")..];
+    let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let shown = &section[start..start + section[start..].find("```").unwrap()];
+    let pin = |y: &str| -> String {
+        y.lines()
+            .map(|l| match l.find("uses: stateful-ci/stateful-ci@") {
+                Some(i) => format!("{}uses: stateful-ci/stateful-ci@<pin>", &l[..i]),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        pin(shown),
+        pin(generated),
+        "README.md's workflow differs from what init writes; paste the generated one"
+    );
+}
+
 #[test]
 fn every_kind_of_generated_workflow_lints_clean() {
     type Kind<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
