@@ -353,12 +353,13 @@ pub fn load_manifest(store: &dyn Store, key: &ObjectKey) -> Result<Manifest> {
 /// Pieces are read in batches of a few frames: fetching, decoding, hashing
 /// and parsing run in parallel within a batch (they are most of the cost),
 /// the order-dependent checks and `f` run in order. Memory is bounded by
-/// the batch, not by the snapshot.
+/// the batch, not by the snapshot. Returns what it read from the store.
 pub fn for_each_node(
     store: &dyn Store,
     m: &Manifest,
     mut f: impl FnMut(Node, usize) -> Result<()>,
-) -> Result<()> {
+) -> Result<Fetched> {
+    let mut fetched = Fetched::default();
     use rayon::prelude::*;
     use std::sync::Arc;
     // Frames decoded at once (each at most 16 MiB of plaintext, usually 4).
@@ -385,14 +386,18 @@ pub fn for_each_node(
             .copied()
             .filter(|fr| !kept.contains_key(fr))
             .collect();
-        let fetched: Vec<(u32, Arc<Vec<u8>>)> = missing
+        let got: Vec<(u32, Arc<Vec<u8>>)> = missing
             .par_iter()
             .map(|&fr| {
                 fetch_frame(store, &m.packs, &m.frames[fr as usize]).map(|b| (fr, Arc::new(b)))
             })
             .collect::<Result<_>>()?;
         kept.retain(|fr, _| frames.contains(fr));
-        kept.extend(fetched);
+        for (fr, _) in &got {
+            fetched.requests += 1;
+            fetched.bytes += m.frames[*fr as usize].length;
+        }
+        kept.extend(got);
         let batch = &m.pieces[next..end];
         let parsed: Vec<(Piece, Vec<EntryKeys>)> = batch
             .par_iter()
@@ -421,7 +426,15 @@ pub fn for_each_node(
     }
     checker
         .finish(m)
-        .map_err(|err| Error::corrupt(format!("snapshot: {err}")))
+        .map_err(|err| Error::corrupt(format!("snapshot: {err}")))?;
+    Ok(fetched)
+}
+
+/// Stored bytes read from a store, and in how many requests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched {
+    pub bytes: u64,
+    pub requests: u64,
 }
 
 fn parse_piece(p: &PieceRef, frame_plain: &[u8], packs: usize) -> Result<Piece> {

@@ -41,7 +41,7 @@ use crate::deny::is_denied;
 use crate::error::{Error, Result, io_ctx};
 use crate::fsat::{self, AsRawFd, Dirs, Kind};
 use crate::objects::{
-    Loc, Node, PieceDigest, PieceFp, blob_of, decode_frame, for_each_node, load_manifest,
+    Fetched, Loc, Node, PieceDigest, PieceFp, blob_of, decode_frame, for_each_node, load_manifest,
 };
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Stat};
@@ -84,8 +84,11 @@ pub struct RestoreSummary {
     pub bytes: u64,
     pub files_written: u64,
     pub bytes_written: u64,
-    /// Stored (compressed) bytes read from the store.
+    /// Stored (compressed) bytes read from the store: the frames holding
+    /// the snapshot's pieces and those staged for writing (the root
+    /// manifest, one small object, is not counted).
     pub bytes_fetched: u64,
+    /// Requests those bytes took.
     pub objects_fetched: u64,
     pub removed: u64,
     pub skipped_credentials: u64,
@@ -155,6 +158,9 @@ struct Plan {
     /// Missing ancestors of configured roots, to create (outermost first).
     ancestors: Vec<String>,
     skipped_credentials: u64,
+    /// What reading the snapshot's pieces fetched (counted in the summary
+    /// with the frames staged for writing).
+    listing: Fetched,
 }
 
 pub fn restore(
@@ -309,7 +315,7 @@ fn make_plan(
     // unchanged without building it again.
     let mut digests = Vec::with_capacity(manifest.pieces.len());
     let mut digest = PieceDigest::default();
-    for_each_node(store, manifest, |n, piece| {
+    let listing = for_each_node(store, manifest, |n, piece| {
         while digests.len() < piece {
             digests.push(digest.finish());
         }
@@ -465,6 +471,7 @@ fn make_plan(
             place,
             ancestors,
             skipped_credentials,
+            listing,
         },
         digests,
     ))
@@ -533,6 +540,7 @@ fn execute(
         place,
         ancestors,
         skipped_credentials,
+        listing,
     } = plan;
     let to_write: Vec<usize> = (0..nodes.len())
         .filter(|&i| nodes[i].kind == EntryKind::File && action[i] == Action::Write)
@@ -614,8 +622,8 @@ fn execute(
         bytes: file_bytes,
         files_written: to_write.len() as u64,
         bytes_written: bytes_to_write,
-        bytes_fetched,
-        objects_fetched,
+        bytes_fetched: bytes_fetched + listing.bytes,
+        objects_fetched: objects_fetched + listing.requests,
         removed,
         skipped_credentials,
         duration: Duration::ZERO,

@@ -37,6 +37,17 @@ fn round_trip_is_exact() {
     assert_eq!(restored["outcome"], "hit");
     assert_eq!(restored["snapshot_id"], saved["snapshot_id"]);
     assert_same(&a.path("src"), &a.path("dst"), CREDS);
+    // A restore into an empty directory reads every frame of its one
+    // snapshot, the pieces' and the data's: "fetched" counts them all.
+    let packs: u64 = std::fs::read_dir(a.path("store/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let fetched = restored["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched >= packs,
+        "fetched {fetched} of {packs} stored bytes: {restored}"
+    );
     for c in CREDS {
         assert!(
             !crate::tree::snapshot(&a.path("dst"), &[])
