@@ -37,8 +37,9 @@
 # TINY=1 uses the tiny fixtures in scripts/bench-presets/tiny/ (npm, pip, cargo:
 # two or three packages each) and checks without timing goals: that is
 # scripts/test-presets.sh, which CI runs.
-# Environment: BENCH_NODE (22, the default, or system), REPEAT (default 1), BENCH_PRESETS_DIR (work folder, default a
-# temporary one, removed at the end unless KEEP=1), STATEFUL_CI_BIN (default:
+# Environment: BENCH_NODE (22, the default, or system), REPEAT (default 1),
+# BENCH_PRESETS_DIR (work folder, default a temporary one, removed at the end
+# unless KEEP=1), STATEFUL_CI_BIN (default:
 # a release build of this checkout). Tools (pnpm, yarn, bun, uv) are installed
 # from npm and PyPI into $STATEFUL_CI_TOOLS/bench-presets, with their own
 # caches; no run touches the machine's own package caches.
@@ -83,12 +84,14 @@ node_shim() { # FILE SCRIPT
 # Node for the node projects: 22 by default (Node 20 reached its end of life
 # in April 2026; Node 22.1+ has the compile cache the node preset keeps),
 # BENCH_NODE=system for the machine's own node.
-if [ "${BENCH_NODE:-22}" = 22 ]; then
-  bash "$ROOT/scripts/setup-node.sh" >/dev/null
-  ln -sf "$NODE22" "$WORK/bin-classic/node"
-else
-  rm -f "$WORK/bin-classic/node"
-fi
+case "${BENCH_NODE:-22}" in
+  22)
+    bash "$ROOT/scripts/setup-node.sh" >/dev/null
+    ln -sf "$NODE22" "$WORK/bin-classic/node"
+    ;;
+  system) rm -f "$WORK/bin-classic/node" ;;
+  *) echo "bench-presets: BENCH_NODE=$BENCH_NODE: use 22 (the default) or system" >&2; exit 2 ;;
+esac
 if wants pnpm; then
   bt_npm "pnpm-$PNPM_VERSION" "pnpm@$PNPM_VERSION"
   node_shim "$WORK/bin-classic/pnpm" "$BT/pnpm-$PNPM_VERSION/node_modules/pnpm/bin/pnpm.cjs"

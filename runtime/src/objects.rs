@@ -359,9 +359,9 @@ pub fn for_each_node(
     m: &Manifest,
     mut f: impl FnMut(Node, usize) -> Result<()>,
 ) -> Result<Fetched> {
-    let mut fetched = Fetched::default();
     use rayon::prelude::*;
     use std::sync::Arc;
+    let mut fetched = Fetched::default();
     // Frames decoded at once (each at most 16 MiB of plaintext, usually 4).
     let window = store.parallelism().clamp(2, 8);
     let mut checker = EntryChecker::new(&m.roots);

@@ -190,18 +190,12 @@ pub fn restore(
     let (summary, index) = execute(workspace, store, &manifest, &filter, plan, reporter, opts)?;
 
     let mut index = index;
-    index.base = Some(Base {
-        store: store.describe(),
-        snapshot: Some(point.head.snapshot),
-        roots: manifest.roots.clone(),
-        packs: manifest.packs.clone(),
-        pieces: manifest
-            .pieces
-            .iter()
-            .map(|p| (*p, manifest.frames[p.frame as usize]))
-            .collect(),
+    index.base = Some(Base::of_manifest(
+        store.describe(),
+        point.head.snapshot,
+        &manifest,
         digests,
-    });
+    ));
     if let Err(err) = index.store(workspace) {
         reporter.warn(&format!(
             "could not write the local stat index ({err}); the next save will re-read every file"

@@ -185,22 +185,11 @@ fn known_from(
     });
     match loaded {
         Ok(Some((m, blobs))) => {
-            let pieces: Vec<(PieceRef, Frame)> = m
-                .pieces
-                .iter()
-                .map(|p| (*p, m.frames[p.frame as usize]))
-                .collect();
+            let base = Base::of_manifest(store_id.to_string(), h.snapshot, &m, Vec::new());
             Ok(Known {
                 blobs,
-                pieces: pieces.iter().map(|(p, f)| (p.id, (*p, *f))).collect(),
-                base: Some(Base {
-                    store: store_id.to_string(),
-                    snapshot: Some(h.snapshot),
-                    roots: m.roots.clone(),
-                    packs: m.packs.clone(),
-                    pieces,
-                    digests: Vec::new(),
-                }),
+                pieces: base.pieces.iter().map(|(p, f)| (p.id, (*p, *f))).collect(),
+                base: Some(base),
                 index_valid: false,
                 by_digest: HashMap::new(),
             })
@@ -554,9 +543,11 @@ pub fn save(
                     .map_init(PieceDigest::default, |digest, r| {
                         let members = &included[r.clone()];
                         for &i in members {
-                            let (s, b) = (&entries[i], blobs_of[i].as_deref().unwrap_or_default());
-                            let n = node_parts(s);
-                            digest.add(&s.path, s.kind, n.0, n.1, n.2, s.target.as_deref(), b);
+                            let s = &entries[i];
+                            let blobs = blobs_of[i].as_deref().unwrap_or_default();
+                            let (mode, mtime_ns, size) = node_parts(s);
+                            let target = s.target.as_deref();
+                            digest.add(&s.path, s.kind, mode, mtime_ns, size, target, blobs);
                         }
                         let fp = digest.finish();
                         let n = r.len() as u32;
@@ -674,7 +665,6 @@ pub fn save(
     index.finish();
     let entry_count = files + dirs + symlinks;
 
-    let roots = config.paths.clone();
     let summary = |outcome, head: Head, objects_sent: u64, stored_bytes: u64| SaveSummary {
         outcome,
         head,
@@ -737,7 +727,7 @@ pub fn save(
         version: FORMAT_VERSION,
         created_at,
         parent: head.as_ref().map(|h| h.snapshot),
-        roots: roots.clone(),
+        roots: config.paths.clone(),
         packs,
         frames,
         pieces: refs,
@@ -793,18 +783,7 @@ pub fn save(
             }
         }
     };
-    index.base = Some(Base {
-        store: store_id,
-        snapshot: Some(mkey),
-        roots,
-        packs: manifest.packs.clone(),
-        pieces: manifest
-            .pieces
-            .iter()
-            .map(|p| (*p, manifest.frames[p.frame as usize]))
-            .collect(),
-        digests,
-    });
+    index.base = Some(Base::of_manifest(store_id, mkey, &manifest, digests));
     if let Err(e) = index.store(workspace) {
         reporter.warn(&format!(
             "could not write the local stat index ({e}); the next save will re-read every file"

@@ -19,7 +19,9 @@
 
 use std::path::{Path, PathBuf};
 
-use stateful_ci_protocol::{BlobId, Codec, Frame, ObjectHash, ObjectKey, ObjectKind, PieceRef};
+use stateful_ci_protocol::{
+    BlobId, Codec, Frame, Manifest, ObjectHash, ObjectKey, ObjectKind, PieceRef,
+};
 
 use crate::objects::{Loc, PieceFp};
 use crate::scan::Stat;
@@ -69,6 +71,25 @@ pub struct Base {
     /// same order, or empty when they are not known (then a save builds
     /// every piece to compare it).
     pub digests: Vec<PieceFp>,
+}
+
+impl Base {
+    /// The base that snapshot `key` (`m`, in the store `store`) is, with
+    /// its pieces' digests (or none).
+    pub fn of_manifest(store: String, key: ObjectKey, m: &Manifest, digests: Vec<PieceFp>) -> Base {
+        Base {
+            store,
+            snapshot: Some(key),
+            roots: m.roots.clone(),
+            packs: m.packs.clone(),
+            pieces: m
+                .pieces
+                .iter()
+                .map(|p| (*p, m.frames[p.frame as usize]))
+                .collect(),
+            digests,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
