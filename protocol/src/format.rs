@@ -239,6 +239,14 @@ pub enum Codec {
 /// A frame: `length` stored bytes at `offset` in pack number `pack` (an
 /// index into [`Manifest::packs`]) that decode to `raw_len` bytes, the
 /// concatenated plaintexts of the blobs that point into it.
+///
+/// A frame of the root's table may be *delta-coded*: a zstd frame whose
+/// decoder is given, as a raw-content prefix, the decoded plaintext of
+/// another frame (`dict`). A save that rewrites a few entries of many
+/// pieces stores them against the frame that holds their previous versions,
+/// so each rewritten piece costs about its changed entries, not its whole
+/// JSON. The dictionary frame is never itself delta-coded (its type cannot
+/// say so), so decoding needs at most one other frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     pub pack: u32,
@@ -246,25 +254,101 @@ pub struct Frame {
     pub length: u64,
     pub raw_len: u64,
     pub codec: Codec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dict: Option<DictFrame>,
+}
+
+/// The frame whose plaintext is a delta-coded [`Frame`]'s dictionary: the
+/// same fields as a frame, without a dictionary of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DictFrame {
+    pub pack: u32,
+    pub offset: u64,
+    pub length: u64,
+    pub raw_len: u64,
+    pub codec: Codec,
+}
+
+impl DictFrame {
+    /// This location as a frame of its own (to fetch and decode it).
+    pub fn frame(&self) -> Frame {
+        Frame {
+            pack: self.pack,
+            offset: self.offset,
+            length: self.length,
+            raw_len: self.raw_len,
+            codec: self.codec,
+            dict: None,
+        }
+    }
 }
 
 impl Frame {
+    /// A frame stored without a dictionary.
+    pub fn plain(pack: u32, offset: u64, length: u64, raw_len: u64, codec: Codec) -> Frame {
+        Frame {
+            pack,
+            offset,
+            length,
+            raw_len,
+            codec,
+            dict: None,
+        }
+    }
+
+    /// This frame as another frame's dictionary: `None` if it is itself
+    /// delta-coded (a dictionary never is).
+    pub fn as_dict(&self) -> Option<DictFrame> {
+        self.dict.is_none().then_some(DictFrame {
+            pack: self.pack,
+            offset: self.offset,
+            length: self.length,
+            raw_len: self.raw_len,
+            codec: self.codec,
+        })
+    }
+
     /// Check the frame against the limits and the snapshot's pack count.
     pub fn validate(&self, packs: usize) -> Result<(), String> {
-        if self.pack as usize >= packs {
+        Self::check_location(
+            self.pack,
+            self.offset,
+            self.length,
+            self.raw_len,
+            self.codec,
+            packs,
+        )?;
+        if let Some(d) = &self.dict {
+            if self.codec != Codec::Zstd {
+                return Err("a frame with a dictionary must be zstd".into());
+            }
+            Self::check_location(d.pack, d.offset, d.length, d.raw_len, d.codec, packs)
+                .map_err(|e| format!("dictionary: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn check_location(
+        pack: u32,
+        offset: u64,
+        length: u64,
+        raw_len: u64,
+        codec: Codec,
+        packs: usize,
+    ) -> Result<(), String> {
+        if pack as usize >= packs {
             return Err("frame names a pack index out of range".into());
         }
-        if self.raw_len > MAX_FRAME_RAW || self.raw_len == 0 {
+        if raw_len > MAX_FRAME_RAW || raw_len == 0 {
             return Err("frame claims an empty or too large plaintext".into());
         }
-        if self.codec == Codec::Raw && self.length != self.raw_len {
+        if codec == Codec::Raw && length != raw_len {
             return Err("raw frame with differing lengths".into());
         }
-        if self
-            .offset
-            .checked_add(self.length)
+        if offset
+            .checked_add(length)
             .is_none_or(|end| end > MAX_OBJECT_SIZE)
-            || self.length == 0
+            || length == 0
         {
             return Err("frame lies past the end of any pack".into());
         }
@@ -391,6 +475,12 @@ impl Piece {
         }
         for f in &p.frames {
             f.validate(packs).map_err(ManifestError::Decode)?;
+            if f.dict.is_some() {
+                // Only the root's frames (which hold pieces) are delta-coded.
+                return Err(ManifestError::Decode(
+                    "a piece's frame has a dictionary".into(),
+                ));
+            }
         }
         for e in &p.entries {
             e.validate(&p.frames)?;
@@ -716,13 +806,7 @@ mod tests {
     }
 
     fn frame() -> Frame {
-        Frame {
-            pack: 0,
-            offset: 0,
-            length: 5,
-            raw_len: 5,
-            codec: Codec::Raw,
-        }
+        Frame::plain(0, 0, 5, 5, Codec::Raw)
     }
 
     fn check_all(entries: &[Entry]) -> Result<(), ManifestError> {
@@ -769,6 +853,53 @@ mod tests {
         q.entries[1].blobs[0].length = 6;
         q.entries[1].size = 6;
         assert!(Piece::from_json(&q.to_json(), 1).is_err(), "past the frame");
+    }
+
+    #[test]
+    fn only_root_frames_are_delta_coded_and_only_one_level_deep() {
+        let base = Frame::plain(0, 0, 90, 400, Codec::Zstd);
+        let delta = Frame {
+            dict: base.as_dict(),
+            ..Frame::plain(1, 0, 20, 300, Codec::Zstd)
+        };
+        assert!(delta.validate(2).is_ok());
+        // The dictionary's own location is checked like any frame's.
+        assert!(delta.validate(1).is_err(), "dictionary pack out of range");
+        let bad_dict = Frame {
+            dict: Some(DictFrame {
+                raw_len: MAX_FRAME_RAW + 1,
+                ..base.as_dict().unwrap()
+            }),
+            ..delta
+        };
+        assert!(bad_dict.validate(2).is_err(), "dictionary too large");
+        let raw = Frame {
+            codec: Codec::Raw,
+            length: 300,
+            ..delta
+        };
+        assert!(
+            raw.validate(2).is_err(),
+            "a raw frame cannot use a dictionary"
+        );
+        assert_eq!(delta.as_dict(), None, "a delta frame is no dictionary");
+        // The JSON of a frame without a dictionary has no `dict` field, so
+        // format-2 roots written before dictionaries existed read the same.
+        assert!(
+            !String::from_utf8(serde_json::to_vec(&base).unwrap())
+                .unwrap()
+                .contains("dict")
+        );
+        // A piece's own frames (file data) never have one.
+        let p = Piece {
+            frames: vec![Frame {
+                dict: base.as_dict(),
+                ..Frame::plain(1, 0, 5, 5, Codec::Zstd)
+            }],
+            entries: vec![dir("a"), file("a/x", 5)],
+        };
+        let err = Piece::from_json(&p.to_json(), 2).unwrap_err();
+        assert!(err.to_string().contains("dictionary"), "{err}");
     }
 
     #[test]

@@ -233,15 +233,82 @@ pub fn looks_incompressible(data: &[u8]) -> bool {
     })
 }
 
+/// The zstd window that lets a delta frame's matches reach back over its
+/// whole dictionary: the dictionary and the data fit in it.
+fn delta_window_log(total: usize) -> u32 {
+    (usize::BITS - total.max(1 << 10).saturating_sub(1).leading_zeros()).clamp(10, 27)
+}
+
+/// Compress a frame's plaintext against `dict`, the plaintext of the frame
+/// named by its [`Frame::dict`] (a raw-content prefix: zstd matches into it
+/// as if it came just before the data). Always zstd.
+pub fn encode_delta_frame(data: &[u8], dict: &[u8], level: i32) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let fail = |e: usize| {
+        Error::store(format!(
+            "internal error: zstd cannot delta-code a frame: {}",
+            zstd::zstd_safe::get_error_name(e)
+        ))
+    };
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(fail)?;
+    cctx.set_parameter(CParameter::WindowLog(delta_window_log(
+        dict.len() + data.len(),
+    )))
+    .map_err(fail)?;
+    // Long-distance matching indexes the whole prefix for long matches
+    // (what a rewritten piece mostly is); without it the level's small hash
+    // tables forget most of a 4 MiB dictionary (measured: 10x larger).
+    cctx.set_parameter(CParameter::EnableLongDistanceMatching(true))
+        .map_err(fail)?;
+    cctx.ref_prefix(dict).map_err(fail)?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut out, data).map_err(fail)?;
+    Ok(out)
+}
+
 /// Decode a frame's stored bytes. The output is exactly `frame.raw_len`
-/// bytes (decompression is bounded by it) or an error.
+/// bytes (decompression is bounded by it) or an error. A delta-coded frame
+/// needs its dictionary's plaintext: use [`decode_frame_with`].
 pub fn decode_frame(frame: &Frame, stored: &[u8]) -> Result<Vec<u8>> {
+    decode_frame_with(frame, stored, None)
+}
+
+/// [`decode_frame`], given the decoded plaintext of the frame's dictionary
+/// when it has one. A wrong dictionary yields wrong bytes, never unbounded
+/// ones; the blobs' ids catch them.
+pub fn decode_frame_with(frame: &Frame, stored: &[u8], dict: Option<&[u8]>) -> Result<Vec<u8>> {
     if stored.len() as u64 != frame.length {
         return Err(Error::corrupt("a frame is truncated in its pack"));
     }
-    let data = match frame.codec {
-        Codec::Raw => stored.to_vec(),
-        Codec::Zstd => {
+    let data = match (frame.codec, frame.dict, dict) {
+        (Codec::Zstd, Some(d), Some(plain)) => {
+            if plain.len() as u64 != d.raw_len {
+                return Err(Error::corrupt(
+                    "a frame's dictionary decodes to another length than claimed",
+                ));
+            }
+            let mut dctx = zstd::zstd_safe::DCtx::create();
+            dctx.ref_prefix(plain)
+                .and_then(|_| {
+                    let mut out = Vec::with_capacity(frame.raw_len as usize);
+                    dctx.decompress(&mut out, stored).map(|_| out)
+                })
+                .map_err(|e| {
+                    Error::corrupt(format!(
+                        "a delta-coded frame does not decompress: {}",
+                        zstd::zstd_safe::get_error_name(e)
+                    ))
+                })?
+        }
+        (_, Some(_), _) => {
+            return Err(Error::corrupt(
+                "a frame with a dictionary was read without it",
+            ));
+        }
+        (Codec::Raw, None, _) => stored.to_vec(),
+        (Codec::Zstd, None, _) => {
             thread_local! {
                 static DCTX: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
             }
@@ -277,11 +344,22 @@ pub fn blob_of<'a>(id: &BlobId, loc: &Loc, frame_plain: &'a [u8]) -> Result<&'a 
 
 /// Fetch one frame from its pack and decode it.
 pub fn fetch_frame(store: &dyn Store, packs: &[ObjectKey], frame: &Frame) -> Result<Vec<u8>> {
+    fetch_frame_with(store, packs, frame, None)
+}
+
+/// [`fetch_frame`] for a frame that may be delta-coded, given its
+/// dictionary's plaintext.
+pub fn fetch_frame_with(
+    store: &dyn Store,
+    packs: &[ObjectKey],
+    frame: &Frame,
+    dict: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     let key = packs
         .get(frame.pack as usize)
         .ok_or_else(|| Error::corrupt("a frame names a pack the snapshot does not list"))?;
     let stored = store.get(key, Some(frame.offset..frame.offset + frame.length))?;
-    decode_frame(frame, &stored)
+    decode_frame_with(frame, &stored, dict)
 }
 
 /// Serialise and compress a root manifest; returns its key and stored bytes.
@@ -345,6 +423,13 @@ pub fn load_manifest(store: &dyn Store, key: &ObjectKey) -> Result<Manifest> {
     }
 }
 
+/// A batch of pieces spans at most this many frames (its fetches, at most
+/// the store's parallelism, run at once).
+const MAX_BATCH_FRAMES: usize = 32;
+/// Decoded piece frames kept between batches, in plaintext bytes (a frame
+/// is usually 4 MiB). A batch's own frames are kept whatever this says.
+const KEEP_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Stream a snapshot's entries, in order, each fully verified: the pieces'
 /// frames are fetched and decoded, every piece is checked against its
 /// BLAKE3 id, parsed and validated, and every entry passes an
@@ -353,7 +438,9 @@ pub fn load_manifest(store: &dyn Store, key: &ObjectKey) -> Result<Manifest> {
 /// Pieces are read in batches of a few frames: fetching, decoding, hashing
 /// and parsing run in parallel within a batch (they are most of the cost),
 /// the order-dependent checks and `f` run in order. Memory is bounded by
-/// the batch, not by the snapshot. Returns what it read from the store.
+/// the batch and [`KEEP_BYTES`], not by the snapshot. A delta-coded frame
+/// is decoded with its dictionary, fetched like any frame. Returns what it
+/// read from the store.
 pub fn for_each_node(
     store: &dyn Store,
     m: &Manifest,
@@ -362,47 +449,96 @@ pub fn for_each_node(
     use rayon::prelude::*;
     use std::sync::Arc;
     let mut fetched = Fetched::default();
-    // Frames decoded at once (each at most 16 MiB of plaintext, usually 4).
-    let window = store.parallelism().clamp(2, 8);
     let mut checker = EntryChecker::new(&m.roots);
-    let mut kept: HashMap<u32, Arc<Vec<u8>>> = HashMap::new();
+    // Decoded frames (and dictionaries, keyed the same way: a dictionary is
+    // a frame without one), with the batch that last used each. Pieces of
+    // one stretch of paths may lie in several frames (the cold save's, and
+    // one per later save that rewrote some), so frames stay until the
+    // budget needs the room, least recently used first.
+    let mut kept: HashMap<Frame, (Arc<Vec<u8>>, usize)> = HashMap::new();
+    let fetch_window = store.parallelism().clamp(2, 8);
     let mut next = 0;
+    let mut batch_no = 0;
     while next < m.pieces.len() {
-        // The batch: consecutive pieces whose frames fit in the window.
-        let mut frames: Vec<u32> = Vec::new();
+        batch_no += 1;
+        // The batch: consecutive pieces whose frames (and dictionaries)
+        // need at most `fetch_window` fetches.
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut fetches = 0;
         let mut end = next;
         while end < m.pieces.len() {
-            let fr = m.pieces[end].frame;
+            let fr = m.frames[m.pieces[end].frame as usize];
             if !frames.contains(&fr) {
-                if frames.len() == window {
+                let needs = usize::from(!kept.contains_key(&fr))
+                    + fr.dict
+                        .map_or(0, |d| usize::from(!kept.contains_key(&d.frame())));
+                if !frames.is_empty()
+                    && (fetches + needs > fetch_window || frames.len() == MAX_BATCH_FRAMES)
+                {
                     break;
                 }
+                fetches += needs;
                 frames.push(fr);
             }
             end += 1;
         }
-        let missing: Vec<u32> = frames
-            .iter()
-            .copied()
-            .filter(|fr| !kept.contains_key(fr))
-            .collect();
-        let got: Vec<(u32, Arc<Vec<u8>>)> = missing
+        // Frames without a dictionary and the dictionaries the others
+        // need, in parallel; then the delta-coded frames.
+        let mut plain: Vec<Frame> = Vec::new();
+        for fr in &frames {
+            for want in [fr.dict.map(|d| d.frame()), fr.dict.is_none().then_some(*fr)]
+                .into_iter()
+                .flatten()
+            {
+                if !kept.contains_key(&want) && !plain.contains(&want) {
+                    plain.push(want);
+                }
+            }
+        }
+        let fetch = |fr: &Frame, dict: Option<&[u8]>| -> Result<(Frame, Arc<Vec<u8>>)> {
+            fetch_frame_with(store, &m.packs, fr, dict).map(|b| (*fr, Arc::new(b)))
+        };
+        let got: Vec<(Frame, Arc<Vec<u8>>)> = plain
             .par_iter()
-            .map(|&fr| {
-                fetch_frame(store, &m.packs, &m.frames[fr as usize]).map(|b| (fr, Arc::new(b)))
+            .map(|fr| fetch(fr, None))
+            .collect::<Result<_>>()?;
+        let delta: Vec<Frame> = frames
+            .iter()
+            .filter(|fr| fr.dict.is_some() && !kept.contains_key(fr))
+            .copied()
+            .collect();
+        for (fr, b) in got {
+            fetched.requests += 1;
+            fetched.bytes += fr.length;
+            kept.insert(fr, (b, batch_no));
+        }
+        let got: Vec<(Frame, Arc<Vec<u8>>)> = delta
+            .par_iter()
+            .map(|fr| {
+                let dict = fr.dict.and_then(|d| kept.get(&d.frame()));
+                fetch(fr, dict.map(|(b, _)| b.as_slice()))
             })
             .collect::<Result<_>>()?;
-        kept.retain(|fr, _| frames.contains(fr));
-        for (fr, _) in &got {
+        for (fr, b) in got {
             fetched.requests += 1;
-            fetched.bytes += m.frames[*fr as usize].length;
+            fetched.bytes += fr.length;
+            kept.insert(fr, (b, batch_no));
         }
-        kept.extend(got);
+        for fr in &frames {
+            for k in [Some(*fr), fr.dict.map(|d| d.frame())]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(e) = kept.get_mut(&k) {
+                    e.1 = batch_no;
+                }
+            }
+        }
         let batch = &m.pieces[next..end];
         let parsed: Vec<(Piece, Vec<EntryKeys>)> = batch
             .par_iter()
             .map(|p| {
-                let piece = parse_piece(p, &kept[&p.frame], m.packs.len())?;
+                let piece = parse_piece(p, &kept[&m.frames[p.frame as usize]].0, m.packs.len())?;
                 if piece.entries.len() != p.entries as usize {
                     return Err(Error::corrupt(format!(
                         "piece {} holds another number of entries than its reference says",
@@ -423,6 +559,18 @@ pub fn for_each_node(
             }
         }
         next = end;
+        // Keep what fits, most recently used first.
+        let mut held: u64 = kept.values().map(|(b, _)| b.len() as u64).sum();
+        while held > KEEP_BYTES {
+            let Some((&oldest, _)) = kept
+                .iter()
+                .filter(|(_, (_, used))| *used < batch_no)
+                .min_by_key(|(_, (_, used))| *used)
+            else {
+                break;
+            };
+            held -= kept.remove(&oldest).map_or(0, |(b, _)| b.len() as u64);
+        }
     }
     checker
         .finish(m)
@@ -439,13 +587,7 @@ pub struct Fetched {
 
 fn parse_piece(p: &PieceRef, frame_plain: &[u8], packs: usize) -> Result<Piece> {
     let loc = Loc {
-        frame: Frame {
-            pack: 0,
-            offset: 0,
-            length: 0,
-            raw_len: 0,
-            codec: Codec::Raw,
-        },
+        frame: Frame::plain(0, 0, 0, 0, Codec::Raw),
         offset: p.offset,
         length: p.length,
     };
@@ -489,13 +631,13 @@ pub fn plant(store: &dyn Store, roots: &[String], entries: &[Planted]) -> Result
                 .stored
                 .clone()
                 .unwrap_or_else(|| (Codec::Raw, p.data.clone()));
-            let frame = Frame {
-                pack: 0,
-                offset: pack.len() as u64,
-                length: stored.len() as u64,
-                raw_len: p.data.len() as u64,
+            let frame = Frame::plain(
+                0,
+                pack.len() as u64,
+                stored.len() as u64,
+                p.data.len() as u64,
                 codec,
-            };
+            );
             pack.extend_from_slice(&stored);
             blobs.push((
                 BlobId::of(&p.data),
@@ -521,13 +663,13 @@ pub fn plant(store: &dyn Store, roots: &[String], entries: &[Planted]) -> Result
         });
     }
     let piece = make_piece(&nodes).to_json();
-    let pframe = Frame {
-        pack: 0,
-        offset: pack.len() as u64,
-        length: piece.len() as u64,
-        raw_len: piece.len() as u64,
-        codec: Codec::Raw,
-    };
+    let pframe = Frame::plain(
+        0,
+        pack.len() as u64,
+        piece.len() as u64,
+        piece.len() as u64,
+        Codec::Raw,
+    );
     pack.extend_from_slice(&piece);
     let pkey = ObjectKey::for_bytes(ObjectKind::Pack, &pack);
     store.put(&pkey, &pack)?;
@@ -570,13 +712,7 @@ mod tests {
     use super::*;
 
     fn node() -> Node {
-        let frame = Frame {
-            pack: 2,
-            offset: 10,
-            length: 20,
-            raw_len: 30,
-            codec: Codec::Zstd,
-        };
+        let frame = Frame::plain(2, 10, 20, 30, Codec::Zstd);
         Node {
             path: "node_modules/a/index.js".into(),
             kind: EntryKind::File,
@@ -672,5 +808,55 @@ mod tests {
             },
         ];
         assert_ne!(digest(&a), digest(&b));
+    }
+
+    /// A delta-coded frame decodes only with its own dictionary: without it,
+    /// or with a dictionary of another length, it is an error; with other
+    /// bytes of the right length it is other bytes (which the pieces' ids
+    /// then refuse), never more than `raw_len`.
+    #[test]
+    fn delta_frames_need_their_dictionary() {
+        let dict: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{{\"path\":\"node_modules/p{}/f{i}.js\"}}", i % 97).into_bytes())
+            .take(1 << 20)
+            .collect();
+        let mut data = dict[300_000..700_000].to_vec();
+        data.extend_from_slice(b"a changed entry");
+        let stored = encode_delta_frame(&data, &dict, 3).unwrap();
+        let plain = encode_frame(&data, 3).1;
+        assert!(
+            stored.len() * 20 < plain.len(),
+            "{} vs {}",
+            stored.len(),
+            plain.len()
+        );
+        let base = Frame::plain(0, 0, 10, dict.len() as u64, Codec::Zstd);
+        let frame = Frame {
+            dict: base.as_dict(),
+            ..Frame::plain(1, 0, stored.len() as u64, data.len() as u64, Codec::Zstd)
+        };
+        assert_eq!(
+            decode_frame_with(&frame, &stored, Some(&dict)).unwrap(),
+            data
+        );
+        assert!(
+            decode_frame(&frame, &stored).is_err(),
+            "decoded without its dictionary"
+        );
+        assert!(decode_frame_with(&frame, &stored, Some(&dict[1..])).is_err());
+        let mut other = dict.clone();
+        other[400_000..400_100].fill(b'#');
+        assert!(
+            decode_frame_with(&frame, &stored, Some(&other)).map_or(true, |d| d != data),
+            "another dictionary gave the same bytes"
+        );
+        let short = Frame {
+            raw_len: data.len() as u64 - 1,
+            ..frame
+        };
+        assert!(
+            decode_frame_with(&short, &stored, Some(&dict)).is_err(),
+            "past raw_len"
+        );
     }
 }

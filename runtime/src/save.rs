@@ -34,14 +34,15 @@ use stateful_ci_protocol::limits::{
 };
 use stateful_ci_protocol::path::fold_key;
 use stateful_ci_protocol::{
-    BlobId, EntryKind, FORMAT_VERSION, Frame, Head, Manifest, ObjectKey, ObjectKind, PieceRef,
+    BlobId, Codec, DictFrame, EntryKind, FORMAT_VERSION, Frame, Head, Manifest, ObjectKey,
+    ObjectKind, PieceRef,
 };
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objects::{
-    Loc, Node, PieceDigest, PieceFp, encode_frame, encode_manifest, for_each_node, load_manifest,
-    looks_incompressible, make_piece,
+    Loc, Node, PieceDigest, PieceFp, blob_of, encode_delta_frame, encode_frame, encode_manifest,
+    fetch_frame, for_each_node, load_manifest, looks_incompressible, make_piece,
 };
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Scanned, Stat, scan};
@@ -533,6 +534,7 @@ pub fn save(
             let mut digests = Vec::with_capacity(bounds.len());
             let mut pending = Vec::new();
             let mut fb = FrameBuilder::new(&packer);
+            let mut delta = DeltaPieces::new(known.base.as_ref());
             enum Built {
                 Known(PieceRef, Frame),
                 New(Vec<u8>, BlobId),
@@ -570,21 +572,28 @@ pub fn save(
                     match b {
                         Built::Known(p, f) => {
                             ids.push(p.id);
+                            DeltaPieces::reused(&mut delta, &p.id);
                             pieces.push(Some((PieceRef { entries: n, ..p }, f)));
                         }
                         Built::New(json, id) => {
                             ids.push(id);
                             if let Some((p, f)) = known.pieces.get(&id) {
+                                DeltaPieces::reused(&mut delta, &id);
                                 pieces.push(Some((PieceRef { entries: n, ..*p }, *f)));
                             } else {
                                 pieces.push(None);
                                 pending.push((pieces.len() - 1, id, n));
-                                fb.add_piece(&json, id)?;
+                                if !DeltaPieces::add(
+                                    &mut delta, &packer, store, &json, id, reporter,
+                                )? {
+                                    fb.add_piece(&json, id)?;
+                                }
                             }
                         }
                     }
                 }
             }
+            DeltaPieces::flush(&mut delta, &packer)?;
             fb.flush_all()?;
             let same_as_base = known.base.as_ref().is_some_and(|b| {
                 head.as_ref()
@@ -982,6 +991,147 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
     }
 }
 
+/// New pieces of the entry list, delta-coded against the frame that holds
+/// their previous versions ([`Frame::dict`]).
+///
+/// A save that changes a few files in many places rewrites many pieces,
+/// each differing from its previous version in an entry or two; compressed
+/// alone, each would cost its whole JSON (mostly blob ids that do not
+/// compress). Compressed with the base snapshot's piece frame as a zstd
+/// prefix, each costs about its changed entries.
+///
+/// The previous version of a new piece is found without reading any piece:
+/// pieces are in path order in both snapshots, so it is the base piece just
+/// after the last one this save reused unchanged. Its frame's plaintext (the
+/// dictionary) is fetched once and checked against the base's piece ids
+/// before use; a dictionary that cannot be fetched or does not verify is
+/// not used, and the pieces are stored plainly instead. A dictionary is
+/// always a frame without a dictionary of its own, so a reader needs at most
+/// one more frame per frame.
+struct DeltaPieces<'b> {
+    base: &'b Base,
+    /// Base pieces by id: where in the base's list each one is.
+    position: HashMap<BlobId, usize>,
+    /// Position in the base of the last piece reused unchanged.
+    anchor: Option<usize>,
+    /// The dictionary the open frame is coded against, and its plaintext.
+    dict: Option<(DictFrame, std::sync::Arc<Vec<u8>>)>,
+    /// Dictionaries that could not be used.
+    refused: HashSet<DictFrame>,
+    buf: Vec<u8>,
+    blobs: Vec<(BlobId, u64, u64)>,
+}
+
+impl<'b> DeltaPieces<'b> {
+    fn new(base: Option<&'b Base>) -> Option<Self> {
+        let base = base.filter(|b| !b.pieces.is_empty())?;
+        Some(DeltaPieces {
+            position: base
+                .pieces
+                .iter()
+                .enumerate()
+                .map(|(i, (p, _))| (p.id, i))
+                .collect(),
+            base,
+            anchor: None,
+            dict: None,
+            refused: HashSet::new(),
+            buf: Vec::new(),
+            blobs: Vec::new(),
+        })
+    }
+
+    /// The base's piece `id` is part of the new snapshot unchanged.
+    fn reused(this: &mut Option<Self>, id: &BlobId) {
+        if let Some(d) = this {
+            if let Some(&i) = d.position.get(id) {
+                d.anchor = Some(i);
+            }
+        }
+    }
+
+    /// Store a new piece against a dictionary; `false` if there is none to
+    /// use (the caller stores it plainly).
+    fn add(
+        this: &mut Option<Self>,
+        packer: &Packer,
+        store: &dyn Store,
+        json: &[u8],
+        id: BlobId,
+        reporter: &dyn Reporter,
+    ) -> Result<bool> {
+        let Some(d) = this else { return Ok(false) };
+        let at = d.anchor.map_or(0, |a| a + 1).min(d.base.pieces.len() - 1);
+        let (_, frame) = d.base.pieces[at];
+        let Some(dict) = frame.dict.or(frame.as_dict()) else {
+            return Ok(false);
+        };
+        if d.refused.contains(&dict) {
+            return Ok(false);
+        }
+        if d.dict.as_ref().is_none_or(|(open, _)| *open != dict) {
+            d.flush_frame(packer)?;
+            match d.fetch(store, dict) {
+                Ok(plain) => d.dict = Some((dict, plain)),
+                Err(e) => {
+                    reporter.warn(&format!(
+                        "not delta-coding against a frame of the previous snapshot ({e}); storing those pieces whole"
+                    ));
+                    d.refused.insert(dict);
+                    return Ok(false);
+                }
+            }
+        }
+        if !packer.claimed.lock().unwrap().insert(id) {
+            return Ok(true);
+        }
+        d.blobs.push((id, d.buf.len() as u64, json.len() as u64));
+        d.buf.extend_from_slice(json);
+        if d.buf.len() as u64 >= FRAME_TARGET {
+            d.flush_frame(packer)?;
+        }
+        Ok(true)
+    }
+
+    /// The dictionary's plaintext, checked against every base piece it holds.
+    fn fetch(&self, store: &dyn Store, dict: DictFrame) -> Result<std::sync::Arc<Vec<u8>>> {
+        let frame = dict.frame();
+        let plain = fetch_frame(store, &self.base.packs, &frame)?;
+        for (p, f) in &self.base.pieces {
+            if f.dict.is_none() && *f == frame {
+                let loc = Loc {
+                    frame,
+                    offset: p.offset,
+                    length: p.length,
+                };
+                blob_of(&p.id, &loc, &plain)?;
+            }
+        }
+        Ok(std::sync::Arc::new(plain))
+    }
+
+    fn flush_frame(&mut self, packer: &Packer) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let (dict, plain) = self
+            .dict
+            .as_ref()
+            .expect("a frame is open against a dictionary");
+        let blobs = std::mem::take(&mut self.blobs);
+        packer.add_delta_frame(&self.buf, blobs, *dict, plain)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn flush(this: &mut Option<Self>, packer: &Packer) -> Result<()> {
+        match this {
+            Some(d) => d.flush_frame(packer),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A sealed pack and its ordinal in this save.
 type FullPack = (u32, Vec<u8>);
 
@@ -1033,18 +1183,45 @@ impl<'a> Packer<'a> {
     fn add_frame(&self, data: Vec<u8>, blobs: Vec<(BlobId, u64, u64)>, raw: bool) -> Result<()> {
         let raw_len = data.len() as u64;
         let (codec, stored) = if raw {
-            (stateful_ci_protocol::Codec::Raw, data)
+            (Codec::Raw, data)
         } else {
             encode_frame(&data, self.level)
         };
+        self.append_frame(raw_len, stored, codec, None, blobs)
+    }
+
+    /// Encode a frame against the plaintext of `dict` (see
+    /// [`encode_delta_frame`]) and append it to the current pack.
+    fn add_delta_frame(
+        &self,
+        data: &[u8],
+        blobs: Vec<(BlobId, u64, u64)>,
+        dict: DictFrame,
+        dict_plain: &[u8],
+    ) -> Result<()> {
+        let stored = encode_delta_frame(data, dict_plain, self.level)?;
+        self.append_frame(data.len() as u64, stored, Codec::Zstd, Some(dict), blobs)
+    }
+
+    fn append_frame(
+        &self,
+        raw_len: u64,
+        stored: Vec<u8>,
+        codec: Codec,
+        dict: Option<DictFrame>,
+        blobs: Vec<(BlobId, u64, u64)>,
+    ) -> Result<()> {
         let (frame, full) = {
             let mut cur = self.current.lock().unwrap();
             let frame = Frame {
-                pack: self.first_pack + cur.0,
-                offset: cur.1.len() as u64,
-                length: stored.len() as u64,
-                raw_len,
-                codec,
+                dict,
+                ..Frame::plain(
+                    self.first_pack + cur.0,
+                    cur.1.len() as u64,
+                    stored.len() as u64,
+                    raw_len,
+                    codec,
+                )
             };
             cur.1.extend_from_slice(&stored);
             let full = if cur.1.len() as u64 >= PACK_TARGET {

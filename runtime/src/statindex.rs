@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use stateful_ci_protocol::{
-    BlobId, Codec, Frame, Manifest, ObjectHash, ObjectKey, ObjectKind, PieceRef,
+    BlobId, Codec, DictFrame, Frame, Manifest, ObjectHash, ObjectKey, ObjectKind, PieceRef,
 };
 
 use crate::objects::{Loc, PieceFp};
@@ -29,7 +29,7 @@ use crate::scan::Stat;
 /// An entry whose ctime is this close to the time it was recorded may have
 /// been modified within the same timestamp tick; it is not trusted.
 const RACY_NS: i64 = 2_000_000_000;
-const MAGIC: &[u8; 8] = b"SCISTAT3";
+const MAGIC: &[u8; 8] = b"SCISTAT4";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -287,11 +287,22 @@ fn put_str(w: &mut Vec<u8>, s: &str) {
 }
 
 fn put_frame(w: &mut Vec<u8>, f: &Frame) {
-    put_u64(w, f.pack as u64);
-    put_u64(w, f.offset);
-    put_u64(w, f.length);
-    put_u64(w, f.raw_len);
-    w.push(matches!(f.codec, Codec::Zstd) as u8);
+    put_location(w, f.pack, f.offset, f.length, f.raw_len, f.codec);
+    match &f.dict {
+        None => w.push(0),
+        Some(d) => {
+            w.push(1);
+            put_location(w, d.pack, d.offset, d.length, d.raw_len, d.codec);
+        }
+    }
+}
+
+fn put_location(w: &mut Vec<u8>, pack: u32, offset: u64, length: u64, raw_len: u64, codec: Codec) {
+    put_u64(w, pack as u64);
+    put_u64(w, offset);
+    put_u64(w, length);
+    put_u64(w, raw_len);
+    w.push(matches!(codec, Codec::Zstd) as u8);
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -325,8 +336,8 @@ impl<'a> Reader<'a> {
     fn h32(&mut self) -> Option<[u8; 32]> {
         self.take(32).map(|b| b.try_into().unwrap())
     }
-    fn frame(&mut self) -> Option<Frame> {
-        Some(Frame {
+    fn location(&mut self) -> Option<DictFrame> {
+        Some(DictFrame {
             pack: u32::try_from(self.u64()?).ok()?,
             offset: self.u64()?,
             length: self.u64()?,
@@ -337,6 +348,15 @@ impl<'a> Reader<'a> {
                 Codec::Raw
             },
         })
+    }
+    fn frame(&mut self) -> Option<Frame> {
+        let at = self.location()?;
+        let dict = match self.u8()? {
+            0 => None,
+            1 => Some(self.location()?),
+            _ => return None,
+        };
+        Some(Frame { dict, ..at.frame() })
     }
 }
 
@@ -449,11 +469,8 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_garbage() {
         let frame = Frame {
-            pack: 1,
-            offset: 7,
-            length: 9,
-            raw_len: 20,
-            codec: Codec::Zstd,
+            dict: Frame::plain(0, 3, 4, 5, Codec::Raw).as_dict(),
+            ..Frame::plain(1, 7, 9, 20, Codec::Zstd)
         };
         let mut ix = StatIndex {
             base: Some(Base {

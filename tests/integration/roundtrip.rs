@@ -218,3 +218,90 @@ fn excludes_are_honoured_on_save_and_restore() {
         b"local, excluded, must survive"
     );
 }
+
+/// A save that edits a few files scattered over many pieces stores the
+/// rewritten pieces delta-coded against the frames holding their previous
+/// versions (FORMAT.md, "Delta-coded frames"), one dictionary deep across
+/// generations; restores of every generation are exact, and a damaged
+/// dictionary fails the restore without writing a file.
+#[test]
+fn scattered_edits_store_pieces_as_deltas() {
+    let a = Area::new();
+    let nm = a.path("src/node_modules");
+    for i in 0..3000 {
+        write(
+            &nm.join(format!("p{:03}/lib/f{i}.js", i % 120)),
+            format!("module.exports = {i};\n// {}\n", "x".repeat(i % 97)).as_bytes(),
+        );
+    }
+    let args = ["--store", &a.store(), "--path", "node_modules", "--json"];
+    a.ok("src", &[&["save"][..], &args].concat());
+    // The CI sequence: restore on a fresh runner, edit, save.
+    a.ok("ci", &[&["restore"][..], &args].concat());
+    let cold_packs = head_manifest(&a).packs.len();
+    let ci = a.path("ci/node_modules");
+    let edit = |every: usize, from: usize, tag: &str| {
+        for i in (from..3000).step_by(every) {
+            let p = ci.join(format!("p{:03}/lib/f{i}.js", i % 120));
+            let mut b = std::fs::read(&p).unwrap();
+            b.extend_from_slice(tag.as_bytes());
+            write(&p, &b);
+        }
+    };
+
+    for (generation, from) in [(2, 0), (3, 25)] {
+        edit(50, from, &format!("// edit {generation}\n"));
+        let saved = a.ok("ci", &[&["save"][..], &args].concat());
+        assert_eq!(saved["generation"], generation, "{saved}");
+        let m = head_manifest(&a);
+        let delta: Vec<_> = m.frames.iter().filter(|f| f.dict.is_some()).collect();
+        assert!(
+            !delta.is_empty(),
+            "no delta-coded frame in generation {generation}"
+        );
+        for f in &delta {
+            let d = f.dict.unwrap();
+            // One level deep: the dictionary is a frame the cold save wrote.
+            assert!((d.pack as usize) < cold_packs, "{f:?}");
+            // About the changed entries, not the whole pieces' JSON.
+            assert!(f.length * 8 < f.raw_len, "{f:?}");
+        }
+        let check = format!("check{generation}");
+        let r = a.ok(&check, &[&["restore"][..], &args].concat());
+        assert_eq!(r["generation"], generation, "{r}");
+        assert_same(&a.path("ci"), &a.path(&check), &[]);
+    }
+
+    // Damage the dictionary (a frame of the cold save holding pieces that
+    // generation 3 rewrote): the restore fails before writing anything.
+    let m = head_manifest(&a);
+    let d = m.frames.iter().find_map(|f| f.dict).unwrap();
+    let pack = a.path("store").join(m.packs[d.pack as usize].to_string());
+    let mut b = std::fs::read(&pack).unwrap();
+    b[(d.offset + d.length / 2) as usize] ^= 0x55;
+    std::fs::write(&pack, b).unwrap();
+    let out = a.run("fresh", &[&["restore", "--strict"][..], &args].concat());
+    assert!(
+        !out.status.success(),
+        "a damaged dictionary was not noticed"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not match its hash") || stderr.contains("decompress"),
+        "{stderr}"
+    );
+    assert!(
+        crate::tree::snapshot(&a.path("fresh"), &["stateful-ci.toml", ".stateful-ci"])
+            .keys()
+            .all(|k| !k.starts_with("node_modules/")),
+        "a file was written from a damaged snapshot"
+    );
+}
+
+fn head_manifest(a: &Area) -> stateful_ci_protocol::Manifest {
+    let store = stateful_ci_runtime::LocalStore::open(&a.path("store"), "default").unwrap();
+    let head = stateful_ci_runtime::Store::save_head(&store)
+        .unwrap()
+        .unwrap();
+    stateful_ci_runtime::objects::load_manifest(&store, &head.snapshot).unwrap()
+}
