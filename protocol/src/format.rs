@@ -239,14 +239,6 @@ pub enum Codec {
 /// A frame: `length` stored bytes at `offset` in pack number `pack` (an
 /// index into [`Manifest::packs`]) that decode to `raw_len` bytes, the
 /// concatenated plaintexts of the blobs that point into it.
-///
-/// A frame of the root's table may be *delta-coded*: a zstd frame whose
-/// decoder is given, as a raw-content prefix, the decoded plaintext of
-/// another frame (`dict`). A save that rewrites a few entries of many
-/// pieces stores them against the frame that holds their previous versions,
-/// so each rewritten piece costs about its changed entries, not its whole
-/// JSON. The dictionary frame is never itself delta-coded (its type cannot
-/// say so), so decoding needs at most one other frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     pub pack: u32,
@@ -254,58 +246,17 @@ pub struct Frame {
     pub length: u64,
     pub raw_len: u64,
     pub codec: Codec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dict: Option<DictFrame>,
-}
-
-/// The frame whose plaintext is a delta-coded [`Frame`]'s dictionary: the
-/// same fields as a frame, without a dictionary of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct DictFrame {
-    pub pack: u32,
-    pub offset: u64,
-    pub length: u64,
-    pub raw_len: u64,
-    pub codec: Codec,
-}
-
-impl DictFrame {
-    /// This location as a frame of its own (to fetch and decode it).
-    pub fn frame(&self) -> Frame {
-        Frame {
-            pack: self.pack,
-            offset: self.offset,
-            length: self.length,
-            raw_len: self.raw_len,
-            codec: self.codec,
-            dict: None,
-        }
-    }
 }
 
 impl Frame {
-    /// A frame stored without a dictionary.
-    pub fn plain(pack: u32, offset: u64, length: u64, raw_len: u64, codec: Codec) -> Frame {
+    pub fn new(pack: u32, offset: u64, length: u64, raw_len: u64, codec: Codec) -> Frame {
         Frame {
             pack,
             offset,
             length,
             raw_len,
             codec,
-            dict: None,
         }
-    }
-
-    /// This frame as another frame's dictionary: `None` if it is itself
-    /// delta-coded (a dictionary never is).
-    pub fn as_dict(&self) -> Option<DictFrame> {
-        self.dict.is_none().then_some(DictFrame {
-            pack: self.pack,
-            offset: self.offset,
-            length: self.length,
-            raw_len: self.raw_len,
-            codec: self.codec,
-        })
     }
 
     /// Check the frame against the limits and the snapshot's pack count.
@@ -317,17 +268,8 @@ impl Frame {
             self.raw_len,
             self.codec,
             packs,
-        )?;
-        if let Some(d) = &self.dict {
-            if self.codec != Codec::Zstd {
-                return Err("a frame with a dictionary must be zstd".into());
-            }
-            Self::check_location(d.pack, d.offset, d.length, d.raw_len, d.codec, packs)
-                .map_err(|e| format!("dictionary: {e}"))?;
-        }
-        Ok(())
+        )
     }
-
     fn check_location(
         pack: u32,
         offset: u64,
@@ -351,6 +293,49 @@ impl Frame {
             || length == 0
         {
             return Err("frame lies past the end of any pack".into());
+        }
+        Ok(())
+    }
+}
+
+/// A frame of the root's table, which holds pieces of the entry list. It
+/// may be *delta-coded*: a zstd frame whose decoder is given, as a
+/// raw-content prefix, the decoded plaintext of another frame (`dict`). A
+/// save that rewrites a few entries of many pieces stores them against the
+/// frame that holds their previous versions, so each rewritten piece costs
+/// about its changed entries, not its whole JSON. A dictionary is a plain
+/// [`Frame`], which cannot have one of its own, so decoding needs at most
+/// one other frame; the frames inside pieces (file data) cannot have one
+/// at all. In JSON, `dict` sits beside the frame's own fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PieceFrame {
+    #[serde(flatten)]
+    pub frame: Frame,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dict: Option<Frame>,
+}
+
+impl PieceFrame {
+    /// A frame stored without a dictionary.
+    pub fn plain(frame: Frame) -> Self {
+        PieceFrame { frame, dict: None }
+    }
+
+    /// What a writer codes a new version of this frame's pieces against:
+    /// its dictionary, or the frame itself when it has none.
+    pub fn base(&self) -> Frame {
+        self.dict.unwrap_or(self.frame)
+    }
+
+    /// Check the frame and its dictionary against the limits and the
+    /// snapshot's pack count.
+    pub fn validate(&self, packs: usize) -> Result<(), String> {
+        self.frame.validate(packs)?;
+        if let Some(d) = &self.dict {
+            if self.frame.codec != Codec::Zstd {
+                return Err("a frame with a dictionary must be zstd".into());
+            }
+            d.validate(packs).map_err(|e| format!("dictionary: {e}"))?;
         }
         Ok(())
     }
@@ -475,12 +460,6 @@ impl Piece {
         }
         for f in &p.frames {
             f.validate(packs).map_err(ManifestError::Decode)?;
-            if f.dict.is_some() {
-                // Only the root's frames (which hold pieces) are delta-coded.
-                return Err(ManifestError::Decode(
-                    "a piece's frame has a dictionary".into(),
-                ));
-            }
         }
         for e in &p.entries {
             e.validate(&p.frames)?;
@@ -522,7 +501,7 @@ pub struct Manifest {
     /// Every pack this snapshot references (frames name them by index).
     pub packs: Vec<ObjectKey>,
     /// The frames the pieces live in.
-    pub frames: Vec<Frame>,
+    pub frames: Vec<PieceFrame>,
     /// The entry list, in order.
     pub pieces: Vec<PieceRef>,
     /// Summary: entries, files and plaintext file bytes (checked on restore).
@@ -618,7 +597,9 @@ impl Manifest {
                 .ok_or_else(|| ManifestError::Decode("piece names a frame out of range".into()))?;
             if p.length == 0
                 || p.length > MAX_PIECE_RAW
-                || p.offset.checked_add(p.length).is_none_or(|e| e > f.raw_len)
+                || p.offset
+                    .checked_add(p.length)
+                    .is_none_or(|e| e > f.frame.raw_len)
                 || p.entries == 0
                 || p.entries as usize > MAX_PIECE_ENTRIES
             {
@@ -806,7 +787,7 @@ mod tests {
     }
 
     fn frame() -> Frame {
-        Frame::plain(0, 0, 5, 5, Codec::Raw)
+        Frame::new(0, 0, 5, 5, Codec::Raw)
     }
 
     fn check_all(entries: &[Entry]) -> Result<(), ManifestError> {
@@ -856,50 +837,41 @@ mod tests {
     }
 
     #[test]
-    fn only_root_frames_are_delta_coded_and_only_one_level_deep() {
-        let base = Frame::plain(0, 0, 90, 400, Codec::Zstd);
-        let delta = Frame {
-            dict: base.as_dict(),
-            ..Frame::plain(1, 0, 20, 300, Codec::Zstd)
+    fn piece_frames_may_be_delta_coded_one_level_deep() {
+        let base = Frame::new(0, 0, 90, 400, Codec::Zstd);
+        let delta = PieceFrame {
+            frame: Frame::new(1, 0, 20, 300, Codec::Zstd),
+            dict: Some(base),
         };
         assert!(delta.validate(2).is_ok());
         // The dictionary's own location is checked like any frame's.
         assert!(delta.validate(1).is_err(), "dictionary pack out of range");
-        let bad_dict = Frame {
-            dict: Some(DictFrame {
+        let bad_dict = PieceFrame {
+            dict: Some(Frame {
                 raw_len: MAX_FRAME_RAW + 1,
-                ..base.as_dict().unwrap()
+                ..base
             }),
             ..delta
         };
         assert!(bad_dict.validate(2).is_err(), "dictionary too large");
-        let raw = Frame {
-            codec: Codec::Raw,
-            length: 300,
+        let raw = PieceFrame {
+            frame: Frame::new(1, 0, 300, 300, Codec::Raw),
             ..delta
         };
         assert!(
             raw.validate(2).is_err(),
             "a raw frame cannot use a dictionary"
         );
-        assert_eq!(delta.as_dict(), None, "a delta frame is no dictionary");
-        // The JSON of a frame without a dictionary has no `dict` field, so
-        // format-2 roots written before dictionaries existed read the same.
-        assert!(
-            !String::from_utf8(serde_json::to_vec(&base).unwrap())
-                .unwrap()
-                .contains("dict")
-        );
-        // A piece's own frames (file data) never have one.
-        let p = Piece {
-            frames: vec![Frame {
-                dict: base.as_dict(),
-                ..Frame::plain(1, 0, 5, 5, Codec::Zstd)
-            }],
-            entries: vec![dir("a"), file("a/x", 5)],
-        };
-        let err = Piece::from_json(&p.to_json(), 2).unwrap_err();
-        assert!(err.to_string().contains("dictionary"), "{err}");
+        assert_eq!(delta.base(), base);
+        assert_eq!(PieceFrame::plain(base).base(), base);
+        // In JSON the dictionary sits beside the frame's fields, and a
+        // frame without one reads and writes as a plain frame.
+        let json = serde_json::to_string(&delta).unwrap();
+        assert!(json.starts_with(r#"{"pack":1,"offset":0,"#), "{json}");
+        assert!(json.contains(r#""dict":{"pack":0,"#), "{json}");
+        assert_eq!(serde_json::from_str::<PieceFrame>(&json).unwrap(), delta);
+        let plain = serde_json::to_string(&PieceFrame::plain(base)).unwrap();
+        assert_eq!(plain, serde_json::to_string(&base).unwrap());
     }
 
     #[test]

@@ -14,6 +14,6 @@ pub mod path;
 pub mod wire;
 
 pub use format::{
-    BlobId, BlobRef, Codec, DictFrame, Entry, EntryChecker, EntryKeys, EntryKind, FORMAT_VERSION,
-    Frame, Head, Manifest, ManifestError, ObjectHash, ObjectKey, ObjectKind, Piece, PieceRef,
+    BlobId, BlobRef, Codec, Entry, EntryChecker, EntryKeys, EntryKind, FORMAT_VERSION, Frame, Head,
+    Manifest, ManifestError, ObjectHash, ObjectKey, ObjectKind, Piece, PieceFrame, PieceRef,
 };

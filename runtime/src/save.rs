@@ -34,8 +34,8 @@ use stateful_ci_protocol::limits::{
 };
 use stateful_ci_protocol::path::fold_key;
 use stateful_ci_protocol::{
-    BlobId, Codec, DictFrame, EntryKind, FORMAT_VERSION, Frame, Head, Manifest, ObjectKey,
-    ObjectKind, PieceRef,
+    BlobId, Codec, EntryKind, FORMAT_VERSION, Frame, Head, Manifest, ObjectKey, ObjectKind,
+    PieceFrame, PieceRef,
 };
 
 use crate::config::Config;
@@ -122,9 +122,9 @@ struct Known {
     /// whose stat matches is not read at all).
     index_valid: bool,
     blobs: HashMap<BlobId, Loc>,
-    pieces: HashMap<BlobId, (PieceRef, Frame)>,
+    pieces: HashMap<BlobId, (PieceRef, PieceFrame)>,
     /// The base's pieces by their local digest (from the stat index).
-    by_digest: HashMap<PieceFp, (PieceRef, Frame)>,
+    by_digest: HashMap<PieceFp, (PieceRef, PieceFrame)>,
 }
 
 fn known_from(
@@ -460,7 +460,7 @@ pub fn save(
     type Packed = (
         Vec<(usize, i64)>,
         Vec<String>,
-        Vec<(PieceRef, Frame)>,
+        Vec<(PieceRef, PieceFrame)>,
         Vec<PieceFp>,
         bool,
     );
@@ -536,7 +536,7 @@ pub fn save(
             let mut fb = FrameBuilder::new(&packer);
             let mut delta = DeltaPieces::new(known.base.as_ref());
             enum Built {
-                Known(PieceRef, Frame),
+                Known(PieceRef, PieceFrame),
                 New(Vec<u8>, BlobId),
             }
             for batch in bounds.chunks(PIECE_BATCH) {
@@ -603,29 +603,32 @@ pub fn save(
                     && b.pieces.iter().zip(&ids).all(|((p, _), id)| p.id == *id)
             });
             let new_locs = packer.new_locs.lock().unwrap();
+            let deltas = packer.deltas.lock().unwrap();
             for (slot, id, n) in pending {
-                let loc = new_locs.get(&id).copied().or_else(|| {
-                    known.pieces.get(&id).map(|(p, f)| Loc {
-                        frame: *f,
-                        offset: p.offset,
-                        length: p.length,
-                    })
+                let at = new_locs.get(&id).map(|l| {
+                    let frame = PieceFrame {
+                        frame: l.frame,
+                        dict: deltas.get(&l.frame).copied(),
+                    };
+                    (frame, l.offset, l.length)
                 });
-                let loc = loc.ok_or_else(|| {
+                let at =
+                    at.or_else(|| known.pieces.get(&id).map(|(p, f)| (*f, p.offset, p.length)));
+                let (frame, offset, length) = at.ok_or_else(|| {
                     Error::store(format!("internal error: piece {id} was not packed"))
                 })?;
                 pieces[slot] = Some((
                     PieceRef {
                         id,
                         frame: 0,
-                        offset: loc.offset,
-                        length: loc.length,
+                        offset,
+                        length,
                         entries: n,
                     },
-                    loc.frame,
+                    frame,
                 ));
             }
-            let pieces: Vec<(PieceRef, Frame)> = pieces.into_iter().flatten().collect();
+            let pieces: Vec<(PieceRef, PieceFrame)> = pieces.into_iter().flatten().collect();
             Ok((read_at, changing, pieces, digests, same_as_base))
         };
         let result = run();
@@ -718,8 +721,8 @@ pub fn save(
             Error::store(format!("internal error: pack {ord} was never written"))
         })?);
     }
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut frame_ix: HashMap<Frame, u32> = HashMap::new();
+    let mut frames: Vec<PieceFrame> = Vec::new();
+    let mut frame_ix: HashMap<PieceFrame, u32> = HashMap::new();
     let mut refs = Vec::with_capacity(pieces.len());
     for (p, f) in &pieces {
         let fi = *frame_ix.entry(*f).or_insert_with(|| {
@@ -1015,9 +1018,9 @@ struct DeltaPieces<'b> {
     /// Position in the base of the last piece reused unchanged.
     anchor: Option<usize>,
     /// The dictionary the open frame is coded against, and its plaintext.
-    dict: Option<(DictFrame, std::sync::Arc<Vec<u8>>)>,
+    dict: Option<(Frame, Vec<u8>)>,
     /// Dictionaries that could not be used.
-    refused: HashSet<DictFrame>,
+    refused: HashSet<Frame>,
     buf: Vec<u8>,
     blobs: Vec<(BlobId, u64, u64)>,
 }
@@ -1062,10 +1065,7 @@ impl<'b> DeltaPieces<'b> {
     ) -> Result<bool> {
         let Some(d) = this else { return Ok(false) };
         let at = d.anchor.map_or(0, |a| a + 1).min(d.base.pieces.len() - 1);
-        let (_, frame) = d.base.pieces[at];
-        let Some(dict) = frame.dict.or(frame.as_dict()) else {
-            return Ok(false);
-        };
+        let dict = d.base.pieces[at].1.base();
         if d.refused.contains(&dict) {
             return Ok(false);
         }
@@ -1094,20 +1094,19 @@ impl<'b> DeltaPieces<'b> {
     }
 
     /// The dictionary's plaintext, checked against every base piece it holds.
-    fn fetch(&self, store: &dyn Store, dict: DictFrame) -> Result<std::sync::Arc<Vec<u8>>> {
-        let frame = dict.frame();
-        let plain = fetch_frame(store, &self.base.packs, &frame)?;
+    fn fetch(&self, store: &dyn Store, dict: Frame) -> Result<Vec<u8>> {
+        let plain = fetch_frame(store, &self.base.packs, &dict)?;
         for (p, f) in &self.base.pieces {
-            if f.dict.is_none() && *f == frame {
+            if *f == PieceFrame::plain(dict) {
                 let loc = Loc {
-                    frame,
+                    frame: dict,
                     offset: p.offset,
                     length: p.length,
                 };
                 blob_of(&p.id, &loc, &plain)?;
             }
         }
-        Ok(std::sync::Arc::new(plain))
+        Ok(plain)
     }
 
     fn flush_frame(&mut self, packer: &Packer) -> Result<()> {
@@ -1148,6 +1147,8 @@ struct Packer<'a> {
     first_pack: u32,
     claimed: Mutex<HashSet<BlobId>>,
     new_locs: Mutex<HashMap<BlobId, Loc>>,
+    /// The delta-coded frames this save wrote, with their dictionaries.
+    deltas: Mutex<HashMap<Frame, Frame>>,
     current: Mutex<(u32, Vec<u8>)>,
     pack_keys: Mutex<Vec<Option<ObjectKey>>>,
     objects_sent: AtomicU64,
@@ -1171,6 +1172,7 @@ impl<'a> Packer<'a> {
             first_pack,
             claimed: Mutex::new(HashSet::new()),
             new_locs: Mutex::new(HashMap::new()),
+            deltas: Mutex::new(HashMap::new()),
             current: Mutex::new((0, Vec::new())),
             pack_keys: Mutex::new(Vec::new()),
             objects_sent: AtomicU64::new(0),
@@ -1196,7 +1198,7 @@ impl<'a> Packer<'a> {
         &self,
         data: &[u8],
         blobs: Vec<(BlobId, u64, u64)>,
-        dict: DictFrame,
+        dict: Frame,
         dict_plain: &[u8],
     ) -> Result<()> {
         let stored = encode_delta_frame(data, dict_plain, self.level)?;
@@ -1208,21 +1210,21 @@ impl<'a> Packer<'a> {
         raw_len: u64,
         stored: Vec<u8>,
         codec: Codec,
-        dict: Option<DictFrame>,
+        dict: Option<Frame>,
         blobs: Vec<(BlobId, u64, u64)>,
     ) -> Result<()> {
         let (frame, full) = {
             let mut cur = self.current.lock().unwrap();
-            let frame = Frame {
-                dict,
-                ..Frame::plain(
-                    self.first_pack + cur.0,
-                    cur.1.len() as u64,
-                    stored.len() as u64,
-                    raw_len,
-                    codec,
-                )
-            };
+            let frame = Frame::new(
+                self.first_pack + cur.0,
+                cur.1.len() as u64,
+                stored.len() as u64,
+                raw_len,
+                codec,
+            );
+            if let Some(d) = dict {
+                self.deltas.lock().unwrap().insert(frame, d);
+            }
             cur.1.extend_from_slice(&stored);
             let full = if cur.1.len() as u64 >= PACK_TARGET {
                 let ord = cur.0;

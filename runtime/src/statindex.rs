@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use stateful_ci_protocol::{
-    BlobId, Codec, DictFrame, Frame, Manifest, ObjectHash, ObjectKey, ObjectKind, PieceRef,
+    BlobId, Codec, Frame, Manifest, ObjectHash, ObjectKey, ObjectKind, PieceFrame, PieceRef,
 };
 
 use crate::objects::{Loc, PieceFp};
@@ -66,7 +66,7 @@ pub struct Base {
     /// Its pack list, in order (frames name packs by index).
     pub packs: Vec<ObjectKey>,
     /// Its pieces, in order, each with the frame it lives in.
-    pub pieces: Vec<(PieceRef, Frame)>,
+    pub pieces: Vec<(PieceRef, PieceFrame)>,
     /// Each piece's [`PieceDigest`](crate::objects::PieceDigest), in the
     /// same order, or empty when they are not known (then a save builds
     /// every piece to compare it).
@@ -237,7 +237,7 @@ impl StatIndex {
                     put_u64(&mut w, p.offset);
                     put_u64(&mut w, p.length);
                     put_u64(&mut w, p.entries as u64);
-                    put_frame(&mut w, f);
+                    put_piece_frame(&mut w, f);
                     if w.len() >= 60 * 1024 {
                         out.write_all(&w)?;
                         w.clear();
@@ -287,22 +287,22 @@ fn put_str(w: &mut Vec<u8>, s: &str) {
 }
 
 fn put_frame(w: &mut Vec<u8>, f: &Frame) {
-    put_location(w, f.pack, f.offset, f.length, f.raw_len, f.codec);
+    put_u64(w, f.pack as u64);
+    put_u64(w, f.offset);
+    put_u64(w, f.length);
+    put_u64(w, f.raw_len);
+    w.push(matches!(f.codec, Codec::Zstd) as u8);
+}
+
+fn put_piece_frame(w: &mut Vec<u8>, f: &PieceFrame) {
+    put_frame(w, &f.frame);
     match &f.dict {
         None => w.push(0),
         Some(d) => {
             w.push(1);
-            put_location(w, d.pack, d.offset, d.length, d.raw_len, d.codec);
+            put_frame(w, d);
         }
     }
-}
-
-fn put_location(w: &mut Vec<u8>, pack: u32, offset: u64, length: u64, raw_len: u64, codec: Codec) {
-    put_u64(w, pack as u64);
-    put_u64(w, offset);
-    put_u64(w, length);
-    put_u64(w, raw_len);
-    w.push(matches!(codec, Codec::Zstd) as u8);
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -336,8 +336,8 @@ impl<'a> Reader<'a> {
     fn h32(&mut self) -> Option<[u8; 32]> {
         self.take(32).map(|b| b.try_into().unwrap())
     }
-    fn location(&mut self) -> Option<DictFrame> {
-        Some(DictFrame {
+    fn frame(&mut self) -> Option<Frame> {
+        Some(Frame {
             pack: u32::try_from(self.u64()?).ok()?,
             offset: self.u64()?,
             length: self.u64()?,
@@ -349,14 +349,14 @@ impl<'a> Reader<'a> {
             },
         })
     }
-    fn frame(&mut self) -> Option<Frame> {
-        let at = self.location()?;
+    fn piece_frame(&mut self) -> Option<PieceFrame> {
+        let frame = self.frame()?;
         let dict = match self.u8()? {
             0 => None,
-            1 => Some(self.location()?),
+            1 => Some(self.frame()?),
             _ => return None,
         };
-        Some(Frame { dict, ..at.frame() })
+        Some(PieceFrame { frame, dict })
     }
 }
 
@@ -393,7 +393,7 @@ fn decode(b: &[u8]) -> Option<StatIndex> {
                     length: r.u64()?,
                     entries: u32::try_from(r.u64()?).ok()?,
                 };
-                pieces.push((p, r.frame()?));
+                pieces.push((p, r.piece_frame()?));
             }
             let n = r.count()?;
             if n != 0 && n != pieces.len() {
@@ -468,9 +468,10 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_garbage() {
-        let frame = Frame {
-            dict: Frame::plain(0, 3, 4, 5, Codec::Raw).as_dict(),
-            ..Frame::plain(1, 7, 9, 20, Codec::Zstd)
+        let frame = Frame::new(1, 7, 9, 20, Codec::Zstd);
+        let delta = PieceFrame {
+            frame: Frame::new(1, 30, 4, 50, Codec::Zstd),
+            dict: Some(frame),
         };
         let mut ix = StatIndex {
             base: Some(Base {
@@ -486,7 +487,7 @@ mod tests {
                         length: 2,
                         entries: 3,
                     },
-                    frame,
+                    delta,
                 )],
                 digests: vec![[7; 16]],
             }),
