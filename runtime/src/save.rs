@@ -14,7 +14,9 @@
 //! reading goes on, through a one-slot channel (bounded memory). The entry
 //! list is cut into content-defined pieces (boundaries chosen by a hash of
 //! the path, so they do not move when content changes); a piece whose bytes
-//! are already stored is referenced, not written again. The local stat index
+//! are already stored is referenced, not written again, and a rewritten
+//! piece is delta-coded against the frame that held its previous version
+//! (`DeltaPieces`), so it costs about its changed entries. The local stat index
 //! holds the previous snapshot's pack list, pieces (with a local digest of
 //! each piece's entries, so an unchanged piece is recognised without
 //! building its JSON) and file locations, so a save that finds nothing
