@@ -33,7 +33,11 @@ bash scripts/test-emulator.sh
 
 # --- npm launcher, action.yml, YAML lint, Action harness ---
 section "npm launcher, action.yml, Action harness"
-bash tests/npm/test.sh
+# The packed binary is a release build (npm-pack.sh); here without
+# cross-crate LTO and with more codegen units, so that it builds faster on
+# CI's 2 cores; nothing these tests check depends on either. Releases use
+# the profile in Cargo.toml.
+CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 bash tests/npm/test.sh
 
 # --- presets with real package managers: the generated workflow stays exactly
 # as strict as the lock file across a lock-file change (tiny npm, pip, Cargo
