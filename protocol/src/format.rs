@@ -261,23 +261,13 @@ impl Frame {
 
     /// Check the frame against the limits and the snapshot's pack count.
     pub fn validate(&self, packs: usize) -> Result<(), String> {
-        Self::check_location(
-            self.pack,
-            self.offset,
-            self.length,
-            self.raw_len,
-            self.codec,
-            packs,
-        )
-    }
-    fn check_location(
-        pack: u32,
-        offset: u64,
-        length: u64,
-        raw_len: u64,
-        codec: Codec,
-        packs: usize,
-    ) -> Result<(), String> {
+        let Frame {
+            pack,
+            offset,
+            length,
+            raw_len,
+            codec,
+        } = *self;
         if pack as usize >= packs {
             return Err("frame names a pack index out of range".into());
         }

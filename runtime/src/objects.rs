@@ -240,7 +240,7 @@ fn delta_window_log(total: usize) -> u32 {
 }
 
 /// Compress a frame's plaintext against `dict`, the plaintext of the frame
-/// named by its [`Frame::dict`] (a raw-content prefix: zstd matches into it
+/// named by its [`PieceFrame::dict`] (a raw-content prefix: zstd matches into it
 /// as if it came just before the data). Always zstd.
 pub fn encode_delta_frame(data: &[u8], dict: &[u8], level: i32) -> Result<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, CParameter};

@@ -997,7 +997,7 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
 }
 
 /// New pieces of the entry list, delta-coded against the frame that holds
-/// their previous versions ([`Frame::dict`]).
+/// their previous versions ([`PieceFrame::dict`]).
 ///
 /// A save that changes a few files in many places rewrites many pieces,
 /// each differing from its previous version in an entry or two; compressed
