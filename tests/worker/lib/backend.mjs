@@ -3,9 +3,20 @@
 // and recorded in d1_migrations like wrangler does), an R2 bucket and the
 // SQLite-backed Durable Object, listening on 127.0.0.1.
 import { Miniflare } from "miniflare";
+import { Agent, setGlobalDispatcher } from "undici";
 import { readFileSync, readdirSync, existsSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+
+// workerd's HTTP server closes a connection that has been idle for 5 s (kj's
+// keep-alive timeout; measured on this backend: a raw keep-alive connection is
+// closed 5.0 s after its response). fetch() keeps idle sockets for 4 s, and when
+// its timers run late on a busy machine it can send a request on a socket that
+// workerd is closing: the request fails with "fetch failed" and never reaches
+// the Worker (the race in cloudflare/workers-sdk#14641; CI hit it once, in
+// data-path.test.mjs). These tests therefore open a connection per request
+// (undici: pipelining 0 disables keep-alive), so the race cannot happen.
+setGlobalDispatcher(new Agent({ pipelining: 0 }));
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 export const distDir = join(repoRoot, "worker-template", "dist");
