@@ -18,6 +18,11 @@
 # checkout's `git rev-parse HEAD`). Idempotent: a rerun rebuilds only what
 # changed and rewrites the same two tarballs. Needs cargo and node/npm; no
 # network but the registries cargo itself may use.
+#
+# STATEFUL_CI_PACK_PROFILE=dev packs this machine's binary from the dev
+# profile instead (tests/npm/test.sh: what those tests check does not depend
+# on optimisation, and after `cargo test` the dev build is seconds, a release
+# build minutes). Releases never set it.
 set -euo pipefail
 
 if [ "$#" -lt 1 ] || [ "$#" -gt 2 ] || [ -z "$1" ]; then
@@ -43,10 +48,18 @@ fi
 launcher_js="$root/npm/stateful-ci/bin/stateful-ci.js"
 run_binary=()
 if [ -z "$target" ]; then
-  (cd "$root" && cargo build --release --locked --bin stateful-ci)
+  case "${STATEFUL_CI_PACK_PROFILE:-release}" in
+    release) profile_args=(--release) profile_dir=release ;;
+    dev) profile_args=() profile_dir=debug ;;
+    *)
+      echo "npm-pack: STATEFUL_CI_PACK_PROFILE is '$STATEFUL_CI_PACK_PROFILE'; use release (the default) or dev" >&2
+      exit 2
+      ;;
+  esac
+  (cd "$root" && cargo build "${profile_args[@]}" --locked --bin stateful-ci)
   target_dir="$(cd "$root" && cargo metadata --no-deps --format-version 1 |
     node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"
-  binary="$target_dir/release/stateful-ci"
+  binary="$target_dir/$profile_dir/stateful-ci"
   [ -x "$binary.exe" ] && binary="$binary.exe"
   platform="$(node -e 'console.log(require(process.argv[1]).platformKey())' "$launcher_js")"
 else

@@ -197,7 +197,8 @@ for t in launcher version; do
   fi
 done
 
-# The packed binary is a release build: it carries the Worker (deploy
+# The packed binary is built as releases are (STATEFUL_CI_RELEASE=1; in
+# scripts/test.sh from the dev profile): it carries the Worker (deploy
 # --dry-run reaches the API, the local Cloudflare emulator, instead of asking
 # for the bundle) and pins the action by commit.
 node22="$NODE22"
@@ -248,8 +249,12 @@ expect "bun runtime: a binary killed by SIGTERM ends the launcher by SIGTERM (14
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 registry="http://127.0.0.1:$port/"
 mkdir -p "$work/verdaccio/storage"
+# max_body_size: verdaccio refuses publishes over 10mb by default; the
+# dev-profile binary scripts/test.sh packs is about 11 MB compressed (a
+# release build about 4 MB).
 cat >"$work/verdaccio/config.yaml" <<EOF
 storage: $work/verdaccio/storage
+max_body_size: 100mb
 auth:
   htpasswd:
     file: $work/verdaccio/htpasswd
