@@ -1,6 +1,6 @@
-// Drives the wasm32 build of stateful-ci-trust (examples/wasm_smoke.rs) from
+// Drives the wasm32 build of stateful-ci-trust (worker-template/examples/trust_smoke.rs) from
 // Node: tokens are signed here with Node's own RSA (OpenSSL), verified in
-// wasm. Usage: node smoke.mjs path/to/wasm_smoke.wasm
+// wasm. Usage: node smoke.mjs path/to/trust_smoke.wasm
 import { readFileSync } from "node:fs";
 import { generateKeyPairSync, createSign } from "node:crypto";
 
@@ -85,5 +85,5 @@ const rounds = 20;
 const t0 = performance.now();
 for (let i = 0; i < rounds; i++) call(good);
 console.log(`verify+classify+decide in wasm: ${((performance.now() - t0) / rounds).toFixed(2)} ms per token (mean of ${rounds})`);
-console.log(`wasm_smoke: ${passed} passed, ${failed} failed`);
+console.log(`trust_smoke: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

@@ -1,8 +1,12 @@
-//! A tiny C-ABI front over `verify` → `classify` → `decide`, built as a
-//! `wasm32-unknown-unknown` module by `scripts/check-trust-wasm.sh` and driven
-//! from Node (`trust/tests/wasm/smoke.mjs`), which signs tokens with its own
-//! RSA implementation. It shows that the crate not only compiles for the
-//! Worker's target but verifies real signatures there.
+//! A tiny C-ABI front over the trust crate's `verify` → `classify` →
+//! `decide`, built as a `wasm32-unknown-unknown` module by
+//! `scripts/check-trust-wasm.sh` and driven from Node
+//! (`trust/tests/wasm/smoke.mjs`), which signs tokens with its own RSA
+//! implementation. It shows that the crate verifies real signatures on the
+//! Worker's target, compiled as the Worker compiles it: it lives in the
+//! Worker's workspace so that it is built with the Worker's release profile,
+//! std build and dependencies (worker-template/target), which also makes it
+//! nearly free after the Worker's own build.
 //!
 //! Protocol: the host copies the token and the JWKS JSON into buffers from
 //! `smoke_alloc`, calls `smoke_verify`, and reads `smoke_result_len` bytes
