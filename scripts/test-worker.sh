@@ -15,4 +15,6 @@ cd tests/worker
 "$node_bin" --test --test-concurrency=1 test/*.test.mjs
 cd ../..
 # The same Worker driven from Rust with the protocol crate's wire types.
-STATEFUL_CI_REQUIRE_WORKERD=1 cargo test -p stateful-ci-worker-core --locked --test workerd
+# (--workspace, as scripts/test.sh builds it: -p alone would resolve features
+# differently and rebuild dependencies.)
+STATEFUL_CI_REQUIRE_WORKERD=1 cargo test --workspace --locked --test workerd
