@@ -226,4 +226,24 @@ mod tests {
         dirs.forget("d01");
         assert!(!Arc::ptr_eq(&first, &dirs.get("d01/s").unwrap()));
     }
+
+    /// Whatever the umask, the file has exactly the mode asked for and the
+    /// descriptor writes (also for a read-only mode).
+    #[cfg(unix)]
+    #[test]
+    fn a_created_file_has_exactly_its_mode() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = open_root(t.path()).unwrap();
+        for mode in [0o644, 0o755, 0o444, 0o666, 0o600, 0o777] {
+            let name = format!("f{mode:o}");
+            let mut f = create_file_with_mode_at(root.as_raw_fd(), &name, mode).unwrap();
+            f.write_all(b"data").unwrap();
+            drop(f);
+            let m = std::fs::metadata(t.path().join(&name)).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, mode, "{name}");
+            assert_eq!(std::fs::read(t.path().join(&name)).unwrap(), b"data");
+        }
+    }
 }

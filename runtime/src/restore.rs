@@ -816,12 +816,12 @@ fn write_blob(
     let (dir, name) = staged_at(place, e).expect("files to write are staged");
     let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
     if whole {
-        let mut f = fsat::create_file_at(d.as_raw_fd(), name)
+        let mut f = fsat::create_file_with_mode_at(d.as_raw_fd(), name, e.mode & 0o777)
             .map_err(|err| ws_err("create", &e.path, err))?;
         f.write_all(bytes)
             .map_err(|err| ws_err("write", &e.path, err))?;
-        fsat::set_meta_fd(f.as_raw_fd(), e.mode & 0o777, e.mtime_ns)
-            .map_err(|err| ws_err("set the mode of", &e.path, err))?;
+        fsat::set_mtime_fd(f.as_raw_fd(), e.mtime_ns)
+            .map_err(|err| ws_err("set the time of", &e.path, err))?;
         if matches!(place, Place::Fresh { .. }) {
             if let Ok(m) = f.metadata() {
                 let _ = written.set(Stat::of(&m));

@@ -74,6 +74,27 @@ pub fn kind_at(dir: RawFd, name: &str) -> io::Result<Kind> {
 
 /// Create a new file (never an existing one, never through a symlink).
 pub fn create_file_at(dir: RawFd, name: &str) -> io::Result<File> {
+    create_mode(dir, name, 0o600)
+}
+
+/// Create a new file like [`create_file_at`] whose permission bits are
+/// `mode` (`0o777` bits), open for writing whatever they are. With a
+/// file-creation mask that keeps `mode` whole (the usual 022 for 644 and
+/// 755), the create itself sets it; otherwise the file is created private
+/// and changed to `mode` (a restore sets the snapshot's modes exactly).
+pub fn create_file_with_mode_at(dir: RawFd, name: &str, mode: u32) -> io::Result<File> {
+    match umask() {
+        Some(mask) if mode & mask == 0 => create_mode(dir, name, mode),
+        _ => {
+            let f = create_mode(dir, name, 0o600)?;
+            // SAFETY: valid descriptor.
+            check(unsafe { libc::fchmod(f.as_raw_fd(), mode as libc::mode_t) })?;
+            Ok(f)
+        }
+    }
+}
+
+fn create_mode(dir: RawFd, name: &str, mode: u32) -> io::Result<File> {
     let c = cstr(name)?;
     // SAFETY: valid descriptor and name.
     let fd = unsafe {
@@ -81,7 +102,7 @@ pub fn create_file_at(dir: RawFd, name: &str) -> io::Result<File> {
             dir,
             c.as_ptr(),
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
+            (mode & 0o777) as libc::c_uint,
         )
     };
     if fd < 0 {
@@ -89,6 +110,25 @@ pub fn create_file_at(dir: RawFd, name: &str) -> io::Result<File> {
     }
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The process's file-creation mask, where it can be read without
+/// changing it (Linux: `Umask:` in /proc/self/status, since 4.7). Setting
+/// it to read it would race with other threads creating files.
+fn umask() -> Option<u32> {
+    static MASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *MASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// Set only the modification time of an open file.
+pub fn set_mtime_fd(fd: RawFd, mtime_ns: i64) -> io::Result<()> {
+    let t = times(mtime_ns);
+    // SAFETY: valid descriptor and a two-element array.
+    check(unsafe { libc::futimens(fd, t.as_ptr()) })
 }
 
 /// Open an existing regular file for writing, refusing a symlink.

@@ -220,6 +220,16 @@ pub fn kind_at(dir: RawFd, name: &str) -> io::Result<Kind> {
     })
 }
 
+/// [`create_file_at`]; Windows has no mode bits to set (see the module doc).
+pub fn create_file_with_mode_at(dir: RawFd, name: &str, _mode: u32) -> io::Result<File> {
+    create_file_at(dir, name)
+}
+
+/// Set only the modification time of an open file.
+pub fn set_mtime_fd(fd: RawFd, mtime_ns: i64) -> io::Result<()> {
+    set_meta_fd(fd, 0, mtime_ns)
+}
+
 /// Create a new file (never an existing one, never through a link).
 pub fn create_file_at(dir: RawFd, name: &str) -> io::Result<File> {
     check_name(name, false)?;
