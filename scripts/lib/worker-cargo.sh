@@ -35,6 +35,9 @@ worker_cargo() {
   fi
   manifest="$fixed/worker-template/Cargo.toml"
   (
+    # scripts/test.sh lints through clippy-driver as the workspace wrapper;
+    # it is the host toolchain's and must not wrap the wasm build's compiler.
+    unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
     export RUSTFLAGS="--remap-path-prefix=$fixed=/stateful-ci --remap-path-prefix=$root=/stateful-ci --remap-path-prefix=$cargo_home=/cargo ${RUSTFLAGS_EXTRA:-}"
     cd "$root/worker-template" || exit 1
     if [ "$route" = debian ]; then
