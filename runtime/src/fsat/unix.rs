@@ -269,9 +269,7 @@ fn times(ns: i64) -> [libc::timespec; 2] {
 pub fn set_meta_fd(fd: RawFd, mode: u32, mtime_ns: i64) -> io::Result<()> {
     // SAFETY: valid descriptor.
     check(unsafe { libc::fchmod(fd, mode as libc::mode_t) })?;
-    let t = times(mtime_ns);
-    // SAFETY: valid descriptor and a two-element array.
-    check(unsafe { libc::futimens(fd, t.as_ptr()) })
+    set_mtime_fd(fd, mtime_ns)
 }
 
 /// Set the mtime of `name` itself (a symlink's own time), never following.
