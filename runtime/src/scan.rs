@@ -147,6 +147,9 @@ pub fn scan(workspace: &Path, roots: &[String], filter: &Filter) -> Result<ScanR
     }
     let mut entries = out.into_inner().unwrap();
     entries.sort_unstable_by(|a: &Scanned, b| a.path.cmp(&b.path));
+    // Grown by doubling, the list can be twice its length (at 500,000
+    // entries, 50 MB unused while the save runs).
+    entries.shrink_to_fit();
     Ok(ScanResult {
         entries,
         skipped_credentials: counters.credentials.into_inner(),
