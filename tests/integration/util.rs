@@ -132,6 +132,15 @@ pub fn rich_tree(root: &Path) {
         &nm.join("big/text.txt"),
         "line of text\n".repeat(200_000).as_bytes(),
     );
+    // The same bytes in several files, small (one blob) and large (the
+    // same chunks): a restore verifies each blob once and writes it to
+    // every file that holds it.
+    write(&nm.join("copy/index.js"), b"module.exports = 1;\n");
+    write(&nm.join("copy/deep/index.js"), b"module.exports = 1;\n");
+    write(
+        &nm.join("copy/random.bin"),
+        &noise(3 * 1024 * 1024 + 12345, 7),
+    );
     std::fs::create_dir_all(nm.join("empty/dir")).unwrap();
     std::os::unix::fs::symlink("../pkg/index.js", nm.join(".bin/pkg")).unwrap();
     std::os::unix::fs::symlink("does/not/exist", nm.join("dangling")).unwrap();
