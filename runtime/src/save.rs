@@ -681,14 +681,22 @@ pub fn save(
 
     // The new stat index takes the entries' paths and blob lists.
     reporter.phase(Phase::Commit, None);
+    // The index on disk already says all this when nothing changed, every
+    // file matched it and it has these digests: then it is not rebuilt.
+    let index_current = unchanged
+        && to_read.is_empty()
+        && known.index_valid
+        && known.base.as_ref().is_some_and(|b| b.digests == digests);
     let mut index = StatIndex::default();
-    index.reserve(
-        entries
-            .iter()
-            .zip(&blobs_of)
-            .filter(|(s, b)| s.kind == EntryKind::File && b.is_some())
-            .count(),
-    );
+    if !index_current {
+        index.reserve(
+            entries
+                .iter()
+                .zip(&blobs_of)
+                .filter(|(s, b)| s.kind == EntryKind::File && b.is_some())
+                .count(),
+        );
+    }
     let (mut files, mut dirs, mut symlinks, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut read_at = read_at.into_iter().peekable();
     for (i, (s, b)) in entries.into_iter().zip(blobs_of).enumerate() {
@@ -698,6 +706,9 @@ pub fn save(
             EntryKind::File => {
                 files += 1;
                 bytes += s.stat.size;
+                if index_current {
+                    continue;
+                }
                 match at {
                     Some(at) => index.record_read(s.path, &s.stat, b, at),
                     None => index.record_written(s.path, &s.stat, b),
@@ -729,12 +740,7 @@ pub fn save(
 
     if unchanged {
         let h = head.clone().expect("unchanged implies a head");
-        // The index on disk already says all this when every file matched
-        // it and it has these digests: then it is not rewritten.
-        let current = to_read.is_empty()
-            && known.index_valid
-            && known.base.as_ref().is_some_and(|b| b.digests == digests);
-        if !current {
+        if !index_current {
             index.base = known.base.clone().map(|b| Base { digests, ..b });
             let _ = index.store(workspace);
         }

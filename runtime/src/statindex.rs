@@ -119,8 +119,11 @@ impl StatIndex {
     /// Load the index, or an empty one if it is missing or unreadable.
     pub fn load(root: &Path) -> StatIndex {
         Self::location(root)
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|b| decode(&b))
+            .and_then(|p| std::fs::File::open(p).ok())
+            .and_then(|f| {
+                let len = f.metadata().ok()?.len();
+                decode(std::io::BufReader::with_capacity(1 << 16, f), len)
+            })
             .unwrap_or_default()
     }
 
@@ -311,36 +314,47 @@ fn put_piece_frame(w: &mut Vec<u8>, f: &PieceFrame) {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads the index from a stream (never the whole file in memory: at
+/// 500,000 files it is 87 MB), knowing how many bytes are left.
+struct Reader<R> {
+    inner: R,
+    left: u64,
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
+impl<R: std::io::Read> Reader<R> {
+    fn fill(&mut self, buf: &mut [u8]) -> Option<()> {
+        if buf.len() as u64 > self.left {
             return None;
         }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
+        self.inner.read_exact(buf).ok()?;
+        self.left -= buf.len() as u64;
+        Some(())
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.fill(&mut b)?;
+        Some(b)
     }
     fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
+        self.array::<1>().map(|b| b[0])
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        self.array().map(u64::from_le_bytes)
     }
     fn count(&mut self) -> Option<usize> {
         let n = self.u64()?;
         // Each counted item takes at least a byte: a corrupt count cannot
         // make us allocate more than the file holds.
-        (n as usize <= self.0.len()).then_some(n as usize)
+        (n <= self.left).then_some(n as usize)
     }
     fn str(&mut self) -> Option<String> {
         let n = self.count()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
+        let mut b = vec![0u8; n];
+        self.fill(&mut b)?;
+        String::from_utf8(b).ok()
     }
     fn h32(&mut self) -> Option<[u8; 32]> {
-        self.take(32).map(|b| b.try_into().unwrap())
+        self.array()
     }
     fn frame(&mut self) -> Option<Frame> {
         Some(Frame {
@@ -366,9 +380,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode(b: &[u8]) -> Option<StatIndex> {
-    let mut r = Reader(b);
-    if r.take(8)? != MAGIC {
+fn decode(inner: impl std::io::Read, len: u64) -> Option<StatIndex> {
+    let mut r = Reader { inner, left: len };
+    if r.array::<8>()? != *MAGIC {
         return None;
     }
     let base = match r.u8()? {
@@ -407,7 +421,7 @@ fn decode(b: &[u8]) -> Option<StatIndex> {
             }
             let mut digests = Vec::with_capacity(n);
             for _ in 0..n {
-                digests.push(r.take(16)?.try_into().expect("16 bytes"));
+                digests.push(r.array::<16>()?);
             }
             Some(Base {
                 store,
@@ -517,12 +531,15 @@ mod tests {
         ix.record_written("a/z".into(), &st, blobs.clone());
         ix.record_written("a/b".into(), &st, blobs.clone());
         ix.finish();
-        let back = decode(&ix.encode()).unwrap();
+        let enc = ix.encode();
+        let back = decode(&enc[..], enc.len() as u64).unwrap();
         assert_eq!(back.base, ix.base);
         assert_eq!(back.lookup("a/b", &st).unwrap().blobs, blobs);
         assert!(back.lookup("a/b", &Stat { ino: 4, ..st }).is_none());
         let enc = ix.encode();
-        assert!(decode(&enc[..enc.len() - 3]).is_none());
-        assert!(decode(b"garbage!").is_none());
+        assert!(decode(&enc[..enc.len() - 3], enc.len() as u64 - 3).is_none());
+        // A file cut short while it is read.
+        assert!(decode(&enc[..enc.len() - 3], enc.len() as u64).is_none());
+        assert!(decode(&b"garbage!"[..], 8).is_none());
     }
 }
