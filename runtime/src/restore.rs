@@ -815,12 +815,13 @@ fn stage(
                 let run = &targets[run.clone()];
                 let mut verified: Vec<&[u8]> = Vec::with_capacity(run.len());
                 for (k, t) in run.iter().enumerate() {
-                    match k.checked_sub(1).map(|j| &run[j]) {
-                        Some(p) if p.id == t.id && p.loc == t.loc => {
-                            verified.push(verified[k - 1]);
-                        }
-                        _ => verified.push(blob_of(&t.id, &t.loc, &plain)?),
-                    }
+                    let repeat = k > 0 && run[k - 1].id == t.id && run[k - 1].loc == t.loc;
+                    let bytes = if repeat {
+                        verified[k - 1]
+                    } else {
+                        blob_of(&t.id, &t.loc, &plain)?
+                    };
+                    verified.push(bytes);
                 }
                 for (t, bytes) in run.iter().zip(verified) {
                     let i = t.node;

@@ -212,7 +212,7 @@ fn known_from(
 /// Leave out paths that collide with an earlier one after case folding or
 /// Unicode normalisation, with everything below them: such a snapshot
 /// could not be restored safely on macOS or Windows.
-fn drop_collisions(entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
+fn drop_collisions(mut entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
     let mut seen: HashMap<u64, usize> = HashMap::with_capacity(entries.len());
     let mut dropped_dirs: HashSet<String> = HashSet::new();
     let mut skipped = Vec::new();
@@ -249,7 +249,6 @@ fn drop_collisions(entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
         }
     }
     drop(seen);
-    let mut entries = entries;
     let mut keep = keep.into_iter();
     entries.retain(|_| keep.next().unwrap_or(true));
     (entries, skipped)
@@ -1174,7 +1173,6 @@ impl<'b> DeltaPieces<'b> {
 /// A sealed pack and its ordinal in this save.
 type FullPack = (u32, Vec<u8>);
 
-/// Appends frames to packs and hands each full pack to the upload threads.
 /// The locations of the blobs a save stored, looked up only once packing is
 /// done: a vector sorted then takes half the memory of a hash map filled
 /// while packing (500,000 blobs, heaptrack: 40 MB against 85 MB, plus the
@@ -1193,6 +1191,7 @@ impl NewLocs {
     }
 }
 
+/// Appends frames to packs and hands each full pack to the upload threads.
 struct Packer<'a> {
     store: &'a dyn Store,
     /// Where full packs go to be uploaded.

@@ -175,14 +175,14 @@ impl StatIndex {
         self.record(path, stat, blobs, trusted);
     }
 
-    /// Record a file whose content is known without a race (written by this
-    /// process, or matched against an earlier trusted record).
     /// Make room for `n` more records (grown by doubling, the list of a
     /// 500,000-file workspace would hold room for a million).
     pub fn reserve(&mut self, n: usize) {
         self.files.reserve_exact(n);
     }
 
+    /// Record a file whose content is known without a race (written by this
+    /// process, or matched against an earlier trusted record).
     pub fn record_written(&mut self, path: String, stat: &Stat, blobs: Vec<(BlobId, Loc)>) {
         self.record(path, stat, blobs, true);
     }
