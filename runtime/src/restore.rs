@@ -25,6 +25,7 @@
 //! written even if a hostile snapshot contains them.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -134,19 +135,21 @@ enum Action {
     Write,
 }
 
-/// Where an entry's new content is staged.
+/// Where an entry's new content is staged. One per entry, so it is kept
+/// small (24 bytes): a private name is the entry's index
+/// ([`staging_name`]), in its real parent, and is not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Place {
     /// Nothing to stage.
     None,
-    /// The top of a new tree built under a private `name` in its real
-    /// parent `dir`, moved into place whole.
-    FreshTop { dir: String, name: String },
+    /// The top of a new tree built under a private name in its real
+    /// parent, moved into place whole.
+    FreshTop,
     /// Inside such a tree: `dir` is the staged parent's relative path
     /// (shared by its entries); the entry keeps its own name.
     Fresh { dir: Arc<str> },
     /// A private name in the entry's real parent directory.
-    Temp { dir: String, name: String },
+    Temp,
 }
 
 /// Everything decided before the first write.
@@ -361,6 +364,8 @@ fn make_plan(
     // Grown by doubling while the pieces streamed in (at 500,000 entries,
     // 48 MB unused for the rest of the restore).
     nodes.shrink_to_fit();
+    // Sorted by path, as the snapshot is (`apply` looks paths up in it).
+    debug_assert!(nodes.windows(2).all(|w| w[0].path < w[1].path));
     let mut ancestors = Vec::new();
     for root in &config.paths {
         for a in check_root_ancestors(workspace, root)? {
@@ -444,17 +449,10 @@ fn make_plan(
             }
             p
         } else if e.kind == EntryKind::Dir && disk[i] != OnDisk::Dir {
-            let sname = staging_name(i);
-            fresh.insert(&e.path, join(parent, &sname).into());
-            Place::FreshTop {
-                dir: parent.to_string(),
-                name: sname,
-            }
+            fresh.insert(&e.path, join(parent, &staging_name(i)).into());
+            Place::FreshTop
         } else if e.kind != EntryKind::Dir && action[i] == Action::Write {
-            Place::Temp {
-                dir: parent.to_string(),
-                name: staging_name(i),
-            }
+            Place::Temp
         } else {
             Place::None
         };
@@ -486,15 +484,19 @@ fn join(dir: &str, name: &str) -> String {
 #[derive(Default)]
 struct Undo {
     ancestors: Vec<String>,
-    /// (real parent dir, private name) of staged trees and files.
-    staged: Vec<(String, String)>,
+    /// The entries staged under a private name in their real parent (new
+    /// trees and replaced files).
+    staged: Vec<usize>,
 }
 
 impl Undo {
-    fn roll_back(&self, dirs: &Dirs) {
-        for (dir, name) in self.staged.iter().rev() {
+    fn roll_back(&self, dirs: &Dirs, nodes: &[Node], place: &[Place]) {
+        for &i in self.staged.iter().rev() {
+            let Some((dir, name)) = staged_at(place, nodes, i) else {
+                continue;
+            };
             if let Ok(d) = dirs.get(dir) {
-                let _ = fsat::remove_at(d.as_raw_fd(), name);
+                let _ = fsat::remove_at(d.as_raw_fd(), &name);
             }
         }
         for a in self.ancestors.iter().rev() {
@@ -575,7 +577,7 @@ fn execute(
     let (bytes_fetched, objects_fetched) = match staged {
         Ok(x) => x,
         Err(e) => {
-            undo.roll_back(&dirs);
+            undo.roll_back(&dirs, &nodes, &place);
             return Err(e);
         }
     };
@@ -588,7 +590,7 @@ fn execute(
         Err(e) => {
             // Whatever was not moved into place yet is removed; what was is
             // the snapshot's content, verified.
-            undo.roll_back(&dirs);
+            undo.roll_back(&dirs, &nodes, &place);
             return Err(e);
         }
     };
@@ -631,11 +633,16 @@ fn execute(
     Ok((summary, index))
 }
 
-/// Where an entry is staged: (parent dir, name).
-fn staged_at<'a>(p: &'a Place, e: &'a Node) -> Option<(&'a str, &'a str)> {
-    match p {
-        Place::Fresh { dir } => Some((dir, fsat::split(&e.path).1)),
-        Place::FreshTop { dir, name } | Place::Temp { dir, name } => Some((dir, name)),
+/// Where entry `i` is staged: (parent dir, name).
+fn staged_at<'a>(
+    place: &'a [Place],
+    nodes: &'a [Node],
+    i: usize,
+) -> Option<(&'a str, Cow<'a, str>)> {
+    let path = nodes[i].path.as_str();
+    match &place[i] {
+        Place::Fresh { dir } => Some((dir, Cow::Borrowed(fsat::split(path).1))),
+        Place::FreshTop | Place::Temp => Some((fsat::split(path).0, Cow::Owned(staging_name(i)))),
         Place::None => None,
     }
 }
@@ -649,36 +656,41 @@ struct Fetch {
     frames: Vec<(Frame, std::ops::Range<usize>)>,
 }
 
-/// One write of a blob: where it is stored, and where it goes (an entry,
-/// the offset in its file, whether it is the whole file). Kept in one
-/// vector sorted by frame, so each frame's writes are a run of it: at
-/// 500,000 files that is 48 MB, where a map from blob to destinations and
-/// a second map from frame to blobs took 207 MB (heaptrack).
+/// One write of a blob: where it is stored (its frame as an index in the
+/// restore's frame table, and its place in the decoded frame), and where it
+/// goes (an entry, the offset in its file, whether it is the whole file).
+/// Kept in one vector sorted by frame, so each frame's writes are a run of
+/// it: 64 bytes a blob, 32 MB at 500,000 files (a map from blob to
+/// destinations and a second map from frame to blobs took 207 MB).
 struct Target {
     id: BlobId,
-    loc: Loc,
-    node: usize,
+    frame: u32,
+    node: u32,
+    offset: u32,
+    length: u32,
     off: u64,
     whole: bool,
 }
 
 impl Target {
-    /// Frames in pack order, then the blobs of a frame by id (so a blob
-    /// written to several files is verified once).
+    /// Frames in pack order (the table is sorted so), then the blobs of a
+    /// frame by id (so a blob written to several files is verified once).
     fn order(&self) -> impl Ord {
-        let f = &self.loc.frame;
-        let codec = f.codec as u8;
-        (
-            f.pack,
-            f.offset,
-            f.length,
-            f.raw_len,
-            codec,
-            self.id,
-            self.loc.offset,
-            self.loc.length,
-        )
+        (self.frame, self.id, self.offset, self.length)
     }
+
+    fn loc(&self, frames: &[Frame]) -> Loc {
+        Loc {
+            frame: frames[self.frame as usize],
+            offset: self.offset.into(),
+            length: self.length.into(),
+        }
+    }
+}
+
+/// A frame's place in pack order.
+fn frame_order(f: &Frame) -> (u32, u64, u64, u64, u8) {
+    (f.pack, f.offset, f.length, f.raw_len, f.codec as u8)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -703,10 +715,11 @@ fn stage(
     // Directories of new trees, parents first; symlinks; empty and
     // multi-blob files created at their size.
     for (i, e) in nodes.iter().enumerate() {
-        let Some((dir, name)) = staged_at(&place[i], e) else {
+        let Some((dir, name)) = staged_at(place, nodes, i) else {
             continue;
         };
-        let top = matches!(place[i], Place::FreshTop { .. } | Place::Temp { .. });
+        let name = name.as_ref();
+        let top = matches!(place[i], Place::FreshTop | Place::Temp);
         let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
         match e.kind {
             EntryKind::Dir => {
@@ -733,29 +746,45 @@ fn stage(
             }
         }
         if top {
-            undo.staged.push((dir.to_string(), name.to_string()));
+            undo.staged.push(i);
         }
     }
     // Single-blob files are created when their frame arrives; record their
     // private names for the undo list now.
     for &i in to_write {
-        if let Place::Temp { dir, name } = &place[i] {
-            if nodes[i].blobs.len() == 1 {
-                undo.staged.push((dir.clone(), name.clone()));
-            }
+        if place[i] == Place::Temp && nodes[i].blobs.len() == 1 {
+            undo.staged.push(i);
         }
     }
 
-    // Which frames hold what.
+    // Which frames hold what: the frames in pack order, then every write
+    // with its frame's index in that table.
+    let mut table: Vec<Frame> = {
+        let mut seen: HashSet<Frame> = HashSet::new();
+        to_write
+            .iter()
+            .flat_map(|&i| nodes[i].blobs.iter().map(|(_, l)| l.frame))
+            .filter(|f| seen.insert(*f))
+            .collect()
+    };
+    table.sort_unstable_by_key(frame_order);
+    let within = |v: u64, id: &BlobId| {
+        u32::try_from(v).map_err(|_| Error::corrupt(format!("blob {id} lies outside its frame")))
+    };
     let mut targets: Vec<Target> = Vec::with_capacity(to_write.len());
     for &i in to_write {
         let e = &nodes[i];
         let mut off = 0;
-        for &(id, loc) in &e.blobs {
+        for (id, loc) in &e.blobs {
+            let frame = table
+                .binary_search_by_key(&frame_order(&loc.frame), frame_order)
+                .expect("every frame is in the table");
             targets.push(Target {
-                id,
-                loc,
-                node: i,
+                id: *id,
+                frame: frame as u32,
+                node: i as u32,
+                offset: within(loc.offset, id)?,
+                length: within(loc.length, id)?,
                 off,
                 whole: e.blobs.len() == 1,
             });
@@ -765,9 +794,10 @@ fn stage(
     targets.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
     let mut frames: Vec<(Frame, std::ops::Range<usize>)> = Vec::new();
     for (i, t) in targets.iter().enumerate() {
+        let f = table[t.frame as usize];
         match frames.last_mut() {
-            Some((f, run)) if *f == t.loc.frame => run.end = i + 1,
-            _ => frames.push((t.loc.frame, i..i + 1)),
+            Some((last, run)) if *last == f => run.end = i + 1,
+            _ => frames.push((f, i..i + 1)),
         }
     }
     let mut fetches: Vec<Fetch> = Vec::new();
@@ -815,25 +845,17 @@ fn stage(
                 let run = &targets[run.clone()];
                 let mut verified: Vec<&[u8]> = Vec::with_capacity(run.len());
                 for (k, t) in run.iter().enumerate() {
-                    let repeat = k > 0 && run[k - 1].id == t.id && run[k - 1].loc == t.loc;
+                    let repeat = k > 0 && run[k - 1].order() == t.order();
                     let bytes = if repeat {
                         verified[k - 1]
                     } else {
-                        blob_of(&t.id, &t.loc, &plain)?
+                        blob_of(&t.id, &t.loc(&table), &plain)?
                     };
                     verified.push(bytes);
                 }
                 for (t, bytes) in run.iter().zip(verified) {
-                    let i = t.node;
-                    write_blob(
-                        dirs,
-                        &nodes[i],
-                        &place[i],
-                        bytes,
-                        t.off,
-                        t.whole,
-                        &written[i],
-                    )?;
+                    let i = t.node as usize;
+                    write_blob(dirs, nodes, place, i, bytes, t.off, t.whole, &written[i])?;
                     reporter.advance(bytes.len() as u64);
                 }
             }
@@ -845,11 +867,11 @@ fn stage(
         .par_iter()
         .filter(|&&i| nodes[i].blobs.len() > 1)
         .try_for_each(|&i| {
-            let (dir, name) = staged_at(&place[i], &nodes[i]).expect("files to write are staged");
+            let (dir, name) = staged_at(place, nodes, i).expect("files to write are staged");
             let d = dirs.get(dir).map_err(|e| ws_err("open", dir, e))?;
             fsat::set_meta_at(
                 d.as_raw_fd(),
-                name,
+                &name,
                 false,
                 nodes[i].mode & 0o777,
                 nodes[i].mtime_ns,
@@ -859,16 +881,21 @@ fn stage(
     Ok((fetched, requests))
 }
 
+/// Write one blob of entry `i` (the whole file, or `bytes` at `off`).
+#[allow(clippy::too_many_arguments)]
 fn write_blob(
     dirs: &Dirs,
-    e: &Node,
-    place: &Place,
+    nodes: &[Node],
+    place: &[Place],
+    i: usize,
     bytes: &[u8],
     off: u64,
     whole: bool,
     written: &OnceLock<Stat>,
 ) -> Result<()> {
-    let (dir, name) = staged_at(place, e).expect("files to write are staged");
+    let e = &nodes[i];
+    let (dir, name) = staged_at(place, nodes, i).expect("files to write are staged");
+    let name = name.as_ref();
     let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
     if whole {
         let mut f = fsat::create_file_with_mode_at(d.as_raw_fd(), name, e.mode & 0o777)
@@ -877,7 +904,7 @@ fn write_blob(
             .map_err(|err| ws_err("write", &e.path, err))?;
         fsat::set_mtime_fd(f.as_raw_fd(), e.mtime_ns)
             .map_err(|err| ws_err("set the time of", &e.path, err))?;
-        if matches!(place, Place::Fresh { .. }) {
+        if matches!(place[i], Place::Fresh { .. }) {
             if let Ok(m) = f.metadata() {
                 let _ = written.set(Stat::of(&m));
             }
@@ -899,7 +926,9 @@ fn apply(
     filter: &Filter,
 ) -> Result<u64> {
     // Remove what the snapshot does not have from directories that stay.
-    let present: HashSet<&str> = nodes.iter().map(|e| e.path.as_str()).collect();
+    // The nodes are sorted by path (the plan keeps the snapshot's order), so
+    // a name is looked up by binary search, with no set of every path.
+    let present = |rel: &str| nodes.binary_search_by(|e| e.path.as_str().cmp(rel)).is_ok();
     let own = format!("{STAGING_PREFIX}{}-", std::process::id());
     let removed: u64 = nodes
         .par_iter()
@@ -915,7 +944,7 @@ fn apply(
             {
                 let rel = join(&e.path, &name);
                 if name.starts_with(&own)
-                    || present.contains(rel.as_str())
+                    || present(&rel)
                     || is_denied(&rel)
                     || filter.excluded(&rel)
                 {
@@ -932,8 +961,8 @@ fn apply(
         let (parent, name) = fsat::split(&e.path);
         match &place[i] {
             Place::Fresh { .. } => {}
-            Place::FreshTop { dir, name: sname } | Place::Temp { dir, name: sname } => {
-                move_into_place(dirs, e, dir, sname, name)?;
+            Place::FreshTop | Place::Temp => {
+                move_into_place(dirs, e, parent, &staging_name(i), name)?;
             }
             Place::None => {
                 if action[i] == Action::FixMeta && e.kind != EntryKind::Dir {
