@@ -88,7 +88,27 @@ pub struct SnapshotArgs {
     pub dir: Option<std::path::PathBuf>,
 }
 
+/// glibc raises its mmap threshold each time a large block is freed (up to
+/// 32 MiB), after which large buffers (the lists a save or restore of a big
+/// tree grows and drops) come from the heap, which they leave fragmented:
+/// a save of 500,000 files peaked at 359 MiB resident for 262 MiB of live
+/// heap (heaptrack). A fixed threshold turns that adjustment off, so large
+/// buffers keep their own mappings and go back to the system when freed:
+/// 271 MiB. Other C libraries (musl, macOS, Windows) have no such rule.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets a parameter of glibc's allocator; it is
+    // called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let printer = Printer::from_env();
     let result = match cli.command {
