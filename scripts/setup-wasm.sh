@@ -60,9 +60,13 @@ if [ -z "$wbg_version" ]; then
 fi
 wbg_root="$STATEFUL_CI_TOOLS/wasm-bindgen-$wbg_version"
 if ! "$wbg_root/bin/wasm-bindgen" --version 2>/dev/null | grep -q "$wbg_version"; then
-  log "building wasm-bindgen-cli $wbg_version into $wbg_root (about 6 minutes, once)"
-  # Not --locked: its lockfile pins crates some mirrors lack.
-  cargo install -q wasm-bindgen-cli --version "=$wbg_version" --root "$wbg_root"
+  log "building wasm-bindgen-cli $wbg_version into $wbg_root (a few minutes, once)"
+  # Not --locked: its lockfile pins crates some mirrors lack. Only the
+  # `wasm-bindgen` binary, without default features: they give its test
+  # runner TLS for downloads (rustls and ring, C and assembly to compile),
+  # which the bundle build never uses.
+  cargo install -q wasm-bindgen-cli --version "=$wbg_version" --root "$wbg_root" \
+    --no-default-features --bin wasm-bindgen
 fi
 
 # --- 3. Node 22 and the worker tests' packages -------------------------------
