@@ -114,7 +114,12 @@ impl LocalStore {
 
 impl Store for LocalStore {
     fn describe(&self) -> String {
-        format!("local store {}", self.root.display())
+        // The directory itself, however `--store` spelled it (relative,
+        // absolute, through a symlink): the stat index trusts what a
+        // restore recorded only for the same store, so a save given
+        // another spelling of it would otherwise read every file again.
+        let root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!("local store {}", root.display())
     }
 
     fn restore_point(&self) -> Result<Option<RestorePoint>> {
@@ -487,5 +492,22 @@ mod tests {
         fs::write(dir.path().join("precious.txt"), "x").unwrap();
         let err = LocalStore::open(dir.path(), "s").err().unwrap();
         assert!(err.message.contains("not a stateful-ci store"));
+    }
+
+    /// The stat index keys what it knows by this description: two
+    /// spellings of one store must give the same one.
+    #[cfg(unix)]
+    #[test]
+    fn one_store_is_described_alike_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("store");
+        let plain = LocalStore::open(&real, "s").unwrap().describe();
+        let dotted = LocalStore::open(&dir.path().join(".").join("store"), "s").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let linked = LocalStore::open(&dir.path().join("link"), "s").unwrap();
+        assert_eq!(dotted.describe(), plain);
+        assert_eq!(linked.describe(), plain);
+        let other = LocalStore::open(&dir.path().join("other"), "s").unwrap();
+        assert_ne!(other.describe(), plain);
     }
 }
