@@ -453,10 +453,9 @@ pub fn save(
     // Room for every new blob's location up front (one per small file, a
     // large file's expected chunks with a margin), so the list is not
     // doubled past its need (22 MB at 500,000 files, where doubling could
-    // leave 40 MB),
-    // and the same room in the set that deduplicates them, which would
-    // otherwise hold its old and its new table at once while it grows, as
-    // the last files are read (17 MB on top of 35 MB at 500,000 files).
+    // leave 40 MB); and the same room in the set that deduplicates them,
+    // which would otherwise hold its old and its new table at once while
+    // it grows, as the last files are read (17 MB on top of 35 MB).
     let expected_blobs: u64 = to_read
         .iter()
         .map(|&i| match entries[i].stat.size {
@@ -894,8 +893,15 @@ fn read_file_twice(
         }
         match got {
             Attempt::Stable(stat, read_at) => {
-                let blobs = u32::try_from(ids.len() - mark)
-                    .map_err(|_| Error::workspace(format!("{} has too many chunks", s.path)))?;
+                let blobs = u32::try_from(ids.len() - mark).map_err(|_| {
+                    Error::user(
+                        format!(
+                            "{} has more chunks than a snapshot can list (over 4 billion)",
+                            s.path
+                        ),
+                        "leave it out with an `exclude` pattern in stateful-ci.toml",
+                    )
+                })?;
                 return Ok(FileOutcome::Read {
                     blobs,
                     stat,
