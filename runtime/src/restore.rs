@@ -211,10 +211,39 @@ pub fn restore(
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Skip {
     No,
     Excluded,
     Denied,
+}
+
+/// [`check_filters`] for entries that come in path order: it remembers the
+/// directories it let through that may still have entries to come (the
+/// outermost first), so an entry whose parent passed needs only its own
+/// path checked, not every prefix again (at 120,000 entries, a third of a
+/// second of a restore's planning).
+#[derive(Default)]
+struct PathChecker {
+    kept_dirs: Vec<String>,
+}
+
+impl PathChecker {
+    fn check(&mut self, path: &str, kind: EntryKind, filter: &Filter) -> Skip {
+        let parent = fsat::split(path).0;
+        while self.kept_dirs.last().is_some_and(|d| !is_within(parent, d)) {
+            self.kept_dirs.pop();
+        }
+        let verdict = if self.kept_dirs.last().is_some_and(|d| d == parent) {
+            check_path(path, filter)
+        } else {
+            check_filters(path, filter)
+        };
+        if verdict == Skip::No && kind == EntryKind::Dir {
+            self.kept_dirs.push(path.to_string());
+        }
+        verdict
+    }
 }
 
 /// Check a path and each of its parents against the excludes and the deny list.
@@ -222,17 +251,24 @@ fn check_filters(path: &str, filter: &Filter) -> Skip {
     let mut end = 0;
     loop {
         let next = path[end..].find('/').map(|i| end + i).unwrap_or(path.len());
-        let prefix = &path[..next];
-        if is_denied(prefix) {
-            return Skip::Denied;
-        }
-        if filter.excluded(prefix) {
-            return Skip::Excluded;
+        if let verdict @ (Skip::Denied | Skip::Excluded) = check_path(&path[..next], filter) {
+            return verdict;
         }
         if next == path.len() {
             return Skip::No;
         }
         end = next + 1;
+    }
+}
+
+/// Check one path (not its parents) against the deny list and the excludes.
+fn check_path(path: &str, filter: &Filter) -> Skip {
+    if is_denied(path) {
+        Skip::Denied
+    } else if filter.excluded(path) {
+        Skip::Excluded
+    } else {
+        Skip::No
     }
 }
 
@@ -312,6 +348,7 @@ fn make_plan(
     // unchanged without building it again.
     let mut digests = Vec::with_capacity(manifest.pieces.len());
     let mut digest = PieceDigest::default();
+    let mut checker = PathChecker::default();
     let listing = for_each_node(store, manifest, |n, piece| {
         while digests.len() < piece {
             digests.push(digest.finish());
@@ -320,13 +357,14 @@ fn make_plan(
         if !config.paths.iter().any(|p| is_within(&n.path, p)) {
             return Ok(());
         }
-        match check_filters(&n.path, filter) {
+        match checker.check(&n.path, n.kind, filter) {
             Skip::No => nodes.push(n),
             Skip::Excluded => {}
             Skip::Denied => skipped_credentials += 1,
         }
         Ok(())
     })?;
+    drop(checker);
     while digests.len() < manifest.pieces.len() {
         digests.push(digest.finish());
     }
@@ -342,8 +380,10 @@ fn make_plan(
             if !config.paths.iter().any(|r| is_within(p, r)) {
                 break;
             }
+            // A listed or already implied parent had its own parents
+            // looked at when it was.
             if listed.contains(p) || !implied_set.insert(p.to_string()) {
-                continue;
+                break;
             }
             implied.push(Node {
                 path: p.to_string(),
@@ -716,50 +756,40 @@ fn stage(
         fsat::mkdir_at(d.as_raw_fd(), n, 0o755).map_err(|e| ws_err("create", a, e))?;
         undo.ancestors.push(a.clone());
     }
-    // Directories of new trees, parents first; symlinks; empty and
-    // multi-blob files created at their size.
+    // Every private name this stage may create in a real directory goes on
+    // the undo list first (removing one that was never made is a no-op), so
+    // a failure part way leaves nothing behind whichever thread made what.
+    undo.staged
+        .extend((0..nodes.len()).filter(|&i| matches!(place[i], Place::FreshTop | Place::Temp)));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(store.parallelism().max(1))
+        .build()
+        .map_err(|e| Error::workspace(format!("cannot start transfer threads: {e}")))?;
+    // Directories of new trees, symlinks, and empty and multi-blob files
+    // created at their size, one depth at a time (a parent is made before
+    // its children), each depth in parallel: creating 10,000 directories
+    // one after another took a second of a restore at 120,000 files.
+    let mut levels: Vec<Vec<usize>> = Vec::new();
     for (i, e) in nodes.iter().enumerate() {
-        let Some((dir, name)) = staged_at(place, nodes, i) else {
+        let single_file = e.kind == EntryKind::File && e.blobs.len() == 1;
+        if place[i] == Place::None || single_file {
             continue;
-        };
-        let name = name.as_ref();
-        let top = matches!(place[i], Place::FreshTop | Place::Temp);
-        let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
-        match e.kind {
-            EntryKind::Dir => {
-                fsat::mkdir_at(d.as_raw_fd(), name, 0o700)
-                    .map_err(|err| ws_err("create", &e.path, err))?;
-            }
-            EntryKind::Symlink => {
-                fsat::symlink_at(e.target.as_deref().unwrap_or_default(), d.as_raw_fd(), name)
-                    .map_err(|err| ws_err("create the symlink", &e.path, err))?;
-                fsat::set_mtime_nofollow_at(d.as_raw_fd(), name, e.mtime_ns)
-                    .map_err(|err| ws_err("set the time of", &e.path, err))?;
-            }
-            EntryKind::File => {
-                if e.blobs.len() != 1 {
-                    let f = fsat::create_file_at(d.as_raw_fd(), name)
-                        .map_err(|err| ws_err("create", &e.path, err))?;
-                    f.set_len(e.size)
-                        .map_err(|err| ws_err("size", &e.path, err))?;
-                    if e.blobs.is_empty() {
-                        fsat::set_meta_fd(f.as_raw_fd(), e.mode & 0o777, e.mtime_ns)
-                            .map_err(|err| ws_err("set the mode of", &e.path, err))?;
-                    }
-                }
-            }
         }
-        if top {
-            undo.staged.push(i);
+        let depth = e.path.bytes().filter(|&b| b == b'/').count();
+        if levels.len() <= depth {
+            levels.resize_with(depth + 1, Vec::new);
         }
+        levels[depth].push(i);
     }
-    // Single-blob files are created when their frame arrives; record their
-    // private names for the undo list now.
-    for &i in to_write {
-        if place[i] == Place::Temp && nodes[i].blobs.len() == 1 {
-            undo.staged.push(i);
-        }
-    }
+    pool.install(|| {
+        levels.iter().try_for_each(|level| {
+            level
+                .par_iter()
+                .with_min_len(16)
+                .try_for_each(|&i| create_staged(dirs, nodes, place, i))
+        })
+    })?;
+    drop(levels);
 
     // Which frames hold what: the frames in pack order, then every write
     // with its frame's index in that table.
@@ -820,10 +850,6 @@ fn stage(
     let fetched: u64 = fetches.iter().map(|f| f.end - f.start).sum();
     let requests = fetches.len() as u64;
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(store.parallelism().max(1))
-        .build()
-        .map_err(|e| Error::workspace(format!("cannot start transfer threads: {e}")))?;
     pool.install(|| {
         fetches.par_iter().try_for_each(|f| -> Result<()> {
             let data = store.get(&f.pack, Some(f.start..f.end))?;
@@ -848,12 +874,19 @@ fn stage(
                     };
                     verified.push(bytes);
                 }
-                for (t, bytes) in run.iter().zip(verified) {
-                    let i = t.node as usize;
-                    let (off, whole) = t.offset_in_file(nodes);
-                    write_blob(dirs, nodes, place, i, bytes, off, whole, &written[i])?;
-                    reporter.advance(bytes.len() as u64);
-                }
+                // The writes of a frame are spread over the pool (each goes
+                // to its own file or range), so the threads stay busy to
+                // the last frame however unevenly the frames are sized.
+                run.par_iter()
+                    .zip(verified.par_iter())
+                    .with_min_len(32)
+                    .try_for_each(|(t, bytes)| -> Result<()> {
+                        let i = t.node as usize;
+                        let (off, whole) = t.offset_in_file(nodes);
+                        write_blob(dirs, nodes, place, i, bytes, off, whole, &written[i])?;
+                        reporter.advance(bytes.len() as u64);
+                        Ok(())
+                    })?;
             }
             Ok(())
         })
@@ -875,6 +908,37 @@ fn stage(
             .map_err(|e| ws_err("set the mode of", &nodes[i].path, e))
         })?;
     Ok((fetched, requests))
+}
+
+/// Create staged entry `i` (a directory, a symlink, or a file that is empty
+/// or written in several blobs) under its staged name.
+fn create_staged(dirs: &Dirs, nodes: &[Node], place: &[Place], i: usize) -> Result<()> {
+    let e = &nodes[i];
+    let (dir, name) = staged_at(place, nodes, i).expect("only staged entries are created");
+    let name = name.as_ref();
+    let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
+    match e.kind {
+        EntryKind::Dir => {
+            fsat::mkdir_at(d.as_raw_fd(), name, 0o700).map_err(|err| ws_err("create", &e.path, err))
+        }
+        EntryKind::Symlink => {
+            fsat::symlink_at(e.target.as_deref().unwrap_or_default(), d.as_raw_fd(), name)
+                .map_err(|err| ws_err("create the symlink", &e.path, err))?;
+            fsat::set_mtime_nofollow_at(d.as_raw_fd(), name, e.mtime_ns)
+                .map_err(|err| ws_err("set the time of", &e.path, err))
+        }
+        EntryKind::File => {
+            let f = fsat::create_file_at(d.as_raw_fd(), name)
+                .map_err(|err| ws_err("create", &e.path, err))?;
+            f.set_len(e.size)
+                .map_err(|err| ws_err("size", &e.path, err))?;
+            if e.blobs.is_empty() {
+                fsat::set_meta_fd(f.as_raw_fd(), e.mode & 0o777, e.mtime_ns)
+                    .map_err(|err| ws_err("set the mode of", &e.path, err))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Write one blob of entry `i` (the whole file, or `bytes` at `off`).
@@ -1085,6 +1149,39 @@ mod tests {
 
     /// A directory swapped for a symlink between planning and applying is
     /// not followed: nothing is written outside, the restore fails cleanly.
+    #[test]
+    fn checking_in_path_order_agrees_with_checking_every_prefix() {
+        let filter = Filter::new(&["cache".to_string(), "a/skip/**".to_string()]).unwrap();
+        let mut entries = vec![
+            ("a", EntryKind::Dir),
+            ("a/b", EntryKind::Dir),
+            ("a/b-x", EntryKind::File),
+            ("a/b/c", EntryKind::File),
+            ("a/b/cache", EntryKind::Dir),
+            ("a/b/cache/x", EntryKind::File),
+            ("a/b/d", EntryKind::Dir),
+            ("a/b/d/.npmrc", EntryKind::File),
+            ("a/b/d/e", EntryKind::File),
+            ("a/c", EntryKind::File),
+            ("a/skip", EntryKind::Dir),
+            ("a/skip/y", EntryKind::File),
+            ("a/.ssh", EntryKind::Dir),
+            ("a/.ssh/id_rsa", EntryKind::File),
+            ("b/c", EntryKind::File),
+        ];
+        entries.sort_by_key(|e| e.0);
+        let mut checker = PathChecker::default();
+        let mut skipped = 0;
+        for (path, kind) in entries {
+            let fast = checker.check(path, kind, &filter);
+            assert_eq!(fast, check_filters(path, &filter), "{path}");
+            skipped += usize::from(fast != Skip::No);
+        }
+        // cache, cache/x, skip/y, .npmrc, .ssh, .ssh/id_rsa (and what the
+        // globs say about a/skip itself).
+        assert!(skipped >= 6, "{skipped}");
+    }
+
     #[test]
     fn a_symlink_swapped_in_after_planning_is_not_followed() {
         let t = tempfile::tempdir().unwrap();
