@@ -42,7 +42,8 @@ use crate::deny::is_denied;
 use crate::error::{Error, Result, io_ctx};
 use crate::fsat::{self, AsRawFd, Dirs, Kind};
 use crate::objects::{
-    Fetched, Loc, Node, PieceDigest, PieceFp, blob_of, decode_frame, for_each_node, load_manifest,
+    Fetched, Loc, Node, PieceDigest, PieceFp, blob_of, decode_frame_into, for_each_node,
+    load_manifest,
 };
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Stat};
@@ -850,6 +851,10 @@ fn stage(
     let fetched: u64 = fetches.iter().map(|f| f.end - f.start).sum();
     let requests = fetches.len() as u64;
 
+    // Decoded frames go into buffers that are handed back and reused (a
+    // free list, not one per thread: a thread waiting on its frame's writes
+    // may pick up another fetch meanwhile).
+    let buffers: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
     pool.install(|| {
         fetches.par_iter().try_for_each(|f| -> Result<()> {
             let data = store.get(&f.pack, Some(f.start..f.end))?;
@@ -858,7 +863,8 @@ fn stage(
             }
             for (fr, run) in &f.frames {
                 let lo = (fr.offset - f.start) as usize;
-                let plain = decode_frame(fr, &data[lo..lo + fr.length as usize])
+                let mut plain = buffers.lock().unwrap().pop().unwrap_or_default();
+                decode_frame_into(fr, &data[lo..lo + fr.length as usize], &mut plain)
                     .map_err(|e| Error::corrupt(format!("pack {}: {}", f.pack, e.message)))?;
                 // Verify every blob of the frame before writing any of them
                 // (a blob written to several files is verified once).
@@ -887,6 +893,7 @@ fn stage(
                         reporter.advance(bytes.len() as u64);
                         Ok(())
                     })?;
+                buffers.lock().unwrap().push(plain);
             }
             Ok(())
         })
