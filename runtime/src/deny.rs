@@ -8,6 +8,8 @@
 //! [`doc_list`] renders it, and a test fails when they differ
 //! (`UPDATE_DENY_DOC=1 cargo test -p stateful-ci-runtime deny` rewrites them).
 
+use std::borrow::Cow;
+
 /// One kind of entry in the deny list. Every string is lower-case ASCII.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -134,12 +136,22 @@ pub const RULES: &[(Rule, &str)] = &[
 /// credential that must not be captured. A denied directory is skipped with
 /// everything below it. ASCII case is ignored.
 pub fn is_denied(rel: &str) -> bool {
+    // Called for every entry of every save and restore: no allocation for
+    // the usual all-lowercase name, and the package check only when a
+    // suffix rule matches.
+    fn lower(s: &str) -> Cow<'_, str> {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(s.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(s)
+        }
+    }
     let mut comps = rel.rsplit('/');
-    let name = comps.next().unwrap_or("").to_ascii_lowercase();
-    let parent = comps.next().map(str::to_ascii_lowercase);
-    let in_package = in_installed_package(rel);
+    let name = lower(comps.next().unwrap_or(""));
+    let parent = comps.next().map(lower);
     RULES.iter().any(|(rule, _)| {
-        !(in_package && matches!(rule, Rule::Suffix(_))) && rule.matches(parent.as_deref(), &name)
+        rule.matches(parent.as_deref(), &name)
+            && !(matches!(rule, Rule::Suffix(_)) && in_installed_package(rel))
     })
 }
 
