@@ -95,14 +95,22 @@ pub struct SnapshotArgs {
 /// heap (heaptrack). A fixed threshold turns that adjustment off, so large
 /// buffers keep their own mappings and go back to the system when freed:
 /// 271 MiB. Other C libraries (musl, macOS, Windows) have no such rule.
+/// A threshold set in the environment (`MALLOC_MMAP_THRESHOLD_`, glibc's
+/// own tunable) is left as it is.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some() {
+        return;
+    }
     // SAFETY: mallopt only sets a parameter of glibc's allocator; it is
     // called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
