@@ -188,12 +188,25 @@ impl PieceDigest {
 /// Compress a frame's plaintext, or keep it raw when compression does not
 /// pay. Reuses one zstd context per thread.
 pub fn encode_frame(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
+    let mut out = Vec::new();
+    match encode_frame_into(data, level, &mut out) {
+        Codec::Zstd => (Codec::Zstd, out),
+        Codec::Raw => (Codec::Raw, data.to_vec()),
+    }
+}
+
+/// [`encode_frame`] into `out` (cleared first), for a caller that encodes
+/// many frames and reuses one buffer. Returns the codec: for
+/// [`Codec::Raw`] the frame is `data` itself and `out` is to be ignored.
+pub fn encode_frame_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> Codec {
     thread_local! {
         static CTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     }
+    out.clear();
     if data.len() < 64 {
-        return (Codec::Raw, data.to_vec());
+        return Codec::Raw;
     }
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
     let compressed = CTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -202,11 +215,12 @@ pub fn encode_frame(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
                 zstd::bulk::Compressor::new(level).expect("zstd level is valid"),
             ));
         }
-        c.as_mut().unwrap().1.compress(data).ok()
+        c.as_mut().unwrap().1.compress_to_buffer(data, out).is_ok()
     });
-    match compressed {
-        Some(z) if z.len() + z.len() / 32 < data.len() => (Codec::Zstd, z),
-        _ => (Codec::Raw, data.to_vec()),
+    if compressed && out.len() + out.len() / 32 < data.len() {
+        Codec::Zstd
+    } else {
+        Codec::Raw
     }
 }
 

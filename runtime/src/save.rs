@@ -43,8 +43,8 @@ use stateful_ci_protocol::{
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objects::{
-    Loc, Node, PieceDigest, PieceFp, blob_of, encode_delta_frame, encode_frame, encode_manifest,
-    fetch_frame, for_each_node, load_manifest, looks_incompressible, make_piece,
+    Loc, Node, PieceDigest, PieceFp, blob_of, encode_delta_frame, encode_frame_into,
+    encode_manifest, fetch_frame, for_each_node, load_manifest, looks_incompressible, make_piece,
 };
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Scanned, Stat, scan};
@@ -498,18 +498,23 @@ pub fn save(
             // per file, 64 bytes a file where a list each took 136.
             let outcomes: Vec<GroupRead> = groups
                 .par_iter()
-                .map(|g| {
-                    let mut fb = FrameBuilder::new(&packer);
-                    let mut out = Vec::with_capacity(g.len());
-                    let mut ids = Vec::with_capacity(g.len());
-                    for &i in g {
-                        let o =
-                            read_file_twice(workspace, &entries[i], &mut fb, &mut ids, reporter)?;
-                        out.push((i as u32, o));
-                    }
-                    fb.flush_all()?;
-                    Ok((out, ids))
-                })
+                // One frame builder per run of groups, not per group: its
+                // buffers (a frame's plaintext and its compressed form, 4
+                // MiB each) are reused instead of faulted in anew.
+                .map_init(
+                    || FrameBuilder::new(&packer),
+                    |fb, g| {
+                        let mut out = Vec::with_capacity(g.len());
+                        let mut ids = Vec::with_capacity(g.len());
+                        for &i in g {
+                            let o =
+                                read_file_twice(workspace, &entries[i], fb, &mut ids, reporter)?;
+                            out.push((i as u32, o));
+                        }
+                        fb.flush_all()?;
+                        Ok((out, ids))
+                    },
+                )
                 .collect::<Result<_>>()?;
             // Every blob is stored: the set that deduplicated them is no
             // longer needed (a piece that happens to equal a file's bytes
@@ -998,6 +1003,8 @@ struct FrameBuilder<'p, 'a> {
     solid_blobs: Vec<(BlobId, u64, u64)>,
     raw: Vec<u8>,
     raw_blobs: Vec<(BlobId, u64, u64)>,
+    /// A frame's compressed form, before it is copied into the pack.
+    compressed: Vec<u8>,
 }
 
 impl<'p, 'a> FrameBuilder<'p, 'a> {
@@ -1008,6 +1015,7 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
             solid_blobs: Vec::new(),
             raw: Vec::new(),
             raw_blobs: Vec::new(),
+            compressed: Vec::new(),
         }
     }
 
@@ -1064,9 +1072,11 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
         if buf.is_empty() {
             return Ok(());
         }
-        let data = std::mem::take(buf);
         let blobs = std::mem::take(blobs);
-        self.packer.add_frame(data, blobs, raw)
+        let added = self.packer.add_frame(buf, blobs, raw, &mut self.compressed);
+        // Emptied, not dropped: the next frame fills the same memory.
+        buf.clear();
+        added
     }
 
     fn flush_all(&mut self) -> Result<()> {
@@ -1307,12 +1317,23 @@ impl<'a> Packer<'a> {
     }
 
     /// Encode a frame and append it to the current pack.
-    fn add_frame(&self, data: Vec<u8>, blobs: Vec<(BlobId, u64, u64)>, raw: bool) -> Result<()> {
+    /// `scratch` holds the compressed form until it is copied into the pack.
+    fn add_frame(
+        &self,
+        data: &[u8],
+        blobs: Vec<(BlobId, u64, u64)>,
+        raw: bool,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
         let raw_len = data.len() as u64;
-        let (codec, stored) = if raw {
-            (Codec::Raw, data)
+        let codec = if raw {
+            Codec::Raw
         } else {
-            encode_frame(&data, self.level)
+            encode_frame_into(data, self.level, scratch)
+        };
+        let stored = match codec {
+            Codec::Raw => data,
+            Codec::Zstd => scratch.as_slice(),
         };
         self.append_frame(raw_len, stored, codec, None, blobs)
     }
@@ -1327,13 +1348,13 @@ impl<'a> Packer<'a> {
         dict_plain: &[u8],
     ) -> Result<()> {
         let stored = encode_delta_frame(data, dict_plain, self.level)?;
-        self.append_frame(data.len() as u64, stored, Codec::Zstd, Some(dict), blobs)
+        self.append_frame(data.len() as u64, &stored, Codec::Zstd, Some(dict), blobs)
     }
 
     fn append_frame(
         &self,
         raw_len: u64,
-        stored: Vec<u8>,
+        stored: &[u8],
         codec: Codec,
         dict: Option<Frame>,
         blobs: Vec<(BlobId, u64, u64)>,
@@ -1350,7 +1371,7 @@ impl<'a> Packer<'a> {
             if let Some(d) = dict {
                 self.deltas.lock().unwrap().insert(frame, d);
             }
-            cur.1.extend_from_slice(&stored);
+            cur.1.extend_from_slice(stored);
             let full = if cur.1.len() as u64 >= PACK_TARGET {
                 let ord = cur.0;
                 cur.0 += 1;
