@@ -1154,8 +1154,8 @@ mod tests {
         }
     }
 
-    /// A directory swapped for a symlink between planning and applying is
-    /// not followed: nothing is written outside, the restore fails cleanly.
+    /// Entries checked in path order, each against its own path once its
+    /// parent passed, get the verdict a check of every prefix gives.
     #[test]
     fn checking_in_path_order_agrees_with_checking_every_prefix() {
         let filter = Filter::new(&["cache".to_string(), "a/skip/**".to_string()]).unwrap();
@@ -1189,6 +1189,8 @@ mod tests {
         assert!(skipped >= 6, "{skipped}");
     }
 
+    /// A directory swapped for a symlink between planning and applying is
+    /// not followed: nothing is written outside, the restore fails cleanly.
     #[test]
     fn a_symlink_swapped_in_after_planning_is_not_followed() {
         let t = tempfile::tempdir().unwrap();
