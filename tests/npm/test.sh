@@ -446,7 +446,9 @@ if [ -x "$node22" ] && [ -f "$root/worker-template/dist/index_bg.wasm" ] && [ -d
   done
   if grep -q '^backend: ' "$work/serve.log"; then
     field() { sed -n "s/^$1: //p" "$work/serve.log" | head -1; }
-    backend_args=(--backend-url "$(field backend)" --oidc-request-url "$(field actions-token-url)" --oidc-request-token "$(field actions-token-request-token)")
+    # `--flag=value`: the request token is random base64url and may start with `-`,
+    # which argparse would take for an option (CI failed so at stop 22).
+    backend_args=("--backend-url=$(field backend)" "--oidc-request-url=$(field actions-token-url)" "--oidc-request-token=$(field actions-token-request-token)")
     dev_from_the_npm_install "$(field issuer)" "$(field actions-token-url)" "$(field actions-token-request-token)"
   else
     not_ok "start the Worker under workerd for the Action's backend scenario" "$(tail -20 "$work/serve.log")"
