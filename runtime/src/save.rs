@@ -261,6 +261,12 @@ fn drop_collisions(mut entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
     (entries, skipped)
 }
 
+/// The extension of a path's last component (`""` when it has none).
+fn extension(path: &str) -> &str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.rsplit_once('.').map_or("", |(_, ext)| ext)
+}
+
 /// [`xxh`] of [`fold_key`]`(path)`, without building the folded string
 /// when the path is ASCII.
 fn fold_hash(path: &str) -> u64 {
@@ -446,19 +452,11 @@ pub fn save(
 
     // Group the files to read: sorted by extension (like compresses with
     // like), then cut into groups of about one frame.
-    to_read.sort_by(|&a, &b| {
-        let ext = |p: &str| {
-            p.rsplit('/')
-                .next()
-                .and_then(|n| n.rsplit_once('.'))
-                .map(|x| x.1)
-                .unwrap_or("")
-                .to_string()
-        };
-        ext(&entries[a].path)
-            .cmp(&ext(&entries[b].path))
-            .then_with(|| entries[a].path.cmp(&entries[b].path))
-    });
+    // Each key is computed once and borrows the path (this sort, comparing
+    // freshly allocated extensions, was 0.4 s of one core before anything
+    // was read in a cold save of 120,000 files). `to_read` is in path
+    // order, so the index breaks ties by path.
+    to_read.par_sort_by_cached_key(|&i| (extension(&entries[i].path), i));
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut cur: Vec<usize> = Vec::new();
     let mut cur_bytes = 0;
@@ -1482,6 +1480,15 @@ mod tests {
             stat: Stat::default(),
             target: None,
         }
+    }
+
+    #[test]
+    fn the_extension_is_that_of_the_last_component() {
+        assert_eq!(extension("a/b/index.js"), "js");
+        assert_eq!(extension("a/b.d/README"), "");
+        assert_eq!(extension("a/x.tar.gz"), "gz");
+        assert_eq!(extension(".bashrc"), "bashrc");
+        assert_eq!(extension("a/b."), "");
     }
 
     #[test]
