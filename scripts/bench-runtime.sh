@@ -12,8 +12,9 @@
 #   baseline pack:    tar -cf - | zstd -T0 --long=30
 #   baseline unpack:  zstd -d --long=30 | tar -x
 #   cold save, restore into an empty dir, restore onto a matching tree,
-#   no-change save, and a save after appending to 1% of the .js files (and,
-#   in 1, rewriting 1 MiB inside one large file).
+#   no-change save (beside one stat walk of the tree with find, the floor of
+#   any save that looks at every file), and a save after appending to 1% of
+#   the .js files (and, in 1, rewriting 1 MiB inside one large file).
 # and prints medians (RUNS, default 3 for 1 and 1 for 2) of wall time and
 # of CPU time (user + system; a fair comparison on a busy machine, where
 # wall time favours whichever side runs more threads), ratios against the
@@ -72,7 +73,7 @@ bench() {
     # hardly affected by other load on the machine.
     tail -n1 "$D/rss" | awk '{ printf "%.3f\n", $1 + $2 }' >> "$D/c.$label"
     rss=$(tail -n1 "$D/rss" | awk '{ print $3 }')
-    if [ "$label" != tar ] && [ "$label" != untar ] && [ "$rss" -gt "$peak" ]; then peak=$rss; fi
+    case $label in tar | untar | statwalk) ;; *) if [ "$rss" -gt "$peak" ]; then peak=$rss; fi ;; esac
   }
   json() { python3 -c "import json,sys; print(json.load(open('$D/out.json'))['$1'])"; }
   local files bytes
@@ -115,6 +116,11 @@ bench() {
   done
   local nochange_outcome nochange_objects
   nochange_outcome=$(json outcome); nochange_objects=$(json objects_sent)
+  # The floor under any save that looks at every file: one stat walk (size,
+  # times, inode of each entry) with find, on one thread.
+  for _ in $(seq "$runs"); do
+    run_timed statwalk bash -c "find ${paths[*]} -printf '%s %T@ %C@ %i\n' >/dev/null"
+  done
 
   # 1% edit: append to 1% of the .js files, rewrite 1 MiB inside one large file.
   find "${paths[@]}" -type f -name '*.js' | sort | awk 'NR % 100 == 0' | while read -r f; do echo "// edited" >> "$f"; done
@@ -136,8 +142,8 @@ PY
 
   m() { median < "$D/t.$1"; }
   c() { median < "$D/c.$1"; }
-  local tar_t untar_t cold_t re_t rm_t nc_t ed_t
-  tar_t=$(m tar); untar_t=$(m untar); cold_t=$(m cold); re_t=$(m restore_empty); rm_t=$(m restore_match); nc_t=$(m nochange); ed_t=$(m edit)
+  local tar_t untar_t cold_t re_t rm_t nc_t sw_t ed_t
+  tar_t=$(m tar); untar_t=$(m untar); cold_t=$(m cold); re_t=$(m restore_empty); rm_t=$(m restore_match); nc_t=$(m nochange); sw_t=$(m statwalk); ed_t=$(m edit)
   cat >> "$REPORT" <<REPORT
 
 == $name: $files files, $((bytes / 1048576)) MiB, $(nproc) cores, median of $runs
@@ -148,10 +154,11 @@ cold save                           ${cold_t}s  ratio to tar|zstd: $(ratio "$col
 restore into an empty dir           ${re_t}s  ratio to unpack:   $(ratio "$re_t" "$untar_t")  (goal <= 0.6)  CPU $(c restore_empty)s vs $(c untar)s = $(ratio "$(c restore_empty)" "$(c untar)")
 restore onto a matching tree        ${rm_t}s  ratio to unpack:   $(ratio "$rm_t" "$untar_t")
 no-change save                      ${nc_t}s  ratio to cold:     $(ratio "$nc_t" "$cold_t")  (goal <= 0.05)  outcome ${nochange_outcome}, ${nochange_objects} objects
+  one stat walk (find -printf)      ${sw_t}s  ratio to cold:     $(ratio "$sw_t" "$cold_t")  (the floor of a save that looks at every file)
 1% edit save                        ${ed_t}s  stored ${edit_stored} bytes in ${edit_objects} objects = $(ratio "$((edit_stored * 100))" "$cold_stored")% of cold  (goal <= 1%)
 peak RSS (stateful-ci)              $((peak / 1024)) MiB, cold save $((cold_peak / 1024)) MiB  (goal <= 256 MiB)
 REPORT
-  tail -n 11 "$REPORT"
+  tail -n 12 "$REPORT"
   remove_settled "$D"/untar-* "$D"/r-* "$D"/cache-r-*
 }
 
