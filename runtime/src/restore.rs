@@ -880,13 +880,22 @@ fn stage(
                     };
                     verified.push(bytes);
                 }
+                // Written in path order, not in the blob order they were
+                // verified in: files of one directory are then created one
+                // after another (as `tar -x` does), and each thread takes
+                // its own run of directories. In blob order every create
+                // went to a random directory of the frame, and both
+                // threads into the same ones.
+                let mut by_path: Vec<u32> = (0..run.len() as u32).collect();
+                by_path.sort_unstable_by_key(|&k| (run[k as usize].node, run[k as usize].blob));
                 // The writes of a frame are spread over the pool (each goes
                 // to its own file or range), so the threads stay busy to
                 // the last frame however unevenly the frames are sized.
-                run.par_iter()
-                    .zip(verified.par_iter())
+                by_path
+                    .par_iter()
                     .with_min_len(32)
-                    .try_for_each(|(t, bytes)| -> Result<()> {
+                    .try_for_each(|&k| -> Result<()> {
+                        let (t, bytes) = (&run[k as usize], verified[k as usize]);
                         let i = t.node as usize;
                         let (off, whole) = t.offset_in_file(nodes);
                         write_blob(dirs, nodes, place, i, bytes, off, whole, &written[i])?;
