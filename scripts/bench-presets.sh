@@ -181,7 +181,7 @@ run_job() { # PROJECT LABEL REF [--cold]
   local p=$1 label=$2 ref=$3 cold=${4:-}
   local d="$WORK/$p" ws="$WORK/$p/ws" home="$WORK/$p/home"
   # The last run's trees are moved aside, not deleted, until the script
-  # ends: on ext4 without a journal (some VMs), creating files within 30 s
+  # ends: on ext4 without a journal (some VMs), creating files within 60 s
   # of deleting many is several times slower (fs/ext4/ialloc.c
   # recently_deleted()), which charged the next run's restore for the
   # previous run's cleanup. A fresh runner starts on a clean disk.
