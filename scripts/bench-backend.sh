@@ -128,11 +128,13 @@ timed() {
 json() { python3 -c "import json,sys; print(json.load(open('$WORK/out.json'))['$1'])"; }
 # Every restore goes into a new directory; none is removed before the end.
 # On ext4 without a journal (this project's VM), creating files within 60 s
-# of deleting many (300 s while the freed inodes are not written back) is several times slower (fs/ext4/ialloc.c
-# recently_deleted()): removing the last run's tree right before a restore
-# measured that, not the restore (a backend restore took 8.4 s instead of
-# 3.3 s). For the same reason the runs start after SETTLE seconds (default
-# 65, after a sync) when the machine may have just deleted a large tree.
+# of deleting many, or 360 s once new files dirty the freed inodes' table
+# blocks, is several times slower (fs/ext4/ialloc.c recently_deleted()):
+# removing the last run's tree right before a restore measured that, not
+# the restore (a backend restore took 8.4 s instead of 3.3 s). The runs
+# start after SETTLE seconds (default 65, after a sync), a partial guard
+# for a machine that just deleted a large tree; bench-runtime.sh, which
+# deletes nothing until it exits, passes 0.
 fresh_dir() { mkdir -p "$1"; cp "$WS/stateful-ci.toml" "$1/"; }
 sync; sleep "${SETTLE:-65}"
 

@@ -23,13 +23,14 @@
 # scripts/bench-backend.sh if that file exists.
 # This is a benchmark, not a test: it prints figures and exits 0.
 #
-# Trees written by one measurement are removed only after the workload's
-# last measurement, and the script waits SETTLE seconds (default 65) after
-# each large removal (after a sync): on ext4 without a journal (some VMs),
-# creating files within 60 s of deleting many is several times slower (the
-# allocator skips inodes freed in the last RECENTCY_MIN = 60 s, 300 s more
-# while their inode table block is not written back: fs/ext4/ialloc.c
-# recently_deleted()), which would distort whichever measurement came next.
+# Nothing is deleted until the script exits: trees a workload is done with
+# are moved aside (into $WORK/trash). On ext4 without a journal (this
+# project's VM; GitHub's runners have a journal), the inode allocator skips
+# inodes freed in the last 60 s (RECENTCY_MIN), or 360 s when their inode
+# table block is dirty, which it is as soon as new files are being created
+# beside them (fs/ext4/ialloc.c, recently_deleted()). A restore run within
+# minutes of deleting a large tree spent 43% of its time there, 70 s after
+# a sync: waiting after removals was not enough, not deleting is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -41,17 +42,17 @@ LARGE_MIB=${LARGE_MIB:-56}
 N_NM=${N_NM:-120000}
 N_HUGE=${N_HUGE:-500000}
 HUGE=${HUGE:-1}
-SETTLE=${SETTLE:-65}
 WORK=${1:-$(mktemp -d -t stateful-ci-bench.XXXXXX)}
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/trash"
 
 cargo build --release --locked --quiet
 BIN=$REPO/target/release/stateful-ci
 
 now() { date +%s.%N; }
-# remove_settled PATH...: remove trees, then let the file system settle.
-remove_settled() { rm -rf "$@"; sync; sleep "$SETTLE"; }
+# set_aside PATH...: move trees out of the way, to be deleted at exit.
+set_aside() { local p; for p in "$@"; do [ -e "$p" ] && mv "$p" "$(mktemp -d "$WORK/trash/x.XXXXXX")"; done; return 0; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
 REPORT=$WORK/report.txt
@@ -172,20 +173,20 @@ no-change save                      ${nc_t}s  ratio to cold:     $(ratio "$nc_t"
 peak RSS (stateful-ci)              $((peak / 1024)) MiB, cold save $((cold_peak / 1024)) MiB  (goal <= 256 MiB)
 REPORT
   tail -n 13 "$REPORT"
-  remove_settled "$D"/untar-* "$D"/tarx-* "$D"/r-* "$D"/cache-r-*
+  set_aside "$D"/untar-* "$D"/tarx-* "$D"/r-* "$D"/cache-r-*
 }
 
 echo "== generating the bench workspace"
 mkdir -p "$WORK/bench"
 python3 scripts/bench/gen-workspace.py "$WORK/bench/ws" "$N_SMALL" "$N_LARGE" "$LARGE_MIB"
 bench bench "$RUNS" node_modules target
-remove_settled "$WORK/bench"
+set_aside "$WORK/bench"
 
 echo "== generating a node_modules-like tree of $N_NM files"
 mkdir -p "$WORK/nm"
 python3 scripts/bench/gen-workspace.py --node-modules "$WORK/nm/ws" "$N_NM"
 bench nm "$NM_RUNS" node_modules
-remove_settled "$WORK/nm"
+set_aside "$WORK/nm"
 
 if [ "$HUGE" = 1 ]; then
   echo "== generating a node_modules-like tree of $N_HUGE files (peak RSS only)"
@@ -208,7 +209,7 @@ cold save                           $(($(tail -n1 "$H/rss.save") / 1024)) MiB  (
 restore into an empty dir           $(($(tail -n1 "$H/rss.restore") / 1024)) MiB  ($(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}')s)
 no-change save                      $(($(tail -n1 "$H/rss.nochange") / 1024)) MiB  ($(awk -v a="$t2" -v b="$t3" 'BEGIN{printf "%.1f", b-a}')s)
 REPORT
-  rm -rf "$H"
+  set_aside "$H"
 fi
 
 echo
@@ -218,5 +219,6 @@ cat "$REPORT"
 if [ -f scripts/bench-backend.sh ]; then
   echo
   echo "== backend (scripts/bench-backend.sh)"
-  bash scripts/bench-backend.sh
+  # Nothing was deleted above (see set_aside): no need to wait.
+  SETTLE=${SETTLE:-0} bash scripts/bench-backend.sh
 fi
