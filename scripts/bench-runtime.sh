@@ -155,6 +155,8 @@ PY
   m() { median < "$D/t.$1"; }
   c() { median < "$D/c.$1"; }
   k() { median < "$D/s.$1"; }
+  # Fastest-slowest of a label's runs: this VM's timings move between runs.
+  spread() { sort -g "$D/t.$1" | awk 'NR == 1 { a = $1 } { b = $1 } END { printf "%s-%s", a, b }'; }
   local tar_t untar_t tx_t cold_t re_t rm_t nc_t sw_t ed_t
   tar_t=$(m tar); untar_t=$(m untar); tx_t=$(m tarx); cold_t=$(m cold); re_t=$(m restore_empty); rm_t=$(m restore_match); nc_t=$(m nochange); sw_t=$(m statwalk); ed_t=$(m edit)
   cat >> "$REPORT" <<REPORT
@@ -172,7 +174,10 @@ no-change save                      ${nc_t}s  ratio to cold:     $(ratio "$nc_t"
 1% edit save                        ${ed_t}s  stored ${edit_stored} bytes in ${edit_objects} objects = $(ratio "$((edit_stored * 100))" "$cold_stored")% of cold  (goal <= 1%)
 peak RSS (stateful-ci)              $((peak / 1024)) MiB, cold save $((cold_peak / 1024)) MiB  (goal <= 256 MiB)
 REPORT
-  tail -n 13 "$REPORT"
+  if [ "$runs" -gt 1 ]; then
+    printf '%-36s%s\n' "spread of $runs runs (s)" "tar|zstd $(spread tar), cold $(spread cold), unpack $(spread untar), restore $(spread restore_empty)" >> "$REPORT"
+  fi
+  tail -n 14 "$REPORT"
   set_aside "$D"/untar-* "$D"/tarx-* "$D"/r-* "$D"/cache-r-*
 }
 
