@@ -182,8 +182,9 @@ run_job() { # PROJECT LABEL REF [--cold]
   local d="$WORK/$p" ws="$WORK/$p/ws" home="$WORK/$p/home"
   # The last run's trees are moved aside, not deleted, until the script
   # ends: on ext4 without a journal (some VMs), creating files within 60 s
-  # of deleting many is several times slower (fs/ext4/ialloc.c
-  # recently_deleted()), which charged the next run's restore for the
+  # of deleting many (360 s once new files dirty the freed inodes' table
+  # blocks) is several times slower (fs/ext4/ialloc.c recently_deleted()),
+  # which charged the next run's restore for the
   # previous run's cleanup. A fresh runner starts on a clean disk.
   mkdir -p "$WORK/trash"
   [ -e "$ws" ] && mv "$ws" "$(mktemp -d "$WORK/trash/ws.XXXXXX")"

@@ -23,8 +23,9 @@
 # scripts/bench-backend.sh if that file exists.
 # This is a benchmark, not a test: it prints figures and exits 0.
 #
-# Nothing is deleted until the script exits: trees a workload is done with
-# are moved aside (into $WORK/trash). On ext4 without a journal (this
+# No tree is deleted until the script exits (only a store's few packs and
+# the archives): trees a workload is done with are moved aside (into
+# $WORK/trash). On ext4 without a journal (this
 # project's VM; GitHub's runners have a journal), the inode allocator skips
 # inodes freed in the last 60 s (RECENTCY_MIN), or 360 s when their inode
 # table block is dirty, which it is as soon as new files are being created
@@ -224,6 +225,6 @@ cat "$REPORT"
 if [ -f scripts/bench-backend.sh ]; then
   echo
   echo "== backend (scripts/bench-backend.sh)"
-  # Nothing was deleted above (see set_aside): no need to wait.
+  # No tree was deleted above (see set_aside): no need to wait.
   SETTLE=${SETTLE:-0} bash scripts/bench-backend.sh
 fi
