@@ -470,32 +470,93 @@ const KEEP_BYTES: u64 = 32 * 1024 * 1024;
 ///
 /// Pieces are read in batches of a few frames: fetching, decoding, hashing
 /// and parsing run in parallel within a batch (they are most of the cost),
-/// the order-dependent checks and `f` run in order. Memory is bounded by
-/// the batch and [`KEEP_BYTES`], not by the snapshot. A delta-coded frame
+/// the order-dependent checks and `f` run in order, beside the next
+/// batch's reading. Memory is bounded by two batches and [`KEEP_BYTES`],
+/// not by the snapshot. A delta-coded frame
 /// is decoded with its dictionary, fetched like any frame. Returns what it
 /// read from the store.
 pub fn for_each_node(
     store: &dyn Store,
     m: &Manifest,
-    mut f: impl FnMut(Node, usize) -> Result<()>,
+    mut f: impl FnMut(Node, usize) -> Result<()> + Send,
 ) -> Result<Fetched> {
-    use rayon::prelude::*;
-    use std::sync::Arc;
-    let mut fetched = Fetched::default();
+    let mut reader = PieceReader {
+        store,
+        m,
+        kept: HashMap::new(),
+        fetch_window: store.parallelism().clamp(2, 8),
+        batch_no: 0,
+        fetched: Fetched::default(),
+    };
     let mut checker = EntryChecker::new(&m.roots);
-    // Decoded frames (and dictionaries, keyed the same way: a dictionary is
-    // a frame without one), with the batch that last used each. Pieces of
-    // one stretch of paths may lie in several frames (the cold save's, and
-    // one per later save that rewrote some), so frames stay until the
-    // budget needs the room, least recently used first.
-    let mut kept: HashMap<Frame, (Arc<Vec<u8>>, usize)> = HashMap::new();
-    let fetch_window = store.parallelism().clamp(2, 8);
+    // The order-dependent part of one batch runs while the next batch is
+    // fetched and parsed (on a 2-core runner the two halves take about the
+    // same time, so reading the entry list takes about half as long as
+    // doing them one after the other). An error of the earlier batch is
+    // the one reported.
     let mut next = 0;
-    let mut batch_no = 0;
-    while next < m.pieces.len() {
-        batch_no += 1;
-        // The batch: consecutive pieces whose frames (and dictionaries)
-        // need at most `fetch_window` fetches.
+    let mut pending = if m.pieces.is_empty() {
+        None
+    } else {
+        Some(reader.batch(0)?)
+    };
+    while let Some((end, parsed)) = pending.take() {
+        let (checked, ahead) = rayon::join(
+            || -> Result<()> {
+                for (k, (piece, keys)) in parsed.into_iter().enumerate() {
+                    let frames = piece.frames;
+                    for (e, key) in piece.entries.into_iter().zip(keys) {
+                        checker
+                            .check_keyed(&e, &key)
+                            .map_err(|err| Error::corrupt(format!("snapshot: {err}")))?;
+                        f(Node::from_entry(e, &frames), next + k)?;
+                    }
+                }
+                Ok(())
+            },
+            || (end < m.pieces.len()).then(|| reader.batch(end)),
+        );
+        checked?;
+        pending = ahead.transpose()?;
+        next = end;
+    }
+    checker
+        .finish(m)
+        .map_err(|err| Error::corrupt(format!("snapshot: {err}")))?;
+    Ok(reader.fetched)
+}
+
+/// Fetches, decodes and parses a snapshot's pieces a batch at a time, for
+/// [`for_each_node`].
+struct PieceReader<'a> {
+    store: &'a dyn Store,
+    m: &'a Manifest,
+    /// Decoded frames (and dictionaries, keyed the same way: a dictionary
+    /// is a frame without one), with the batch that last used each. Pieces
+    /// of one stretch of paths may lie in several frames (the cold save's,
+    /// and one per later save that rewrote some), so frames stay until the
+    /// budget needs the room, least recently used first.
+    kept: HashMap<Frame, (std::sync::Arc<Vec<u8>>, usize)>,
+    fetch_window: usize,
+    batch_no: usize,
+    fetched: Fetched,
+}
+
+/// A batch's pieces, parsed, each with its entries' keys for the
+/// [`EntryChecker`].
+type ParsedBatch = Vec<(Piece, Vec<EntryKeys>)>;
+
+impl PieceReader<'_> {
+    /// The batch of pieces from `next` on: consecutive pieces whose frames
+    /// (and dictionaries) need at most `fetch_window` fetches. Returns
+    /// where it ends and its pieces, verified against their ids and parsed.
+    fn batch(&mut self, next: usize) -> Result<(usize, ParsedBatch)> {
+        use rayon::prelude::*;
+        use std::sync::Arc;
+        let (store, m) = (self.store, self.m);
+        self.batch_no += 1;
+        let batch_no = self.batch_no;
+        let kept = &mut self.kept;
         let mut frames: Vec<PieceFrame> = Vec::new();
         let mut fetches = 0;
         let mut end = next;
@@ -505,7 +566,7 @@ pub fn for_each_node(
                 let needs = usize::from(!kept.contains_key(&pf.frame))
                     + pf.dict.map_or(0, |d| usize::from(!kept.contains_key(&d)));
                 if !frames.is_empty()
-                    && (fetches + needs > fetch_window || frames.len() == MAX_BATCH_FRAMES)
+                    && (fetches + needs > self.fetch_window || frames.len() == MAX_BATCH_FRAMES)
                 {
                     break;
                 }
@@ -531,8 +592,8 @@ pub fn for_each_node(
             .map(|fr| fetch(fr, None))
             .collect::<Result<_>>()?;
         for (fr, b) in got {
-            fetched.requests += 1;
-            fetched.bytes += fr.length;
+            self.fetched.requests += 1;
+            self.fetched.bytes += fr.length;
             kept.insert(fr, (b, batch_no));
         }
         let delta: Vec<(Frame, Frame)> = frames
@@ -545,8 +606,8 @@ pub fn for_each_node(
             .map(|(fr, d)| fetch(fr, Some(kept[d].0.as_slice())))
             .collect::<Result<_>>()?;
         for (fr, b) in got {
-            fetched.requests += 1;
-            fetched.bytes += fr.length;
+            self.fetched.requests += 1;
+            self.fetched.bytes += fr.length;
             kept.insert(fr, (b, batch_no));
         }
         for pf in &frames {
@@ -556,8 +617,7 @@ pub fn for_each_node(
                 }
             }
         }
-        let batch = &m.pieces[next..end];
-        let parsed: Vec<(Piece, Vec<EntryKeys>)> = batch
+        let parsed: ParsedBatch = m.pieces[next..end]
             .par_iter()
             .map(|p| {
                 let piece =
@@ -572,16 +632,6 @@ pub fn for_each_node(
                 Ok((piece, keys))
             })
             .collect::<Result<_>>()?;
-        for (k, (piece, keys)) in parsed.into_iter().enumerate() {
-            let frames = piece.frames;
-            for (e, key) in piece.entries.into_iter().zip(keys) {
-                checker
-                    .check_keyed(&e, &key)
-                    .map_err(|err| Error::corrupt(format!("snapshot: {err}")))?;
-                f(Node::from_entry(e, &frames), next + k)?;
-            }
-        }
-        next = end;
         // Keep what fits, most recently used first.
         let mut held: u64 = kept.values().map(|(b, _)| b.len() as u64).sum();
         while held > KEEP_BYTES {
@@ -594,11 +644,8 @@ pub fn for_each_node(
             };
             held -= kept.remove(&oldest).map_or(0, |(b, _)| b.len() as u64);
         }
+        Ok((end, parsed))
     }
-    checker
-        .finish(m)
-        .map_err(|err| Error::corrupt(format!("snapshot: {err}")))?;
-    Ok(fetched)
 }
 
 /// Stored bytes read from a store, and in how many requests.
