@@ -70,24 +70,32 @@ impl fmt::Display for BlobId {
 impl FromStr for BlobId {
     type Err = ManifestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(ManifestError::BadHash(s.chars().take(80).collect()));
-        }
-        let h = blake3::Hash::from_hex(s).map_err(|_| ManifestError::BadHash(s.to_string()))?;
-        Ok(h.into())
+        parse_hex32(s).map(BlobId)
     }
 }
 
 impl Serialize for BlobId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        s.serialize_str(blake3::Hash::from_bytes(self.0).to_hex().as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for BlobId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // A visitor that reads the string where the parser holds it: an
+        // entry list has one id per file, and `Cow<str>` would copy each
+        // into a fresh `String` first.
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = BlobId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a BLAKE3 hash in 64 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BlobId, E> {
+                parse_hex32(s).map(BlobId).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 
@@ -117,14 +125,23 @@ fn hex(bytes: &[u8; 32]) -> String {
     s
 }
 
+/// 64 lowercase hex digits to 32 bytes, in one pass; anything else
+/// (uppercase included: a hash has one spelling) is refused.
 fn parse_hex32(s: &str) -> Result<[u8; 32], ManifestError> {
-    if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(ManifestError::BadHash(s.chars().take(80).collect()));
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let bad = || ManifestError::BadHash(s.chars().take(80).collect());
+    if s.len() != 64 {
+        return Err(bad());
     }
     let mut out = [0u8; 32];
-    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-        let v = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
-        out[i] = v(pair[0]) << 4 | v(pair[1]);
+    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        *o = (nibble(pair[0]).ok_or_else(bad)? << 4) | nibble(pair[1]).ok_or_else(bad)?;
     }
     Ok(out)
 }
@@ -912,5 +929,34 @@ mod tests {
         assert!(is_within("node_modules/x", "node_modules"));
         assert!(is_within("node_modules", "node_modules"));
         assert!(!is_within("node_modules2/x", "node_modules"));
+    }
+
+    #[test]
+    fn hashes_have_one_spelling() {
+        let id = BlobId::of(b"x");
+        let hex = id.to_hex();
+        assert_eq!(hex.parse::<BlobId>().unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{hex}\""));
+        assert_eq!(serde_json::from_str::<BlobId>(&json).unwrap(), id);
+        // A JSON escape is the same string once decoded.
+        let escaped = format!("\"\\u00{:x}{}\"", hex.as_bytes()[0], &hex[1..]);
+        assert_eq!(serde_json::from_str::<BlobId>(&escaped).unwrap(), id);
+        for bad in [
+            hex.to_uppercase(),
+            hex[..63].to_string(),
+            format!("{hex}0"),
+            format!("{}g", &hex[..63]),
+            format!("{}é", &hex[..62]),
+            String::new(),
+        ] {
+            assert!(bad.parse::<BlobId>().is_err(), "{bad}");
+            assert!(bad.parse::<ObjectHash>().is_err(), "{bad}");
+            let json = serde_json::to_string(&bad).unwrap();
+            assert!(serde_json::from_str::<BlobId>(&json).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<BlobId>("7").is_err());
+        let key = ObjectHash::of(b"x");
+        assert_eq!(key.to_hex().parse::<ObjectHash>().unwrap(), key);
     }
 }
