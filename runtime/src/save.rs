@@ -123,7 +123,8 @@ struct Known {
     /// Whether the stat index's file records belong to `base` (then a file
     /// whose stat matches is not read at all).
     index_valid: bool,
-    blobs: HashMap<BlobId, Loc>,
+    /// Sorted (see [`BlobLocs::sorted`]).
+    blobs: BlobLocs,
     pieces: HashMap<BlobId, (PieceRef, PieceFrame)>,
     /// The base's pieces by their local digest (from the stat index).
     by_digest: HashMap<PieceFp, (PieceRef, PieceFrame)>,
@@ -139,7 +140,7 @@ fn known_from(
     let empty = Known {
         base: None,
         index_valid: false,
-        blobs: HashMap::new(),
+        blobs: BlobLocs::default(),
         pieces: HashMap::new(),
         by_digest: HashMap::new(),
     };
@@ -165,7 +166,7 @@ fn known_from(
                     return Ok(Known {
                         base: Some(b.clone()),
                         index_valid: true,
-                        blobs: HashMap::new(),
+                        blobs: BlobLocs::default(),
                         pieces,
                         by_digest,
                     });
@@ -179,12 +180,14 @@ fn known_from(
         if m.packs.len() > COMPACT_AT || !store.missing(&m.packs)?.is_empty() {
             return Ok(None);
         }
-        let mut blobs = HashMap::new();
+        let mut blobs = BlobLocs::with_capacity(m.files.min(1 << 22) as usize);
         for_each_node(store, &m, |n, _| {
-            blobs.extend(n.blobs);
+            for (id, loc) in &n.blobs {
+                blobs.push(*id, loc);
+            }
             Ok(())
         })?;
-        Ok(Some((m, blobs)))
+        Ok(Some((m, blobs.sorted())))
     });
     match loaded {
         Ok(Some((m, blobs))) => {
@@ -445,8 +448,13 @@ pub fn save(
     // The blobs a read file can be deduplicated against, built only when a
     // file is read (a save that finds nothing changed never needs it).
     if known.index_valid && !to_read.is_empty() {
-        let held = blobs_of.iter().flatten().flatten().copied();
-        known.blobs = stale.drain(..).chain(held).collect();
+        let held = blobs_of.iter().flatten().flatten();
+        let n = stale.len() + blobs_of.iter().flatten().map(Vec::len).sum::<usize>();
+        let mut blobs = BlobLocs::with_capacity(n);
+        for (id, loc) in stale.iter().chain(held) {
+            blobs.push(*id, loc);
+        }
+        known.blobs = blobs.sorted();
     }
     drop(stale);
 
@@ -558,7 +566,7 @@ pub fn save(
             let resolve = |id: &BlobId| -> Result<(BlobId, Loc)> {
                 new_locs
                     .get(id)
-                    .or_else(|| known.blobs.get(id).copied())
+                    .or_else(|| known.blobs.get(id))
                     .map(|l| (*id, l))
                     .ok_or_else(|| {
                         Error::store(format!("internal error: blob {id} has no stored location"))
@@ -1059,7 +1067,7 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
             return Err(e.clone());
         }
         let id = BlobId::of(data);
-        if self.packer.known.contains_key(&id) || !self.packer.claimed.lock().unwrap().insert(id) {
+        if self.packer.known.contains(&id) || !self.packer.claimed.lock().unwrap().insert(id) {
             return Ok(id);
         }
         self.packer
@@ -1259,19 +1267,29 @@ impl<'b> DeltaPieces<'b> {
 /// A sealed pack and its ordinal in this save.
 type FullPack = (u32, Vec<u8>);
 
-/// The locations of the blobs a save stored, looked up only once packing is
-/// done: a vector sorted then takes half the memory of a hash map filled
-/// while packing (500,000 blobs, heaptrack: 40 MB against 85 MB, plus the
-/// map's copy while it grows). Each blob names its frame by index in
-/// `frames` (frames are few, blobs many): 44 bytes a blob, not 80.
+/// Blob locations, filled first and then sorted by id to be looked up: a
+/// sorted vector takes half the memory of a hash map (500,000 blobs,
+/// heaptrack: 40 MB against 85 MB, plus the map's old table while it
+/// grows). Each blob names its frame by index in `frames` (frames are few,
+/// blobs many): 44 bytes a blob, not 88. It holds the blobs a save stored
+/// and, when a file is read, those of the snapshot it builds on.
 #[derive(Default)]
-struct NewLocs {
+struct BlobLocs {
     frames: Vec<Frame>,
+    /// Index in `frames` of each frame (only while filling with [`BlobLocs::push`]).
+    frame_index: HashMap<Frame, u32>,
     /// (blob, frame index, offset and length in the decoded frame).
     locs: Vec<(BlobId, u32, u32, u32)>,
 }
 
-impl NewLocs {
+impl BlobLocs {
+    fn with_capacity(n: usize) -> Self {
+        BlobLocs {
+            locs: Vec::with_capacity(n),
+            ..BlobLocs::default()
+        }
+    }
+
     /// Record the blobs of a frame just appended (offsets and lengths in
     /// its plaintext, which a writer keeps near [`FRAME_TARGET`]).
     fn add(&mut self, frame: Frame, blobs: Vec<(BlobId, u64, u64)>) {
@@ -1285,8 +1303,28 @@ impl NewLocs {
         );
     }
 
+    /// Record a blob stored earlier. One whose place does not fit (only a
+    /// damaged stat index says so) is left out: it is then stored again,
+    /// which costs bytes, never correctness.
+    fn push(&mut self, id: BlobId, loc: &Loc) {
+        let (Ok(offset), Ok(length)) = (u32::try_from(loc.offset), u32::try_from(loc.length))
+        else {
+            return;
+        };
+        let next = self.frames.len() as u32;
+        let f = *self.frame_index.entry(loc.frame).or_insert(next);
+        if f == next {
+            self.frames.push(loc.frame);
+        }
+        self.locs.push((id, f, offset, length));
+    }
+
+    /// Ready for lookups: sorted by id, each id once.
     fn sorted(mut self) -> Self {
-        self.locs.sort_unstable_by_key(|a| a.0);
+        self.frame_index = HashMap::new();
+        self.locs.par_sort_unstable_by_key(|a| a.0);
+        self.locs.dedup_by_key(|a| a.0);
+        self.locs.shrink_to_fit();
         self
     }
 
@@ -1299,6 +1337,10 @@ impl NewLocs {
             length: length.into(),
         })
     }
+
+    fn contains(&self, id: &BlobId) -> bool {
+        self.locs.binary_search_by(|l| l.0.cmp(id)).is_ok()
+    }
 }
 
 /// Appends frames to packs and hands each full pack to the upload threads.
@@ -1309,13 +1351,13 @@ struct Packer<'a> {
     /// The first upload failure; the save stops at the next blob.
     failed: Mutex<Option<Error>>,
     level: i32,
-    known: &'a HashMap<BlobId, Loc>,
+    known: &'a BlobLocs,
     /// Index of this save's first pack in the snapshot's pack list.
     first_pack: u32,
     claimed: Mutex<HashSet<BlobId>>,
     /// Where each blob (and piece) this save stored went, in the order
-    /// they were packed; see [`NewLocs`].
-    new_locs: Mutex<NewLocs>,
+    /// they were packed; see [`BlobLocs`].
+    new_locs: Mutex<BlobLocs>,
     /// The delta-coded frames this save wrote, with their dictionaries.
     deltas: Mutex<HashMap<Frame, Frame>>,
     current: Mutex<(u32, Vec<u8>)>,
@@ -1326,12 +1368,7 @@ struct Packer<'a> {
 }
 
 impl<'a> Packer<'a> {
-    fn new(
-        store: &'a dyn Store,
-        level: i32,
-        known: &'a HashMap<BlobId, Loc>,
-        first_pack: u32,
-    ) -> Self {
+    fn new(store: &'a dyn Store, level: i32, known: &'a BlobLocs, first_pack: u32) -> Self {
         Packer {
             store,
             sender: Mutex::new(None),
@@ -1340,7 +1377,7 @@ impl<'a> Packer<'a> {
             known,
             first_pack,
             claimed: Mutex::new(HashSet::new()),
-            new_locs: Mutex::new(NewLocs::default()),
+            new_locs: Mutex::new(BlobLocs::default()),
             deltas: Mutex::new(HashMap::new()),
             current: Mutex::new((0, Vec::new())),
             pack_keys: Mutex::new(Vec::new()),
@@ -1480,6 +1517,38 @@ mod tests {
             stat: Stat::default(),
             target: None,
         }
+    }
+
+    #[test]
+    fn blob_locations_are_found_by_id_once_sorted() {
+        let f1 = Frame::new(0, 0, 100, 400, Codec::Zstd);
+        let f2 = Frame::new(1, 50, 10, 10, Codec::Raw);
+        let loc = |frame, offset, length| Loc {
+            frame,
+            offset,
+            length,
+        };
+        let (a, b, c, d) = (
+            BlobId::of(b"a"),
+            BlobId::of(b"b"),
+            BlobId::of(b"c"),
+            BlobId::of(b"d"),
+        );
+        let mut locs = BlobLocs::with_capacity(4);
+        locs.push(b, &loc(f2, 3, 4));
+        locs.push(a, &loc(f1, 0, 10));
+        locs.push(a, &loc(f1, 0, 10));
+        // A place that does not fit (a damaged index): left out.
+        locs.push(d, &loc(f1, u64::from(u32::MAX) + 1, 1));
+        locs.add(f2, vec![(c, 0, 3)]);
+        let locs = locs.sorted();
+        assert_eq!(locs.locs.len(), 3, "each id once");
+        assert_eq!(locs.frames.len(), 3, "a frame pushed twice is held once");
+        assert_eq!(locs.get(&a), Some(loc(f1, 0, 10)));
+        assert_eq!(locs.get(&b), Some(loc(f2, 3, 4)));
+        assert_eq!(locs.get(&c), Some(loc(f2, 0, 3)));
+        assert!(locs.contains(&c) && !locs.contains(&d));
+        assert_eq!(locs.get(&d), None);
     }
 
     #[test]

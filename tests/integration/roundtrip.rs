@@ -196,6 +196,33 @@ fn unchanged_save_writes_nothing_and_reads_nothing() {
 }
 
 #[test]
+fn a_save_without_a_stat_index_stores_only_new_bytes() {
+    // The same tree in a second directory has no stat index of its own:
+    // its save reads every file and finds the head's blobs in the head's
+    // snapshot (loaded and verified), so only the edited file is new.
+    let a = Area::new();
+    rich_tree(&a.path("src"));
+    let args = ["--store", &a.store(), "--path", "node_modules"];
+    a.ok("src", &[&["save"][..], &args].concat());
+    rich_tree(&a.path("other"));
+    write(
+        &a.path("other/node_modules/pkg/index.js"),
+        b"module.exports = 22;\n",
+    );
+    let other = a.ok("other", &[&["save", "--json"][..], &args].concat());
+    assert_eq!(other["outcome"], "saved", "{other}");
+    assert_eq!(other["generation"], 2, "{other}");
+    assert_eq!(
+        other["new_bytes"], 21,
+        "only the edited file is new: {other}"
+    );
+    assert!(other["files_read"].as_u64().unwrap() > 5, "{other}");
+    let r = a.ok("check", &[&["restore", "--json"][..], &args].concat());
+    assert_eq!(r["generation"], 2);
+    assert_same(&a.path("other"), &a.path("check"), CREDS);
+}
+
+#[test]
 fn excludes_are_honoured_on_save_and_restore() {
     let a = Area::new();
     write(&a.path("w/out/keep.txt"), b"keep");
