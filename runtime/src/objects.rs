@@ -490,10 +490,10 @@ pub fn for_each_node(
     };
     let mut checker = EntryChecker::new(&m.roots);
     // The order-dependent part of one batch runs while the next batch is
-    // fetched and parsed (on a 2-core runner the two halves take about the
-    // same time, so reading the entry list takes about half as long as
-    // doing them one after the other). An error of the earlier batch is
-    // the one reported.
+    // fetched and parsed. Parsing is most of the work, so the gain is the
+    // checks' share: at 120,000 entries, 0.49 s to 0.46 s before a restore
+    // writes its first file. An error of the earlier batch is the one
+    // reported.
     let mut next = 0;
     let mut pending = if m.pieces.is_empty() {
         None

@@ -104,12 +104,9 @@ impl Filter {
     /// save and restore; most configurations exclude nothing, and an empty
     /// `GlobSet` still copies the path into a match candidate first.
     pub fn excluded(&self, rel: &str) -> bool {
-        if self.by_path.is_empty() && self.by_name.is_empty() {
-            return false;
-        }
-        let name = rel.rsplit('/').next().unwrap_or(rel);
+        let name = || rel.rsplit('/').next().unwrap_or(rel);
         (!self.by_path.is_empty() && self.by_path.is_match(rel))
-            || (!self.by_name.is_empty() && self.by_name.is_match(name))
+            || (!self.by_name.is_empty() && self.by_name.is_match(name()))
     }
 }
 
