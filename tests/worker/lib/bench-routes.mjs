@@ -108,10 +108,49 @@ const prepare = [];
 for (let i = 0; i < 5; i++) prepare.push(await cpuOf(() => call("/v1/save/prepare", { token, method: "POST", body: { workspace, objects: allKeys } })));
 report(`POST /v1/save/prepare (${allKeys.length} keys)`, prepare);
 
+// PUT, in rounds: every object of the snapshot uploaded to the Worker and,
+// right after it, the same bytes to the floor Worker below, so both see the
+// same page cache and the same moment's machine. Round 0 (this run's scope)
+// is the route's figure; later rounds upload as other pull requests, since
+// an object already visible to a run is not read again. The Worker's own
+// CPU per MiB is the median over rounds of (Worker - floor): one round of
+// each, a minute apart, moved it between -1 and +4 ms/MiB.
+//
+// The floor: a Worker that does nothing but what storing a verified upload
+// takes at minimum (R2 put of the request body with its SHA-256, no auth, no
+// D1), under the same miniflare/workerd, measured the same way. Most of a
+// PUT's workerd CPU here is the local R2 simulator (JavaScript writing the
+// blob) and the local HTTP path; the difference is what the Worker adds.
+const ROUNDS = Math.max(1, Number(process.env.PUT_ROUNDS ?? 5));
+const floorScript = `export default { async fetch(req, env) {
+  await env.B.put(new URL(req.url).pathname.slice(1), req.body, { sha256: req.headers.get("x-sha256") });
+  return new Response("ok");
+} }`;
+const floorMf = new Miniflare({ modules: true, script: floorScript, r2Buckets: ["B"], compatibilityDate: "2026-07-01", host: "127.0.0.1" });
 const puts = [];
-for (const o of objects) {
-  const bytes = readFileSync(o.path);
-  puts.push(await cpuOf(() => call(`/v1/objects/${o.key}`, { token, method: "PUT", body: bytes })));
+const perMiB = (ns) => ns.reduce((a, b) => a + b, 0) / 1e6 / (totalBytes / MiB);
+const rounds = [];
+try {
+  const floorUrl = (await floorMf.ready).toString();
+  const floorPids = workerdPids(process.pid);
+  for (let r = 0; r < ROUNDS; r++) {
+    const t = r === 0 ? token : await mint({ event_name: "pull_request", ref: `refs/pull/${Number(pr) + 1000 * r}/merge`, base_ref: "main", sub: "repo:acme/app:pull_request", run_id: `bench-${pr}-put-${r}` });
+    const ours = [];
+    const floor = [];
+    for (const o of objects) {
+      const bytes = readFileSync(o.path);
+      ours.push(await cpuOf(() => call(`/v1/objects/${o.key}`, { token: t, method: "PUT", body: bytes })));
+      const c0 = cpuNs(floorPids);
+      const res = await fetch(floorUrl + o.key.replace("/", "-"), { method: "PUT", body: bytes, headers: { "x-sha256": o.key.split("/")[1] } });
+      await res.arrayBuffer();
+      if (res.status !== 200) throw new Error(`the floor Worker answered ${res.status}`);
+      floor.push(cpuNs(floorPids) - c0);
+    }
+    if (r === 0) puts.push(...ours);
+    rounds.push({ ours: perMiB(ours), floor: perMiB(floor) });
+  }
+} finally {
+  await floorMf.dispose();
 }
 report("PUT /v1/objects (each object of the snapshot)", puts, totalBytes);
 
@@ -140,37 +179,11 @@ const gets = [];
 for (const o of objects) gets.push(await cpuOf(() => call(`/v1/objects/${o.key}`, { token: grant })));
 report("GET /v1/objects (each object of the snapshot)", gets, totalBytes);
 
-// The floor under the PUT figure: the same objects uploaded to a Worker that
-// does nothing but what storing a verified upload takes at minimum (R2 put of
-// the request body with its SHA-256, no auth, no D1), under the same
-// miniflare/workerd, measured the same way. Most of a PUT's workerd CPU here
-// is the local R2 simulator (JavaScript writing the blob) and the local
-// HTTP path; the difference is what the Worker itself adds.
-const floorScript = `export default { async fetch(req, env) {
-  await env.B.put(new URL(req.url).pathname.slice(1), req.body, { sha256: req.headers.get("x-sha256") });
-  return new Response("ok");
-} }`;
-const floorMf = new Miniflare({ modules: true, script: floorScript, r2Buckets: ["B"], compatibilityDate: "2026-07-01", host: "127.0.0.1" });
-try {
-  const floorUrl = (await floorMf.ready).toString();
-  const floorPids = workerdPids(process.pid);
-  const floor = [];
-  for (const o of objects) {
-    const bytes = readFileSync(o.path);
-    const c0 = cpuNs(floorPids);
-    const r = await fetch(floorUrl + o.key.replace("/", "-"), { method: "PUT", body: bytes, headers: { "x-sha256": o.key.split("/")[1] } });
-    await r.arrayBuffer();
-    if (r.status !== 200) throw new Error(`the floor Worker answered ${r.status}`);
-    floor.push(cpuNs(floorPids) - c0);
-  }
-  const perMiB = (ns) => ns.reduce((a, b) => a + b, 0) / 1e6 / (totalBytes / MiB);
-  const ours = perMiB(puts);
-  const base = perMiB(floor);
-  console.log(`put floor: ${base.toFixed(2)} ms/MiB for a Worker that only puts the body into local R2 with its SHA-256 (same objects, same workerd)`);
-  console.log(`put worker-own: ${(ours - base).toFixed(2)} ms/MiB = PUT ${ours.toFixed(2)} - floor ${base.toFixed(2)} (goal <= 2 ms/MiB)`);
-} finally {
-  await floorMf.dispose();
-}
+const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const own = rounds.map((r) => r.ours - r.floor);
+const list = (xs) => xs.map((x) => x.toFixed(2)).join(", ");
+console.log(`put floor: ${med(rounds.map((r) => r.floor)).toFixed(2)} ms/MiB for a Worker that only puts the body into local R2 with its SHA-256 (same objects, same workerd; median of ${ROUNDS} rounds: ${list(rounds.map((r) => r.floor))})`);
+console.log(`put worker-own: ${med(own).toFixed(2)} ms/MiB, median over ${ROUNDS} rounds of PUT - floor (${list(own)}; PUT ${list(rounds.map((r) => r.ours))}) (goal <= 2 ms/MiB)`);
 
 const worst = results.reduce((a, r) => (r.max > a.max ? r : a));
 console.log(`routes max ${(worst.max / 1e6).toFixed(2)} ms (${worst.name}); goal: every request <= 10 ms CPU (Workers Free plan)`);
