@@ -14,8 +14,8 @@
 #     the whole workerd process, i.e. the Worker plus the local R2, D1 and
 #     Durable Objects, which hash and write every byte too);
 #   the same objects PUT to a Worker that only stores them in the local R2
-#     (the floor), and the Worker's own CPU per MiB above that floor
-#     (goal <= 2 ms/MiB);
+#     (the floor), and the Worker's own CPU per MiB above that floor, the
+#     median over PUT_ROUNDS rounds (goal <= 2 ms/MiB);
 #   CPU per route, median and max, from a one-request-at-a-time replay of the
 #     snapshot's objects (tests/worker/lib/bench-routes.mjs); goal: every
 #     request <= 10 ms (Workers Free plan).
@@ -23,7 +23,8 @@
 # so each one is cold. This is a benchmark, not a test: it prints figures and
 # exits 0 (it fails only when something breaks).
 #
-# Environment: RUNS; N_SMALL, N_LARGE, LARGE_MIB (the workspace, as in
+# Environment: RUNS; PUT_ROUNDS (rounds of the PUT replay, default 5);
+# N_SMALL, N_LARGE, LARGE_MIB (the workspace, as in
 # scripts/bench-runtime.sh); BENCH_WS=DIR to use an existing workspace (with
 # its stateful-ci.toml) instead of generating one; BIN=path to a built
 # stateful-ci (default: cargo build --release, which embeds the Worker bundle:
