@@ -433,19 +433,21 @@ fn make_plan(
     let planned: Vec<(OnDisk, Action)> = nodes
         .par_iter()
         .map(|e| {
-            let abs = workspace.join(&e.path);
+            // Only a path that may be on disk is looked at (none below a
+            // missing directory: on a fresh runner, none at all).
+            let abs = || workspace.join(&e.path);
             let disk = if e.kind == EntryKind::Dir {
                 dir_disk[e.path.as_str()]
             } else {
                 match dir_disk.get(fsat::split(&e.path).0) {
                     Some(d) if *d != OnDisk::Dir => OnDisk::Missing,
-                    _ => on_disk(&abs),
+                    _ => on_disk(&abs()),
                 }
             };
             let action = match (e.kind, disk) {
                 (EntryKind::Dir, OnDisk::Dir) => Action::FixMeta,
                 (EntryKind::Symlink, OnDisk::Symlink) => {
-                    let same = fs::read_link(&abs).ok().is_some_and(|t| {
+                    let same = fs::read_link(abs()).ok().is_some_and(|t| {
                         Some(t.as_os_str().as_encoded_bytes())
                             == e.target.as_deref().map(str::as_bytes)
                     });
@@ -456,7 +458,7 @@ fn make_plan(
                         .lookup(&e.path, &st)
                         .is_some_and(|r| r.blobs.iter().map(|b| &b.0).eq(e.ids()))
                         || (st.size == e.size
-                            && hash_file(&abs)
+                            && hash_file(&abs())
                                 .ok()
                                 .is_some_and(|ids| ids.iter().eq(e.ids())));
                     match (
