@@ -56,6 +56,10 @@ pub const STAGING_PREFIX: &str = ".stateful-ci-staging-";
 const MAX_GAP: u64 = 1024 * 1024;
 /// One ranged request reads at most this much.
 const MAX_SPAN: u64 = 16 * 1024 * 1024;
+/// Planning reserves room for at most this many entries before the root's
+/// count is verified (96-byte entries: about 200 MB of address space); a
+/// larger snapshot grows the vector as it streams in.
+const MAX_RESERVED_ENTRIES: u64 = 1 << 21;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -348,7 +352,7 @@ fn make_plan(
     // the pieces are). Grown by doubling, the vector was the largest part
     // of the restore's peak at 500,000 entries: 100 MB of 241 MB of live
     // heap while it grew (heaptrack); sized up front, the peak is 225 MB.
-    let mut nodes = Vec::with_capacity(manifest.entries.min(1 << 21) as usize);
+    let mut nodes = Vec::with_capacity(manifest.entries.min(MAX_RESERVED_ENTRIES) as usize);
     // Each piece's local digest, over all its entries (selected or not), for
     // the stat index: the next save reuses a piece whose entries it finds
     // unchanged without building it again.
