@@ -24,16 +24,24 @@ pub struct Loc {
     pub length: u64,
 }
 
+/// An entry's blobs, in order, with where each is. Boxed, not growable: a
+/// save or a restore holds one list per file until it is done.
+pub type Blobs = Box<[(BlobId, Loc)]>;
+
 /// An entry with its blobs resolved to snapshot-wide locations.
+///
+/// A restore holds one per entry of the snapshot until it is done, so the
+/// strings and the blob list are boxed, not growable: 72 bytes a node
+/// where `String`s and a `Vec` took 96 (13 MB at 500,000 files).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    pub path: String,
+    pub path: Box<str>,
     pub kind: EntryKind,
     pub mode: u32,
     pub mtime_ns: i64,
     pub size: u64,
-    pub target: Option<String>,
-    pub blobs: Vec<(BlobId, Loc)>,
+    pub target: Option<Box<str>>,
+    pub blobs: Blobs,
 }
 
 impl Node {
@@ -58,12 +66,12 @@ impl Node {
                     )
                 })
                 .collect(),
-            path: e.path,
+            path: e.path.into_boxed_str(),
             kind: e.kind,
             mode: e.mode,
             mtime_ns: e.mtime_ns,
             size: e.size,
-            target: e.target,
+            target: e.target.map(String::into_boxed_str),
         }
     }
 }
@@ -76,12 +84,12 @@ pub fn make_piece(nodes: &[Node]) -> Piece {
     let entries = nodes
         .iter()
         .map(|n| Entry {
-            path: n.path.clone(),
+            path: n.path.to_string(),
             kind: n.kind,
             mode: n.mode,
             mtime_ns: n.mtime_ns,
             size: n.size,
-            target: n.target.clone(),
+            target: n.target.as_deref().map(str::to_string),
             blobs: n
                 .blobs
                 .iter()
@@ -719,7 +727,7 @@ pub fn plant(store: &dyn Store, roots: &[String], entries: &[Planted]) -> Result
             ));
         }
         nodes.push(Node {
-            path: p.path.clone(),
+            path: p.path.as_str().into(),
             kind: p.kind,
             mode: p.mode,
             mtime_ns: 0,
@@ -728,8 +736,8 @@ pub fn plant(store: &dyn Store, roots: &[String], entries: &[Planted]) -> Result
             } else {
                 0
             },
-            target: p.target.clone(),
-            blobs,
+            target: p.target.as_deref().map(Into::into),
+            blobs: blobs.into(),
         });
     }
     let piece = make_piece(&nodes).to_json();
@@ -797,7 +805,8 @@ mod tests {
                     offset: 3,
                     length: 5,
                 },
-            )],
+            )]
+            .into(),
         }
     }
 
@@ -829,12 +838,12 @@ mod tests {
         d.add_node(&base[1]);
         assert_eq!(d.finish(), d0, "finish starts anew");
         let edits: Vec<fn(&mut Node)> = vec![
-            |n| n.path.push('x'),
+            |n| n.path = format!("{}x", n.path).into(),
             |n| n.kind = EntryKind::Symlink,
             |n| n.mode = 0o755,
             |n| n.mtime_ns += 1,
             |n| n.size += 1,
-            |n| n.target = Some(String::new()),
+            |n| n.target = Some("".into()),
             |n| n.blobs[0].0 = BlobId::of(b"other"),
             |n| n.blobs[0].1.offset += 1,
             |n| n.blobs[0].1.length += 1,
@@ -843,8 +852,8 @@ mod tests {
             |n| n.blobs[0].1.frame.length += 1,
             |n| n.blobs[0].1.frame.raw_len += 1,
             |n| n.blobs[0].1.frame.codec = Codec::Raw,
-            |n| n.blobs.push(n.blobs[0]),
-            |n| n.blobs.clear(),
+            |n| n.blobs = [n.blobs[0], n.blobs[0]].into(),
+            |n| n.blobs = Box::default(),
         ];
         for (k, edit) in edits.iter().enumerate() {
             let mut changed = base.clone();

@@ -29,7 +29,7 @@ use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -57,7 +57,7 @@ const MAX_GAP: u64 = 1024 * 1024;
 /// One ranged request reads at most this much.
 const MAX_SPAN: u64 = 16 * 1024 * 1024;
 /// Planning reserves room for at most this many entries before the root's
-/// count is verified (96-byte entries: about 200 MB of address space); a
+/// count is verified (72-byte entries: about 150 MB of address space); a
 /// larger snapshot grows the vector as it streams in.
 const MAX_RESERVED_ENTRIES: u64 = 1 << 21;
 
@@ -141,20 +141,43 @@ enum Action {
 }
 
 /// Where an entry's new content is staged. One per entry, so it is kept
-/// small (24 bytes): a private name is the entry's index
+/// small (8 bytes): a private name is the entry's index
 /// ([`staging_name`]), in its real parent, and is not stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     /// Nothing to stage.
     None,
     /// The top of a new tree built under a private name in its real
     /// parent, moved into place whole.
     FreshTop,
-    /// Inside such a tree: `dir` is the staged parent's relative path
-    /// (shared by its entries); the entry keeps its own name.
-    Fresh { dir: Arc<str> },
+    /// Inside such a tree: `dir` indexes [`Places::dirs`], the staged
+    /// parent's relative path (shared by its entries); the entry keeps its
+    /// own name.
+    Fresh { dir: u32 },
     /// A private name in the entry's real parent directory.
     Temp,
+}
+
+/// Each entry's [`Place`], and the staged directories they name.
+struct Places {
+    at: Vec<Place>,
+    dirs: Vec<Box<str>>,
+}
+
+impl Places {
+    /// Name a staged directory; its index is what a [`Place::Fresh`] holds
+    /// (fewer directories than entries, and entries fit in a `u32`).
+    fn add_dir(&mut self, path: String) -> u32 {
+        self.dirs.push(path.into());
+        (self.dirs.len() - 1) as u32
+    }
+}
+
+impl std::ops::Index<usize> for Places {
+    type Output = Place;
+    fn index(&self, i: usize) -> &Place {
+        &self.at[i]
+    }
 }
 
 /// Everything decided before the first write.
@@ -162,7 +185,7 @@ struct Plan {
     nodes: Vec<Node>,
     disk: Vec<OnDisk>,
     action: Vec<Action>,
-    place: Vec<Place>,
+    place: Places,
     /// Missing ancestors of configured roots, to create (outermost first).
     ancestors: Vec<String>,
     skipped_credentials: u64,
@@ -380,11 +403,11 @@ fn make_plan(
     }
     // A parent the snapshot does not list (only a hand-made snapshot lacks
     // one) is restored as a plain directory, like any other.
-    let listed: HashSet<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
+    let listed: HashSet<&str> = nodes.iter().map(|n| &*n.path).collect();
     let mut implied: Vec<Node> = Vec::new();
     let mut implied_set: HashSet<String> = HashSet::new();
     for n in &nodes {
-        let mut p = n.path.as_str();
+        let mut p = &*n.path;
         while let Some(i) = p.rfind('/') {
             p = &p[..i];
             if !config.paths.iter().any(|r| is_within(p, r)) {
@@ -396,13 +419,13 @@ fn make_plan(
                 break;
             }
             implied.push(Node {
-                path: p.to_string(),
+                path: p.into(),
                 kind: EntryKind::Dir,
                 mode: 0o755,
                 mtime_ns: 0,
                 size: 0,
                 target: None,
-                blobs: Vec::new(),
+                blobs: Box::default(),
             });
         }
     }
@@ -435,7 +458,7 @@ fn make_plan(
         let parent = fsat::split(&e.path).0;
         let disk = match dir_disk.get(parent) {
             Some(d) if *d != OnDisk::Dir => OnDisk::Missing,
-            _ => on_disk(&workspace.join(&e.path)),
+            _ => on_disk(&workspace.join(&*e.path)),
         };
         dir_disk.insert(&e.path, disk);
     }
@@ -444,9 +467,9 @@ fn make_plan(
         .map(|e| {
             // Only a path that may be on disk is looked at (none below a
             // missing directory: on a fresh runner, none at all).
-            let abs = || workspace.join(&e.path);
+            let abs = || workspace.join(&*e.path);
             let disk = if e.kind == EntryKind::Dir {
-                dir_disk[e.path.as_str()]
+                dir_disk[&*e.path]
             } else {
                 match dir_disk.get(fsat::split(&e.path).0) {
                     Some(d) if *d != OnDisk::Dir => OnDisk::Missing,
@@ -488,27 +511,28 @@ fn make_plan(
 
     // Placement: a directory that is not a directory on disk is built whole
     // under a private name; everything below it goes there too.
-    let mut fresh: HashMap<&str, Arc<str>> = HashMap::new();
-    let mut place = Vec::with_capacity(nodes.len());
+    let mut fresh: HashMap<&str, u32> = HashMap::new();
+    let mut place = Places {
+        at: Vec::with_capacity(nodes.len()),
+        dirs: Vec::new(),
+    };
     for (i, e) in nodes.iter().enumerate() {
         let (parent, name) = fsat::split(&e.path);
-        let p = if let Some(staged_parent) = fresh.get(parent) {
-            let p = Place::Fresh {
-                dir: staged_parent.clone(),
-            };
+        let p = if let Some(&dir) = fresh.get(parent) {
             if e.kind == EntryKind::Dir {
-                fresh.insert(&e.path, join(staged_parent, name).into());
+                let path = join(&place.dirs[dir as usize], name);
+                fresh.insert(&e.path, place.add_dir(path));
             }
-            p
+            Place::Fresh { dir }
         } else if e.kind == EntryKind::Dir && disk[i] != OnDisk::Dir {
-            fresh.insert(&e.path, join(parent, &staging_name(i)).into());
+            fresh.insert(&e.path, place.add_dir(join(parent, &staging_name(i))));
             Place::FreshTop
         } else if e.kind != EntryKind::Dir && action[i] == Action::Write {
             Place::Temp
         } else {
             Place::None
         };
-        place.push(p);
+        place.at.push(p);
     }
     Ok((
         Plan {
@@ -542,7 +566,7 @@ struct Undo {
 }
 
 impl Undo {
-    fn roll_back(&self, dirs: &Dirs, nodes: &[Node], place: &[Place]) {
+    fn roll_back(&self, dirs: &Dirs, nodes: &[Node], place: &Places) {
         for &i in self.staged.iter().rev() {
             let Some((dir, name)) = staged_at(place, nodes, i) else {
                 continue;
@@ -651,7 +675,7 @@ fn execute(
     // file kept or written into a new tree is known; the others are read).
     nodes.par_iter().zip(&written).for_each(|(e, w)| {
         if e.kind == EntryKind::File && w.get().is_none() {
-            if let Ok(m) = fs::symlink_metadata(workspace.join(&e.path)) {
+            if let Ok(m) = fs::symlink_metadata(workspace.join(&*e.path)) {
                 let _ = w.set(Stat::of(&m));
             }
         }
@@ -664,7 +688,7 @@ fn execute(
     index.reserve(file_count as usize);
     for (e, st) in nodes.into_iter().zip(written) {
         if let Some(st) = st.into_inner() {
-            index.record_written(e.path, &st, e.blobs);
+            index.record_written(e.path.into(), &st, e.blobs);
         }
     }
     index.finish();
@@ -687,13 +711,16 @@ fn execute(
 
 /// Where entry `i` is staged: (parent dir, name).
 fn staged_at<'a>(
-    place: &'a [Place],
+    place: &'a Places,
     nodes: &'a [Node],
     i: usize,
 ) -> Option<(&'a str, Cow<'a, str>)> {
-    let path = nodes[i].path.as_str();
-    match &place[i] {
-        Place::Fresh { dir } => Some((dir, Cow::Borrowed(fsat::split(path).1))),
+    let path = &*nodes[i].path;
+    match place[i] {
+        Place::Fresh { dir } => Some((
+            &place.dirs[dir as usize],
+            Cow::Borrowed(fsat::split(path).1),
+        )),
         Place::FreshTop | Place::Temp => Some((fsat::split(path).0, Cow::Owned(staging_name(i)))),
         Place::None => None,
     }
@@ -765,7 +792,7 @@ fn stage(
     manifest: &Manifest,
     dirs: &Dirs,
     nodes: &[Node],
-    place: &[Place],
+    place: &Places,
     to_write: &[usize],
     ancestors: &[String],
     undo: &mut Undo,
@@ -953,7 +980,7 @@ fn stage(
 
 /// Create staged entry `i` (a directory, a symlink, or a file that is empty
 /// or written in several blobs) under its staged name.
-fn create_staged(dirs: &Dirs, nodes: &[Node], place: &[Place], i: usize) -> Result<()> {
+fn create_staged(dirs: &Dirs, nodes: &[Node], place: &Places, i: usize) -> Result<()> {
     let e = &nodes[i];
     let (dir, name) = staged_at(place, nodes, i).expect("only staged entries are created");
     let name = name.as_ref();
@@ -987,7 +1014,7 @@ fn create_staged(dirs: &Dirs, nodes: &[Node], place: &[Place], i: usize) -> Resu
 fn write_blob(
     dirs: &Dirs,
     nodes: &[Node],
-    place: &[Place],
+    place: &Places,
     i: usize,
     bytes: &[u8],
     off: u64,
@@ -1023,13 +1050,13 @@ fn apply(
     dirs: &Dirs,
     nodes: &[Node],
     action: &[Action],
-    place: &[Place],
+    place: &Places,
     filter: &Filter,
 ) -> Result<u64> {
     // Remove what the snapshot does not have from directories that stay.
     // The nodes are sorted by path (the plan keeps the snapshot's order), so
     // a name is looked up by binary search, with no set of every path.
-    let present = |rel: &str| nodes.binary_search_by(|e| e.path.as_str().cmp(rel)).is_ok();
+    let present = |rel: &str| nodes.binary_search_by(|e| e.path[..].cmp(rel)).is_ok();
     let own = format!("{STAGING_PREFIX}{}-", std::process::id());
     let removed: u64 = nodes
         .par_iter()

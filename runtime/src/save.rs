@@ -43,7 +43,7 @@ use stateful_ci_protocol::{
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::objects::{
-    Loc, Node, PieceDigest, PieceFp, blob_of, encode_delta_frame, encode_frame_into,
+    Blobs, Loc, Node, PieceDigest, PieceFp, blob_of, encode_delta_frame, encode_frame_into,
     encode_manifest, fetch_frame, for_each_node, load_manifest, looks_incompressible, make_piece,
 };
 use crate::report::{Phase, Reporter};
@@ -250,11 +250,11 @@ fn drop_collisions(mut entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
             continue;
         }
         keep[i] = false;
-        skipped.push(entries[i].path.clone());
+        skipped.push(entries[i].path.to_string());
         if entries[i].kind == EntryKind::Dir {
             // Everything below it: one run of the sorted list.
             let prefix = format!("{}/", entries[i].path);
-            let from = entries.partition_point(|e| e.path.as_str() < prefix.as_str());
+            let from = entries.partition_point(|e| *e.path < *prefix);
             let to = from + entries[from..].partition_point(|e| e.path.starts_with(&prefix));
             keep[from..to].fill(false);
         }
@@ -341,7 +341,7 @@ fn node_of(s: &Scanned, blobs: &[(BlobId, Loc)]) -> Node {
         mtime_ns,
         size,
         target: s.target.clone(),
-        blobs: blobs.to_vec(),
+        blobs: blobs.into(),
     }
 }
 
@@ -394,7 +394,7 @@ pub fn save(
     // index's records are walked beside the scan (both are sorted by path)
     // and their blob lists moved, not copied: a file whose stat matches is
     // not read at all.
-    let mut blobs_of: Vec<Option<Vec<(BlobId, Loc)>>> = Vec::with_capacity(entries.len());
+    let mut blobs_of: Vec<Option<Blobs>> = Vec::with_capacity(entries.len());
     let mut to_read: Vec<usize> = Vec::new();
     // Blobs of the base that no unchanged file holds (changed, moved or
     // deleted files): a read file may well have one of them.
@@ -402,9 +402,9 @@ pub fn save(
     {
         let stored =
             |b: &[(BlobId, Loc)]| b.iter().all(|(_, l)| (l.frame.pack as usize) < base_packs);
-        let mut keep_stale = |b: Vec<(BlobId, Loc)>| {
+        let mut keep_stale = |b: Blobs| {
             stale.extend(
-                b.into_iter()
+                b.iter()
                     .filter(|(_, l)| (l.frame.pack as usize) < base_packs),
             )
         };
@@ -417,12 +417,12 @@ pub fn save(
         let mut rec = records.into_iter().peekable();
         for (i, s) in entries.iter().enumerate() {
             if s.kind != EntryKind::File {
-                blobs_of.push(Some(Vec::new()));
+                blobs_of.push(Some(Box::default()));
                 continue;
             }
             let mut hit = None;
             while let Some((p, _)) = rec.peek() {
-                match p.as_str().cmp(s.path.as_str()) {
+                match (**p).cmp(&s.path) {
                     std::cmp::Ordering::Less => keep_stale(rec.next().expect("peeked").1.blobs),
                     std::cmp::Ordering::Equal => {
                         let r = rec.next().expect("peeked").1;
@@ -449,7 +449,7 @@ pub fn save(
     // file is read (a save that finds nothing changed never needs it).
     if known.index_valid && !to_read.is_empty() {
         let held = blobs_of.iter().flatten().flatten();
-        let n = stale.len() + blobs_of.iter().flatten().map(Vec::len).sum::<usize>();
+        let n = stale.len() + blobs_of.iter().flatten().map(|b| b.len()).sum::<usize>();
         let mut blobs = BlobLocs::with_capacity(n);
         for (id, loc) in stale.iter().chain(held) {
             blobs.push(*id, loc);
@@ -590,13 +590,13 @@ pub fn save(
                             for id in ids.by_ref().take(blobs as usize) {
                                 resolved.push(resolve(id)?);
                             }
-                            blobs_of[i] = Some(resolved);
+                            blobs_of[i] = Some(resolved.into_boxed_slice());
                             // The snapshot and the index record the stat the
                             // content was read under.
                             entries[i].stat = stat;
                             read_at.push((i, at));
                         }
-                        FileOutcome::Changing => changing.push(entries[i].path.clone()),
+                        FileOutcome::Changing => changing.push(entries[i].path.to_string()),
                         FileOutcome::Vanished => {}
                     }
                 }
@@ -610,7 +610,7 @@ pub fn save(
             let included: Vec<usize> = (0..entries.len())
                 .filter(|&i| blobs_of[i].is_some())
                 .collect();
-            let bounds = piece_bounds(included.iter().map(|&i| entries[i].path.as_str()));
+            let bounds = piece_bounds(included.iter().map(|&i| &*entries[i].path));
             let mut ids = Vec::with_capacity(bounds.len());
             let mut pieces = Vec::with_capacity(bounds.len());
             let mut digests = Vec::with_capacity(bounds.len());
@@ -766,8 +766,8 @@ pub fn save(
                     continue;
                 }
                 match at {
-                    Some(at) => index.record_read(s.path, &s.stat, b, at),
-                    None => index.record_written(s.path, &s.stat, b),
+                    Some(at) => index.record_read(s.path.into(), &s.stat, b, at),
+                    None => index.record_written(s.path.into(), &s.stat, b),
                 }
             }
             EntryKind::Dir => dirs += 1,
@@ -931,7 +931,7 @@ fn read_file_twice(
     ids: &mut Vec<BlobId>,
     reporter: &dyn Reporter,
 ) -> Result<FileOutcome> {
-    let abs = workspace.join(&s.path);
+    let abs = workspace.join(&*s.path);
     let mark = ids.len();
     for attempt in 0..2 {
         let got = read_file(&abs, fb, ids, reporter)?;
@@ -1512,7 +1512,7 @@ mod tests {
 
     fn entry(path: &str, kind: EntryKind) -> Scanned {
         Scanned {
-            path: path.to_string(),
+            path: path.into(),
             kind,
             stat: Stat::default(),
             target: None,
@@ -1595,7 +1595,7 @@ mod tests {
         ];
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         let (kept, skipped) = drop_collisions(entries);
-        let kept: Vec<&str> = kept.iter().map(|e| e.path.as_str()).collect();
+        let kept: Vec<&str> = kept.iter().map(|e| &*e.path).collect();
         assert_eq!(kept, ["m", "m/A", "m/A/x", "m/B", "m/CAF\u{c9}", "m/a-b"]);
         assert_eq!(skipped, ["m/a", "m/b", "m/cafe\u{301}", "m/caf\u{e9}"]);
     }

@@ -49,10 +49,10 @@ impl Stat {
 
 #[derive(Debug, Clone)]
 pub struct Scanned {
-    pub path: String,
+    pub path: Box<str>,
     pub kind: EntryKind,
     pub stat: Stat,
-    pub target: Option<String>,
+    pub target: Option<Box<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -199,7 +199,7 @@ fn visit<'s>(
     // one locked step (one lock per entry made the two threads of a
     // 120,000-file scan wait on each other).
     let mut here = vec![Scanned {
-        path: rel.clone(),
+        path: rel.as_str().into(),
         kind: EntryKind::Dir,
         stat: Stat {
             size: 0,
@@ -265,10 +265,10 @@ fn leaf(
         match std::fs::read_link(&abs) {
             Ok(t) => match t.to_str() {
                 Some(t) => Some(Scanned {
-                    path: rel,
+                    path: rel.into(),
                     kind: EntryKind::Symlink,
                     stat: Stat { size: 0, ..stat },
-                    target: Some(t.to_string()),
+                    target: Some(t.into()),
                 }),
                 None => {
                     counters.non_utf8.fetch_add(1, Ordering::Relaxed);
@@ -285,7 +285,7 @@ fn leaf(
         }
     } else if ft.is_file() {
         Some(Scanned {
-            path: rel,
+            path: rel.into(),
             kind: EntryKind::File,
             stat,
             target: None,

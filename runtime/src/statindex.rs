@@ -23,7 +23,7 @@ use stateful_ci_protocol::{
     BlobId, Codec, Frame, Manifest, ObjectHash, ObjectKey, ObjectKind, PieceFrame, PieceRef,
 };
 
-use crate::objects::{Loc, PieceFp};
+use crate::objects::{Blobs, Loc, PieceFp};
 use crate::scan::Stat;
 
 /// An entry whose ctime is this close to the time it was recorded may have
@@ -41,7 +41,7 @@ pub struct Record {
     /// known to be stored (so a save need not store them again), but its
     /// stat does not prove it unchanged.
     pub trusted: bool,
-    pub blobs: Vec<(BlobId, Loc)>,
+    pub blobs: Blobs,
 }
 
 impl Record {
@@ -96,7 +96,7 @@ impl Base {
 pub struct StatIndex {
     pub base: Option<Base>,
     /// Sorted by path.
-    files: Vec<(String, Record)>,
+    files: Vec<(Box<str>, Record)>,
 }
 
 impl StatIndex {
@@ -148,29 +148,20 @@ impl StatIndex {
 
     /// The record of `path` if its stat matches it.
     pub fn lookup(&self, path: &str, stat: &Stat) -> Option<&Record> {
-        let i = self
-            .files
-            .binary_search_by(|(p, _)| p.as_str().cmp(path))
-            .ok()?;
+        let i = self.files.binary_search_by(|(p, _)| (**p).cmp(path)).ok()?;
         let r = &self.files[i].1;
         r.matches(stat).then_some(r)
     }
 
     /// The records, sorted by path, given up (so a caller walking a sorted
     /// scan beside them can move blob lists out instead of copying them).
-    pub fn into_files(self) -> Vec<(String, Record)> {
+    pub fn into_files(self) -> Vec<(Box<str>, Record)> {
         self.files
     }
 
     /// Record a file whose content was read at `read_at_ns`. Racy entries
     /// (changed too close to the read) are recorded as untrusted.
-    pub fn record_read(
-        &mut self,
-        path: String,
-        stat: &Stat,
-        blobs: Vec<(BlobId, Loc)>,
-        read_at_ns: i64,
-    ) {
+    pub fn record_read(&mut self, path: String, stat: &Stat, blobs: Blobs, read_at_ns: i64) {
         let trusted = stat.ctime_ns <= read_at_ns - RACY_NS;
         self.record(path, stat, blobs, trusted);
     }
@@ -183,13 +174,13 @@ impl StatIndex {
 
     /// Record a file whose content is known without a race (written by this
     /// process, or matched against an earlier trusted record).
-    pub fn record_written(&mut self, path: String, stat: &Stat, blobs: Vec<(BlobId, Loc)>) {
+    pub fn record_written(&mut self, path: String, stat: &Stat, blobs: Blobs) {
         self.record(path, stat, blobs, true);
     }
 
-    fn record(&mut self, path: String, stat: &Stat, blobs: Vec<(BlobId, Loc)>, trusted: bool) {
+    fn record(&mut self, path: String, stat: &Stat, blobs: Blobs, trusted: bool) {
         self.files.push((
-            path,
+            path.into_boxed_str(),
             Record {
                 size: stat.size,
                 mtime_ns: stat.mtime_ns,
@@ -457,18 +448,18 @@ fn decode(inner: impl std::io::Read, len: u64) -> Option<StatIndex> {
             ));
         }
         files.push((
-            path,
+            path.into_boxed_str(),
             Record {
                 size,
                 mtime_ns,
                 ctime_ns,
                 ino,
                 trusted,
-                blobs,
+                blobs: blobs.into_boxed_slice(),
             },
         ));
     }
-    if !files.is_sorted_by(|a: &(String, Record), b| a.0 < b.0) {
+    if !files.is_sorted_by(|a: &(Box<str>, Record), b| a.0 < b.0) {
         return None;
     }
     Some(StatIndex { base, files })
@@ -528,13 +519,13 @@ mod tests {
                 length: 5,
             },
         )];
-        ix.record_written("a/z".into(), &st, blobs.clone());
-        ix.record_written("a/b".into(), &st, blobs.clone());
+        ix.record_written("a/z".into(), &st, blobs.clone().into());
+        ix.record_written("a/b".into(), &st, blobs.clone().into());
         ix.finish();
         let enc = ix.encode();
         let back = decode(&enc[..], enc.len() as u64).unwrap();
         assert_eq!(back.base, ix.base);
-        assert_eq!(back.lookup("a/b", &st).unwrap().blobs, blobs);
+        assert_eq!(*back.lookup("a/b", &st).unwrap().blobs, *blobs);
         assert!(back.lookup("a/b", &Stat { ino: 4, ..st }).is_none());
         let enc = ix.encode();
         assert!(decode(&enc[..enc.len() - 3], enc.len() as u64 - 3).is_none());
