@@ -572,25 +572,40 @@ pub fn save(
                         Error::store(format!("internal error: blob {id} has no stored location"))
                     })
             };
+            // Each read file's blob list resolved to where its blobs are, a
+            // group at a time in parallel (one binary search a blob: 0.1 s of
+            // one core at 120,000 files while the other waited).
+            let resolved: Vec<Vec<Blobs>> = outcomes
+                .par_iter()
+                .map(|(out, ids)| -> Result<Vec<Blobs>> {
+                    let mut ids = ids.iter();
+                    let mut lists = Vec::with_capacity(out.len());
+                    for (_, o) in out {
+                        if let FileOutcome::Read { blobs, .. } = o {
+                            // Exactly as long as the file's blob list:
+                            // collecting through `Result` would reserve room
+                            // for four.
+                            let mut list = Vec::with_capacity(*blobs as usize);
+                            for id in ids.by_ref().take(*blobs as usize) {
+                                list.push(resolve(id)?);
+                            }
+                            lists.push(list.into_boxed_slice());
+                        }
+                    }
+                    Ok(lists)
+                })
+                .collect::<Result<_>>()?;
             let mut read_at = Vec::with_capacity(to_read.len());
             let mut changing = Vec::new();
-            for (out, ids) in outcomes {
-                let mut ids = ids.iter();
+            for ((out, _), lists) in outcomes.into_iter().zip(resolved) {
+                let mut lists = lists.into_iter();
                 for (i, o) in out {
                     let i = i as usize;
                     match o {
                         FileOutcome::Read {
-                            blobs,
-                            stat,
-                            read_at: at,
+                            stat, read_at: at, ..
                         } => {
-                            // Exactly as long as the file's blob list: collecting
-                            // through `Result` would reserve room for four.
-                            let mut resolved = Vec::with_capacity(blobs as usize);
-                            for id in ids.by_ref().take(blobs as usize) {
-                                resolved.push(resolve(id)?);
-                            }
-                            blobs_of[i] = Some(resolved.into_boxed_slice());
+                            blobs_of[i] = Some(lists.next().expect("one blob list per read file"));
                             // The snapshot and the index record the stat the
                             // content was read under.
                             entries[i].stat = stat;
@@ -615,7 +630,7 @@ pub fn save(
             let mut pieces = Vec::with_capacity(bounds.len());
             let mut digests = Vec::with_capacity(bounds.len());
             let mut pending = Vec::new();
-            let mut fb = FrameBuilder::new(&packer);
+            let mut fb = PieceFrames::new(&packer);
             let mut delta = DeltaPieces::new(known.base.as_ref());
             enum Built {
                 Known(PieceRef, PieceFrame),
@@ -668,7 +683,7 @@ pub fn save(
                                 if !DeltaPieces::add(
                                     &mut delta, &packer, store, &json, id, reporter,
                                 )? {
-                                    fb.add_piece(&json, id)?;
+                                    fb.add(&json, id)?;
                                 }
                             }
                         }
@@ -676,7 +691,7 @@ pub fn save(
                 }
             }
             DeltaPieces::flush(&mut delta, &packer)?;
-            fb.flush_all()?;
+            fb.finish()?;
             let same_as_base = known.base.as_ref().is_some_and(|b| {
                 head.as_ref()
                     .is_some_and(|h| Some(h.snapshot) == b.snapshot)
@@ -1091,20 +1106,6 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
         Ok(id)
     }
 
-    /// Add a piece of the entry list (always new, never deduplicated here).
-    fn add_piece(&mut self, json: &[u8], id: BlobId) -> Result<()> {
-        if !self.packer.claimed.lock().unwrap().insert(id) {
-            return Ok(());
-        }
-        self.solid_blobs
-            .push((id, self.solid.len() as u64, json.len() as u64));
-        self.solid.extend_from_slice(json);
-        if self.solid.len() as u64 >= FRAME_TARGET {
-            self.flush(false)?;
-        }
-        Ok(())
-    }
-
     fn flush(&mut self, raw: bool) -> Result<()> {
         let (buf, blobs) = if raw {
             (&mut self.raw, &mut self.raw_blobs)
@@ -1124,6 +1125,63 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
     fn flush_all(&mut self) -> Result<()> {
         self.flush(false)?;
         self.flush(true)
+    }
+}
+
+/// A frame's plaintext and its blobs (id, offset, length).
+type OpenFrame = (Vec<u8>, Vec<(BlobId, u64, u64)>);
+
+/// New pieces of the entry list (always new, never deduplicated here),
+/// gathered into solid frames. Full frames are compressed as many at a time
+/// as there are threads, in parallel: compressed one at a time as they
+/// filled, they kept one core busy and the other waiting for a quarter of a
+/// second at the end of a cold save of 120,000 files. At most that many
+/// frames are held (memory stays bounded).
+struct PieceFrames<'p, 'a> {
+    packer: &'p Packer<'a>,
+    open: OpenFrame,
+    full: Vec<OpenFrame>,
+}
+
+impl<'p, 'a> PieceFrames<'p, 'a> {
+    fn new(packer: &'p Packer<'a>) -> Self {
+        PieceFrames {
+            packer,
+            open: OpenFrame::default(),
+            full: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, json: &[u8], id: BlobId) -> Result<()> {
+        if !self.packer.claimed.lock().unwrap().insert(id) {
+            return Ok(());
+        }
+        let (buf, blobs) = &mut self.open;
+        blobs.push((id, buf.len() as u64, json.len() as u64));
+        buf.extend_from_slice(json);
+        if buf.len() as u64 >= FRAME_TARGET {
+            self.full.push(std::mem::take(&mut self.open));
+            if self.full.len() >= rayon::current_num_threads() {
+                self.compress()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compress(&mut self) -> Result<()> {
+        let packer = self.packer;
+        std::mem::take(&mut self.full)
+            .into_par_iter()
+            .try_for_each_init(Vec::new, |scratch, (buf, blobs)| {
+                packer.add_frame(&buf, blobs, false, scratch)
+            })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if !self.open.0.is_empty() {
+            self.full.push(std::mem::take(&mut self.open));
+        }
+        self.compress()
     }
 }
 
