@@ -892,7 +892,9 @@ fn stage(
         })
     });
     drop(made);
-    if let Some(e) = maker.failed.into_inner().unwrap() {
+    let Maker { groups, failed, .. } = maker;
+    drop(groups);
+    if let Some(e) = failed.into_inner().unwrap() {
         return Err(e);
     }
 
