@@ -27,8 +27,9 @@
 # N_SMALL, N_LARGE, LARGE_MIB (the workspace, as in
 # scripts/bench-runtime.sh); BENCH_WS=DIR to use an existing workspace (with
 # its stateful-ci.toml) instead of generating one; BIN=path to a built
-# stateful-ci (default: cargo build --release, which embeds the Worker bundle:
-# run scripts/build-worker.sh first after changing the Worker).
+# stateful-ci (default: cargo build --release, which embeds the Worker bundle;
+# the bundle is built when missing; run scripts/build-worker.sh yourself after
+# changing the Worker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -61,10 +62,13 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${BIN:-}" ]; then
-  [ -f worker-template/dist/index_bg.wasm ] || {
-    echo "bench-backend: no Worker bundle; run scripts/setup-wasm.sh and scripts/build-worker.sh first" >&2
-    exit 1
-  }
+  if [ ! -f worker-template/dist/index_bg.wasm ]; then
+    # The release binary embeds the bundle, so build it first (the same
+    # route CI takes; tools are built once into $STATEFUL_CI_TOOLS).
+    echo "== no Worker bundle yet: scripts/setup-wasm.sh, scripts/build-worker.sh"
+    bash scripts/setup-wasm.sh >/dev/null
+    bash scripts/build-worker.sh >/dev/null
+  fi
   cargo build --release --locked --quiet
   BIN=$root/target/release/stateful-ci
 fi
