@@ -152,7 +152,12 @@ impl Store for LocalStore {
         write_atomic(&self.root, &dest, bytes, false)
     }
 
-    fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+    fn get_into(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let p = self.object_path(key);
         let mut f = File::open(&p).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -161,12 +166,10 @@ impl Store for LocalStore {
                 store_io("open", &p, e)
             }
         })?;
+        buf.clear();
         match range {
             None => {
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)
-                    .map_err(|e| store_io("read", &p, e))?;
-                Ok(buf)
+                f.read_to_end(buf).map_err(|e| store_io("read", &p, e))?;
             }
             Some(r) => {
                 let len = r
@@ -175,17 +178,17 @@ impl Store for LocalStore {
                     .ok_or_else(|| Error::corrupt("inverted byte range"))?;
                 f.seek(SeekFrom::Start(r.start))
                     .map_err(|e| store_io("seek", &p, e))?;
-                let mut buf = vec![0; len as usize];
-                f.read_exact(&mut buf).map_err(|e| {
+                buf.resize(len as usize, 0);
+                f.read_exact(buf).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::UnexpectedEof {
                         Error::corrupt(format!("object {key} is shorter than its index says"))
                     } else {
                         store_io("read", &p, e)
                     }
                 })?;
-                Ok(buf)
             }
         }
+        Ok(())
     }
 
     fn commit(&self, commit: &Commit) -> Result<CasOutcome> {

@@ -56,7 +56,18 @@ pub trait Store: Send + Sync {
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()>;
 
     /// Read an object, or a byte range of it.
-    fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Vec<u8>>;
+    fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.get_into(key, range, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Read an object, or a byte range of it, into `buf` (replacing what it
+    /// held). A restore hands the same buffers back for every range: a
+    /// fresh multi-MiB vector per transfer costs a page fault and a zeroed
+    /// page for every 4 KiB it receives.
+    fn get_into(&self, key: &ObjectKey, range: Option<Range<u64>>, buf: &mut Vec<u8>)
+    -> Result<()>;
 
     /// Move the save scope's head from generation `commit.expected` (0: no
     /// head yet) to `commit.snapshot`, whose objects are all stored.

@@ -342,7 +342,12 @@ impl Store for WorkerStore {
         }
     }
 
-    fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+    fn get_into(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let url = format!("{}/v1/objects/{key}", self.base);
         for attempt in 0..2 {
             let grant = self.grant_for(key, attempt > 0)?;
@@ -377,9 +382,10 @@ impl Store for WorkerStore {
             }
             let limit = want.unwrap_or(stateful_ci_protocol::limits::MAX_OBJECT_SIZE);
             let declared = resp.content_length().unwrap_or(0).min(limit);
-            let mut buf = Vec::with_capacity(declared as usize);
+            buf.clear();
+            buf.reserve(declared as usize);
             resp.take(limit + 1)
-                .read_to_end(&mut buf)
+                .read_to_end(buf)
                 .map_err(|e| Error::store(format!("GET {key}: the transfer broke off: {e}")))?;
             if buf.len() as u64 > limit || want.is_some_and(|w| buf.len() as u64 != w) {
                 return Err(Error::corrupt(format!(
@@ -387,7 +393,7 @@ impl Store for WorkerStore {
                     buf.len()
                 )));
             }
-            return Ok(buf);
+            return Ok(());
         }
         unreachable!("the loop returns")
     }
