@@ -54,8 +54,16 @@ pub const STAGING_PREFIX: &str = ".stateful-ci-staging-";
 /// Neighbouring frames of one pack are fetched in one request when the gap
 /// between them is at most this.
 const MAX_GAP: u64 = 1024 * 1024;
-/// One ranged request reads at most this much.
-const MAX_SPAN: u64 = 16 * 1024 * 1024;
+/// One ranged request reads at most this much (or one frame, if longer).
+const MAX_SPAN: u64 = 4 * 1024 * 1024;
+/// Transfers in progress at once, whatever the store's parallelism or the
+/// machine's cores: each holds a fetched range and a decoded frame (about
+/// 8 MiB), so this bounds a restore's memory beyond its plan. Four ranges
+/// of 4 MiB in flight still cover a network's bandwidth-delay product
+/// (200 MB/s at 50 ms is 10 MB). With the Worker store's 8 transfers of up
+/// to 16 MiB, a 500,000-file restore through the backend peaked at
+/// 361-398 MiB; it grew with the cores on a local store too.
+const MAX_TRANSFERS: usize = 4;
 /// Planning reserves room for at most this many entries before the root's
 /// count is verified (72-byte entries: about 150 MB of address space); a
 /// larger snapshot grows the vector as it streams in.
@@ -851,7 +859,7 @@ fn stage(
     undo.staged
         .extend((0..nodes.len()).filter(|&i| matches!(place[i], Place::FreshTop | Place::Temp)));
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(store.parallelism().max(1))
+        .num_threads(store.parallelism().clamp(1, MAX_TRANSFERS))
         .build()
         .map_err(|e| Error::workspace(format!("cannot start transfer threads: {e}")))?;
     // Directories of new trees, symlinks, and empty and multi-blob files
