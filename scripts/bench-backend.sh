@@ -24,6 +24,8 @@
 # exits 0 (it fails only when something breaks).
 #
 # Environment: RUNS; PUT_ROUNDS (rounds of the PUT replay, default 5);
+# HUGE=0 skips the peak RSS of a save and a restore of N_HUGE (default
+# 500,000) files through the backend;
 # N_SMALL, N_LARGE, LARGE_MIB (the workspace, as in
 # scripts/bench-runtime.sh); BENCH_WS=DIR to use an existing workspace (with
 # its stateful-ci.toml) instead of generating one; BIN=path to a built
@@ -183,6 +185,27 @@ cd "$root"
 echo "== per-route CPU (one request at a time, replaying the local store's snapshot)"
 "$NODE" tests/worker/lib/bench-routes.mjs --backend "$BACKEND" --issuer "$ISSUER" --root-pid "$dev_pid" --store "$WORK/store" --pr 900 | tee "$WORK/routes"
 
+# Peak RSS at monorepo scale through the backend, the path users take (a
+# restore runs more transfers than from a local store, and a save holds
+# its packs until they are uploaded). Generated after the timed runs, so
+# deleting nothing before them.
+huge_report=""
+if [ "${HUGE:-1}" = 1 ]; then
+  N_HUGE=${N_HUGE:-500000}
+  echo "== generating a node_modules-like tree of $N_HUGE files (peak RSS through the backend)"
+  HW=$WORK/huge
+  python3 scripts/bench/gen-workspace.py --node-modules "$HW/ws" "$N_HUGE" 600
+  printf 'paths = ["node_modules"]\n' > "$HW/ws/stateful-ci.toml"
+  mkdir -p "$HW/r"; cp "$HW/ws/stateful-ci.toml" "$HW/r/"
+  pr_claims 950
+  STATEFUL_CI_CACHE_DIR=$HW/cache /usr/bin/time -f %M -o "$HW/rss.save" "$BIN" save --backend "$BACKEND" -C "$HW/ws" --json > "$WORK/out.json"
+  [ "$(json outcome)" = saved ] || { cat "$WORK/out.json" >&2; echo "bench-backend: the $N_HUGE-file save did not save" >&2; exit 1; }
+  STATEFUL_CI_CACHE_DIR=$HW/cache-r /usr/bin/time -f %M -o "$HW/rss.restore" "$BIN" restore --backend "$BACKEND" -C "$HW/r" --json > "$WORK/out.json"
+  [ "$(json outcome)" = hit ] || { cat "$WORK/out.json" >&2; echo "bench-backend: the $N_HUGE-file restore missed" >&2; exit 1; }
+  kib() { awk '{ printf "%d MiB", $1 / 1024 }' "$1"; }
+  huge_report="peak RSS, $N_HUGE files        save $(kib "$HW/rss.save"), restore $(kib "$HW/rss.restore")  (goal <= 256 MiB)"
+fi
+
 m() { median < "$WORK/$1"; }
 ls_t=$(m t.local_save); lr_t=$(m t.local_restore); bs_t=$(m t.backend_save); br_t=$(m t.backend_restore)
 mibps() { awk -v b="$bytes" -v t="$1" 'BEGIN { printf "%.1f", b / 1048576 / t }'; }
@@ -197,6 +220,7 @@ backend      restore  ${br_t}s  $(mibps "$br_t") MiB/s  throughput vs local: $(r
 objects per cold save          $(m objects)  (goal <= 20)  stored $(m stored) bytes
 workerd CPU, cold save         $(m cpu_save_ms) ms in all, $(m cpu_per_mib) ms/MiB uploaded  (upper bound: includes the local R2/D1/DO)
 $(sed -n 's/^put floor: /PUT floor                      /p; s/^put worker-own: /PUT, the Worker'"'"'s own          /p' "$WORK/routes")
+${huge_report}
 per-route CPU (median / max):
 $(grep '^route ' "$WORK/routes" | sed 's/^route /  /')
 REPORT

@@ -528,7 +528,7 @@ pub fn save(
                 loop {
                     let job = rx.lock().unwrap().recv();
                     let Ok((ord, buf)) = job else { break };
-                    if let Err(e) = packer.upload(ord, &buf) {
+                    if let Err(e) = packer.upload(ord, buf) {
                         packer.failed.lock().unwrap().get_or_insert(e);
                     }
                 }
@@ -1525,17 +1525,17 @@ impl<'a> Packer<'a> {
             Some(tx) => tx
                 .send((ord, buf))
                 .map_err(|_| Error::store("internal error: the upload threads stopped early")),
-            None => self.upload(ord, &buf),
+            None => self.upload(ord, buf),
         }
     }
 
-    fn upload(&self, ord: u32, buf: &[u8]) -> Result<()> {
-        let key = ObjectKey::for_bytes(ObjectKind::Pack, buf);
+    fn upload(&self, ord: u32, buf: Vec<u8>) -> Result<()> {
+        let key = ObjectKey::for_bytes(ObjectKind::Pack, &buf);
         if self.store.missing(&[key])?.contains(&key) {
-            self.store.put(&key, buf)?;
+            let len = buf.len() as u64;
+            self.store.put_owned(&key, buf)?;
             self.objects_sent.fetch_add(1, Ordering::Relaxed);
-            self.stored_bytes
-                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            self.stored_bytes.fetch_add(len, Ordering::Relaxed);
         }
         let mut keys = self.pack_keys.lock().unwrap();
         if keys.len() <= ord as usize {

@@ -55,6 +55,12 @@ pub trait Store: Send + Sync {
     /// visible under its key.
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()>;
 
+    /// `put` of bytes the caller gives up: a network store sends them
+    /// without the copy `put` needs (a save hands over each pack, 20 MiB).
+    fn put_owned(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<()> {
+        self.put(key, &bytes)
+    }
+
     /// Read an object, or a byte range of it.
     fn get(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Vec<u8>> {
         let mut buf = Vec::new();

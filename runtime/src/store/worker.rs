@@ -261,6 +261,30 @@ impl WorkerStore {
     }
 }
 
+impl WorkerStore {
+    /// Upload one object's bytes (already owned by `body`).
+    fn put_body(&self, key: &ObjectKey, body: Bytes) -> Result<()> {
+        let token = self.token()?;
+        let url = format!("{}/v1/objects/{key}", self.base);
+        let resp = self.send(
+            || {
+                self.client
+                    .put(&url)
+                    .header(AUTHORIZATION, format!("Bearer {token}"))
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, body.len())
+                    .body(body.clone())
+            },
+            &format!("PUT {key}"),
+        )?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(api_error(resp, &format!("PUT {key}")).into_error())
+        }
+    }
+}
+
 impl Store for WorkerStore {
     fn describe(&self) -> String {
         format!("backend {}", self.base)
@@ -318,28 +342,17 @@ impl Store for WorkerStore {
     }
 
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<()> {
-        let token = self.token()?;
-        let url = format!("{}/v1/objects/{key}", self.base);
-        // One copy per upload (the HTTP body must own its bytes), shared by
+        // The HTTP body must own its bytes: one copy per upload, shared by
         // every retry; the budget bounds the copies held at once.
         let _held = self.uploads.acquire(bytes.len() as u64);
-        let body = Bytes::copy_from_slice(bytes);
-        let resp = self.send(
-            || {
-                self.client
-                    .put(&url)
-                    .header(AUTHORIZATION, format!("Bearer {token}"))
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, body.len())
-                    .body(body.clone())
-            },
-            &format!("PUT {key}"),
-        )?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(api_error(resp, &format!("PUT {key}")).into_error())
-        }
+        self.put_body(key, Bytes::copy_from_slice(bytes))
+    }
+
+    fn put_owned(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<()> {
+        // No copy: the pack becomes the body. The budget still bounds the
+        // bodies held at once.
+        let _held = self.uploads.acquire(bytes.len() as u64);
+        self.put_body(key, Bytes::from(bytes))
     }
 
     fn get_into(
