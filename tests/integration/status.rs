@@ -277,16 +277,39 @@ impl Tmux {
         c.arg("-S").arg(&self.socket);
         c
     }
+    /// `-e` arguments giving the dashboard the backend's URL and admin token.
+    fn env(b: &backend::Backend) -> Vec<String> {
+        [
+            format!("STATEFUL_CI_BACKEND_URL={}", b.url),
+            format!("STATEFUL_CI_ADMIN_TOKEN={}", b.admin_token),
+            "NO_COLOR=1".into(),
+            "STATEFUL_CI_DASHBOARD_REFRESH_SECS=1".into(),
+        ]
+        .into_iter()
+        .flat_map(|kv| ["-e".to_string(), kv])
+        .collect()
+    }
+
     /// A detached 140x40 session `dash` running `script` with the backend's
     /// URL and admin token in its environment.
     fn start(&self, b: &backend::Backend, script: &std::path::Path) {
         let st = self
             .cmd()
             .args(["new-session", "-d", "-s", "dash", "-x", "140", "-y", "40"])
-            .args(["-e", &format!("STATEFUL_CI_BACKEND_URL={}", b.url)])
-            .args(["-e", &format!("STATEFUL_CI_ADMIN_TOKEN={}", b.admin_token)])
-            .args(["-e", "NO_COLOR=1"])
-            .args(["-e", "STATEFUL_CI_DASHBOARD_REFRESH_SECS=1"])
+            .args(Self::env(b))
+            .arg(format!("sh {}", script.display()))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Replace what runs in `dash` with `script`, in the same server and
+    /// with the same environment as `start`.
+    fn respawn(&self, b: &backend::Backend, script: &std::path::Path) {
+        let st = self
+            .cmd()
+            .args(["respawn-pane", "-k", "-t", "dash"])
+            .args(Self::env(b))
             .arg(format!("sh {}", script.display()))
             .status()
             .unwrap();
@@ -403,16 +426,22 @@ fn tmux_dashboard(a: &Area, b: &backend::Backend) {
     assert!(!s.contains("Recent runs"), "{s}");
     assert!(!s.contains(&b.admin_token));
 
-    // Ctrl-C quits cleanly too.
-    let st = t
-        .cmd()
-        .args(["kill-session", "-t", "dash"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    t.start(b, &script);
+    // Ctrl-C quits cleanly too. The second run replaces the first in the
+    // same pane (`respawn-pane -k`): killing the only session would stop the
+    // tmux server, and a `new-session` racing that shutdown fails with
+    // "server exited unexpectedly". Its exit line differs from the first so
+    // the wait below can only be met by the second run.
+    let again = a.path("dash-again.sh");
+    std::fs::write(
+        &again,
+        std::fs::read_to_string(&script)
+            .unwrap()
+            .replace("dashboard-exit=", "dashboard-again-exit="),
+    )
+    .unwrap();
+    t.respawn(b, &again);
     t.wait_for("Recent runs (");
     t.keys(&["C-c"]);
-    let s = t.wait_for("dashboard-exit=0");
+    let s = t.wait_for("dashboard-again-exit=0");
     assert!(!s.contains("Recent runs"), "{s}");
 }
