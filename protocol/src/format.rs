@@ -650,12 +650,21 @@ impl Manifest {
 /// or symlink, and no two paths that one file system could confuse (case
 /// folding, Unicode normalisation).
 ///
-/// Memory is 16 bytes per path (128-bit hashes, not the paths), so a
-/// snapshot of 500,000 entries is checked in a few MiB.
+/// Parents are checked against a chain, not a set of every path: in sorted
+/// order, every entry between a path and one below it starts with that
+/// path, so the earlier entries that are prefixes of the current one are
+/// exactly those still on a stack that drops whatever is not a prefix of
+/// the next path. The stack holds lengths into the last path, so it costs
+/// a few bytes per level of depth. Collisions need every path: 16 bytes
+/// each (a 128-bit hash of the folded form), about 17 MiB of table at
+/// 500,000 entries.
 pub struct EntryChecker<'a> {
     roots: &'a [String],
-    prev: Option<String>,
-    non_dirs: HashSet<u128>,
+    /// The last entry's path.
+    prev: String,
+    /// Earlier entries whose paths are prefixes of `prev` (as strings),
+    /// shortest first: each one's length and whether it is a directory.
+    chain: Vec<(usize, bool)>,
     folded: HashSet<u128>,
     pub entries: u64,
     pub files: u64,
@@ -666,8 +675,8 @@ impl<'a> EntryChecker<'a> {
     pub fn new(roots: &'a [String]) -> Self {
         EntryChecker {
             roots,
-            prev: None,
-            non_dirs: HashSet::new(),
+            prev: String::new(),
+            chain: Vec::new(),
             folded: HashSet::new(),
             entries: 0,
             files: 0,
@@ -679,40 +688,43 @@ impl<'a> EntryChecker<'a> {
         self.check_keyed(e, &EntryKeys::of(e))
     }
 
-    /// [`EntryChecker::check`] with the entry's hashes computed beforehand
-    /// (they are the costly part and need no order, so a reader computes
-    /// them for many entries in parallel). `keys` must be
-    /// `EntryKeys::of(e)`.
+    /// [`EntryChecker::check`] with the entry's hash computed beforehand
+    /// (it is the costly part and needs no order, so a reader computes them
+    /// for many entries in parallel). `keys` must be `EntryKeys::of(e)`.
     pub fn check_keyed(&mut self, e: &Entry, keys: &EntryKeys) -> Result<(), ManifestError> {
-        if let Some(p) = &self.prev {
-            if p.as_str() >= e.path.as_str() {
-                return Err(bad(e, "entries are not sorted or a path repeats"));
-            }
+        if self.entries > 0 && self.prev.as_str() >= e.path.as_str() {
+            return Err(bad(e, "entries are not sorted or a path repeats"));
         }
         if !self.roots.iter().any(|r| is_within(&e.path, r)) {
             return Err(bad(e, "is outside every root of the snapshot"));
         }
-        if keys.parents.iter().any(|h| self.non_dirs.contains(h)) {
+        while let Some(&(len, _)) = self.chain.last() {
+            if e.path.starts_with(&self.prev[..len]) {
+                break;
+            }
+            self.chain.pop();
+        }
+        // What is left are the earlier entries that are prefixes of this
+        // path; those followed by a `/` are its parents.
+        let path = e.path.as_bytes();
+        if self
+            .chain
+            .iter()
+            .any(|&(len, is_dir)| !is_dir && path.get(len) == Some(&b'/'))
+        {
             return Err(bad(e, "its parent is not a directory in the snapshot"));
         }
         if !self.folded.insert(keys.folded) {
             return Err(ManifestError::Collision(e.path.chars().take(200).collect()));
         }
-        if e.kind != EntryKind::Dir {
-            self.non_dirs.insert(keys.path);
-        }
+        self.chain.push((e.path.len(), e.kind == EntryKind::Dir));
         self.entries += 1;
         if e.kind == EntryKind::File {
             self.files += 1;
             self.bytes += e.size;
         }
-        match &mut self.prev {
-            Some(p) => {
-                p.clear();
-                p.push_str(&e.path);
-            }
-            None => self.prev = Some(e.path.clone()),
-        }
+        self.prev.clear();
+        self.prev.push_str(&e.path);
         Ok(())
     }
 
@@ -727,27 +739,17 @@ impl<'a> EntryChecker<'a> {
     }
 }
 
-/// The hashes [`EntryChecker`] keeps of one entry: its path, its folded
-/// form (case, Unicode normalisation) and each of its parents.
+/// What [`EntryChecker`] keeps of one entry: the hash of its folded form
+/// (case, Unicode normalisation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryKeys {
-    path: u128,
     folded: u128,
-    parents: Vec<u128>,
 }
 
 impl EntryKeys {
     pub fn of(e: &Entry) -> EntryKeys {
-        let mut parents = Vec::new();
-        let mut p = e.path.as_str();
-        while let Some(i) = p.rfind('/') {
-            p = &p[..i];
-            parents.push(h128(p));
-        }
         EntryKeys {
-            path: h128(&e.path),
             folded: h128(&fold_key(&e.path)),
-            parents,
         }
     }
 }
@@ -938,6 +940,39 @@ mod tests {
             "through a symlink"
         );
         assert!(check_all(&[file("a/x", 5), dir("a")]).is_err(), "unsorted");
+        assert!(check_all(&[dir("a"), file("a/x", 5), file("a/x", 5)]).is_err());
+    }
+
+    #[test]
+    fn a_file_parent_is_found_however_far_back_it_sorts() {
+        // `-` and `.` sort before `/`: the file `a/x` and its would-be child
+        // `a/x/f` are separated by siblings and their subtrees.
+        let between = [
+            dir("a"),
+            file("a/x", 5),
+            dir("a/x-1"),
+            dir("a/x-1/d"),
+            file("a/x-1/d/f", 5),
+            file("a/x.txt", 5),
+        ];
+        assert!(check_all(&between).is_ok());
+        let mut deep = between.to_vec();
+        deep.push(file("a/x/f", 5));
+        let err = check_all(&deep).unwrap_err().to_string();
+        assert!(err.contains("parent is not a directory"), "{err}");
+        // Not only the direct parent: a file two levels up.
+        let mut two = between.to_vec();
+        two.push(dir("a/x/d"));
+        assert!(check_all(&two).is_err());
+        // A directory of the same name is a parent like any other, and a
+        // file whose name merely starts like a directory's is not one.
+        assert!(check_all(&[dir("a"), dir("a/x"), file("a/x-y", 5), file("a/x/f", 5)]).is_ok());
+        assert!(check_all(&[dir("a"), file("a/x-y", 5), file("a/x-y2", 5)]).is_ok());
+        // Hidden behind a deeper chain, a symlink two levels up.
+        let mut l = dir("a/l");
+        l.kind = EntryKind::Symlink;
+        l.target = Some("/etc".into());
+        assert!(check_all(&[dir("a"), l, file("a/l-0", 5), file("a/l/m/n", 5)]).is_err());
     }
 
     #[test]
