@@ -191,8 +191,12 @@ impl std::ops::Index<usize> for Places {
 /// Everything decided before the first write.
 struct Plan {
     nodes: Vec<Node>,
-    disk: Vec<OnDisk>,
     action: Vec<Action>,
+    /// The stat of each file as it will be after the restore, where it is
+    /// known: planned for a file kept as it is, set when a file is written
+    /// into a new tree (from its open descriptor; moving the tree into
+    /// place does not change it). What else was on disk is not kept.
+    written: Vec<OnceLock<Stat>>,
     place: Places,
     /// Missing ancestors of configured roots, to create (outermost first).
     ancestors: Vec<String>,
@@ -470,7 +474,7 @@ fn make_plan(
         };
         dir_disk.insert(&e.path, disk);
     }
-    let planned: Vec<(OnDisk, Action)> = nodes
+    let (action, written): (Vec<Action>, Vec<OnceLock<Stat>>) = nodes
         .par_iter()
         .map(|e| {
             // Only a path that may be on disk is looked at (none below a
@@ -512,10 +516,13 @@ fn make_plan(
                 }
                 _ => Action::Write,
             };
-            (disk, action)
+            let known = match (action, disk) {
+                (Action::Keep, OnDisk::File(st)) => OnceLock::from(st),
+                _ => OnceLock::new(),
+            };
+            (action, known)
         })
-        .collect();
-    let (disk, action): (Vec<OnDisk>, Vec<Action>) = planned.into_iter().unzip();
+        .unzip();
 
     // Placement: a directory that is not a directory on disk is built whole
     // under a private name; everything below it goes there too.
@@ -532,7 +539,7 @@ fn make_plan(
                 fresh.insert(&e.path, place.add_dir(path));
             }
             Place::Fresh { dir }
-        } else if e.kind == EntryKind::Dir && disk[i] != OnDisk::Dir {
+        } else if e.kind == EntryKind::Dir && dir_disk[&*e.path] != OnDisk::Dir {
             fresh.insert(&e.path, place.add_dir(join(parent, &staging_name(i))));
             Place::FreshTop
         } else if e.kind != EntryKind::Dir && action[i] == Action::Write {
@@ -545,8 +552,8 @@ fn make_plan(
     Ok((
         Plan {
             nodes,
-            disk,
             action,
+            written,
             place,
             ancestors,
             skipped_credentials,
@@ -618,8 +625,8 @@ fn execute(
 ) -> Result<(RestoreSummary, StatIndex)> {
     let Plan {
         nodes,
-        disk,
         action,
+        written,
         place,
         ancestors,
         skipped_credentials,
@@ -641,19 +648,6 @@ fn execute(
     // Stage.
     reporter.phase(Phase::Fetch, Some(bytes_to_write));
     let mut undo = Undo::default();
-    // The stat of files written inside a new tree, taken from their open
-    // descriptor (moving the tree into place does not change them).
-    // A file kept as it is has the stat it was planned with; what was on
-    // disk is not needed after this.
-    let written: Vec<OnceLock<Stat>> = disk
-        .iter()
-        .zip(&action)
-        .map(|(d, a)| match (a, d) {
-            (Action::Keep, OnDisk::File(st)) => OnceLock::from(*st),
-            _ => OnceLock::new(),
-        })
-        .collect();
-    drop(disk);
     let staged = stage(
         store, manifest, &dirs, &nodes, &place, &to_write, &ancestors, &mut undo, &written,
         reporter,
@@ -969,51 +963,49 @@ fn stage(
     let fetched: u64 = fetches.iter().map(|f| f.end - f.start).sum();
     let requests = fetches.len() as u64;
 
-    // Decoded frames go into buffers that are handed back and reused (a
-    // free list, not one per thread: a thread waiting on its frame's writes
-    // may pick up another fetch meanwhile).
-    // Fetched ranges likewise (no more of them than fetches in progress at
-    // once, as before): a fresh vector per range cost a page fault and a
-    // zeroed page per 4 KiB received, an eighth of a backend restore's CPU.
-    let buffers: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-    let ranges: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-    pool.install(|| {
-        fetches.par_iter().try_for_each(|f| -> Result<()> {
-            let mut data = ranges.lock().unwrap().pop().unwrap_or_default();
-            store.get_into(&f.pack, Some(f.start..f.end), &mut data)?;
-            if data.len() as u64 != f.end - f.start {
-                return Err(Error::corrupt(format!("{} returned a short range", f.pack)));
+    // A fixed set of transfer threads, each with its own range and decoded
+    // frame buffer, reused from one fetch to the next: at most
+    // MAX_TRANSFERS fetches are in memory at once, whatever the snapshot.
+    // The writes of a frame go to the pool, which runs nothing else: when
+    // fetches were tasks of that pool, a thread waiting on its frame's
+    // writes stole another fetch, and the fetches in memory grew with the
+    // nesting (a 500,000-file restore through the backend peaked 40 to
+    // 90 MiB above its plan).
+    let transfer = |f: &Fetch, data: &mut Vec<u8>, plain: &mut Vec<u8>| -> Result<()> {
+        store.get_into(&f.pack, Some(f.start..f.end), data)?;
+        if data.len() as u64 != f.end - f.start {
+            return Err(Error::corrupt(format!("{} returned a short range", f.pack)));
+        }
+        for (fr, run) in &f.frames {
+            let lo = (fr.offset - f.start) as usize;
+            decode_frame_into(fr, &data[lo..lo + fr.length as usize], plain)
+                .map_err(|e| Error::corrupt(format!("pack {}: {}", f.pack, e.message)))?;
+            // Verify every blob of the frame before writing any of them (a
+            // blob written to several files is verified once).
+            let run = &targets[run.clone()];
+            let mut verified: Vec<&[u8]> = Vec::with_capacity(run.len());
+            for (k, t) in run.iter().enumerate() {
+                let repeat = k > 0 && run[k - 1].same_blob(t, nodes);
+                let bytes = if repeat {
+                    verified[k - 1]
+                } else {
+                    let (id, loc) = t.blob(nodes);
+                    blob_of(id, loc, plain)?
+                };
+                verified.push(bytes);
             }
-            for (fr, run) in &f.frames {
-                let lo = (fr.offset - f.start) as usize;
-                let mut plain = buffers.lock().unwrap().pop().unwrap_or_default();
-                decode_frame_into(fr, &data[lo..lo + fr.length as usize], &mut plain)
-                    .map_err(|e| Error::corrupt(format!("pack {}: {}", f.pack, e.message)))?;
-                // Verify every blob of the frame before writing any of them
-                // (a blob written to several files is verified once).
-                let run = &targets[run.clone()];
-                let mut verified: Vec<&[u8]> = Vec::with_capacity(run.len());
-                for (k, t) in run.iter().enumerate() {
-                    let repeat = k > 0 && run[k - 1].same_blob(t, nodes);
-                    let bytes = if repeat {
-                        verified[k - 1]
-                    } else {
-                        let (id, loc) = t.blob(nodes);
-                        blob_of(id, loc, &plain)?
-                    };
-                    verified.push(bytes);
-                }
-                // Written in path order, not in the blob order they were
-                // verified in: files of one directory are then created one
-                // after another (as `tar -x` does), and each thread takes
-                // its own run of directories. In blob order every create
-                // went to a random directory of the frame, and both
-                // threads into the same ones.
-                let mut by_path: Vec<u32> = (0..run.len() as u32).collect();
-                by_path.sort_unstable_by_key(|&k| (run[k as usize].node, run[k as usize].blob));
-                // The writes of a frame are spread over the pool (each goes
-                // to its own file or range), so the threads stay busy to
-                // the last frame however unevenly the frames are sized.
+            // Written in path order, not in the blob order they were
+            // verified in: files of one directory are then created one
+            // after another (as `tar -x` does), and each thread takes its
+            // own run of directories. In blob order every create went to a
+            // random directory of the frame, and both threads into the
+            // same ones.
+            let mut by_path: Vec<u32> = (0..run.len() as u32).collect();
+            by_path.sort_unstable_by_key(|&k| (run[k as usize].node, run[k as usize].blob));
+            // The writes of a frame are spread over the pool (each goes to
+            // its own file or range), so the threads stay busy to the last
+            // frame however unevenly the frames are sized.
+            pool.install(|| {
                 by_path
                     .par_iter()
                     .with_min_len(32)
@@ -1024,12 +1016,43 @@ fn stage(
                         write_blob(dirs, nodes, place, i, bytes, off, whole, &written[i])?;
                         reporter.advance(bytes.len() as u64);
                         Ok(())
-                    })?;
-                buffers.lock().unwrap().push(plain);
-            }
-            ranges.lock().unwrap().push(data);
-            Ok(())
-        })
+                    })
+            })?;
+        }
+        Ok(())
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let threads = store
+        .parallelism()
+        .clamp(1, MAX_TRANSFERS)
+        .min(fetches.len());
+    std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                sc.spawn(|| -> Result<()> {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    // Ranges are reused: a fresh vector per range cost a
+                    // page fault and a zeroed page per 4 KiB received.
+                    let (mut data, mut plain) = (Vec::new(), Vec::new());
+                    while !stop.load(Relaxed) {
+                        let Some(f) = fetches.get(next.fetch_add(1, Relaxed)) else {
+                            break;
+                        };
+                        if let Err(e) = transfer(f, &mut data, &mut plain) {
+                            stop.store(true, Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        // Any error stops every worker; the first worker's is reported.
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Result<Vec<()>>>()
     })?;
     // Metadata of multi-blob files, now complete.
     to_write
