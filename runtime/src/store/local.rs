@@ -178,6 +178,9 @@ impl Store for LocalStore {
                     .ok_or_else(|| Error::corrupt("inverted byte range"))?;
                 f.seek(SeekFrom::Start(r.start))
                     .map_err(|e| store_io("seek", &p, e))?;
+                // Exactly: a reused buffer grown by doubling held up to
+                // twice the largest range for the rest of a restore.
+                buf.reserve_exact(len as usize);
                 buf.resize(len as usize, 0);
                 f.read_exact(buf).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::UnexpectedEof {

@@ -396,7 +396,9 @@ impl Store for WorkerStore {
             let limit = want.unwrap_or(stateful_ci_protocol::limits::MAX_OBJECT_SIZE);
             let declared = resp.content_length().unwrap_or(0).min(limit);
             buf.clear();
-            buf.reserve(declared as usize);
+            // Exactly: a reused buffer grown by doubling held up to twice
+            // the largest range for the rest of a restore.
+            buf.reserve_exact(declared as usize);
             resp.take(limit + 1)
                 .read_to_end(buf)
                 .map_err(|e| Error::store(format!("GET {key}: the transfer broke off: {e}")))?;
