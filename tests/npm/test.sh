@@ -421,8 +421,20 @@ dev_from_the_npm_install() {
     not_ok "npm: stateful-ci dev from the installed tarball prints its backend line" \
       "stdout: $(head -5 "$d/dev.out")" "stderr: $(tail -15 "$d/dev.err")"
   fi
-  kill -INT "$dev_pid" 2>/dev/null
+  # Stop the binary itself, which hands its exit back to the launcher
+  # waiting on it. A signal to the launcher alone ends the launcher and
+  # leaves the binary (and its emulator) running without a parent: CI runs
+  # found them still serving an hour later.
+  local child="" p
+  for p in /proc/[0-9]*; do
+    [ "$(sed 's/.*) //' "$p/stat" 2>/dev/null | cut -d' ' -f2)" = "$dev_pid" ] && child="${p#/proc/}"
+  done
+  kill -INT "${child:-$dev_pid}" 2>/dev/null
   wait "$dev_pid" 2>/dev/null
+  if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
+    not_ok "npm: dev stops on SIGINT" "pid $child still runs"
+    kill -KILL "$child" 2>/dev/null
+  fi
 }
 
 # --- the Action harness ------------------------------------------------------
