@@ -53,8 +53,18 @@ struct Served {
 }
 
 impl Drop for Served {
+    /// Closing its stdin makes serve.mjs stop workerd and exit. Killing it
+    /// left workerd running without a parent: one per run of this test.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.child.wait();
     }
 }
