@@ -603,12 +603,15 @@ pub fn save(
             // Each read file's blob list resolved to where its blobs are, a
             // group at a time in parallel (one binary search a blob: 0.1 s of
             // one core at 120,000 files while the other waited).
-            let resolved: Vec<Vec<Blobs>> = outcomes
-                .par_iter()
-                .map(|(out, ids)| -> Result<Vec<Blobs>> {
+            // Each group's id list is dropped as soon as it is resolved, so
+            // the ids and the lists they become are not all held at once.
+            type Resolved = (Vec<(u32, FileOutcome)>, Vec<Blobs>);
+            let resolved: Vec<Resolved> = outcomes
+                .into_par_iter()
+                .map(|(out, ids)| -> Result<Resolved> {
                     let mut ids = ids.iter();
                     let mut lists = Vec::with_capacity(out.len());
-                    for (_, o) in out {
+                    for (_, o) in &out {
                         if let FileOutcome::Read { blobs, .. } = o {
                             // Exactly as long as the file's blob list:
                             // collecting through `Result` would reserve room
@@ -620,12 +623,12 @@ pub fn save(
                             lists.push(list.into_boxed_slice());
                         }
                     }
-                    Ok(lists)
+                    Ok((out, lists))
                 })
                 .collect::<Result<_>>()?;
             let mut read_at = Vec::with_capacity(to_read.len());
             let mut changing = Vec::new();
-            for ((out, _), lists) in outcomes.into_iter().zip(resolved) {
+            for (out, lists) in resolved {
                 let mut lists = lists.into_iter();
                 for (i, o) in out {
                     let i = i as usize;
