@@ -259,9 +259,7 @@ impl WorkerStore {
             ))),
         }
     }
-}
 
-impl WorkerStore {
     /// Upload one object's bytes (already owned by `body`).
     fn put_body(&self, key: &ObjectKey, body: Bytes) -> Result<()> {
         let token = self.token()?;
