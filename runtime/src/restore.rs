@@ -817,7 +817,7 @@ impl Target {
         let blobs = &nodes[self.node as usize].blobs;
         let off = blobs[..self.blob as usize]
             .iter()
-            .map(|(_, l)| l.length)
+            .map(|(_, l)| l.length())
             .sum();
         (off, blobs.len() == 1)
     }
@@ -906,7 +906,7 @@ fn stage(
         let mut seen: HashSet<Frame> = HashSet::new();
         to_write
             .iter()
-            .flat_map(|&i| nodes[i].blobs.iter().map(|(_, l)| l.frame))
+            .flat_map(|&i| nodes[i].blobs.iter().map(|(_, l)| l.frame()))
             .filter(|f| seen.insert(*f))
             .collect()
     };
@@ -915,9 +915,9 @@ fn stage(
     for &i in to_write {
         for (b, (_, loc)) in nodes[i].blobs.iter().enumerate() {
             let frame = table
-                .binary_search_by_key(&frame_order(&loc.frame), frame_order)
+                .binary_search_by_key(&frame_order(&loc.frame()), frame_order)
                 .expect("every frame is in the table");
-            let at = u32::try_from(loc.offset).map_err(|_| {
+            let at = u32::try_from(loc.offset()).map_err(|_| {
                 Error::corrupt(format!("{}: a blob lies past any frame", nodes[i].path))
             })?;
             targets.push(Target {
@@ -990,7 +990,7 @@ fn stage(
                     verified[k - 1]
                 } else {
                     let (id, loc) = t.blob(nodes);
-                    blob_of(id, loc, plain)?
+                    blob_of(id, loc.offset(), loc.length(), plain)?
                 };
                 verified.push(bytes);
             }

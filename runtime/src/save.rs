@@ -414,14 +414,9 @@ pub fn save(
     // deleted files): a read file may well have one of them.
     let mut stale: Vec<(BlobId, Loc)> = Vec::new();
     {
-        let stored =
-            |b: &[(BlobId, Loc)]| b.iter().all(|(_, l)| (l.frame.pack as usize) < base_packs);
-        let mut keep_stale = |b: Blobs| {
-            stale.extend(
-                b.iter()
-                    .filter(|(_, l)| (l.frame.pack as usize) < base_packs),
-            )
-        };
+        let stored = |b: &[(BlobId, Loc)]| b.iter().all(|(_, l)| (l.pack() as usize) < base_packs);
+        let mut keep_stale =
+            |b: Blobs| stale.extend(b.iter().filter(|(_, l)| (l.pack() as usize) < base_packs));
         let records = if known.index_valid {
             old_index.into_files()
         } else {
@@ -737,10 +732,10 @@ pub fn save(
             for (slot, id, n) in pending {
                 let at = new_locs.get(&id).map(|l| {
                     let frame = PieceFrame {
-                        frame: l.frame,
-                        dict: deltas.get(&l.frame).copied(),
+                        frame: l.frame(),
+                        dict: deltas.get(&l.frame()).copied(),
                     };
-                    (frame, l.offset, l.length)
+                    (frame, l.offset(), l.length())
                 });
                 let at =
                     at.or_else(|| known.pieces.get(&id).map(|(p, f)| (*f, p.offset, p.length)));
@@ -1352,12 +1347,7 @@ impl<'b> DeltaPieces<'b> {
         let plain = fetch_frame(store, &self.base.packs, &dict)?;
         for (p, f) in &self.base.pieces {
             if *f == PieceFrame::plain(dict) {
-                let loc = Loc {
-                    frame: dict,
-                    offset: p.offset,
-                    length: p.length,
-                };
-                blob_of(&p.id, &loc, &plain)?;
+                blob_of(&p.id, p.offset, p.length, &plain)?;
             }
         }
         Ok(plain)
@@ -1424,20 +1414,17 @@ impl BlobLocs {
         );
     }
 
-    /// Record a blob stored earlier. One whose place does not fit (only a
-    /// damaged stat index says so) is left out: it is then stored again,
-    /// which costs bytes, never correctness.
+    /// Record a blob stored earlier.
     fn push(&mut self, id: BlobId, loc: &Loc) {
-        let (Ok(offset), Ok(length)) = (u32::try_from(loc.offset), u32::try_from(loc.length))
-        else {
-            return;
-        };
         let next = self.frames.len() as u32;
-        let f = *self.frame_index.entry(loc.frame).or_insert(next);
+        let frame = loc.frame();
+        let f = *self.frame_index.entry(frame).or_insert(next);
         if f == next {
-            self.frames.push(loc.frame);
+            self.frames.push(frame);
         }
-        self.locs.push((id, f, offset, length));
+        // A `Loc` holds both in 32 bits.
+        self.locs
+            .push((id, f, loc.offset() as u32, loc.length() as u32));
     }
 
     /// Ready for lookups: sorted by id, each id once.
@@ -1452,11 +1439,11 @@ impl BlobLocs {
     fn get(&self, id: &BlobId) -> Option<Loc> {
         let i = self.locs.binary_search_by(|l| l.0.cmp(id)).ok()?;
         let (_, f, offset, length) = self.locs[i];
-        Some(Loc {
-            frame: self.frames[f as usize],
-            offset: offset.into(),
-            length: length.into(),
-        })
+        Some(Loc::of(
+            self.frames[f as usize],
+            offset.into(),
+            length.into(),
+        ))
     }
 
     fn contains(&self, id: &BlobId) -> bool {
@@ -1652,11 +1639,7 @@ mod tests {
     fn blob_locations_are_found_by_id_once_sorted() {
         let f1 = Frame::new(0, 0, 100, 400, Codec::Zstd);
         let f2 = Frame::new(1, 50, 10, 10, Codec::Raw);
-        let loc = |frame, offset, length| Loc {
-            frame,
-            offset,
-            length,
-        };
+        let loc = Loc::of;
         let (a, b, c, d) = (
             BlobId::of(b"a"),
             BlobId::of(b"b"),
@@ -1667,8 +1650,6 @@ mod tests {
         locs.push(b, &loc(f2, 3, 4));
         locs.push(a, &loc(f1, 0, 10));
         locs.push(a, &loc(f1, 0, 10));
-        // A place that does not fit (a damaged index): left out.
-        locs.push(d, &loc(f1, u64::from(u32::MAX) + 1, 1));
         locs.add(f2, vec![(c, 0, 3)]);
         let locs = locs.sorted();
         assert_eq!(locs.locs.len(), 3, "each id once");

@@ -264,9 +264,9 @@ impl StatIndex {
             put_u64(&mut w, r.blobs.len() as u64);
             for (id, loc) in &r.blobs {
                 w.extend_from_slice(&id.0);
-                put_frame(&mut w, &loc.frame);
-                put_u64(&mut w, loc.offset);
-                put_u64(&mut w, loc.length);
+                put_frame(&mut w, &loc.frame());
+                put_u64(&mut w, loc.offset());
+                put_u64(&mut w, loc.length());
             }
             if w.len() >= 60 * 1024 {
                 out.write_all(&w)?;
@@ -438,14 +438,8 @@ fn decode(inner: impl std::io::Read, len: u64) -> Option<StatIndex> {
         for _ in 0..nb {
             let id = BlobId(r.h32()?);
             let frame = r.frame()?;
-            blobs.push((
-                id,
-                Loc {
-                    frame,
-                    offset: r.u64()?,
-                    length: r.u64()?,
-                },
-            ));
+            // Past the format's limits only in a damaged index: unusable.
+            blobs.push((id, Loc::new(frame, r.u64()?, r.u64()?)?));
         }
         files.push((
             path.into_boxed_str(),
@@ -511,14 +505,7 @@ mod tests {
             ino: 3,
             mode: 0o644,
         };
-        let blobs = vec![(
-            BlobId::of(b"hello"),
-            Loc {
-                frame,
-                offset: 0,
-                length: 5,
-            },
-        )];
+        let blobs = vec![(BlobId::of(b"hello"), Loc::of(frame, 0, 5))];
         ix.record_written("a/z".into(), &st, blobs.clone().into());
         ix.record_written("a/b".into(), &st, blobs.clone().into());
         ix.finish();
@@ -532,5 +519,10 @@ mod tests {
         // A file cut short while it is read.
         assert!(decode(&enc[..enc.len() - 3], enc.len() as u64).is_none());
         assert!(decode(&b"garbage!"[..], 8).is_none());
+        // The last blob's length (the index's last 8 bytes) past the limits.
+        let mut far = ix.encode();
+        let n = far.len();
+        far[n - 8..].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(&far[..], n as u64).is_none());
     }
 }

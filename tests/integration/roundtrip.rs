@@ -76,7 +76,11 @@ fn credentials_never_reach_the_store() {
     let nodes = stateful_ci_runtime::objects::load_nodes(&store, &m).unwrap();
     // One generation: no frame is delta-coded, each decodes on its own.
     let mut frames: Vec<_> = m.frames.iter().map(|f| f.frame).collect();
-    frames.extend(nodes.iter().flat_map(|n| n.blobs.iter().map(|b| b.1.frame)));
+    frames.extend(
+        nodes
+            .iter()
+            .flat_map(|n| n.blobs.iter().map(|b| b.1.frame())),
+    );
     frames.sort_by_key(|f| (f.pack, f.offset));
     frames.dedup();
     for f in &frames {
