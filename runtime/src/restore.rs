@@ -188,6 +188,39 @@ impl std::ops::Index<usize> for Places {
     }
 }
 
+/// What the stat index needs of a restored file's stat beyond its node
+/// (whose size and mode it was restored with): 24 bytes a file where a
+/// whole [`Stat`] took 40, held for every file until the restore is done.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+}
+
+impl Seen {
+    fn of(st: &Stat) -> Seen {
+        Seen {
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
+            ino: st.ino,
+        }
+    }
+
+    /// The file's stat: the node's size and mode, the times and inode seen.
+    /// (A file that is not the node's size after all then differs from its
+    /// record, so the next save reads it again.)
+    fn stat(&self, node: &Node) -> Stat {
+        Stat {
+            size: node.size,
+            mode: node.mode & 0o7777,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            ino: self.ino,
+        }
+    }
+}
+
 /// Everything decided before the first write.
 struct Plan {
     nodes: Vec<Node>,
@@ -196,7 +229,7 @@ struct Plan {
     /// known: planned for a file kept as it is, set when a file is written
     /// into a new tree (from its open descriptor; moving the tree into
     /// place does not change it). What else was on disk is not kept.
-    written: Vec<OnceLock<Stat>>,
+    written: Vec<OnceLock<Seen>>,
     place: Places,
     /// Missing ancestors of configured roots, to create (outermost first).
     ancestors: Vec<String>,
@@ -474,7 +507,7 @@ fn make_plan(
         };
         dir_disk.insert(&e.path, disk);
     }
-    let (action, written): (Vec<Action>, Vec<OnceLock<Stat>>) = nodes
+    let (action, written): (Vec<Action>, Vec<OnceLock<Seen>>) = nodes
         .par_iter()
         .map(|e| {
             // Only a path that may be on disk is looked at (none below a
@@ -517,7 +550,7 @@ fn make_plan(
                 _ => Action::Write,
             };
             let known = match (action, disk) {
-                (Action::Keep, OnDisk::File(st)) => OnceLock::from(st),
+                (Action::Keep, OnDisk::File(st)) => OnceLock::from(Seen::of(&st)),
                 _ => OnceLock::new(),
             };
             (action, known)
@@ -678,7 +711,7 @@ fn execute(
     nodes.par_iter().zip(&written).for_each(|(e, w)| {
         if e.kind == EntryKind::File && w.get().is_none() {
             if let Ok(m) = fs::symlink_metadata(workspace.join(&*e.path)) {
-                let _ = w.set(Stat::of(&m));
+                let _ = w.set(Seen::of(&Stat::of(&m)));
             }
         }
     });
@@ -689,7 +722,8 @@ fn execute(
     let mut index = StatIndex::default();
     index.reserve(file_count as usize);
     for (e, st) in nodes.into_iter().zip(written) {
-        if let Some(st) = st.into_inner() {
+        if let Some(seen) = st.into_inner() {
+            let st = seen.stat(&e);
             index.record_written(e.path.into(), &st, e.blobs);
         }
     }
@@ -838,7 +872,7 @@ fn stage(
     to_write: &[usize],
     ancestors: &[String],
     undo: &mut Undo,
-    written: &[OnceLock<Stat>],
+    written: &[OnceLock<Seen>],
     reporter: &dyn Reporter,
 ) -> Result<(u64, u64)> {
     for a in ancestors {
@@ -1114,7 +1148,7 @@ fn write_blob(
     bytes: &[u8],
     off: u64,
     whole: bool,
-    written: &OnceLock<Stat>,
+    written: &OnceLock<Seen>,
 ) -> Result<()> {
     let e = &nodes[i];
     let (dir, name) = staged_at(place, nodes, i).expect("files to write are staged");
@@ -1129,7 +1163,7 @@ fn write_blob(
             .map_err(|err| ws_err("set the time of", &e.path, err))?;
         if matches!(place[i], Place::Fresh { .. }) {
             if let Ok(m) = f.metadata() {
-                let _ = written.set(Stat::of(&m));
+                let _ = written.set(Seen::of(&Stat::of(&m)));
             }
         }
         Ok(())
