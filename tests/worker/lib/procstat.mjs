@@ -52,6 +52,29 @@ export function cpuNs(pids) {
   return ns;
 }
 
+/**
+ * Nanoseconds of CPU of each thread of the processes, keyed "pid/tid": which
+ * thread is busy (workerd runs its isolates, the Worker's and the local
+ * simulators', on one thread, so that thread's CPU bounds what it serves).
+ */
+export function threadCpuNs(pids) {
+  const out = {};
+  for (const pid of pids) {
+    let tasks = [];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const t of tasks) {
+      try {
+        out[`${pid}/${t}`] = Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
+      } catch {}
+    }
+  }
+  return out;
+}
+
 /** Resident memory of the processes, in bytes (VmRSS). */
 export function rssBytes(pids) {
   let kib = 0;
