@@ -16,7 +16,8 @@
 #   no-change save (beside one stat walk of the tree with find, the floor of
 #   any save that looks at every file), and a save after appending to 1% of
 #   the .js files (and, in 1, rewriting 1 MiB inside one large file).
-# and prints medians (RUNS, default 3 for 1 and 1 for 2) of wall time and
+# and prints medians (RUNS and NM_RUNS, default 3 each; one run of 2 moved
+# its ratios by 0.2 from one hour to the next on one machine) of wall time and
 # of CPU time (user + system; a fair comparison on a busy machine, where
 # wall time favours whichever side runs more threads), ratios against the
 # baselines, stored bytes against tar.zst, the 1% save's stored bytes against
@@ -37,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 RUNS=${RUNS:-3}
-NM_RUNS=${NM_RUNS:-1}
+NM_RUNS=${NM_RUNS:-3}
 N_SMALL=${N_SMALL:-20000}
 N_LARGE=${N_LARGE:-4}
 LARGE_MIB=${LARGE_MIB:-56}
