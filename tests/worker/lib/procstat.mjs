@@ -35,27 +35,14 @@ export function workerdPids(root = process.pid) {
 
 /** Nanoseconds of CPU the processes' threads have used (see above). */
 export function cpuNs(pids) {
-  let ns = 0;
-  for (const pid of pids) {
-    let tasks = [];
-    try {
-      tasks = readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue;
-    }
-    for (const t of tasks) {
-      try {
-        ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
-      } catch {}
-    }
-  }
-  return ns;
+  return Object.values(threadCpuNs(pids)).reduce((a, b) => a + b, 0);
 }
 
 /**
  * Nanoseconds of CPU of each thread of the processes, keyed "pid/tid": which
  * thread is busy (workerd runs its isolates, the Worker's and the local
  * simulators', on one thread, so that thread's CPU bounds what it serves).
+ * A thread that ends while it is read is left out.
  */
 export function threadCpuNs(pids) {
   const out = {};
