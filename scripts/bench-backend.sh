@@ -125,16 +125,14 @@ claims() {
   python3 -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")).read()' "$ISSUER/runner-claims" "$1"
 }
 pr_claims() { claims "{\"event_name\":\"pull_request\",\"ref\":\"refs/pull/$1/merge\",\"base_ref\":\"main\",\"sub\":\"repo:acme/app:pull_request\",\"run_id\":\"bench-$1\"}"; }
-workerd_cpu_ns() {
-  "$NODE" --input-type=module -e "import { workerdPids, cpuNs } from '$root/tests/worker/lib/procstat.mjs'; console.log(cpuNs(workerdPids($dev_pid)))"
-}
 # Each workerd thread's CPU (JSON, "pid/tid": ns) into file $1.
 workerd_threads() {
   "$NODE" --input-type=module -e "import { workerdPids, threadCpuNs } from '$root/tests/worker/lib/procstat.mjs'; console.log(JSON.stringify(threadCpuNs(workerdPids($dev_pid))))" > "$1"
 }
-# busiest BEFORE AFTER: seconds of CPU of the thread that used most between them.
-busiest() {
-  python3 -c 'import json, sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); print("%.3f" % (max(v - a.get(k, 0) for k, v in b.items()) / 1e9))' "$1" "$2"
+# cpu_between BEFORE AFTER: nanoseconds of CPU all workerd threads used
+# between two workerd_threads files, then those of the busiest thread.
+cpu_between() {
+  python3 -c 'import json, sys; a, b = (json.load(open(f)) for f in sys.argv[1:]); d = [v - a.get(k, 0) for k, v in b.items()]; print(sum(d), max(d))' "$1" "$2"
 }
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -176,18 +174,17 @@ for i in $(seq "$RUNS"); do
   pr=$((100 + i))
   pr_claims "$pr"
   rm -rf "$WORK/cache"
-  c0=$(workerd_cpu_ns)
   workerd_threads "$WORK/threads0"
   STATEFUL_CI_CACHE_DIR=$WORK/cache
   timed backend_save "$BIN" save --backend "$BACKEND" --json
-  c1=$(workerd_cpu_ns)
   workerd_threads "$WORK/threads1"
-  busiest "$WORK/threads0" "$WORK/threads1" >> "$WORK/busiest"
+  read -r cpu busy < <(cpu_between "$WORK/threads0" "$WORK/threads1")
+  awk -v c="$busy" 'BEGIN { printf "%.3f\n", c / 1e9 }' >> "$WORK/busiest"
   [ "$(json outcome)" = saved ] || { cat "$WORK/out.json" >&2; echo "bench-backend: the backend save did not save" >&2; exit 1; }
   stored=$(json stored_bytes)
   json objects_sent >> "$WORK/objects"
-  awk -v c="$((c1 - c0))" -v b="$stored" 'BEGIN { printf "%.3f\n", c / 1e6 / (b / 1048576) }' >> "$WORK/cpu_per_mib"
-  awk -v c="$((c1 - c0))" 'BEGIN { printf "%.1f\n", c / 1e6 }' >> "$WORK/cpu_save_ms"
+  awk -v c="$cpu" -v b="$stored" 'BEGIN { printf "%.3f\n", c / 1e6 / (b / 1048576) }' >> "$WORK/cpu_per_mib"
+  awk -v c="$cpu" 'BEGIN { printf "%.1f\n", c / 1e6 }' >> "$WORK/cpu_save_ms"
   echo "$stored" >> "$WORK/stored"
   fresh_dir "$WORK/r-backend-$i"
   STATEFUL_CI_CACHE_DIR=$WORK/cache-r

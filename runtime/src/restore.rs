@@ -951,9 +951,8 @@ fn stage(
             let frame = table
                 .binary_search_by_key(&frame_order(&loc.frame()), frame_order)
                 .expect("every frame is in the table");
-            let at = u32::try_from(loc.offset()).map_err(|_| {
-                Error::corrupt(format!("{}: a blob lies past any frame", nodes[i].path))
-            })?;
+            // A `Loc` holds its offset in 32 bits.
+            let at = loc.offset() as u32;
             targets.push(Target {
                 frame: frame as u32,
                 at,
