@@ -4,7 +4,8 @@
 #     byte-identically, with the Cargo.toml version and no lifecycle script;
 #   - npm and bun install the tarballs (no registry reachable) and
 #     `stateful-ci --version` runs through each; arguments, exit codes and
-#     signals pass through the launcher; its errors name the platform and fix;
+#     signals pass through the launcher (a signal sent to the launcher alone
+#     reaches the binary); its errors name the platform and fix;
 #   - both packages are published to a local verdaccio (no uplinks) and
 #     `npx stateful-ci --version` and `bunx stateful-ci --version` run from it;
 #   - the launcher's choice for each of the five platforms (glibc and musl)
@@ -178,6 +179,34 @@ expect "launcher: the binary's exit code comes back (7)" 7 '[]' \
   env STATEFUL_CI_BINARY="$work/echo-args" STAND_IN_EXIT=7 "$npm_bin"
 expect "launcher: a binary killed by SIGTERM ends the launcher by SIGTERM (143)" 143 "" \
   env STATEFUL_CI_BINARY="$work/kill-self" "$npm_bin"
+# A stand-in that says when it is ready and exits 42 on SIGTERM.
+cat >"$work/wait-term" <<'EOF'
+#!/usr/bin/env bash
+trap 'echo "$$" >"$WAIT_TERM_DIR/got-term"; exit 42' TERM
+echo "$$" >"$WAIT_TERM_DIR/ready"
+while :; do sleep 0.05; done
+EOF
+chmod +x "$work/wait-term"
+# expect_forwarded NAME LAUNCHER...: SIGTERM sent to the launcher's pid alone
+# reaches the binary, and the launcher exits with the binary's status (42).
+expect_forwarded() {
+  local name="$1" d status=0
+  shift
+  d="$(mktemp -d "$work/fwd.XXXXXX")"
+  WAIT_TERM_DIR="$d" STATEFUL_CI_BINARY="$work/wait-term" "$@" </dev/null >/dev/null 2>"$d/stderr" &
+  local launcher=$!
+  for _ in $(seq 200); do [ -s "$d/ready" ] && break; sleep 0.05; done
+  kill -TERM "$launcher" 2>/dev/null
+  wait "$launcher" || status=$?
+  if [ "$status" = 42 ] && [ -s "$d/got-term" ]; then
+    ok "$name"
+  else
+    not_ok "$name" "launcher exit $status (want 42), binary got SIGTERM: $([ -s "$d/got-term" ] && echo yes || echo no)" \
+      "stderr: $(head -c 600 "$d/stderr")"
+    [ -s "$d/ready" ] && kill -KILL "$(cat "$d/ready")" 2>/dev/null
+  fi
+}
+expect_forwarded "launcher: SIGTERM to the launcher alone reaches the binary, whose exit comes back (42)" "$npm_bin"
 expect_stderr "launcher: a wrong STATEFUL_CI_BINARY is named, exit 1" 1 "STATEFUL_CI_BINARY is set to \"$work/nope\"" \
   env STATEFUL_CI_BINARY="$work/nope" "$npm_bin" --version
 mkdir -p "$work/npm-launcher-only" && echo '{"name":"only","private":true}' >"$work/npm-launcher-only/package.json"
@@ -244,7 +273,8 @@ expect "bun runtime: the exit code comes back (5)" 5 '["x"]' \
   env STATEFUL_CI_BINARY="$work/echo-args" STAND_IN_EXIT=5 "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js" x
 expect "bun runtime: a binary killed by SIGTERM ends the launcher by SIGTERM (143)" 143 "" \
   env STATEFUL_CI_BINARY="$work/kill-self" "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js"
-
+expect_forwarded "bun runtime: SIGTERM to the launcher alone reaches the binary (42)" \
+  "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js"
 # --- a local registry: publish, then npx and bunx ----------------------------
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 registry="http://127.0.0.1:$port/"
@@ -421,19 +451,26 @@ dev_from_the_npm_install() {
     not_ok "npm: stateful-ci dev from the installed tarball prints its backend line" \
       "stdout: $(head -5 "$d/dev.out")" "stderr: $(tail -15 "$d/dev.err")"
   fi
-  # Stop the binary itself, which hands its exit back to the launcher
-  # waiting on it. A signal to the launcher alone ends the launcher and
-  # leaves the binary (and its emulator) running without a parent: CI runs
-  # found them still serving an hour later.
-  local child="" p
+  # A signal to the launcher alone (a process manager, `kill <pid>`) is
+  # passed on to the binary, which stops its emulator and exits; the
+  # launcher ends the way the binary did. Before the launcher passed
+  # signals on, this left the binary and its emulator running with no
+  # parent: CI runs found them still serving an hour later.
+  local child="" p status=0
   for p in /proc/[0-9]*; do
     [ "$(sed 's/.*) //' "$p/stat" 2>/dev/null | cut -d' ' -f2)" = "$dev_pid" ] && child="${p#/proc/}"
   done
-  kill -INT "${child:-$dev_pid}" 2>/dev/null
-  wait "$dev_pid" 2>/dev/null
-  if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
-    not_ok "npm: dev stops on SIGINT" "pid $child still runs"
+  kill -INT "$dev_pid" 2>/dev/null
+  wait "$dev_pid" 2>/dev/null || status=$?
+  if [ -z "$child" ]; then
+    not_ok "npm: the launcher runs dev as its child" "no child of pid $dev_pid found"
+  elif kill -0 "$child" 2>/dev/null; then
+    not_ok "npm: SIGINT to the launcher alone stops dev" "pid $child still runs"
     kill -KILL "$child" 2>/dev/null
+  elif [ "$status" != 130 ]; then
+    not_ok "npm: SIGINT to the launcher alone stops dev" "the launcher exited with $status, not 130"
+  else
+    ok "npm: SIGINT to the launcher alone stops dev and its emulator (exit 130)"
   fi
 }
 

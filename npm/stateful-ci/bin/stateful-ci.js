@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // The `stateful-ci` command of the npm package: finds the prebuilt binary for
 // this os/cpu/libc in one of the optional platform packages and runs it with
-// the same arguments, handing back its exit code (or the signal that ended it).
+// the same arguments, passing on the signals it gets and handing back the
+// binary's exit code (or the signal that ended it).
 // It downloads nothing and has no install script: the package manager picks
 // the platform package through its `os`/`cpu`/`libc` fields.
 "use strict";
 
 const fs = require("node:fs");
 const path = require("node:path");
-const { spawnSync } = require("node:child_process");
+const { spawn } = require("node:child_process");
 
 // Platform key -> package: the five release targets. The key is
 // `${process.platform}-${process.arch}`. The Linux binaries are static musl
@@ -121,25 +122,50 @@ function resolveBinary() {
   return binary;
 }
 
-function main() {
-  const binary = resolveBinary();
-  const result = spawnSync(binary, process.argv.slice(2), { stdio: "inherit", windowsHide: true });
-  if (result.error) {
-    fail(
-      `could not run ${binary}: ${result.error.message}. ` +
-        "Fix: check that the file is an executable stateful-ci binary for this platform.",
-    );
-  }
-  if (result.signal) {
-    // Die the same way the binary did, so that callers see the signal.
-    process.removeAllListeners(result.signal);
-    process.kill(process.pid, result.signal);
+// Signals the launcher passes on to the binary: a signal sent to the
+// launcher alone (a process manager, `kill <pid>`, a CI runner stopping a
+// step) would otherwise end the launcher and leave the binary running with
+// no parent; `stateful-ci dev` and its emulator were found still serving an
+// hour later. A terminal's Ctrl-C reaches both (one process group); the
+// binary then gets SIGINT twice, which ends it the same way.
+const FORWARDED = process.platform === "win32" ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
+
+// End this process the way the binary ended: by its signal, so that callers
+// see it, or with its exit code.
+function exitLike(status, signal) {
+  if (signal) {
+    for (const s of FORWARDED) process.removeAllListeners(s);
+    process.removeAllListeners(signal);
+    process.kill(process.pid, signal);
     // Signals that cannot end this process (or none on Windows): use the
     // shell convention.
-    const number = require("node:os").constants.signals[result.signal] || 0;
+    const number = require("node:os").constants.signals[signal] || 0;
     process.exit(128 + number);
   }
-  process.exit(result.status === null ? 1 : result.status);
+  process.exit(status === null ? 1 : status);
+}
+
+function main() {
+  const binary = resolveBinary();
+  const child = spawn(binary, process.argv.slice(2), { stdio: "inherit", windowsHide: true });
+  for (const signal of FORWARDED) {
+    process.on(signal, () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        try {
+          child.kill(signal);
+        } catch {
+          // already gone: its exit is on its way
+        }
+      }
+    });
+  }
+  child.on("error", (error) => {
+    fail(
+      `could not run ${binary}: ${error.message}. ` +
+        "Fix: check that the file is an executable stateful-ci binary for this platform.",
+    );
+  });
+  child.on("exit", (status, signal) => exitLike(status, signal));
 }
 
 module.exports = { PLATFORMS, platformKey, selectPackage, binaryName, isMusl };
