@@ -128,13 +128,17 @@ function resolveBinary() {
 // no parent; `stateful-ci dev` and its emulator were found still serving an
 // hour later. A terminal's Ctrl-C reaches both (one process group); the
 // binary then gets SIGINT twice, which ends it the same way.
-const FORWARDED = process.platform === "win32" ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
+// On Windows there is nothing to pass on: Ctrl-C and Ctrl-Break go to every
+// process of the console, the binary included, and Node's `kill` there would
+// end the binary abruptly, so the launcher only keeps waiting for it.
+const WINDOWS = process.platform === "win32";
+const SIGNALS = WINDOWS ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];
 
 // End this process the way the binary ended: by its signal, so that callers
 // see it, or with its exit code.
 function exitLike(status, signal) {
   if (signal) {
-    for (const s of FORWARDED) process.removeAllListeners(s);
+    for (const s of SIGNALS) process.removeAllListeners(s);
     process.removeAllListeners(signal);
     process.kill(process.pid, signal);
     // Signals that cannot end this process (or none on Windows): use the
@@ -148,9 +152,9 @@ function exitLike(status, signal) {
 function main() {
   const binary = resolveBinary();
   const child = spawn(binary, process.argv.slice(2), { stdio: "inherit", windowsHide: true });
-  for (const signal of FORWARDED) {
+  for (const signal of SIGNALS) {
     process.on(signal, () => {
-      if (child.exitCode === null && child.signalCode === null) {
+      if (!WINDOWS && child.exitCode === null && child.signalCode === null) {
         try {
           child.kill(signal);
         } catch {
