@@ -1035,15 +1035,46 @@ fn stage(
             // same ones.
             let mut by_path: Vec<u32> = (0..run.len() as u32).collect();
             by_path.sort_unstable_by_key(|&k| (run[k as usize].node, run[k as usize].blob));
+            // Blobs of one file that follow each other in it and lie back
+            // to back in the frame (a large file's chunks, which a save
+            // packs in order) are written with one call, as one range of
+            // verified bytes: a 56 MiB file took an open, a write and a
+            // close for each of its 450 chunks. `writes` holds runs of
+            // `by_path`.
+            let mut writes: Vec<std::ops::Range<usize>> = Vec::with_capacity(by_path.len());
+            for (j, &k) in by_path.iter().enumerate() {
+                let t = &run[k as usize];
+                if let Some(w) = writes.last_mut() {
+                    let p = by_path[j - 1] as usize;
+                    let prev = &run[p];
+                    if prev.node == t.node
+                        && t.blob == prev.blob + 1
+                        && prev.at as usize + verified[p].len() == t.at as usize
+                    {
+                        w.end = j + 1;
+                        continue;
+                    }
+                }
+                writes.push(j..j + 1);
+            }
+            let plain: &[u8] = plain;
             // The writes of a frame are spread over the pool (each goes to
             // its own file or range), so the threads stay busy to the last
             // frame however unevenly the frames are sized.
             pool.install(|| {
-                by_path
+                writes
                     .par_iter()
                     .with_min_len(32)
-                    .try_for_each(|&k| -> Result<()> {
-                        let (t, bytes) = (&run[k as usize], verified[k as usize]);
+                    .try_for_each(|w| -> Result<()> {
+                        let (first, last) =
+                            (by_path[w.start] as usize, by_path[w.end - 1] as usize);
+                        let t = &run[first];
+                        // Every blob of the range was verified above.
+                        let bytes = if w.len() == 1 {
+                            verified[first]
+                        } else {
+                            &plain[t.at as usize..run[last].at as usize + verified[last].len()]
+                        };
                         let i = t.node as usize;
                         let (off, whole) = t.offset_in_file(nodes);
                         write_blob(dirs, nodes, place, i, bytes, off, whole, &written[i])?;
