@@ -88,6 +88,43 @@ pub struct SnapshotArgs {
     pub dir: Option<std::path::PathBuf>,
 }
 
+/// The static Linux release binaries are built against musl, whose
+/// allocator serialises every thread on one lock. A no-change save of
+/// 120,000 files with musl's allocator made 9,675 futex calls (glibc's
+/// build: 172) and took 0.49-0.93 s (glibc's: 0.29-0.33 s); with mimalloc,
+/// 530 futex calls and 0.39-0.44 s (the rest of the gap is Rust's std on
+/// musl stat-ing each entry by its full path). ripgrep likewise replaces
+/// musl's allocator (with jemalloc).
+///
+/// mimalloc keeps freed memory for a while and commits its arenas up
+/// front: left so, a cold save of 120,000 files peaked at 151-156 MiB
+/// resident where glibc's build peaked at 79-83 MiB. [`tune_allocator`]
+/// makes it return freed memory at once and commit arenas as they are
+/// used: 82-84 MiB. At 500,000 files: cold save 211 MiB (glibc's 208),
+/// no-change save 228 (213), restore 163 (188).
+#[cfg(all(target_os = "linux", target_env = "musl"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(target_os = "linux", target_env = "musl"))]
+fn tune_allocator() {
+    // mimalloc.h's `mi_option_e` (kept stable across versions for its
+    // ABI); the Rust bindings do not name these two.
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // Values set in the environment (`MIMALLOC_PURGE_DELAY`, ...) win.
+    // SAFETY: setting an option is always allowed; both are read when
+    // memory is next purged or an arena made.
+    unsafe {
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+            libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+        }
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        }
+    }
+}
+
 /// glibc raises its mmap threshold each time a large block is freed (up to
 /// 32 MiB), after which large buffers (the lists a save or restore of a big
 /// tree grows and drops) come from the heap, which they leave fragmented:
@@ -112,7 +149,7 @@ fn tune_allocator() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(all(target_os = "linux", any(target_env = "gnu", target_env = "musl"))))]
 fn tune_allocator() {}
 
 fn main() -> ExitCode {
