@@ -1070,11 +1070,8 @@ fn stage(
                             (by_path[w.start] as usize, by_path[w.end - 1] as usize);
                         let t = &run[first];
                         // Every blob of the range was verified above.
-                        let bytes = if w.len() == 1 {
-                            verified[first]
-                        } else {
-                            &plain[t.at as usize..run[last].at as usize + verified[last].len()]
-                        };
+                        let bytes =
+                            &plain[t.at as usize..run[last].at as usize + verified[last].len()];
                         let i = t.node as usize;
                         let (off, whole) = t.offset_in_file(nodes);
                         write_blob(dirs, nodes, place, i, bytes, off, whole, &written[i])?;

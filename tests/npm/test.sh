@@ -275,6 +275,7 @@ expect "bun runtime: a binary killed by SIGTERM ends the launcher by SIGTERM (14
   env STATEFUL_CI_BINARY="$work/kill-self" "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js"
 expect_forwarded "bun runtime: SIGTERM to the launcher alone reaches the binary (42)" \
   "$BUN" "$work/bun-project/node_modules/stateful-ci/bin/stateful-ci.js"
+
 # --- a local registry: publish, then npx and bunx ----------------------------
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 registry="http://127.0.0.1:$port/"
