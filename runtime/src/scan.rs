@@ -2,13 +2,13 @@
 //! symlinks, skips the deny list and the user's excludes, and records what
 //! it passes over so the summary can say so (by count, never by content).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 #[cfg(unix)]
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::slice::ParallelSliceMut;
@@ -16,6 +16,7 @@ use stateful_ci_protocol::EntryKind;
 
 use crate::deny::is_denied;
 use crate::error::{Error, Result, io_ctx};
+use crate::fsat::{Kind, WalkDir};
 
 /// The parts of `lstat` the engine uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +117,13 @@ pub fn scan(workspace: &Path, roots: &[String], filter: &Filter) -> Result<ScanR
     let counters = Counters::default();
     let errors = Mutex::new(Vec::new());
     let mut missing_roots = Vec::new();
+    let walk = Walk {
+        workspace,
+        filter,
+        out: &out,
+        counters: &counters,
+        errors: &errors,
+    };
     rayon::scope(|s| {
         for root in roots {
             let abs = workspace.join(root);
@@ -128,16 +136,25 @@ pub fn scan(workspace: &Path, roots: &[String], filter: &Filter) -> Result<ScanR
                         counters.credentials.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    visit(
-                        s,
-                        workspace,
-                        root.clone(),
-                        m,
-                        filter,
-                        &out,
-                        &counters,
-                        &errors,
-                    );
+                    let stat = Stat::of(&m);
+                    if m.is_dir() {
+                        match WalkDir::open(&abs) {
+                            Ok(dir) => walk.visit(s, root.clone(), dir, stat),
+                            Err(e) => errors.lock().unwrap().push(io_ctx("list", &abs, e)),
+                        }
+                    } else {
+                        let kind = if m.file_type().is_symlink() {
+                            Kind::Symlink
+                        } else if m.is_file() {
+                            Kind::File
+                        } else {
+                            Kind::Other
+                        };
+                        let target = || std::fs::read_link(&abs).map(|t| t.into_os_string());
+                        if let Some(leaf) = walk.leaf(root.clone(), kind, stat, target) {
+                            out.lock().unwrap().push(leaf);
+                        }
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     missing_roots.push(root.clone())
@@ -170,129 +187,135 @@ struct Counters {
     non_utf8: AtomicU64,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn visit<'s>(
-    s: &rayon::Scope<'s>,
+/// What every directory's task of one walk shares.
+#[derive(Clone, Copy)]
+struct Walk<'s> {
     workspace: &'s Path,
-    rel: String,
-    meta: Metadata,
     filter: &'s Filter,
     out: &'s Mutex<Vec<Scanned>>,
     counters: &'s Counters,
     errors: &'s Mutex<Vec<Error>>,
-) {
-    if !meta.is_dir() {
-        if let Some(leaf) = leaf(workspace, rel, &meta, counters, errors) {
-            out.lock().unwrap().push(leaf);
-        }
-        return;
-    }
-    let abs = workspace.join(&rel);
-    let rd = match std::fs::read_dir(&abs) {
-        Ok(rd) => rd,
-        Err(e) => {
-            errors.lock().unwrap().push(io_ctx("list", &abs, e));
-            return;
-        }
-    };
-    // This directory and its files and symlinks go to the shared list in
-    // one locked step (one lock per entry made the two threads of a
-    // 120,000-file scan wait on each other).
-    let mut here = vec![Scanned {
-        path: rel.as_str().into(),
-        kind: EntryKind::Dir,
-        stat: Stat {
-            size: 0,
-            ..Stat::of(&meta)
-        },
-        target: None,
-    }];
-    for ent in rd {
-        let ent = match ent {
-            Ok(e) => e,
-            Err(e) => {
-                errors.lock().unwrap().push(io_ctx("list", &abs, e));
-                continue;
-            }
-        };
-        let name = ent.file_name();
-        let Some(name) = name_str(&name) else {
-            counters.non_utf8.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        if name.starts_with(crate::restore::STAGING_PREFIX) {
-            // A restore's private names (its own or a killed one's).
-            continue;
-        }
-        let child = format!("{rel}/{name}");
-        if filter.excluded(&child) {
-            continue;
-        }
-        if is_denied(&child) {
-            counters.credentials.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let m = match ent.metadata() {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                errors.lock().unwrap().push(io_ctx("stat", &ent.path(), e));
-                continue;
-            }
-        };
-        if m.is_dir() {
-            s.spawn(move |s| visit(s, workspace, child, m, filter, out, counters, errors));
-        } else if let Some(leaf) = leaf(workspace, child, &m, counters, errors) {
-            here.push(leaf);
-        }
-    }
-    out.lock().unwrap().append(&mut here);
 }
 
-/// A file or symlink as the snapshot records it; `None` for what it does
-/// not record (special files, a symlink whose target is not UTF-8), counted.
-fn leaf(
-    workspace: &Path,
-    rel: String,
-    meta: &Metadata,
-    counters: &Counters,
-    errors: &Mutex<Vec<Error>>,
-) -> Option<Scanned> {
-    let ft = meta.file_type();
-    let stat = Stat::of(meta);
-    if ft.is_symlink() {
-        let abs = workspace.join(&rel);
-        match std::fs::read_link(&abs) {
-            Ok(t) => match t.to_str() {
-                Some(t) => Some(Scanned {
-                    path: rel.into(),
-                    kind: EntryKind::Symlink,
-                    stat: Stat { size: 0, ..stat },
-                    target: Some(t.into()),
-                }),
-                None => {
-                    counters.non_utf8.fetch_add(1, Ordering::Relaxed);
+impl<'s> Walk<'s> {
+    fn fail(&self, what: &str, rel: &str, e: std::io::Error) {
+        let abs = self.workspace.join(rel);
+        self.errors.lock().unwrap().push(io_ctx(what, &abs, e));
+    }
+
+    /// Record the directory `rel` (open as `dir`, with `stat`), its files
+    /// and symlinks, and start a task for each subdirectory. Every entry is
+    /// stat'ed and every subdirectory opened relative to `dir`'s handle
+    /// ([`WalkDir`]), never by a path a symlink could redirect.
+    fn visit(self, s: &rayon::Scope<'s>, rel: String, dir: WalkDir, stat: Stat) {
+        let listed = match dir.list() {
+            Ok(l) => l,
+            Err(e) => return self.fail("list", &rel, e),
+        };
+        // This directory and its files and symlinks go to the shared list in
+        // one locked step (one lock per entry made the two threads of a
+        // 120,000-file scan wait on each other).
+        let mut here = Vec::with_capacity(listed.len() + 1);
+        here.push(Scanned {
+            path: rel.as_str().into(),
+            kind: EntryKind::Dir,
+            stat: Stat { size: 0, ..stat },
+            target: None,
+        });
+        // Subdirectories are walked by their own tasks once this listing is
+        // done, each opening its directory relative to this one's handle
+        // (shared until the last has done so): the descriptors open at
+        // once follow the walk's frontier, not the number of directories.
+        let mut subdirs = Vec::new();
+        for l in listed {
+            let name = l.name();
+            let Some(name) = name_str(name) else {
+                self.counters.non_utf8.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if name.starts_with(crate::restore::STAGING_PREFIX) {
+                // A restore's private names (its own or a killed one's).
+                continue;
+            }
+            let child = format!("{rel}/{name}");
+            if self.filter.excluded(&child) {
+                continue;
+            }
+            if is_denied(&child) {
+                self.counters.credentials.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let (kind, st) = match dir.stat(&l) {
+                Ok(k) => k,
+                // Removed since it was listed.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.fail("stat", &child, e);
+                    continue;
+                }
+            };
+            if kind == Kind::Dir {
+                subdirs.push((child, l, st));
+            } else if let Some(leaf) = self.leaf(child, kind, st, || dir.read_link(&l)) {
+                here.push(leaf);
+            }
+        }
+        self.out.lock().unwrap().append(&mut here);
+        let dir = Arc::new(dir);
+        for (child, l, st) in subdirs {
+            let parent = Arc::clone(&dir);
+            s.spawn(move |s| {
+                let opened = parent.open_child(&l);
+                drop(parent);
+                match opened {
+                    Ok(sub) => self.visit(s, child, sub, st),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => self.fail("list", &child, e),
+                }
+            });
+        }
+    }
+
+    /// A file or symlink as the snapshot records it; `None` for what it
+    /// does not record (special files, a symlink whose target is not
+    /// UTF-8), counted.
+    fn leaf(
+        &self,
+        rel: String,
+        kind: Kind,
+        stat: Stat,
+        target: impl FnOnce() -> std::io::Result<OsString>,
+    ) -> Option<Scanned> {
+        match kind {
+            Kind::Symlink => match target() {
+                Ok(t) => match t.to_str() {
+                    Some(t) => Some(Scanned {
+                        path: rel.into(),
+                        kind: EntryKind::Symlink,
+                        stat: Stat { size: 0, ..stat },
+                        target: Some(t.into()),
+                    }),
+                    None => {
+                        self.counters.non_utf8.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                },
+                Err(e) => {
+                    self.fail("read the link", &rel, e);
                     None
                 }
             },
-            Err(e) => {
-                errors
-                    .lock()
-                    .unwrap()
-                    .push(io_ctx("read the link", &abs, e));
+            Kind::File => Some(Scanned {
+                path: rel.into(),
+                kind: EntryKind::File,
+                stat,
+                target: None,
+            }),
+            _ => {
+                self.counters.special.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
-    } else if ft.is_file() {
-        Some(Scanned {
-            path: rel.into(),
-            kind: EntryKind::File,
-            stat,
-            target: None,
-        })
-    } else {
-        counters.special.fetch_add(1, Ordering::Relaxed);
-        None
     }
 }
 
@@ -300,4 +323,59 @@ fn name_str(name: &OsStr) -> Option<&str> {
     let s = name.to_str()?;
     // Names the manifest cannot represent safely.
     (!s.contains('\\') && !s.chars().any(char::is_control)).then_some(s)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    /// The walk records what `lstat` by path says (its own handle-relative
+    /// calls must agree with std), lists a directory too large for one
+    /// read of its records, records symlinks as themselves without
+    /// following them, and counts what it cannot record.
+    #[test]
+    fn the_walk_agrees_with_lstat_and_never_follows_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let ws = t.path();
+        let big = ws.join("root/big");
+        std::fs::create_dir_all(&big).unwrap();
+        // 2,000 names of about 60 bytes: over 32 KiB of directory records.
+        for i in 0..2000 {
+            std::fs::write(big.join(format!("{i:04}-{}", "n".repeat(55))), [i as u8]).unwrap();
+        }
+        std::fs::create_dir(ws.join("root/sub")).unwrap();
+        std::fs::write(ws.join("root/sub/f"), b"hello").unwrap();
+        std::os::unix::fs::symlink("../outside", ws.join("root/link")).unwrap();
+        std::fs::create_dir(ws.join("outside")).unwrap();
+        std::fs::write(ws.join("outside/secret"), b"x").unwrap();
+        std::os::unix::fs::symlink("../outside", ws.join("root/sub/dirlink")).unwrap();
+        let bad = std::ffi::OsStr::from_bytes(b"root/sub/\xff");
+        std::fs::write(ws.join(bad), b"").unwrap();
+
+        let r = scan(ws, &["root".to_string()], &Filter::new(&[]).unwrap()).unwrap();
+        assert_eq!(r.skipped_non_utf8, 1);
+        assert_eq!(r.entries.len(), 1 + 1 + 2000 + 1 + 1 + 1 + 1);
+        assert!(r.entries.windows(2).all(|w| w[0].path < w[1].path));
+        for e in &r.entries {
+            let m = std::fs::symlink_metadata(ws.join(&*e.path)).unwrap();
+            let want = Stat::of(&m);
+            let want = match e.kind {
+                EntryKind::File => want,
+                _ => Stat { size: 0, ..want },
+            };
+            assert_eq!(e.stat, want, "{}", e.path);
+            let kind = if m.file_type().is_symlink() {
+                EntryKind::Symlink
+            } else if m.is_dir() {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            };
+            assert_eq!(e.kind, kind, "{}", e.path);
+        }
+        let link = r.entries.iter().find(|e| &*e.path == "root/sub/dirlink");
+        assert_eq!(link.unwrap().target.as_deref(), Some("../outside"));
+        assert!(r.entries.iter().all(|e| !e.path.contains("secret")));
+    }
 }

@@ -9,6 +9,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
 use super::Kind;
+use crate::scan::Stat;
 
 /// The workspace's own handle (the workspace itself may be reached through
 /// a symlink: it is the user's choice, not the snapshot's).
@@ -64,12 +65,7 @@ pub fn kind_at(dir: RawFd, name: &str) -> io::Result<Kind> {
             Err(e)
         };
     }
-    Ok(match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Kind::File,
-        libc::S_IFDIR => Kind::Dir,
-        libc::S_IFLNK => Kind::Symlink,
-        _ => Kind::Other,
-    })
+    Ok(kind_of(st.st_mode))
 }
 
 /// Create a new file (never an existing one, never through a symlink).
@@ -213,9 +209,8 @@ pub fn rmdir_at(dir: RawFd, name: &str) -> io::Result<()> {
     check(unsafe { libc::unlinkat(dir, c.as_ptr(), libc::AT_REMOVEDIR) })
 }
 
-/// The names in a directory (not `.` or `..`); names that are not UTF-8 are
-/// returned lossily and so never match a snapshot path.
-pub fn read_names(dir: RawFd) -> io::Result<Vec<String>> {
+/// Call `f` with each name in a directory (not `.` or `..`), as bytes.
+fn each_name(dir: RawFd, mut f: impl FnMut(&[u8])) -> io::Result<()> {
     // Read through a duplicate so the caller's handle stays usable.
     // SAFETY: dup of a valid descriptor.
     let dup = unsafe { libc::fcntl(dir, libc::F_DUPFD_CLOEXEC, 0) };
@@ -232,7 +227,6 @@ pub fn read_names(dir: RawFd) -> io::Result<Vec<String>> {
     }
     // SAFETY: rewind in case the descriptor was read before.
     unsafe { libc::rewinddir(d) };
-    let mut out = Vec::new();
     loop {
         // SAFETY: `d` is a valid DIR*.
         let ent = unsafe { libc::readdir(d) };
@@ -242,14 +236,201 @@ pub fn read_names(dir: RawFd) -> io::Result<Vec<String>> {
         // SAFETY: d_name is NUL-terminated.
         let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
         let b = name.to_bytes();
-        if b == b"." || b == b".." {
-            continue;
+        if b != b"." && b != b".." {
+            f(b);
         }
-        out.push(String::from_utf8_lossy(b).into_owned());
     }
     // SAFETY: closes `d` and `dup`.
     unsafe { libc::closedir(d) };
+    Ok(())
+}
+
+/// The names in a directory (not `.` or `..`); names that are not UTF-8 are
+/// returned lossily and so never match a snapshot path.
+pub fn read_names(dir: RawFd) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    each_name(dir, |b| out.push(String::from_utf8_lossy(b).into_owned()))?;
     Ok(out)
+}
+
+/// A directory opened for the save's walk ([`crate::scan`]): listed, and
+/// its entries stat'ed and its subdirectories opened relative to its
+/// handle, so the kernel resolves one name per call, never a whole path,
+/// and a directory swapped for a symlink during the walk is not followed.
+/// (Rust's std stats a listed entry by its full path on musl and macOS:
+/// at 120,000 files that was most of a no-change save's system time.)
+pub struct WalkDir(OwnedFd);
+
+/// One name listed by [`WalkDir::list`].
+pub struct Listed(std::ffi::OsString);
+
+impl Listed {
+    pub fn name(&self) -> &std::ffi::OsStr {
+        &self.0
+    }
+}
+
+fn os_cstr(name: &std::ffi::OsStr) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a name"))
+}
+
+impl WalkDir {
+    /// Open a configured root (already known to be a directory), refusing
+    /// a symlink in its last component.
+    pub fn open(abs: &Path) -> io::Result<WalkDir> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = CString::new(abs.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+        // SAFETY: NUL-terminated path.
+        let fd = unsafe { libc::open(c.as_ptr(), DIR_FLAGS) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        Ok(WalkDir(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Open the subdirectory `l`, refusing a symlink.
+    pub fn open_child(&self, l: &Listed) -> io::Result<WalkDir> {
+        let c = os_cstr(&l.0)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        let fd = unsafe { libc::openat(self.0.as_raw_fd(), c.as_ptr(), DIR_FLAGS) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        Ok(WalkDir(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// The names in this directory (call once: it reads from the handle's
+    /// position).
+    pub fn list(&self) -> io::Result<Vec<Listed>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = Vec::new();
+        let push = |b: &[u8]| out.push(Listed(std::ffi::OsStr::from_bytes(b).to_owned()));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        getdents(self.0.as_raw_fd(), push)?;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        each_name(self.0.as_raw_fd(), push)?;
+        Ok(out)
+    }
+
+    /// What `l` is and its `lstat`, relative to this directory.
+    pub fn stat(&self, l: &Listed) -> io::Result<(Kind, Stat)> {
+        let c = os_cstr(&l.0)?;
+        // SAFETY: zeroed stat is a valid out-parameter.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, name and out-parameter.
+        check(unsafe {
+            libc::fstatat(
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        Ok((kind_of(st.st_mode), stat_of(&st)))
+    }
+
+    /// The target of the symlink `l`.
+    pub fn read_link(&self, l: &Listed) -> io::Result<std::ffi::OsString> {
+        use std::os::unix::ffi::OsStringExt;
+        let c = os_cstr(&l.0)?;
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: valid descriptor and name; `buf` is writable for its length.
+            let n = unsafe {
+                libc::readlinkat(
+                    self.0.as_raw_fd(),
+                    c.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Ok(std::ffi::OsString::from_vec(buf));
+            }
+            // Possibly cut short: try again with more room.
+            let more = buf.len() * 2;
+            buf.resize(more, 0);
+        }
+    }
+}
+
+/// Call `f` with each name read from the directory handle `fd` by the
+/// `getdents64` system call: `readdir` through `fdopendir` costs another
+/// five calls per directory (a duplicate handle, `fstat`, `fcntl`, a seek
+/// and a close), 57,000 of them for the 11,400 directories of a
+/// 120,000-file `node_modules`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn getdents(fd: RawFd, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    // `struct linux_dirent64` (getdents64(2)): d_ino u64, d_off i64,
+    // d_reclen u16, d_type u8, then the NUL-terminated name.
+    const NAME_AT: usize = 19;
+    let mut buf = vec![0u64; 4096]; // 32 KiB, aligned for the records
+    loop {
+        // SAFETY: valid descriptor; `buf` is writable for the length given.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd,
+                buf.as_mut_ptr(),
+                buf.len() * std::mem::size_of::<u64>(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: the kernel wrote `n` bytes at the start of `buf`.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
+        let mut at = 0;
+        while at < bytes.len() {
+            let bad = || io::Error::new(io::ErrorKind::InvalidData, "a malformed directory record");
+            let rec = bytes.get(at..at + NAME_AT).ok_or_else(bad)?;
+            let len = usize::from(u16::from_ne_bytes([rec[16], rec[17]]));
+            let name = bytes.get(at + NAME_AT..at + len).ok_or_else(bad)?;
+            let name = &name[..name.iter().position(|&b| b == 0).ok_or_else(bad)?];
+            if name != b"." && name != b".." {
+                f(name);
+            }
+            at += len;
+        }
+    }
+}
+
+fn kind_of(mode: libc::mode_t) -> Kind {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => Kind::File,
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFLNK => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
+/// The same figures as [`Stat::of`] reads from std's `Metadata`.
+#[allow(clippy::unnecessary_cast)] // the field types differ between targets
+fn stat_of(st: &libc::stat) -> Stat {
+    Stat {
+        size: st.st_size as u64,
+        mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+        ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+        ino: st.st_ino as u64,
+        mode: st.st_mode as u32 & 0o7777,
+    }
 }
 
 fn times(ns: i64) -> [libc::timespec; 2] {
@@ -259,7 +440,7 @@ fn times(ns: i64) -> [libc::timespec; 2] {
             tv_nsec: libc::UTIME_OMIT,
         },
         libc::timespec {
-            tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
+            tv_sec: ns.div_euclid(1_000_000_000) as _,
             tv_nsec: ns.rem_euclid(1_000_000_000) as _,
         },
     ]

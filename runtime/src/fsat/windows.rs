@@ -694,3 +694,58 @@ pub fn stat_of(m: &std::fs::Metadata) -> Stat {
 pub fn raise_fd_limit() -> u64 {
     65536
 }
+
+/// A directory opened for the save's walk ([`crate::scan`]). On Windows the
+/// listing already carries each entry's metadata (`FindNextFileW`), so this
+/// is std's `read_dir` by path, as before: no call per entry to save.
+pub struct WalkDir(std::path::PathBuf);
+
+/// One entry listed by [`WalkDir::list`], with its metadata.
+pub struct Listed(std::fs::DirEntry, std::ffi::OsString);
+
+impl Listed {
+    pub fn name(&self) -> &std::ffi::OsStr {
+        &self.1
+    }
+}
+
+impl WalkDir {
+    pub fn open(abs: &Path) -> io::Result<WalkDir> {
+        Ok(WalkDir(abs.to_path_buf()))
+    }
+
+    pub fn open_child(&self, l: &Listed) -> io::Result<WalkDir> {
+        Ok(WalkDir(l.0.path()))
+    }
+
+    pub fn list(&self) -> io::Result<Vec<Listed>> {
+        std::fs::read_dir(&self.0)?
+            .map(|e| {
+                e.map(|e| {
+                    let name = e.file_name();
+                    Listed(e, name)
+                })
+            })
+            .collect()
+    }
+
+    /// What `l` is (a symlink or junction as itself) and its metadata.
+    pub fn stat(&self, l: &Listed) -> io::Result<(Kind, Stat)> {
+        let m = l.0.metadata()?;
+        let ft = m.file_type();
+        let kind = if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        };
+        Ok((kind, stat_of(&m)))
+    }
+
+    pub fn read_link(&self, l: &Listed) -> io::Result<std::ffi::OsString> {
+        std::fs::read_link(l.0.path()).map(|p| p.into_os_string())
+    }
+}
