@@ -226,6 +226,42 @@ fn a_save_without_a_stat_index_stores_only_new_bytes() {
     assert_same(&a.path("other"), &a.path("check"), CREDS);
 }
 
+/// A stat index cut short (a full disk, a crash of something else) is
+/// refused as a whole when it is opened: the save reads every file and
+/// still stores only what changed, and the snapshot is exact.
+#[test]
+fn a_damaged_stat_index_costs_reads_never_content() {
+    let a = Area::new();
+    rich_tree(&a.path("src"));
+    for i in 0..300 {
+        write(
+            &a.path(&format!("src/node_modules/many/d{}/f{i}.js", i % 20)),
+            format!("// {i}\n").as_bytes(),
+        );
+    }
+    let args = ["--store", &a.store(), "--path", "node_modules", "--json"];
+    a.ok("src", &[&["save"][..], &args].concat());
+    a.ok("ci", &[&["restore"][..], &args].concat());
+    let mut cut = 0;
+    for e in std::fs::read_dir(a.path("cache/stat-index")).unwrap() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(e.unwrap().path())
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len / 2).unwrap();
+        cut += 1;
+    }
+    assert!(cut > 0, "no stat index was written");
+    write(&a.path("ci/node_modules/many/d3/f43.js"), b"// edited\n");
+    let saved = a.ok("ci", &[&["save"][..], &args].concat());
+    assert_eq!(saved["outcome"], "saved", "{saved}");
+    assert_eq!(saved["new_bytes"], 10, "only the edit is new: {saved}");
+    assert!(saved["files_read"].as_u64().unwrap() > 300, "{saved}");
+    a.ok("check", &[&["restore"][..], &args].concat());
+    assert_same(&a.path("ci"), &a.path("check"), CREDS);
+}
+
 #[test]
 fn excludes_are_honoured_on_save_and_restore() {
     let a = Area::new();
