@@ -23,6 +23,10 @@
 # baselines, stored bytes against tar.zst, the 1% save's stored bytes against
 # the cold save's, objects per save and peak RSS. At its end it runs
 # scripts/bench-backend.sh if that file exists.
+# BIN=path benchmarks that binary instead of `cargo build --release` (the
+# glibc build): for example the static musl build the npm packages and the
+# Action ship, whose path `scripts/cross-build.sh x86_64-unknown-linux-musl`
+# prints; it is passed on to bench-backend.sh.
 # This is a benchmark, not a test: it prints figures and exits 0.
 #
 # No tree is deleted until the script exits (only a store's few packs and
@@ -50,8 +54,12 @@ mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/trash"
 
-cargo build --release --locked --quiet
-BIN=$REPO/target/release/stateful-ci
+USER_BIN=${BIN:-}
+if [ -z "$USER_BIN" ]; then
+  cargo build --release --locked --quiet
+  BIN=$REPO/target/release/stateful-ci
+fi
+[ -x "$BIN" ] || { echo "bench-runtime: BIN=$BIN is not an executable" >&2; exit 1; }
 
 now() { date +%s.%N; }
 # set_aside PATH...: move trees out of the way, to be deleted at exit.
@@ -230,11 +238,13 @@ fi
 
 echo
 echo "=========== stateful-ci runtime benchmark ($(date -u +%Y-%m-%d), $(nproc) cores) ==========="
+linkage=dynamically; ldd "$BIN" > /dev/null 2>&1 || linkage=statically
+echo "binary: $BIN ($("$BIN" --version), $linkage linked)"
 cat "$REPORT"
 
 if [ -f scripts/bench-backend.sh ]; then
   echo
   echo "== backend (scripts/bench-backend.sh)"
   # No tree was deleted above (see set_aside): no need to wait.
-  SETTLE=${SETTLE:-0} bash scripts/bench-backend.sh
+  SETTLE=${SETTLE:-0} BIN=$USER_BIN bash scripts/bench-backend.sh
 fi
