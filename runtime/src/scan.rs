@@ -16,7 +16,7 @@ use stateful_ci_protocol::EntryKind;
 
 use crate::deny::is_denied;
 use crate::error::{Error, Result, io_ctx};
-use crate::fsat::{Kind, WalkDir};
+use crate::fsat::{self, Kind, WalkDir};
 
 /// The parts of `lstat` the engine uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -269,7 +269,12 @@ impl<'s> Walk<'s> {
                 drop(parent);
                 match opened {
                     Ok(sub) => self.visit(s, child, sub, st),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    // Removed, or replaced by a file or a symlink, since it
+                    // was listed: left out, like a file that vanished.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            || fsat::is_loop(&e)
+                            || fsat::is_not_dir(&e) => {}
                     Err(e) => self.fail("list", &child, e),
                 }
             });
@@ -377,5 +382,24 @@ mod tests {
         let link = r.entries.iter().find(|e| &*e.path == "root/sub/dirlink");
         assert_eq!(link.unwrap().target.as_deref(), Some("../outside"));
         assert!(r.entries.iter().all(|e| !e.path.contains("secret")));
+    }
+
+    /// A subdirectory replaced by a symlink between its listing and its
+    /// opening is refused, never followed (the walk then leaves it out).
+    #[test]
+    fn a_directory_swapped_for_a_symlink_is_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("root/sub")).unwrap();
+        std::fs::create_dir(t.path().join("outside")).unwrap();
+        let root = WalkDir::open(&t.path().join("root")).unwrap();
+        let listed = root.list().unwrap();
+        let sub = listed.iter().find(|l| l.name() == "sub").unwrap();
+        std::fs::remove_dir(t.path().join("root/sub")).unwrap();
+        std::os::unix::fs::symlink("../outside", t.path().join("root/sub")).unwrap();
+        let e = root
+            .open_child(sub)
+            .err()
+            .expect("the symlink was followed");
+        assert!(fsat::is_loop(&e) || fsat::is_not_dir(&e), "{e}");
     }
 }

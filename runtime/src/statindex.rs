@@ -159,12 +159,6 @@ impl StatIndex {
         r.matches(stat).then_some(r)
     }
 
-    /// The records, sorted by path, given up (so a caller walking a sorted
-    /// scan beside them can move blob lists out instead of copying them).
-    pub fn into_files(self) -> Vec<(Box<str>, Record)> {
-        self.files
-    }
-
     /// Record a file whose content was read at `read_at_ns`. Racy entries
     /// (changed too close to the read) are recorded as untrusted.
     pub fn record_read(&mut self, path: String, stat: &Stat, blobs: Blobs, read_at_ns: i64) {
