@@ -1,6 +1,10 @@
 //! Walking the configured paths: a parallel walk that never follows
 //! symlinks, skips the deny list and the user's excludes, and records what
 //! it passes over so the summary can say so (by count, never by content).
+//! Each directory is listed, its entries stat'ed and its subdirectories
+//! opened relative to its own handle ([`WalkDir`]), never by a full path:
+//! the kernel resolves one name per call, and a directory replaced by a
+//! symlink while the walk runs is not followed.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
