@@ -359,11 +359,12 @@ mod tests {
         std::fs::create_dir(ws.join("outside")).unwrap();
         std::fs::write(ws.join("outside/secret"), b"x").unwrap();
         std::os::unix::fs::symlink("../outside", ws.join("root/sub/dirlink")).unwrap();
+        // Not UTF-8: refused by some file systems (APFS), counted where made.
         let bad = std::ffi::OsStr::from_bytes(b"root/sub/\xff");
-        std::fs::write(ws.join(bad), b"").unwrap();
+        let non_utf8 = std::fs::write(ws.join(bad), b"").is_ok();
 
         let r = scan(ws, &["root".to_string()], &Filter::new(&[]).unwrap()).unwrap();
-        assert_eq!(r.skipped_non_utf8, 1);
+        assert_eq!(r.skipped_non_utf8, u64::from(non_utf8));
         assert_eq!(r.entries.len(), 1 + 1 + 2000 + 1 + 1 + 1 + 1);
         assert!(r.entries.windows(2).all(|w| w[0].path < w[1].path));
         for e in &r.entries {
