@@ -178,6 +178,21 @@ pub enum Kind {
     Other,
 }
 
+impl Kind {
+    /// What std's file type (of metadata that did not follow a symlink) is.
+    pub fn of(ft: std::fs::FileType) -> Kind {
+        if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

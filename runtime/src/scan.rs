@@ -147,13 +147,7 @@ pub fn scan(workspace: &Path, roots: &[String], filter: &Filter) -> Result<ScanR
                             Err(e) => errors.lock().unwrap().push(io_ctx("list", &abs, e)),
                         }
                     } else {
-                        let kind = if m.file_type().is_symlink() {
-                            Kind::Symlink
-                        } else if m.is_file() {
-                            Kind::File
-                        } else {
-                            Kind::Other
-                        };
+                        let kind = Kind::of(m.file_type());
                         let target = || std::fs::read_link(&abs).map(|t| t.into_os_string());
                         if let Some(leaf) = walk.leaf(root.clone(), kind, stat, target) {
                             out.lock().unwrap().push(leaf);

@@ -209,15 +209,7 @@ pub fn kind_at(dir: RawFd, name: &str) -> io::Result<Kind> {
         Err(e) => return Err(e),
     };
     let ft = as_file(h.as_raw_handle()).metadata()?.file_type();
-    Ok(if ft.is_symlink() {
-        Kind::Symlink
-    } else if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_file() {
-        Kind::File
-    } else {
-        Kind::Other
-    })
+    Ok(Kind::of(ft))
 }
 
 /// [`create_file_at`]; Windows has no mode bits to set (see the module doc).
@@ -732,17 +724,7 @@ impl WalkDir {
     /// What `l` is (a symlink or junction as itself) and its metadata.
     pub fn stat(&self, l: &Listed) -> io::Result<(Kind, Stat)> {
         let m = l.0.metadata()?;
-        let ft = m.file_type();
-        let kind = if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            Kind::File
-        } else {
-            Kind::Other
-        };
-        Ok((kind, stat_of(&m)))
+        Ok((Kind::of(m.file_type()), stat_of(&m)))
     }
 
     pub fn read_link(&self, l: &Listed) -> io::Result<std::ffi::OsString> {
