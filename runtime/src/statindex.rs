@@ -461,33 +461,54 @@ const BATCHES_AHEAD: usize = 16;
 
 impl IndexStream {
     /// Start decoding the records on a thread of their own, ahead of the
-    /// walk that will take them from the returned [`ReadAhead`].
+    /// walk that will take them from the returned [`ReadAhead`] (or, if no
+    /// thread can be started, as the walk takes them).
     pub fn read_ahead(self) -> ReadAhead {
         let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
-        let reader = std::thread::spawn(move || {
-            let mut me = self;
-            loop {
-                let batch: Vec<_> = me.by_ref().take(BATCH).collect();
-                // Stops when the walk has gone (it no longer receives).
-                if batch.is_empty() || tx.send(batch).is_err() {
-                    break;
+        // The stream goes to the thread once it runs, so it is still ours
+        // if the thread cannot be started.
+        let (give, take) = std::sync::mpsc::channel::<IndexStream>();
+        let spawned = std::thread::Builder::new()
+            .name("stat-index".into())
+            .spawn(move || {
+                let Ok(mut me) = take.recv() else {
+                    return false;
+                };
+                loop {
+                    let batch: Vec<_> = me.by_ref().take(BATCH).collect();
+                    // Stops when the walk has gone (it no longer receives).
+                    if batch.is_empty() || tx.send(batch).is_err() {
+                        break;
+                    }
                 }
-            }
-            me.damaged()
-        });
+                me.damaged()
+            });
+        let source = match spawned {
+            Ok(reader) => match give.send(self) {
+                Ok(()) => Source::Thread { rx, reader },
+                Err(back) => Source::Inline(Box::new(back.0)),
+            },
+            Err(_) => Source::Inline(Box::new(self)),
+        };
         ReadAhead {
-            rx,
+            source,
             batch: Vec::new().into_iter(),
-            reader,
         }
     }
 }
 
 /// The records of an [`IndexStream`], decoded by another thread.
 pub struct ReadAhead {
-    rx: std::sync::mpsc::Receiver<Vec<(Box<str>, Record)>>,
+    source: Source,
     batch: std::vec::IntoIter<(Box<str>, Record)>,
-    reader: std::thread::JoinHandle<bool>,
+}
+
+enum Source {
+    Thread {
+        rx: std::sync::mpsc::Receiver<Vec<(Box<str>, Record)>>,
+        reader: std::thread::JoinHandle<bool>,
+    },
+    Inline(Box<IndexStream>),
 }
 
 impl Iterator for ReadAhead {
@@ -498,7 +519,10 @@ impl Iterator for ReadAhead {
             if let Some(r) = self.batch.next() {
                 return Some(r);
             }
-            self.batch = self.rx.recv().ok()?.into_iter();
+            match &mut self.source {
+                Source::Thread { rx, .. } => self.batch = rx.recv().ok()?.into_iter(),
+                Source::Inline(stream) => return stream.next(),
+            }
         }
     }
 }
@@ -507,10 +531,15 @@ impl ReadAhead {
     /// Stop reading; whether the index turned out
     /// [`damaged`](IndexStream::damaged) in what was read.
     pub fn finish(self) -> bool {
-        drop(self.rx);
-        self.reader
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        match self.source {
+            Source::Thread { rx, reader } => {
+                drop(rx);
+                reader
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }
+            Source::Inline(stream) => stream.damaged(),
+        }
     }
 }
 
@@ -726,7 +755,8 @@ mod tests {
     }
 
     /// Read ahead on another thread, every record arrives in order, more
-    /// than fit ahead at once; a walk that stops early still finishes.
+    /// than fit ahead at once; a walk that stops early still finishes; and
+    /// without a thread the same records come inline.
     #[test]
     fn reading_ahead_gives_every_record_and_can_stop_early() {
         let n = BATCH * BATCHES_AHEAD + BATCH + 17;
@@ -751,5 +781,13 @@ mod tests {
         let mut ahead = open().read_ahead();
         assert_eq!(ahead.by_ref().take(10).count(), 10);
         assert!(!ahead.finish());
+
+        // Where no thread could be started, the walk decodes as it goes.
+        let mut inline = ReadAhead {
+            source: Source::Inline(Box::new(open())),
+            batch: Vec::new().into_iter(),
+        };
+        assert_eq!(inline.by_ref().count(), n);
+        assert!(!inline.finish());
     }
 }
