@@ -61,8 +61,26 @@ if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/nu
   cargo zigbuild --release --locked --target "$target" --bin stateful-ci >&2
 elif [ -x /usr/bin/rustc ] && [ -f /usr/lib/rustlib/src/rust/library/Cargo.lock ]; then
   echo "cross-build: $target with Debian's rustc and its std rebuilt (-Zbuild-std)" >&2
+  extra=""
+  case "$target" in
+    *-windows-gnu)
+      # Debian's rustc links every windows-gnu program with -lssp_nonshared
+      # -lssp (its target spec's late-link-args: Debian's mingw-w64 is built
+      # with _FORTIFY_SOURCE), which zig's mingw does not ship. Nothing here
+      # calls the stack protector's functions (the link fails loudly if
+      # something does), so empty archives satisfy the flags.
+      if RUSTC_BOOTSTRAP=1 /usr/bin/rustc --print target-spec-json -Z unstable-options --target "$target" | grep -q '"-lssp"'; then
+        stubs="$root/target/cross/ssp-stubs"
+        mkdir -p "$stubs"
+        for lib in libssp.a libssp_nonshared.a; do
+          [ -f "$stubs/$lib" ] || python3 -m ziglang ar rc "$stubs/$lib"
+        done
+        extra="-Lnative=$stubs"
+      fi
+      ;;
+  esac
   # Its own target directory: another compiler than the everyday builds.
-  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Clink-self-contained=no ${RUSTFLAGS:-}" \
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Clink-self-contained=no $extra ${RUSTFLAGS:-}" \
     CARGO_TARGET_DIR="$root/target/cross" \
     /usr/bin/cargo zigbuild --release --locked --target "$target" --bin stateful-ci \
     -Zbuild-std=std,panic_abort >&2
