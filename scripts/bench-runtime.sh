@@ -59,7 +59,7 @@ if [ -z "$USER_BIN" ]; then
   cargo build --release --locked --quiet
   BIN=$REPO/target/release/stateful-ci
 fi
-[ -x "$BIN" ] || { echo "bench-runtime: BIN=$BIN is not an executable" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "bench-runtime: BIN=$BIN is not an executable file; point BIN at a built stateful-ci, or leave it unset to build one" >&2; exit 1; }
 
 now() { date +%s.%N; }
 # set_aside PATH...: move trees out of the way, to be deleted at exit.

@@ -92,16 +92,18 @@ pub struct SnapshotArgs {
 /// allocator serialises every thread on one lock. A no-change save of
 /// 120,000 files with musl's allocator made 9,675 futex calls (glibc's
 /// build: 172) and took 0.49-0.93 s (glibc's: 0.29-0.33 s); with mimalloc,
-/// 530 futex calls and 0.39-0.44 s (the rest of the gap is Rust's std on
-/// musl stat-ing each entry by its full path). ripgrep likewise replaces
-/// musl's allocator (with jemalloc).
+/// 530 futex calls and 0.39-0.44 s (the rest of that gap was Rust's std on
+/// musl stat-ing each entry by its full path, which the walk no longer
+/// does: 0.30-0.32 s since). ripgrep likewise replaces musl's allocator
+/// (with jemalloc).
 ///
 /// mimalloc keeps freed memory for a while and commits its arenas up
 /// front: left so, a cold save of 120,000 files peaked at 151-156 MiB
 /// resident where glibc's build peaked at 79-83 MiB. [`tune_allocator`]
 /// makes it return freed memory at once and commit arenas as they are
 /// used: 82-84 MiB. At 500,000 files: cold save 211 MiB (glibc's 208),
-/// no-change save 228 (213), restore 163 (188).
+/// no-change save 228 (213), restore 163 (188); the no-change save is
+/// 169 MiB since it streams the stat index (docs/BENCHMARKS.md).
 #[cfg(all(target_os = "linux", target_env = "musl"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

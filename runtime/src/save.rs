@@ -147,7 +147,7 @@ struct Known {
 fn known_from(
     store: &dyn Store,
     head: Option<&Head>,
-    index_base: Option<&Base>,
+    index_base: Option<Base>,
     store_id: &str,
     reporter: &dyn Reporter,
 ) -> Result<Known> {
@@ -178,7 +178,7 @@ fn known_from(
                         HashMap::new()
                     };
                     return Ok(Known {
-                        base: Some(b.clone()),
+                        base: Some(b),
                         index_valid: true,
                         blobs: BlobLocs::default(),
                         pieces,
@@ -383,7 +383,7 @@ pub fn save(
             // one at a time beside the scan, below.
             let mut old_index = IndexStream::open(workspace);
             let base = old_index.as_mut().and_then(|ix| ix.base.take());
-            let known = known_from(store, head.as_ref(), base.as_ref(), &store_id, reporter)?;
+            let known = known_from(store, head.as_ref(), base, &store_id, reporter)?;
             // Decoding the records starts now, while the walk runs, but
             // only so far ahead of the walk that takes them.
             let old_index = old_index.filter(|_| known.index_valid);
