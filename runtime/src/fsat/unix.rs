@@ -497,6 +497,12 @@ pub fn write_all_at(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(f, buf, off)
 }
 
+/// Make what was last created or renamed in directory `dir` durable (the
+/// directory's own entries, which `fsync` of a file inside does not cover).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Bytes available to this user on the file system holding `path`; `None`
 /// when it cannot be told.
 pub fn free_space(path: &Path) -> Option<u64> {

@@ -603,6 +603,14 @@ pub fn write_all_at(f: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Nothing on Windows: there is no call that flushes a directory's entries
+/// (`File::open` on a directory fails with "Access denied", which failed
+/// every head update of a local store when it synced `heads/` that way);
+/// the rename's durability is left to NTFS's metadata journal.
+pub fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
 /// Bytes available to this user on the volume holding `path`.
 pub fn free_space(path: &Path) -> Option<u64> {
     let p = wide(path.as_os_str());

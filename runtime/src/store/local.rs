@@ -250,7 +250,7 @@ fn write_atomic(root: &Path, dest: &Path, bytes: &[u8], sync: bool) -> Result<()
         fs::rename(&tmp, dest)?;
         if sync {
             if let Some(parent) = dest.parent() {
-                File::open(parent)?.sync_all()?;
+                crate::fsat::sync_dir(parent)?;
             }
         }
         Ok(())
