@@ -47,6 +47,15 @@ fi
 
 launcher_js="$root/npm/stateful-ci/bin/stateful-ci.js"
 run_binary=()
+stage="" wine_prefix=""
+cleanup() {
+  if [ -n "$wine_prefix" ]; then
+    WINEPREFIX="$wine_prefix" wineserver -k >/dev/null 2>&1 || true
+    rm -rf "$wine_prefix"
+  fi
+  if [ -n "$stage" ]; then rm -rf "$stage"; fi
+}
+trap cleanup EXIT
 if [ -z "$target" ]; then
   case "${STATEFUL_CI_PACK_PROFILE:-release}" in
     release) profile_args=(--release) profile_dir=release ;;
@@ -74,9 +83,17 @@ else
   host_arch="$(uname -m)"
   case "$target" in
     *-windows-*)
-      for w in wine64 wine; do
-        if command -v "$w" >/dev/null 2>&1; then run_binary=(env WINEDEBUG=-all "$w"); break; fi
-      done
+      if command -v wine >/dev/null 2>&1; then
+        # A prefix of its own (scripts/lib/wine.sh: one that Rust programs
+        # start in), removed on exit.
+        # shellcheck source=scripts/lib/cross-cargo.sh
+        . "$root/scripts/lib/cross-cargo.sh"
+        # shellcheck source=scripts/lib/wine.sh
+        . "$root/scripts/lib/wine.sh"
+        wine_prefix="$(mktemp -d -t stateful-ci-npm-pack-wine.XXXXXX)"
+        wine_ready "$wine_prefix"
+        run_binary=(wine)
+      fi
       ;;
     "$host_arch"-*) run_binary=(env) ;;
     aarch64-*)
@@ -100,7 +117,6 @@ else
 fi
 
 stage="$(mktemp -d)"
-trap 'rm -rf "$stage"' EXIT
 node "$root/npm/stage.js" --version "$version" --binary "$binary" --platform "$platform" --out "$stage" >/dev/null
 
 rm -f "$out/stateful-ci-$version.tgz" "$out/stateful-ci-cli-$platform-$version.tgz"

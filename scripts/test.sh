@@ -9,9 +9,10 @@ unset CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID
 
 section() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
-section "setup: Node 22, wasm toolchain, Worker bundle, emulator, lint tools, tmux"
+section "setup: Node 22, wasm toolchain, Worker bundle, emulator, lint tools, tmux, Wine"
 # tmux: the dashboard test drives the real TUI in a terminal (tests/integration/status.rs)
-bash scripts/setup.sh node wasm worker emulator lint tmux
+# Wine: runs the Windows build's tests (scripts/test-windows.sh)
+bash scripts/setup.sh node wasm worker emulator lint tmux wine
 
 section "Rust: format, lint, tests (the backend tests need the Worker under workerd)"
 cargo fmt --all -- --check
@@ -37,6 +38,13 @@ STATEFUL_CI_REQUIRE_WORKERD=1 cargo test --workspace --locked
 # --- trust crate on the Worker's target (wasm32): build + Node smoke run ---
 section "trust crate on wasm32"
 bash scripts/check-trust-wasm.sh
+
+# --- the Windows build (x86_64-pc-windows-gnu, Debian's rustc with its std
+# rebuilt, zig's mingw) under Wine: the runtime's tests and a round trip
+# through stateful-ci.exe. Another compiler than the workspace's, so
+# without the clippy wrapper. ---
+section "Windows build under Wine"
+env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS bash scripts/test-windows.sh
 
 # --- Worker backend: node:test suite under workerd + Rust driver ---
 section "Worker under workerd"
