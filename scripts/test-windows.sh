@@ -72,8 +72,14 @@ restore
 diff -r "$work/expected" "$ws/node_modules"
 restore
 [ "$(field files_written)" = 0 ] || { echo "test-windows: a restore onto a matching tree rewrote files" >&2; exit 1; }
+# The stat index the restore wrote (Windows: no inode, the last-write time
+# as both times) tells the next save that nothing changed.
+save
+[ "$(field outcome)" = unchanged ] || { cat "$work/out.json" >&2; echo "test-windows: a save right after a restore found changes" >&2; exit 1; }
+[ "$(field files_read)" = 0 ] || { cat "$work/out.json" >&2; echo "test-windows: a save right after a restore read files" >&2; exit 1; }
 printf 'changed\n' >>"$ws/node_modules/a/m7.js"
 save
+[ "$(field outcome)" = saved ] && [ "$(field files_read)" = 1 ] || { cat "$work/out.json" >&2; echo "test-windows: a save after one edit did not read just that file" >&2; exit 1; }
 cp -r "$ws/node_modules" "$work/expected2"
 printf 'local edit\n' >>"$ws/node_modules/a/m7.js"
 rm "$ws/node_modules/a/m8.js"
