@@ -4,19 +4,7 @@
 # Idempotent and instant when wine is already there; otherwise installs
 # Debian's wine64 package with apt-get (as root, or through sudo).
 set -euo pipefail
-if command -v wine >/dev/null 2>&1; then
-  echo "wine: $(command -v wine) ($(wine --version 2>/dev/null))"
-  exit 0
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "error: wine is missing and apt-get is not available; install wine (64-bit) with your package manager" >&2
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  SUDO="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends wine64 >/dev/null
+# shellcheck source=scripts/lib/tools.sh
+. "$(dirname "$0")/lib/tools.sh"
+ensure_apt_command wine wine64
 echo "wine: $(command -v wine) ($(wine --version 2>/dev/null))"

@@ -116,3 +116,17 @@ ensure_verdaccio() {
   fi
   export VERDACCIO
 }
+
+# ensure_apt_command COMMAND PACKAGE: installs Debian's PACKAGE with apt-get
+# (as root, or through sudo) unless COMMAND is already on PATH.
+ensure_apt_command() {
+  local cmd="$1" pkg="$2" sudo=""
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: $cmd is missing and apt-get is not available; install $pkg with your package manager" >&2
+    return 1
+  fi
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+}
