@@ -15,10 +15,11 @@
 #   emulator  the local Cloudflare emulator's npm packages  scripts/setup-emulator.sh
 #   lint      actionlint, zizmor, ShellCheck, PyYAML        scripts/setup-lint.sh
 #   tmux      tmux, for the dashboard's terminal test       scripts/setup-tmux.sh
-#   wine      Wine, for the Windows build's tests           scripts/setup-wine.sh
+#   platforms Wine and qemu-user, for the Windows and Linux  scripts/setup-platforms.sh
+#             arm64 builds' tests
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-all=(node wasm worker emulator lint tmux wine)
+all=(node wasm worker emulator lint tmux platforms)
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=("${all[@]}")
 for part in "${parts[@]}"; do
@@ -29,7 +30,7 @@ for part in "${parts[@]}"; do
     emulator) bash "$here/setup-emulator.sh" >/dev/null ;;
     lint) bash "$here/setup-lint.sh" >/dev/null ;;
     tmux) bash "$here/setup-tmux.sh" >/dev/null ;;
-    wine) bash "$here/setup-wine.sh" >/dev/null ;;
+    platforms) bash "$here/setup-platforms.sh" >/dev/null ;;
     *)
       echo "setup: unknown part '$part'; the parts are: ${all[*]}" >&2
       exit 2

@@ -9,10 +9,10 @@ unset CLOUDFLARE_API_TOKEN CLOUDFLARE_ACCOUNT_ID
 
 section() { printf '\n=== %s (%s)\n' "$1" "$(date +%T)"; }
 
-section "setup: Node 22, wasm toolchain, Worker bundle, emulator, lint tools, tmux, Wine"
+section "setup: Node 22, wasm toolchain, Worker bundle, emulator, lint tools, tmux, Wine, qemu-user"
 # tmux: the dashboard test drives the real TUI in a terminal (tests/integration/status.rs)
-# Wine: runs the Windows build's tests (scripts/test-windows.sh)
-bash scripts/setup.sh node wasm worker emulator lint tmux wine
+# Wine, qemu-user: run the Windows and Linux arm64 builds' tests (scripts/test-platforms.sh)
+bash scripts/setup.sh node wasm worker emulator lint tmux platforms
 
 section "Rust: format, lint, tests (the backend tests need the Worker under workerd)"
 cargo fmt --all -- --check
@@ -39,12 +39,13 @@ STATEFUL_CI_REQUIRE_WORKERD=1 cargo test --workspace --locked
 section "trust crate on wasm32"
 bash scripts/check-trust-wasm.sh
 
-# --- the Windows build (x86_64-pc-windows-gnu, Debian's rustc with its std
-# rebuilt, zig's mingw) under Wine: the runtime's tests and a round trip
-# through stateful-ci.exe. Another compiler than the workspace's, so
+# --- other platforms' builds (Debian's rustc with its std rebuilt, zig as
+# the C compiler): Windows under Wine (the runtime's tests and a round trip
+# through stateful-ci.exe), Linux arm64 under qemu-user (the runtime's
+# tests), macOS type-checked. Another compiler than the workspace's, so
 # without the clippy wrapper. ---
-section "Windows build under Wine"
-env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS bash scripts/test-windows.sh
+section "Windows (Wine), Linux arm64 (qemu-user), macOS (check)"
+env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS bash scripts/test-platforms.sh
 
 # --- Worker backend: node:test suite under workerd + Rust driver ---
 section "Worker under workerd"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/cross-build.sh and scripts/test-windows.sh: cargo for
+# Sourced by scripts/cross-build.sh and scripts/test-platforms.sh: cargo for
 # another target than this machine's, with zig as the C compiler and linker
 # (cargo-zigbuild; zig brings the musl or mingw C runtime).
 #

@@ -145,4 +145,8 @@ ensure_apt_command() {
   [ "$(id -u)" = 0 ] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+  command -v "$cmd" >/dev/null 2>&1 || {
+    echo "error: installed Debian's $pkg but there is still no $cmd on PATH; the package that provides it is named by \`apt-file search bin/$cmd\`" >&2
+    return 1
+  }
 }

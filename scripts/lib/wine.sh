@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/test-windows.sh and scripts/npm-pack.sh (after
+# Sourced by scripts/test-platforms.sh and scripts/npm-pack.sh (after
 # scripts/lib/cross-cargo.sh): running Windows programs built by Rust under
 # Wine.
 #
@@ -19,7 +19,7 @@ wine_ready() {
   wineboot --init >/dev/null 2>&1 || true
   local system32="$WINEPREFIX/drive_c/windows/system32"
   if ! [ -d "$system32" ]; then
-    echo "wine: wineboot made no prefix at $WINEPREFIX ($(wine --version 2>&1)); run \`WINEPREFIX=$WINEPREFIX wineboot --init\` to see why, or reinstall Wine (scripts/setup.sh wine)" >&2
+    echo "wine: wineboot made no prefix at $WINEPREFIX ($(wine --version 2>&1)); run \`WINEPREFIX=$WINEPREFIX wineboot --init\` to see why, or reinstall Wine (scripts/setup.sh platforms)" >&2
     return 1
   fi
   if ! [ -f "$system32/bcryptprimitives.dll" ]; then

@@ -4,7 +4,7 @@
  * calls for the random keys of every HashMap (rust-lang/rust#121337, Rust
  * 1.78; the failure under Debian's Wine 8.0 is rust-lang/rust#128066). Built
  * with zig's mingw and put beside the test executables by
- * scripts/test-windows.sh, never shipped. Windows documents ProcessPrng as
+ * scripts/test-platforms.sh, never shipped. Windows documents ProcessPrng as
  * filling the buffer and always returning TRUE; this fills it from
  * RtlGenRandom (advapi32's SystemFunction036), which Wine implements.
  */
