@@ -235,7 +235,7 @@ fn drop_collisions(mut entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
     // path, freed at once), not with a map of every path (16 MB on top of
     // the entry list at 500,000 paths, while the stat index is loaded), and
     // the hashes are taken without building the folded string for ASCII.
-    let mut sorted: Vec<u64> = entries.par_iter().map(|e| fold_hash(&e.path)).collect();
+    let mut sorted: Vec<u64> = entries.par_iter().map(|e| fold_hash(e.path())).collect();
     sorted.par_sort_unstable();
     let repeated: HashSet<u64> = sorted
         .windows(2)
@@ -249,7 +249,7 @@ fn drop_collisions(mut entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
     let candidates: Vec<usize> = entries
         .par_iter()
         .enumerate()
-        .filter(|(_, e)| repeated.contains(&fold_hash(&e.path)))
+        .filter(|(_, e)| repeated.contains(&fold_hash(e.path())))
         .map(|(i, _)| i)
         .collect();
     let mut keep = vec![true; entries.len()];
@@ -260,16 +260,16 @@ fn drop_collisions(mut entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
             // Below a directory left out already.
             continue;
         }
-        if seen.insert(fold_key(&entries[i].path)) {
+        if seen.insert(fold_key(entries[i].path())) {
             continue;
         }
         keep[i] = false;
-        skipped.push(entries[i].path.to_string());
+        skipped.push(entries[i].path().to_string());
         if entries[i].kind == EntryKind::Dir {
             // Everything below it: one run of the sorted list.
-            let prefix = format!("{}/", entries[i].path);
-            let from = entries.partition_point(|e| *e.path < *prefix);
-            let to = from + entries[from..].partition_point(|e| e.path.starts_with(&prefix));
+            let prefix = format!("{}/", entries[i].path());
+            let from = entries.partition_point(|e| e.path() < prefix.as_str());
+            let to = from + entries[from..].partition_point(|e| e.path().starts_with(&prefix));
             keep[from..to].fill(false);
         }
     }
@@ -349,14 +349,21 @@ fn node_parts(s: &Scanned) -> (u32, i64, u64) {
 fn node_of(s: &Scanned, blobs: &[(BlobId, Loc)]) -> Node {
     let (mode, mtime_ns, size) = node_parts(s);
     Node {
-        path: s.path.clone(),
+        path: s.path().into(),
         kind: s.kind,
         mode,
         mtime_ns,
         size,
-        target: s.target.clone(),
+        target: s.target().map(Into::into),
         blobs: blobs.into(),
     }
+}
+
+/// An entry's index as the save's per-file lists keep it (4 bytes, not 8:
+/// a cold save lists every file more than once). The walk cannot return
+/// four billion entries in the memory a save runs in.
+fn entry_ix(i: usize) -> u32 {
+    u32::try_from(i).expect("fewer than 2^32 entries")
 }
 
 pub fn save(
@@ -416,7 +423,8 @@ pub fn save(
     // and their blob lists moved, not copied: a file whose stat matches is
     // not read at all.
     let mut blobs_of: Vec<Option<Blobs>> = Vec::with_capacity(entries.len());
-    let mut to_read: Vec<usize> = Vec::new();
+    // Entry indices as u32 (the list of a cold save holds every file).
+    let mut to_read: Vec<u32> = Vec::new();
     // Blobs of the base that no unchanged file holds (changed, moved or
     // deleted files): a read file may well have one of them.
     let mut stale: Vec<(BlobId, Loc)> = Vec::new();
@@ -432,7 +440,7 @@ pub fn save(
             }
             let mut hit = None;
             while let Some((p, _)) = rec.peek() {
-                match (**p).cmp(&s.path) {
+                match (**p).cmp(s.path()) {
                     std::cmp::Ordering::Less => keep_stale(rec.next().expect("peeked").1.blobs),
                     std::cmp::Ordering::Equal => {
                         let r = rec.next().expect("peeked").1;
@@ -447,7 +455,7 @@ pub fn save(
                 }
             }
             if hit.is_none() {
-                to_read.push(i);
+                to_read.push(entry_ix(i));
             }
             blobs_of.push(hit);
         }
@@ -486,12 +494,12 @@ pub fn save(
     // freshly allocated extensions, was 0.4 s of one core before anything
     // was read in a cold save of 120,000 files). `to_read` is in path
     // order, so the index breaks ties by path.
-    to_read.par_sort_by_cached_key(|&i| (extension(&entries[i].path), i));
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut cur: Vec<usize> = Vec::new();
+    to_read.par_sort_by_cached_key(|&i| (extension(entries[i as usize].path()), i));
+    let mut groups: Vec<Vec<u32>> = Vec::new();
+    let mut cur: Vec<u32> = Vec::new();
     let mut cur_bytes = 0;
     for &i in &to_read {
-        let size = entries[i].stat.size;
+        let size = entries[i as usize].stat.size;
         if size > CHUNK_THRESHOLD {
             groups.push(vec![i]);
             continue;
@@ -508,10 +516,17 @@ pub fn save(
     }
     // Large files first keeps both cores busy to the end.
     groups.sort_by_key(|g| {
-        std::cmp::Reverse(g.len() == 1 && entries[g[0]].stat.size > CHUNK_THRESHOLD)
+        std::cmp::Reverse(g.len() == 1 && entries[g[0] as usize].stat.size > CHUNK_THRESHOLD)
     });
+    // The groups now say which files to read; their count is kept.
+    let files_read = to_read.len();
+    drop(to_read);
 
-    let total: u64 = to_read.iter().map(|&i| entries[i].stat.size).sum();
+    let total: u64 = groups
+        .iter()
+        .flatten()
+        .map(|&i| entries[i as usize].stat.size)
+        .sum();
     reporter.phase(Phase::Pack, Some(total));
     let packer = Packer::new(store, opts.level, &known.blobs, base_packs as u32);
     // Room for every new blob's location up front (one per small file, a
@@ -520,9 +535,10 @@ pub fn save(
     // leave 40 MB); and the same room in the set that deduplicates them,
     // which would otherwise hold its old and its new table at once while
     // it grows, as the last files are read (17 MB on top of 35 MB).
-    let expected_blobs: u64 = to_read
+    let expected_blobs: u64 = groups
         .iter()
-        .map(|&i| match entries[i].stat.size {
+        .flatten()
+        .map(|&i| match entries[i as usize].stat.size {
             n if n > CHUNK_THRESHOLD => n / CHUNK_AVG as u64 + n / (4 * CHUNK_AVG as u64) + 1,
             _ => 1,
         })
@@ -581,12 +597,12 @@ pub fn save(
                             for &i in g {
                                 let o = read_file_twice(
                                     workspace,
-                                    &entries[i],
+                                    &entries[i as usize],
                                     fb,
                                     &mut ids,
                                     reporter,
                                 )?;
-                                out.push((i as u32, o));
+                                out.push((i, o));
                             }
                             fb.flush_all()?;
                             Ok((out, ids))
@@ -634,7 +650,7 @@ pub fn save(
                     Ok((out, lists))
                 })
                 .collect::<Result<_>>()?;
-            let mut read_at = Vec::with_capacity(to_read.len());
+            let mut read_at = Vec::with_capacity(files_read);
             let mut changing = Vec::new();
             for (out, lists) in resolved {
                 let mut lists = lists.into_iter();
@@ -652,7 +668,7 @@ pub fn save(
                             }
                             read_at.push((i, at));
                         }
-                        FileOutcome::Changing => changing.push(entries[i].path.to_string()),
+                        FileOutcome::Changing => changing.push(entries[i].path().to_string()),
                         FileOutcome::Vanished => {}
                     }
                 }
@@ -663,10 +679,11 @@ pub fn save(
             // Pieces, a batch at a time: reuse the stored ones, pack the new.
             // A piece whose digest the stat index recorded is reused as it
             // is; only the others are built as JSON and hashed.
-            let included: Vec<usize> = (0..entries.len())
+            let included: Vec<u32> = (0..entries.len())
                 .filter(|&i| blobs_of[i].is_some())
+                .map(entry_ix)
                 .collect();
-            let bounds = piece_bounds(included.iter().map(|&i| &*entries[i].path));
+            let bounds = piece_bounds(included.iter().map(|&i| entries[i as usize].path()));
             let mut ids = Vec::with_capacity(bounds.len());
             let mut pieces = Vec::with_capacity(bounds.len());
             let mut digests = Vec::with_capacity(bounds.len());
@@ -683,11 +700,11 @@ pub fn save(
                     .map_init(PieceDigest::default, |digest, r| {
                         let members = &included[r.clone()];
                         for &i in members {
-                            let s = &entries[i];
-                            let blobs = blobs_of[i].as_deref().unwrap_or_default();
+                            let (s, blobs) = (&entries[i as usize], &blobs_of[i as usize]);
+                            let blobs = blobs.as_deref().unwrap_or_default();
                             let (mode, mtime_ns, size) = node_parts(s);
-                            let target = s.target.as_deref();
-                            digest.add(&s.path, s.kind, mode, mtime_ns, size, target, blobs);
+                            let target = s.target();
+                            digest.add(s.path(), s.kind, mode, mtime_ns, size, target, blobs);
                         }
                         let fp = digest.finish();
                         let n = r.len() as u32;
@@ -697,7 +714,8 @@ pub fn save(
                         let nodes: Vec<Node> = members
                             .iter()
                             .map(|&i| {
-                                node_of(&entries[i], blobs_of[i].as_deref().unwrap_or_default())
+                                let (s, blobs) = (&entries[i as usize], &blobs_of[i as usize]);
+                                node_of(s, blobs.as_deref().unwrap_or_default())
                             })
                             .collect();
                         let json = make_piece(&nodes).to_json();
@@ -796,7 +814,7 @@ pub fn save(
     // The index on disk already says all this when nothing changed, every
     // file matched it and it has these digests: then it is not rebuilt.
     let index_current = unchanged
-        && to_read.is_empty()
+        && files_read == 0
         && known.index_valid
         && !index_damaged
         && known.base.as_ref().is_some_and(|b| b.digests == digests);
@@ -822,9 +840,10 @@ pub fn save(
                 if index_current {
                     continue;
                 }
+                let stat = s.stat;
                 match at {
-                    Some(at) => index.record_read(s.path.into(), &s.stat, b, at),
-                    None => index.record_written(s.path.into(), &s.stat, b),
+                    Some(at) => index.record_read(s.into_path(), &stat, b, at),
+                    None => index.record_written(s.into_path(), &stat, b),
                 }
             }
             EntryKind::Dir => dirs += 1,
@@ -844,7 +863,7 @@ pub fn save(
         new_bytes,
         stored_bytes,
         objects_sent,
-        files_read: to_read.len() as u64,
+        files_read: files_read as u64,
         skipped_credentials,
         skipped_collisions: skipped_collisions.clone(),
         skipped_changing: skipped_changing.clone(),
@@ -993,7 +1012,7 @@ fn read_file_twice(
     ids: &mut Vec<BlobId>,
     reporter: &dyn Reporter,
 ) -> Result<FileOutcome> {
-    let abs = workspace.join(&*s.path);
+    let abs = workspace.join(s.path());
     let mark = ids.len();
     for attempt in 0..2 {
         let got = read_file(&abs, fb, ids, reporter)?;
@@ -1006,7 +1025,7 @@ fn read_file_twice(
                     Error::user(
                         format!(
                             "{} has more chunks than a snapshot can list (over 4 billion)",
-                            s.path
+                            s.path()
                         ),
                         "leave it out with an `exclude` pattern in stateful-ci.toml",
                     )
@@ -1024,7 +1043,7 @@ fn read_file_twice(
     }
     reporter.warn(&format!(
         "{} kept changing while it was read; it is not in this snapshot",
-        s.path
+        s.path()
     ));
     Ok(FileOutcome::Changing)
 }
@@ -1641,12 +1660,7 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, kind: EntryKind) -> Scanned {
-        Scanned {
-            path: path.into(),
-            kind,
-            stat: Stat::default(),
-            target: None,
-        }
+        Scanned::new(path, kind, Stat::default(), None)
     }
 
     #[test]
@@ -1717,9 +1731,9 @@ mod tests {
             entry("m/CAF\u{c9}", File),
             entry("m/cafe\u{301}", File),
         ];
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries.sort_by(|a, b| a.path().cmp(b.path()));
         let (kept, skipped) = drop_collisions(entries);
-        let kept: Vec<&str> = kept.iter().map(|e| &*e.path).collect();
+        let kept: Vec<&str> = kept.iter().map(|e| e.path()).collect();
         assert_eq!(kept, ["m", "m/A", "m/A/x", "m/B", "m/CAF\u{c9}", "m/a-b"]);
         assert_eq!(skipped, ["m/a", "m/b", "m/cafe\u{301}", "m/caf\u{e9}"]);
     }

@@ -52,12 +52,65 @@ impl Stat {
     }
 }
 
+/// One walked entry. A save holds one per entry of the workspace until
+/// its stat index is written, so it is kept small: the path and, for a
+/// symlink, its target share one allocation (`path NUL target`; neither
+/// can hold a NUL), 64 bytes and the text where a path and an optional
+/// target of their own took 80 bytes and two allocations.
 #[derive(Debug, Clone)]
 pub struct Scanned {
-    pub path: Box<str>,
+    text: Box<str>,
     pub kind: EntryKind,
     pub stat: Stat,
-    pub target: Option<Box<str>>,
+}
+
+const _: () = assert!(std::mem::size_of::<Scanned>() <= 64);
+
+impl Scanned {
+    /// `target` is a symlink's (and only a symlink's) target.
+    pub fn new(path: &str, kind: EntryKind, stat: Stat, target: Option<&str>) -> Scanned {
+        debug_assert!(!path.contains('\0') && target.is_none_or(|t| !t.contains('\0')));
+        let text = match target {
+            Some(t) => format!("{path}\0{t}").into_boxed_str(),
+            None => path.into(),
+        };
+        Scanned { text, kind, stat }
+    }
+
+    /// A file or directory, taking its path without copying it.
+    fn owned(path: String, kind: EntryKind, stat: Stat) -> Scanned {
+        Scanned {
+            text: path.into_boxed_str(),
+            kind,
+            stat,
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        // Only a symlink's text is searched (the walk's sort compares
+        // paths n log n times).
+        match self.kind {
+            EntryKind::Symlink => self.text.split_once('\0').map_or(&self.text, |(p, _)| p),
+            _ => &self.text,
+        }
+    }
+
+    pub fn target(&self) -> Option<&str> {
+        match self.kind {
+            EntryKind::Symlink => self.text.split_once('\0').map(|(_, t)| t),
+            _ => None,
+        }
+    }
+
+    /// The path, given up without a copy (the symlink's target cut off).
+    pub fn into_path(self) -> String {
+        let mut s = String::from(self.text);
+        if self.kind == EntryKind::Symlink {
+            let at = s.find('\0').unwrap_or(s.len());
+            s.truncate(at);
+        }
+        s
+    }
 }
 
 #[derive(Debug, Default)]
@@ -165,7 +218,7 @@ pub fn scan(workspace: &Path, roots: &[String], filter: &Filter) -> Result<ScanR
         return Err(e);
     }
     let mut entries = out.into_inner().unwrap();
-    entries.par_sort_unstable_by(|a: &Scanned, b| a.path.cmp(&b.path));
+    entries.par_sort_unstable_by(|a: &Scanned, b| a.path().cmp(b.path()));
     // Grown by doubling, the list can be twice its length (at 500,000
     // entries, 50 MB unused while the save runs).
     entries.shrink_to_fit();
@@ -214,12 +267,12 @@ impl<'s> Walk<'s> {
         // one locked step (one lock per entry made the two threads of a
         // 120,000-file scan wait on each other).
         let mut here = Vec::with_capacity(listed.len() + 1);
-        here.push(Scanned {
-            path: rel.as_str().into(),
-            kind: EntryKind::Dir,
-            stat: Stat { size: 0, ..stat },
-            target: None,
-        });
+        here.push(Scanned::new(
+            &rel,
+            EntryKind::Dir,
+            Stat { size: 0, ..stat },
+            None,
+        ));
         // Subdirectories are walked by their own tasks once this listing is
         // done, each opening its directory relative to this one's handle
         // (shared until the last has done so): the descriptors open at
@@ -292,12 +345,12 @@ impl<'s> Walk<'s> {
         match kind {
             Kind::Symlink => match target() {
                 Ok(t) => match t.to_str() {
-                    Some(t) => Some(Scanned {
-                        path: rel.into(),
-                        kind: EntryKind::Symlink,
-                        stat: Stat { size: 0, ..stat },
-                        target: Some(t.into()),
-                    }),
+                    Some(t) => Some(Scanned::new(
+                        &rel,
+                        EntryKind::Symlink,
+                        Stat { size: 0, ..stat },
+                        Some(t),
+                    )),
                     None => {
                         self.counters.non_utf8.fetch_add(1, Ordering::Relaxed);
                         None
@@ -308,12 +361,7 @@ impl<'s> Walk<'s> {
                     None
                 }
             },
-            Kind::File => Some(Scanned {
-                path: rel.into(),
-                kind: EntryKind::File,
-                stat,
-                target: None,
-            }),
+            Kind::File => Some(Scanned::owned(rel, EntryKind::File, stat)),
             _ => {
                 self.counters.special.fetch_add(1, Ordering::Relaxed);
                 None
@@ -360,15 +408,15 @@ mod tests {
         let r = scan(ws, &["root".to_string()], &Filter::new(&[]).unwrap()).unwrap();
         assert_eq!(r.skipped_non_utf8, u64::from(non_utf8));
         assert_eq!(r.entries.len(), 1 + 1 + 2000 + 1 + 1 + 1 + 1);
-        assert!(r.entries.windows(2).all(|w| w[0].path < w[1].path));
+        assert!(r.entries.windows(2).all(|w| w[0].path() < w[1].path()));
         for e in &r.entries {
-            let m = std::fs::symlink_metadata(ws.join(&*e.path)).unwrap();
+            let m = std::fs::symlink_metadata(ws.join(e.path())).unwrap();
             let want = Stat::of(&m);
             let want = match e.kind {
                 EntryKind::File => want,
                 _ => Stat { size: 0, ..want },
             };
-            assert_eq!(e.stat, want, "{}", e.path);
+            assert_eq!(e.stat, want, "{}", e.path());
             let kind = if m.file_type().is_symlink() {
                 EntryKind::Symlink
             } else if m.is_dir() {
@@ -376,11 +424,11 @@ mod tests {
             } else {
                 EntryKind::File
             };
-            assert_eq!(e.kind, kind, "{}", e.path);
+            assert_eq!(e.kind, kind, "{}", e.path());
         }
-        let link = r.entries.iter().find(|e| &*e.path == "root/sub/dirlink");
-        assert_eq!(link.unwrap().target.as_deref(), Some("../outside"));
-        assert!(r.entries.iter().all(|e| !e.path.contains("secret")));
+        let link = r.entries.iter().find(|e| e.path() == "root/sub/dirlink");
+        assert_eq!(link.unwrap().target(), Some("../outside"));
+        assert!(r.entries.iter().all(|e| !e.path().contains("secret")));
     }
 
     /// A subdirectory replaced by a symlink between its listing and its
@@ -400,5 +448,36 @@ mod tests {
             .err()
             .expect("the symlink was followed");
         assert!(fsat::is_loop(&e) || fsat::is_not_dir(&e), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    /// A symlink's path and target come back apart from their one
+    /// allocation; a file's path is all of its text, even where the
+    /// text a symlink would use as a separator could appear.
+    #[test]
+    fn path_and_target_share_one_allocation_and_come_back_apart() {
+        let stat = Stat {
+            size: 0,
+            mtime_ns: 7,
+            ..Stat::default()
+        };
+        let link = Scanned::new("a/b/link", EntryKind::Symlink, stat, Some("../c/d"));
+        assert_eq!(link.path(), "a/b/link");
+        assert_eq!(link.target(), Some("../c/d"));
+        assert_eq!(link.stat, stat);
+        assert_eq!(link.clone().into_path(), "a/b/link");
+        let empty = Scanned::new("l", EntryKind::Symlink, stat, Some(""));
+        assert_eq!((empty.path(), empty.target()), ("l", Some("")));
+
+        let file = Scanned::owned("a/b/file.js".to_string(), EntryKind::File, stat);
+        assert_eq!(file.path(), "a/b/file.js");
+        assert_eq!(file.target(), None);
+        assert_eq!(file.into_path(), "a/b/file.js");
+        let dir = Scanned::new("a/b", EntryKind::Dir, stat, None);
+        assert_eq!((dir.path(), dir.target()), ("a/b", None));
     }
 }
