@@ -10,7 +10,7 @@
 #                package and the Action ship), run under qemu-user: the
 #                runtime's tests
 #   macos        aarch64-apple-darwin, type-checked only (`cargo check`
-#                of the runtime and its tests against zig's macOS
+#                of every crate and its tests against zig's macOS
 #                headers; nothing here can link or run a macOS program)
 #
 # What it catches: the code each platform compiles and nobody runs on
@@ -136,10 +136,10 @@ linux_arm64() {
 
 macos() {
   local target=aarch64-apple-darwin
-  echo "test-platforms: macos: checking the runtime and its tests for $target" >&2
+  echo "test-platforms: macos: checking every crate and its tests for $target" >&2
   # Warnings are errors here as in the everyday lint: an unused import or
   # dead code on macOS alone is caught too.
-  RUSTFLAGS="-Dwarnings ${RUSTFLAGS:-}" cross_cargo "$target" check -p stateful-ci-runtime --all-targets
+  RUSTFLAGS="-Dwarnings ${RUSTFLAGS:-}" cross_cargo "$target" check --workspace --all-targets
   echo "test-platforms: macos: passed (cargo check)" >&2
 }
 
