@@ -168,7 +168,8 @@ for i in $(seq "$RUNS"); do
   timed local_restore "$BIN" restore --store "$WORK/store" -C "$WORK/r-local-$i" --json
   rm -rf "$WORK/cache-r"
 done
-local_objects=$(ls "$WORK/store/packs" "$WORK/store/manifests" 2>/dev/null | grep -c '^[0-9a-f]\{64\}$' || true)
+local_objects=$(find "$WORK/store/packs" "$WORK/store/manifests" -mindepth 1 -maxdepth 1 \
+  -regextype posix-extended -regex '.*/[0-9a-f]{64}' 2>/dev/null | wc -l || true)
 
 for i in $(seq "$RUNS"); do
   pr=$((100 + i))

@@ -195,7 +195,7 @@ run_job() { # PROJECT LABEL REF [--cold]
   local out rc=0
   # shellcheck disable=SC2046 # runner_env is a word list on purpose
   out=$($(runner_env "$p" "$home") python3 "$FIX/runner.py" --workflow "$ws/.github/workflows/stateful-ci.yml" \
-    --workspace "$ws" --bin "$BIN" --store "$d/store" --log "$d/$label.log" $cold) || rc=$?
+    --workspace "$ws" --bin "$BIN" --store "$d/store" --log "$d/$label.log" ${cold:+"$cold"}) || rc=$?
   echo "$out" >"$d/$label.json"
   if [ $rc -ne 0 ]; then
     echo "bench-presets: $p $label: a step failed; log: $d/$label.log" >&2

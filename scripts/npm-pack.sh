@@ -72,6 +72,7 @@ if [ -z "$target" ]; then
   [ -x "$binary.exe" ] && binary="$binary.exe"
   platform="$(node -e 'console.log(require(process.argv[1]).platformKey())' "$launcher_js")"
 else
+  # shellcheck disable=SC2016 # JavaScript in single quotes: its ${} is node's
   platform="$(node -e '
     const { PLATFORMS } = require(process.argv[1]);
     // The GNU-ABI Windows build fills the same package as the MSVC release build.

@@ -36,13 +36,13 @@ if [ -z "$route" ]; then
     log "rustup has no wasm32-unknown-unknown target; installing Debian's rustc-web (offline route)"
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    pkgs="rustc-web cargo-web rust-web-src rust-web-llvm lld-22"
+    pkgs=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
     # apt allows one installer at a time; wait for the lock instead of failing.
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
-      if $sudo apt-get install -y -q $pkgs >/dev/null 2>&1; then break; fi
+      if $sudo apt-get install -y -q "${pkgs[@]}" >/dev/null 2>&1; then break; fi
       if [ "$attempt" = 1 ]; then $sudo apt-get update -q >/dev/null 2>&1 || true; fi
       if [ "$attempt" = 10 ]; then
-        log "could not install $pkgs with apt-get; install them by hand and re-run"
+        log "could not install ${pkgs[*]} with apt-get; install them by hand and re-run"
         exit 1
       fi
       sleep 6

@@ -14,6 +14,15 @@ section "setup: Node 22, wasm toolchain, Worker bundle, emulator, lint tools, tm
 # Wine, qemu-user: run the Windows and Linux arm64 builds' tests (scripts/test-platforms.sh)
 bash scripts/setup.sh node wasm worker emulator lint tmux platforms
 
+section "Shell scripts: ShellCheck"
+# Every script of the repository (CI, setup, tests, benchmarks), with the
+# files they source followed (-x); the workflows' run: blocks are checked
+# by actionlint, which calls the same ShellCheck (tests/integration).
+# shellcheck source=scripts/lib/tools.sh
+. scripts/lib/tools.sh
+ensure_shellcheck
+git ls-files -z -- '*.sh' .ci/run | xargs -0 "$SHELLCHECK" -x
+
 section "Rust: format, lint, tests (the backend tests need the Worker under workerd)"
 cargo fmt --all -- --check
 # Clippy lints the workspace inside the test build instead of in a build of

@@ -2,6 +2,7 @@
 # Helpers shared by tests/npm/test.sh and tests/npm/test-cross.sh: the local
 # Cloudflare API emulator (tests/cloudflare-emulator, Node 22) and a
 # `deploy --dry-run` against it. Needs $node22 and $root set.
+# shellcheck disable=SC2154 # node22 and root: set by the sourcing script
 
 EMU_ACCOUNT=0123456789abcdef0123456789abcdef
 EMU_TOKEN=tok-npm-test-5f1e2d3c4b5a69788796a5b4c3d2e1f0
