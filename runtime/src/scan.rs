@@ -104,11 +104,9 @@ impl Scanned {
 
     /// The path, given up without a copy (the symlink's target cut off).
     pub fn into_path(self) -> String {
+        let len = self.path().len();
         let mut s = String::from(self.text);
-        if self.kind == EntryKind::Symlink {
-            let at = s.find('\0').unwrap_or(s.len());
-            s.truncate(at);
-        }
+        s.truncate(len);
         s
     }
 }
