@@ -133,9 +133,14 @@ impl Reporter for Printer {
                 }
                 _ => {
                     let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                    b.set_style(
-                        ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
-                    );
+                    // A save packs as its walk goes: the bytes are counted,
+                    // their total is not known until the end.
+                    let template = if phase == Phase::Pack {
+                        "{spinner} {msg} {bytes} {bytes_per_sec}"
+                    } else {
+                        "{spinner} {msg}"
+                    };
+                    b.set_style(ProgressStyle::with_template(template).expect("valid template"));
                     b.enable_steady_tick(std::time::Duration::from_millis(120));
                     b
                 }
@@ -144,6 +149,8 @@ impl Reporter for Printer {
             *self.bar.lock().unwrap() = Some(bar);
         } else if total.is_some_and(|t| t > 0) {
             eprintln!("{} ({})", phase.label(), human_bytes(total.unwrap_or(0)));
+        } else if phase == Phase::Pack {
+            eprintln!("{}", phase.label());
         }
     }
 

@@ -168,9 +168,19 @@ pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
         return done;
     }
     p.group("stateful-ci save");
-    let result = open_store(args, &config, true, p).and_then(|store| {
-        stateful_ci_runtime::save(&ws, &config, store.as_ref(), p, &SaveOptions::default())
-    });
+    // How many entries a save takes from the walk at a time: a knob for
+    // tests (a small tree spread over many windows) and for measuring the
+    // memory a window costs; unset or unreadable, the default.
+    let window = std::env::var("STATEFUL_CI_SAVE_WINDOW")
+        .ok()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|&w| w > 0);
+    let opts = SaveOptions {
+        window: window.unwrap_or(SaveOptions::default().window),
+        ..SaveOptions::default()
+    };
+    let result = open_store(args, &config, true, p)
+        .and_then(|store| stateful_ci_runtime::save(&ws, &config, store.as_ref(), p, &opts));
     p.end_group();
     match result {
         Ok(s) => {

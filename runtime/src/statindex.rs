@@ -20,6 +20,12 @@
 //! match, so the index is never held whole (at 500,000 files it would be
 //! about 40 MB more at the save's peak). The file's length is in its header:
 //! an index cut short is refused before any of it is trusted.
+//!
+//! The records come first and the base after them (its offset is in the
+//! header), so a save writes the new index a window of files at a time as
+//! it goes ([`IndexWriter`]) and only knows the base, its pieces, at the
+//! end; and a save that finds the first windows unchanged copies their
+//! records byte for byte from the old index instead of encoding them again.
 
 use std::path::{Path, PathBuf};
 
@@ -34,8 +40,11 @@ use crate::scan::Stat;
 /// been modified within the same timestamp tick; it is not trusted.
 const RACY_NS: i64 = 2_000_000_000;
 /// Then the file's length (u64), so an index cut short or appended to is
-/// refused when it is opened, before any record is trusted.
-const MAGIC: &[u8; 8] = b"SCISTAT5";
+/// refused when it is opened, before any record is trusted, and the offset
+/// of the base (u64), which follows the records.
+const MAGIC: &[u8; 8] = b"SCISTAT6";
+/// Where the records begin.
+pub const RECORDS_AT: u64 = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -136,20 +145,13 @@ impl StatIndex {
     /// Save the index atomically. Failure only costs time later, so the
     /// caller may ignore it (after telling the user).
     pub fn store(&self, root: &Path) -> std::io::Result<()> {
-        let Some(path) = Self::location(root) else {
+        let Some(mut w) = IndexWriter::create(root)? else {
             return Ok(());
         };
-        let dir = path.parent().expect("index path has a parent");
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-        // encode_to writes in chunks of about 64 KiB: no second buffer.
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| self.encode_to(&mut f))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        for (path, r) in &self.files {
+            w.push(path, r);
         }
-        written
+        w.finish(self.base.as_ref())
     }
 
     /// The record of `path` if its stat matches it.
@@ -162,8 +164,7 @@ impl StatIndex {
     /// Record a file whose content was read at `read_at_ns`. Racy entries
     /// (changed too close to the read) are recorded as untrusted.
     pub fn record_read(&mut self, path: String, stat: &Stat, blobs: Blobs, read_at_ns: i64) {
-        let trusted = stat.ctime_ns <= read_at_ns - RACY_NS;
-        self.record(path, stat, blobs, trusted);
+        self.record(path, stat, blobs, trusted(stat, read_at_ns));
     }
 
     /// Make room for `n` more records (grown by doubling, the list of a
@@ -200,23 +201,164 @@ impl StatIndex {
 
     #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
-        let mut w = std::io::Cursor::new(Vec::new());
-        self.encode_to(&mut w).expect("writing to a Vec");
-        w.into_inner()
+        let mut w = IndexWriter::to(std::io::Cursor::new(Vec::new())).expect("writing to a Vec");
+        for (path, r) in &self.files {
+            w.push(path, r);
+        }
+        w.finish_into(self.base.as_ref())
+            .expect("writing to a Vec")
+            .into_inner()
+    }
+}
+
+/// Writes an index a record at a time, in path order, then its base (the
+/// index of a 500,000-file workspace is about 100 MB: it is never built in
+/// memory). [`IndexWriter::create`] writes beside the workspace's index and
+/// renames over it only in [`IndexWriter::finish`]; dropped unfinished, it
+/// removes what it wrote and the old index stays.
+pub struct IndexWriter<W: std::io::Write + std::io::Seek = std::io::BufWriter<std::fs::File>> {
+    out: W,
+    /// Encoded records not written yet.
+    buf: Vec<u8>,
+    /// (temporary file, the index it becomes) for a file in the cache.
+    paths: Option<(PathBuf, PathBuf)>,
+    failed: Option<std::io::Error>,
+}
+
+impl IndexWriter {
+    /// Start the index of the workspace at `root`; `None` when it has no
+    /// place (no cache directory).
+    pub fn create(root: &Path) -> std::io::Result<Option<IndexWriter>> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let Some(path) = StatIndex::location(root) else {
+            return Ok(None);
+        };
+        let dir = path.parent().expect("index path has a parent");
+        std::fs::create_dir_all(dir)?;
+        // Unique within the process too: saves of other workspaces (or of
+        // this one) may run beside this one.
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let f = std::fs::File::create(&tmp)?;
+        let mut w = IndexWriter::to(std::io::BufWriter::with_capacity(1 << 16, f))?;
+        w.paths = Some((tmp, path));
+        Ok(Some(w))
     }
 
-    /// Write the index to `out` a record at a time (the index of a
-    /// 500,000-file workspace is about 100 MB: it is never built in memory).
-    fn encode_to(&self, out: &mut (impl std::io::Write + std::io::Seek)) -> std::io::Result<()> {
-        let mut w = Vec::with_capacity(64 * 1024);
-        w.extend_from_slice(MAGIC);
-        // The length, written once it is known.
-        put_u64(&mut w, 0);
-        match &self.base {
+    /// Write the base, then put the index in place of the old one.
+    pub fn finish(mut self, base: Option<&Base>) -> std::io::Result<()> {
+        let paths = self.paths.take();
+        let written = self.finish_mut(base).and_then(|()| match &paths {
+            Some((tmp, path)) => std::fs::rename(tmp, path),
+            None => Ok(()),
+        });
+        if written.is_err() {
+            if let Some((tmp, _)) = &paths {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+        written
+    }
+}
+
+impl<W: std::io::Write + std::io::Seek> Drop for IndexWriter<W> {
+    fn drop(&mut self) {
+        if let Some((tmp, _)) = self.paths.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+impl<W: std::io::Write + std::io::Seek> IndexWriter<W> {
+    fn to(mut out: W) -> std::io::Result<Self> {
+        let mut head = Vec::with_capacity(RECORDS_AT as usize);
+        head.extend_from_slice(MAGIC);
+        // The length and the base's offset, written once they are known.
+        put_u64(&mut head, 0);
+        put_u64(&mut head, 0);
+        out.write_all(&head)?;
+        Ok(IndexWriter {
+            out,
+            buf: Vec::with_capacity(64 * 1024),
+            paths: None,
+            failed: None,
+        })
+    }
+
+    /// Add the record of `path` (after every path added before it). A
+    /// write that fails is reported by `finish`.
+    pub fn push(&mut self, path: &str, r: &Record) {
+        let stat = Stat {
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            ctime_ns: r.ctime_ns,
+            ino: r.ino,
+            mode: 0,
+        };
+        self.push_file(path, &stat, r.trusted, &r.blobs);
+    }
+
+    /// Add the record of a file with `stat` and `blobs` (see [`Self::push`]).
+    pub fn push_file(&mut self, path: &str, stat: &Stat, trusted: bool, blobs: &[(BlobId, Loc)]) {
+        let w = &mut self.buf;
+        put_str(w, path);
+        put_u64(w, stat.size);
+        put_u64(w, stat.mtime_ns as u64);
+        put_u64(w, stat.ctime_ns as u64);
+        put_u64(w, stat.ino);
+        w.push(trusted as u8);
+        put_u64(w, blobs.len() as u64);
+        for (id, loc) in blobs {
+            w.extend_from_slice(&id.0);
+            put_frame(w, &loc.frame());
+            put_u64(w, loc.offset());
+            put_u64(w, loc.length());
+        }
+        if self.buf.len() >= 60 * 1024 {
+            if let Err(e) = self.flush_buf() {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Copy the records of the index at `old` (the one this save started
+    /// from) up to byte `end`, unchanged: records of files whose stat
+    /// matched, so their encoding is the one [`IndexWriter::push`] would
+    /// write.
+    pub fn copy_records(&mut self, old: &Path, end: u64) -> std::io::Result<()> {
+        use std::io::{Read, Seek};
+        self.flush_buf()?;
+        let mut f = std::fs::File::open(old)?;
+        f.seek(std::io::SeekFrom::Start(RECORDS_AT))?;
+        let want = end.saturating_sub(RECORDS_AT);
+        let copied = std::io::copy(&mut f.take(want), &mut self.out)?;
+        if copied != want {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the old stat index changed while it was copied",
+            ));
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish_mut(&mut self, base: Option<&Base>) -> std::io::Result<()> {
+        self.flush_buf()?;
+        let base_at = self.out.stream_position()?;
+        let w = &mut self.buf;
+        match base {
             None => w.push(0),
             Some(b) => {
                 w.push(1);
-                put_str(&mut w, &b.store);
+                put_str(w, &b.store);
                 match &b.snapshot {
                     None => w.push(0),
                     Some(k) => {
@@ -224,63 +366,48 @@ impl StatIndex {
                         w.extend_from_slice(&k.hash.0);
                     }
                 }
-                put_u64(&mut w, b.roots.len() as u64);
+                put_u64(w, b.roots.len() as u64);
                 for r in &b.roots {
-                    put_str(&mut w, r);
+                    put_str(w, r);
                 }
-                put_u64(&mut w, b.packs.len() as u64);
+                put_u64(w, b.packs.len() as u64);
                 for p in &b.packs {
                     w.extend_from_slice(&p.hash.0);
                 }
-                put_u64(&mut w, b.pieces.len() as u64);
+                put_u64(w, b.pieces.len() as u64);
                 for (p, f) in &b.pieces {
                     w.extend_from_slice(&p.id.0);
-                    put_u64(&mut w, p.frame as u64);
-                    put_u64(&mut w, p.offset);
-                    put_u64(&mut w, p.length);
-                    put_u64(&mut w, p.entries as u64);
-                    put_piece_frame(&mut w, f);
-                    if w.len() >= 60 * 1024 {
-                        out.write_all(&w)?;
-                        w.clear();
-                    }
+                    put_u64(w, p.frame as u64);
+                    put_u64(w, p.offset);
+                    put_u64(w, p.length);
+                    put_u64(w, p.entries as u64);
+                    put_piece_frame(w, f);
                 }
-                put_u64(&mut w, b.digests.len() as u64);
+                put_u64(w, b.digests.len() as u64);
                 for d in &b.digests {
                     w.extend_from_slice(d);
-                    if w.len() >= 60 * 1024 {
-                        out.write_all(&w)?;
-                        w.clear();
-                    }
                 }
             }
         }
-        put_u64(&mut w, self.files.len() as u64);
-        for (path, r) in &self.files {
-            put_str(&mut w, path);
-            put_u64(&mut w, r.size);
-            put_u64(&mut w, r.mtime_ns as u64);
-            put_u64(&mut w, r.ctime_ns as u64);
-            put_u64(&mut w, r.ino);
-            w.push(r.trusted as u8);
-            put_u64(&mut w, r.blobs.len() as u64);
-            for (id, loc) in &r.blobs {
-                w.extend_from_slice(&id.0);
-                put_frame(&mut w, &loc.frame());
-                put_u64(&mut w, loc.offset());
-                put_u64(&mut w, loc.length());
-            }
-            if w.len() >= 60 * 1024 {
-                out.write_all(&w)?;
-                w.clear();
-            }
-        }
-        out.write_all(&w)?;
-        let len = out.stream_position()?;
-        out.seek(std::io::SeekFrom::Start(MAGIC.len() as u64))?;
-        out.write_all(&len.to_le_bytes())?;
-        out.seek(std::io::SeekFrom::End(0))?;
-        Ok(())
+        self.flush_buf()?;
+        let len = self.out.stream_position()?;
+        self.out
+            .seek(std::io::SeekFrom::Start(MAGIC.len() as u64))?;
+        let mut head = Vec::with_capacity(16);
+        put_u64(&mut head, len);
+        put_u64(&mut head, base_at);
+        self.out.write_all(&head)?;
+        self.out.seek(std::io::SeekFrom::End(0))?;
+        self.out.flush()
+    }
+
+    #[cfg(test)]
+    fn finish_into(mut self, base: Option<&Base>) -> std::io::Result<W>
+    where
+        W: Default,
+    {
+        self.finish_mut(base)?;
+        Ok(std::mem::take(&mut self.out))
     }
 }
 
@@ -384,13 +511,19 @@ impl<R: std::io::Read> Reader<R> {
 /// 500,000-file workspace (about 90 MB once decoded) is never held whole.
 pub struct IndexStream<R = std::io::BufReader<std::fs::File>> {
     pub base: Option<Base>,
+    /// Bounded by the records' end: what is left of them.
     r: Reader<R>,
-    /// Records not read yet.
-    left: usize,
+    /// Where the records end (the base's offset).
+    end: u64,
     /// The path of the record given out last ("" before the first).
     last: String,
     damaged: bool,
 }
+
+/// A record as the stream gives it: its path, what it says, and the
+/// offset in the index just past it (the old index's bytes up to there
+/// are the records given out so far).
+pub type Streamed = (Box<str>, Record, u64);
 
 impl IndexStream {
     /// Open the index of the workspace at `root`, or `None` if it is
@@ -402,20 +535,45 @@ impl IndexStream {
     }
 }
 
-impl<R: std::io::Read> IndexStream<R> {
-    fn new(inner: R, len: u64) -> Option<IndexStream<R>> {
-        let mut r = Reader { inner, left: len };
-        let base = decode_head(&mut r)?;
-        let left = r.count()?;
+impl<R: std::io::Read + std::io::Seek> IndexStream<R> {
+    fn new(mut inner: R, len: u64) -> Option<IndexStream<R>> {
+        use std::io::SeekFrom;
+        let mut r = Reader {
+            inner: &mut inner,
+            left: RECORDS_AT.min(len),
+        };
+        if r.array::<8>()? != *MAGIC || r.u64()? != len {
+            return None;
+        }
+        let base_at = r.u64()?;
+        if !(RECORDS_AT..=len).contains(&base_at) {
+            return None;
+        }
+        inner.seek(SeekFrom::Start(base_at)).ok()?;
+        let mut r = Reader {
+            inner: &mut inner,
+            left: len - base_at,
+        };
+        let base = decode_base(&mut r)?;
+        // The base fills the rest of the file exactly.
+        if r.left != 0 {
+            return None;
+        }
+        inner.seek(SeekFrom::Start(RECORDS_AT)).ok()?;
         Some(IndexStream {
             base,
-            r,
-            left,
+            r: Reader {
+                inner,
+                left: base_at - RECORDS_AT,
+            },
+            end: base_at,
             last: String::new(),
             damaged: false,
         })
     }
+}
 
+impl<R> IndexStream<R> {
     /// Whether reading stopped at a record that was cut short, malformed or
     /// out of order (the records before it were given out; none after).
     pub fn damaged(&self) -> bool {
@@ -424,29 +582,24 @@ impl<R: std::io::Read> IndexStream<R> {
 }
 
 impl<R: std::io::Read> Iterator for IndexStream<R> {
-    type Item = (Box<str>, Record);
+    type Item = Streamed;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 || self.damaged {
+        if self.r.left == 0 || self.damaged {
             return None;
         }
         match decode_record(&mut self.r) {
             // Paths are never empty, so the first is always past "".
             Some((path, rec)) if *self.last < *path => {
-                self.left -= 1;
                 self.last.clear();
                 self.last.push_str(&path);
-                Some((path, rec))
+                Some((path, rec, self.end - self.r.left))
             }
             _ => {
                 self.damaged = true;
                 None
             }
         }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.left))
     }
 }
 
@@ -500,19 +653,19 @@ impl IndexStream {
 /// The records of an [`IndexStream`], decoded by another thread.
 pub struct ReadAhead {
     source: Source,
-    batch: std::vec::IntoIter<(Box<str>, Record)>,
+    batch: std::vec::IntoIter<Streamed>,
 }
 
 enum Source {
     Thread {
-        rx: std::sync::mpsc::Receiver<Vec<(Box<str>, Record)>>,
+        rx: std::sync::mpsc::Receiver<Vec<Streamed>>,
         reader: std::thread::JoinHandle<bool>,
     },
     Inline(Box<IndexStream>),
 }
 
 impl Iterator for ReadAhead {
-    type Item = (Box<str>, Record);
+    type Item = Streamed;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -543,11 +696,7 @@ impl ReadAhead {
     }
 }
 
-fn decode_head(r: &mut Reader<impl std::io::Read>) -> Option<Option<Base>> {
-    let len = r.left;
-    if r.array::<8>()? != *MAGIC || r.u64()? != len {
-        return None;
-    }
+fn decode_base(r: &mut Reader<impl std::io::Read>) -> Option<Option<Base>> {
     Some(match r.u8()? {
         0 => None,
         _ => {
@@ -627,10 +776,9 @@ fn decode_record(r: &mut Reader<impl std::io::Read>) -> Option<(Box<str>, Record
 }
 
 /// The whole index, or `None` if any of it is damaged.
-fn decode(inner: impl std::io::Read, len: u64) -> Option<StatIndex> {
+fn decode(inner: impl std::io::Read + std::io::Seek, len: u64) -> Option<StatIndex> {
     let mut stream = IndexStream::new(inner, len)?;
-    let mut files = Vec::with_capacity(stream.left);
-    files.extend(stream.by_ref());
+    let files = stream.by_ref().map(|(p, r, _)| (p, r)).collect();
     if stream.damaged() {
         return None;
     }
@@ -638,6 +786,13 @@ fn decode(inner: impl std::io::Read, len: u64) -> Option<StatIndex> {
         base: stream.base,
         files,
     })
+}
+
+/// Whether a file with `stat`, whose content was read at `read_at_ns`, can
+/// be trusted to be unchanged while its stat is: its last change is safely
+/// older than the read (outside the racy window).
+pub fn trusted(stat: &Stat, read_at_ns: i64) -> bool {
+    stat.ctime_ns <= read_at_ns - RACY_NS
 }
 
 /// Nanoseconds since the Unix epoch, now.
@@ -651,6 +806,7 @@ pub fn now_ns() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
 
     #[test]
     fn round_trips_and_refuses_garbage() {
@@ -691,20 +847,29 @@ mod tests {
         ix.record_written("a/b".into(), &st, blobs.clone().into());
         ix.finish();
         let enc = ix.encode();
-        let back = decode(&enc[..], enc.len() as u64).unwrap();
+        let back = decode(Cursor::new(&enc[..]), enc.len() as u64).unwrap();
         assert_eq!(back.base, ix.base);
         assert_eq!(*back.lookup("a/b", &st).unwrap().blobs, *blobs);
         assert!(back.lookup("a/b", &Stat { ino: 4, ..st }).is_none());
         let enc = ix.encode();
-        assert!(decode(&enc[..enc.len() - 3], enc.len() as u64 - 3).is_none());
+        assert!(decode(Cursor::new(&enc[..enc.len() - 3]), enc.len() as u64 - 3).is_none());
         // A file cut short while it is read.
-        assert!(decode(&enc[..enc.len() - 3], enc.len() as u64).is_none());
-        assert!(decode(&b"garbage!"[..], 8).is_none());
-        // The last blob's length (the index's last 8 bytes) past the limits.
+        assert!(decode(Cursor::new(&enc[..enc.len() - 3]), enc.len() as u64).is_none());
+        assert!(decode(Cursor::new(&b"garbage!"[..]), 8).is_none());
+        // The last blob's length (the last 8 bytes of the records, just
+        // before the base) past the limits.
         let mut far = ix.encode();
         let n = far.len();
-        far[n - 8..].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(decode(&far[..], n as u64).is_none());
+        let base_at = u64::from_le_bytes(far[16..24].try_into().unwrap()) as usize;
+        far[base_at - 8..base_at].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(Cursor::new(&far[..]), n as u64).is_none());
+        // A base offset past the end, or one that leaves bytes after the base.
+        let mut bad = ix.encode();
+        bad[16..24].copy_from_slice(&(n as u64 + 1).to_le_bytes());
+        assert!(decode(Cursor::new(&bad[..]), n as u64).is_none());
+        let mut bad = ix.encode();
+        bad[16..24].copy_from_slice(&(base_at as u64 - 1).to_le_bytes());
+        assert!(decode(Cursor::new(&bad[..]), n as u64).is_none());
     }
 
     fn index_of(paths: &[String]) -> StatIndex {
@@ -721,8 +886,8 @@ mod tests {
         ix
     }
 
-    fn stream(enc: &[u8]) -> IndexStream<&[u8]> {
-        IndexStream::new(enc, enc.len() as u64).unwrap()
+    fn stream(enc: &[u8]) -> IndexStream<Cursor<&[u8]>> {
+        IndexStream::new(Cursor::new(enc), enc.len() as u64).unwrap()
     }
 
     /// Records come one at a time, in order; one out of order ends the
@@ -733,7 +898,10 @@ mod tests {
         let names: Vec<String> = ["a", "b", "c"].map(String::from).into();
         let enc = index_of(&names).encode();
         let mut st = stream(&enc);
-        let got: Vec<_> = st.by_ref().map(|(p, r)| (p.to_string(), r.size)).collect();
+        let got: Vec<_> = st
+            .by_ref()
+            .map(|(p, r, _)| (p.to_string(), r.size))
+            .collect();
         assert_eq!(got, [("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]);
         assert!(!st.damaged());
 
@@ -741,17 +909,44 @@ mod tests {
         ix.files.swap(1, 2);
         let enc = ix.encode();
         let mut st = stream(&enc);
-        let got: Vec<_> = st.by_ref().map(|(p, _)| p.to_string()).collect();
+        let got: Vec<_> = st.by_ref().map(|(p, _, _)| p.to_string()).collect();
         assert_eq!(got, ["a", "c"]);
         assert!(st.damaged());
-        assert!(decode(&enc[..], enc.len() as u64).is_none());
+        assert!(decode(Cursor::new(&enc[..]), enc.len() as u64).is_none());
 
         let enc = index_of(&names).encode();
         let cut = &enc[..enc.len() - 1];
-        assert!(IndexStream::new(cut, cut.len() as u64).is_none());
+        assert!(IndexStream::new(Cursor::new(cut), cut.len() as u64).is_none());
         let mut longer = enc.clone();
         longer.push(0);
-        assert!(IndexStream::new(&longer[..], longer.len() as u64).is_none());
+        assert!(IndexStream::new(Cursor::new(&longer[..]), longer.len() as u64).is_none());
+    }
+
+    /// The records of an old index up to a record's end, copied, then
+    /// the rest pushed, make the index encoded whole.
+    #[test]
+    fn copied_records_are_the_ones_pushed() {
+        let names: Vec<String> = (0..50).map(|i| format!("p/{i:03}")).collect();
+        let ix = index_of(&names);
+        let t = tempfile::tempdir().unwrap();
+        let old = t.path().join("old");
+        std::fs::write(&old, ix.encode()).unwrap();
+        let f = std::fs::File::open(&old).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut st = IndexStream::new(std::io::BufReader::new(f), len).unwrap();
+        let end = st.by_ref().take(20).last().unwrap().2;
+        let mut w = IndexWriter::to(Cursor::new(Vec::new())).unwrap();
+        w.copy_records(&old, end).unwrap();
+        for (p, r) in &ix.files[20..] {
+            w.push(p, r);
+        }
+        let got = w.finish_into(ix.base.as_ref()).unwrap().into_inner();
+        assert_eq!(got, ix.encode());
+        // Nothing copied: only the header.
+        let mut w = IndexWriter::to(Cursor::new(Vec::new())).unwrap();
+        w.copy_records(&old, RECORDS_AT).unwrap();
+        let empty = w.finish_into(None).unwrap().into_inner();
+        assert_eq!(empty, StatIndex::default().encode());
     }
 
     /// Read ahead on another thread, every record arrives in order, more
@@ -764,16 +959,14 @@ mod tests {
         let ix = index_of(&names);
         let t = tempfile::tempdir().unwrap();
         let file = t.path().join("ix");
-        let mut f = std::fs::File::create(&file).unwrap();
-        ix.encode_to(&mut f).unwrap();
-        drop(f);
+        std::fs::write(&file, ix.encode()).unwrap();
         let open = || {
             let f = std::fs::File::open(&file).unwrap();
             let len = f.metadata().unwrap().len();
             IndexStream::new(std::io::BufReader::new(f), len).unwrap()
         };
         let mut ahead = open().read_ahead();
-        let got: Vec<Box<str>> = ahead.by_ref().map(|(p, _)| p).collect();
+        let got: Vec<Box<str>> = ahead.by_ref().map(|(p, _, _)| p).collect();
         assert_eq!(got.len(), n);
         assert!(got.iter().zip(&names).all(|(a, b)| **a == **b));
         assert!(!ahead.finish());
