@@ -57,7 +57,6 @@ use stateful_ci_protocol::limits::{
     CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CHUNK_THRESHOLD, FRAME_TARGET, MAX_BLOB_RAW,
     MAX_PIECE_ENTRIES, PACK_TARGET,
 };
-use stateful_ci_protocol::path::fold_key;
 use stateful_ci_protocol::{
     BlobId, Codec, EntryKind, FORMAT_VERSION, Frame, Head, Manifest, ObjectKey, ObjectKind,
     PieceFrame, PieceRef,
@@ -70,7 +69,7 @@ use crate::objects::{
     encode_manifest, fetch_frame, for_each_node, load_manifest, looks_incompressible, make_piece,
 };
 use crate::report::{Phase, Reporter};
-use crate::scan::{Filter, Scanned, Stat, scan};
+use crate::scan::{Filter, Scanned, SortedWalk, Stat};
 use crate::statindex::{
     self, Base, IndexStream, IndexWriter, RECORDS_AT, ReadAhead, StatIndex, Streamed, now_ns,
 };
@@ -257,72 +256,10 @@ fn known_from(
     }
 }
 
-/// Leave out paths that collide with an earlier one after case folding or
-/// Unicode normalisation, with everything below them: such a snapshot
-/// could not be restored safely on macOS or Windows.
-fn drop_collisions(mut entries: Vec<Scanned>) -> (Vec<Scanned>, Vec<String>) {
-    // Only paths whose folded hash occurs more than once can collide:
-    // nearly always none. They are found by sorting the hashes (8 bytes a
-    // path, freed at once), not with a map of every path (16 MB on top of
-    // the entry list at 500,000 paths, while the stat index is loaded), and
-    // the hashes are taken without building the folded string for ASCII.
-    let mut sorted: Vec<u64> = entries.par_iter().map(|e| fold_hash(e.path())).collect();
-    sorted.par_sort_unstable();
-    let repeated: HashSet<u64> = sorted
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    drop(sorted);
-    if repeated.is_empty() {
-        return (entries, Vec::new());
-    }
-    let candidates: Vec<usize> = entries
-        .par_iter()
-        .enumerate()
-        .filter(|(_, e)| repeated.contains(&fold_hash(e.path())))
-        .map(|(i, _)| i)
-        .collect();
-    let mut keep = vec![true; entries.len()];
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut skipped = Vec::new();
-    for i in candidates {
-        if !keep[i] {
-            // Below a directory left out already.
-            continue;
-        }
-        if seen.insert(fold_key(entries[i].path())) {
-            continue;
-        }
-        keep[i] = false;
-        skipped.push(entries[i].path().to_string());
-        if entries[i].kind == EntryKind::Dir {
-            // Everything below it: one run of the sorted list.
-            let prefix = format!("{}/", entries[i].path());
-            let from = entries.partition_point(|e| e.path() < prefix.as_str());
-            let to = from + entries[from..].partition_point(|e| e.path().starts_with(&prefix));
-            keep[from..to].fill(false);
-        }
-    }
-    let mut keep = keep.into_iter();
-    entries.retain(|_| keep.next().unwrap_or(true));
-    (entries, skipped)
-}
-
 /// The extension of a path's last component (`""` when it has none).
 fn extension(path: &str) -> &str {
     let name = path.rsplit('/').next().unwrap_or(path);
     name.rsplit_once('.').map_or("", |(_, ext)| ext)
-}
-
-/// [`xxh`] of [`fold_key`]`(path)`, without building the folded string
-/// when the path is ASCII.
-fn fold_hash(path: &str) -> u64 {
-    if path.is_ascii() {
-        xxh_iter(path.bytes().map(|b| b.to_ascii_lowercase()))
-    } else {
-        xxh(fold_key(path).as_bytes())
-    }
 }
 
 /// A fast, stable 64-bit hash (FNV-1a then a final mix); not a security
@@ -424,45 +361,24 @@ pub fn save(
     reporter.phase(Phase::Scan, None);
     let filter = Filter::new(&config.exclude)?;
     let store_id = store.describe();
-    // What the store's head and the stat index say does not depend on the
-    // walk, so it is asked for while the walk runs (through a backend, two
-    // round trips; locally, decoding the index's records: about 60 ms of
-    // one core at 120,000 files, on a thread of its own, a bounded window
-    // ahead of the walk beside the scan that takes them).
-    let (scanned, previous) = std::thread::scope(|ts| {
-        let scanned = ts.spawn(|| scan(workspace, &config.paths, &filter));
-        let previous = (|| -> Result<_> {
-            let head = store.save_head()?;
-            // Only the index's base is read now; its records are read
-            // one at a time beside the scan, below.
-            let mut old_index = IndexStream::open(workspace);
-            let base = old_index.as_mut().and_then(|ix| ix.base.take());
-            let known = known_from(store, head.as_ref(), base, &store_id, reporter)?;
-            // Decoding the records starts now, while the walk runs, but
-            // only so far ahead of the walk that takes them.
-            let old_index = old_index.filter(|_| known.index_valid);
-            Ok((head, old_index.map(IndexStream::read_ahead), known))
-        })();
-        let scanned = scanned
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (scanned, previous)
-    });
-    let scanned = scanned?;
-    let skipped_credentials = scanned.skipped_credentials;
-    let (entries, skipped_collisions) = drop_collisions(scanned.entries);
-    if !skipped_collisions.is_empty() {
-        reporter.warn(&format!(
-            "{} path(s) differ from another only by letter case or Unicode normalisation and are not in this snapshot (they could not be restored on macOS or Windows), e.g. {}",
-            skipped_collisions.len(),
-            skipped_collisions[0]
-        ));
-    }
-    let mut source = entries.into_iter();
-    let mut next_window = || -> Result<Option<Vec<Scanned>>> {
-        let w: Vec<Scanned> = source.by_ref().take(opts.window.max(1)).collect();
-        Ok((!w.is_empty()).then_some(w))
-    };
+    // The walk starts at once, on threads of its own, and lists a bounded
+    // window ahead; what the store's head and the stat index say does not
+    // depend on it, so it is asked for meanwhile (through a backend, two
+    // round trips; locally, the index's base), and the index's records are
+    // decoded on a thread of their own, a bounded window ahead too.
+    let mut walk = SortedWalk::start(workspace, &config.paths, &filter);
+    let previous = (|| -> Result<_> {
+        let head = store.save_head()?;
+        // Only the index's base is read now; its records are read one at
+        // a time beside the walk, below.
+        let mut old_index = IndexStream::open(workspace);
+        let base = old_index.as_mut().and_then(|ix| ix.base.take());
+        let known = known_from(store, head.as_ref(), base, &store_id, reporter)?;
+        let old_index = old_index.filter(|_| known.index_valid);
+        Ok((head, old_index.map(IndexStream::read_ahead), known))
+    })();
+    let window = opts.window.max(1);
+    let mut next_window = || walk.next_batch(window);
 
     let (head, old_index, known) = previous?;
     let base_packs = known.base.as_ref().map_or(0, |b| b.packs.len());
@@ -581,6 +497,16 @@ pub fn save(
         ids,
         digests,
     } = result?;
+    let walked = walk.finish()?;
+    let skipped_credentials = walked.skipped_credentials;
+    let skipped_collisions = walked.skipped_collisions;
+    if !skipped_collisions.is_empty() {
+        reporter.warn(&format!(
+            "{} path(s) differ from another only by letter case or Unicode normalisation and are not in this snapshot (they could not be restored on macOS or Windows), e.g. {}",
+            skipped_collisions.len(),
+            skipped_collisions[0]
+        ));
+    }
     let old_end = old.end;
     let index_damaged = old.finish();
     let same_as_base = known.base.as_ref().is_some_and(|b| {
@@ -2007,10 +1933,6 @@ impl<'a> Packer<'a> {
 mod tests {
     use super::*;
 
-    fn entry(path: &str, kind: EntryKind) -> Scanned {
-        Scanned::new(path, kind, Stat::default(), None)
-    }
-
     #[test]
     fn blob_locations_are_found_by_id_once_sorted() {
         let f1 = Frame::new(0, 0, 100, 400, Codec::Zstd);
@@ -2091,45 +2013,5 @@ mod tests {
         assert_eq!(extension("a/x.tar.gz"), "gz");
         assert_eq!(extension(".bashrc"), "bashrc");
         assert_eq!(extension("a/b."), "");
-    }
-
-    #[test]
-    fn the_folded_hash_is_the_hash_of_the_folded_key() {
-        for p in [
-            "node_modules/React/index.js",
-            "a/b",
-            "caf\u{e9}/X",
-            "CAFE\u{301}/x",
-            "",
-        ] {
-            assert_eq!(fold_hash(p), xxh(fold_key(p).as_bytes()), "{p}");
-        }
-        assert_eq!(fold_hash("caf\u{e9}"), fold_hash("CAFE\u{301}"));
-        assert_ne!(fold_hash("a/b"), fold_hash("a/c"));
-    }
-
-    #[test]
-    fn a_colliding_path_is_dropped_with_everything_below_it() {
-        use EntryKind::{Dir, File};
-        let mut entries = vec![
-            entry("m", Dir),
-            entry("m/A", Dir),
-            entry("m/A/x", File),
-            entry("m/a", Dir),
-            entry("m/a/x", File),
-            entry("m/a/y", File),
-            entry("m/a-b", File),
-            entry("m/a/z/deep", File),
-            entry("m/b", File),
-            entry("m/B", File),
-            entry("m/caf\u{e9}", File),
-            entry("m/CAF\u{c9}", File),
-            entry("m/cafe\u{301}", File),
-        ];
-        entries.sort_by(|a, b| a.path().cmp(b.path()));
-        let (kept, skipped) = drop_collisions(entries);
-        let kept: Vec<&str> = kept.iter().map(|e| e.path()).collect();
-        assert_eq!(kept, ["m", "m/A", "m/A/x", "m/B", "m/CAF\u{c9}", "m/a-b"]);
-        assert_eq!(skipped, ["m/a", "m/b", "m/cafe\u{301}", "m/caf\u{e9}"]);
     }
 }

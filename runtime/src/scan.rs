@@ -116,8 +116,8 @@ impl Stat {
     }
 }
 
-/// One walked entry. A save holds one per entry of the workspace until
-/// its stat index is written, so it is kept small: the path and, for a
+/// One walked entry. The walk and a save each hold a window of them (and
+/// the walk's listings hold more), so it is kept small: the path and, for a
 /// symlink, its target share one allocation (`path NUL target`; neither
 /// can hold a NUL), 64 bytes and the text where a path and an optional
 /// target of their own took 80 bytes and two allocations.
