@@ -131,17 +131,6 @@ impl StatIndex {
         Some(dir.join("stat-index").join(format!("{}.v2", &id[..32])))
     }
 
-    /// Load the index, or an empty one if it is missing or unreadable.
-    pub fn load(root: &Path) -> StatIndex {
-        Self::location(root)
-            .and_then(|p| std::fs::File::open(p).ok())
-            .and_then(|f| {
-                let len = f.metadata().ok()?.len();
-                decode(std::io::BufReader::with_capacity(1 << 16, f), len)
-            })
-            .unwrap_or_default()
-    }
-
     /// Save the index atomically. Failure only costs time later, so the
     /// caller may ignore it (after telling the user).
     pub fn store(&self, root: &Path) -> std::io::Result<()> {
@@ -155,7 +144,8 @@ impl StatIndex {
     }
 
     /// The record of `path` if its stat matches it.
-    pub fn lookup(&self, path: &str, stat: &Stat) -> Option<&Record> {
+    #[cfg(test)]
+    fn lookup(&self, path: &str, stat: &Stat) -> Option<&Record> {
         let i = self.files.binary_search_by(|(p, _)| (**p).cmp(path)).ok()?;
         let r = &self.files[i].1;
         r.matches(stat).then_some(r)
@@ -776,6 +766,7 @@ fn decode_record(r: &mut Reader<impl std::io::Read>) -> Option<(Box<str>, Record
 }
 
 /// The whole index, or `None` if any of it is damaged.
+#[cfg(test)]
 fn decode(inner: impl std::io::Read + std::io::Seek, len: u64) -> Option<StatIndex> {
     let mut stream = IndexStream::new(inner, len)?;
     let files = stream.by_ref().map(|(p, r, _)| (p, r)).collect();
