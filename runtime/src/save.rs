@@ -71,7 +71,7 @@ use crate::objects::{
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Scanned, SortedWalk, Stat};
 use crate::statindex::{
-    self, Base, IndexStream, IndexWriter, RECORDS_AT, ReadAhead, StatIndex, Streamed, now_ns,
+    self, Base, IndexStream, IndexWriter, RECORDS_AT, ReadAhead, Streamed, now_ns,
 };
 use crate::store::{CasOutcome, Commit, Store};
 
@@ -195,8 +195,8 @@ fn known_from(
                 let mut keys = b.packs.clone();
                 keys.push(snap);
                 if store.missing(&keys)?.is_empty() {
-                    // `blobs` is filled from the index's records while they
-                    // are walked beside the scan, and only if a file is read.
+                    // No `blobs`: a window's read files are deduplicated
+                    // against that window's records (see `window_blobs`).
                     let pieces = b.pieces.iter().map(|(p, f)| (p.id, (*p, *f))).collect();
                     let by_digest = if b.digests.len() == b.pieces.len() {
                         b.digests
@@ -812,17 +812,8 @@ impl<'w> IndexSink<'w> {
             return;
         };
         let begun = IndexWriter::create(workspace).and_then(|w| match w {
-            Some(mut w) if end > RECORDS_AT => {
-                let old = StatIndex::location(workspace).ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "the old stat index has no place",
-                    )
-                })?;
-                w.copy_records(&old, end)?;
-                Ok(Some(w))
-            }
-            w => Ok(w),
+            Some(mut w) => w.copy_old_records(end).map(|()| Some(w)),
+            None => Ok(None),
         });
         *self = match begun {
             Ok(Some(w)) => IndexSink::Writing(w),
@@ -1614,8 +1605,9 @@ type FullPack = (u32, Vec<u8>);
 /// sorted vector takes half the memory of a hash map (500,000 blobs,
 /// heaptrack: 40 MB against 85 MB, plus the map's old table while it
 /// grows). Each blob names its frame by index in `frames` (frames are few,
-/// blobs many): 44 bytes a blob, not 88. It holds the blobs a save stored
-/// and, when a file is read, those of the snapshot it builds on.
+/// blobs many): 44 bytes a blob, not 88. It holds blobs stored before the
+/// save: a window's records ([`window_blobs`]), or, without a usable stat
+/// index, every blob of the snapshot the save builds on.
 #[derive(Default)]
 struct BlobLocs {
     frames: Vec<Frame>,

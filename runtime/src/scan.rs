@@ -80,6 +80,7 @@ use std::thread::JoinHandle;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use stateful_ci_protocol::EntryKind;
+use stateful_ci_protocol::format::is_within;
 use stateful_ci_protocol::path::fold_key;
 
 use crate::deny::is_denied;
@@ -649,7 +650,7 @@ impl SortedWalk {
         }
         if first && !self.overlaps.is_empty() {
             let key = fold_key(path);
-            if self.overlaps.iter().any(|o| key == *o || within(&key, o)) {
+            if self.overlaps.iter().any(|o| is_within(&key, o)) {
                 first = self.overlap_seen.insert(key);
             }
         }
@@ -1000,14 +1001,9 @@ fn overlapping_roots(items: &[Item]) -> Vec<String> {
         .map(fold_key)
         .collect();
     keys.iter()
-        .filter(|k| keys.iter().any(|o| within(k, o)))
+        .filter(|k| keys.iter().any(|o| *k != o && is_within(k, o)))
         .cloned()
         .collect()
-}
-
-/// Whether `path` is strictly below `dir`.
-fn within(path: &str, dir: &str) -> bool {
-    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
 }
 
 fn name_str(name: &OsStr) -> Option<&str> {
@@ -1417,8 +1413,7 @@ mod tests {
             let mut roots: Vec<String> = Vec::new();
             for _ in 0..8 {
                 let r = shallow[rand(shallow.len())].clone();
-                let inside = |p: &str, q: &str| p == q || within(p, q);
-                if !roots.iter().any(|q| inside(&r, q) || inside(q, &r)) {
+                if !roots.iter().any(|q| is_within(&r, q) || is_within(q, &r)) {
                     roots.push(r);
                 }
             }
@@ -1432,7 +1427,8 @@ mod tests {
             // Not only the last: `a-b` sorts between `a` and `a/x`.
             let mut dropped: Vec<String> = Vec::new();
             for (p, kind) in all {
-                if dropped.iter().any(|d| within(&p, d)) {
+                // Paths are distinct: only those strictly below match.
+                if dropped.iter().any(|d| is_within(&p, d)) {
                     continue;
                 }
                 if seen.insert(fold_key(&p)) {

@@ -235,6 +235,15 @@ impl IndexWriter {
         Ok(Some(w))
     }
 
+    /// [`Self::copy_records`] from the index this one will replace (the
+    /// one the save started from).
+    pub fn copy_old_records(&mut self, end: u64) -> std::io::Result<()> {
+        let Some((_, old)) = self.paths.clone() else {
+            return Ok(());
+        };
+        self.copy_records(&old, end)
+    }
+
     /// Write the base, then put the index in place of the old one.
     pub fn finish(mut self, base: Option<&Base>) -> std::io::Result<()> {
         let paths = self.paths.take();
@@ -317,6 +326,10 @@ impl<W: std::io::Write + std::io::Seek> IndexWriter<W> {
     /// write.
     pub fn copy_records(&mut self, old: &Path, end: u64) -> std::io::Result<()> {
         use std::io::{Read, Seek};
+        if end <= RECORDS_AT {
+            // Nothing to copy (there may be no old index at all).
+            return Ok(());
+        }
         self.flush_buf()?;
         let mut f = std::fs::File::open(old)?;
         f.seek(std::io::SeekFrom::Start(RECORDS_AT))?;
