@@ -107,10 +107,15 @@ impl Base {
     }
 }
 
+/// Where a workspace's index lives ([`StatIndex::location`]). Save and
+/// restore write an index with [`IndexWriter`] and read it with
+/// [`IndexStream`], never whole; the records held in memory are the tests'
+/// way of building one.
 #[derive(Debug, Default)]
 pub struct StatIndex {
     pub base: Option<Base>,
     /// Sorted by path.
+    #[cfg(test)]
     files: Vec<(Box<str>, Record)>,
 }
 
@@ -133,6 +138,7 @@ impl StatIndex {
 
     /// Save the index atomically. Failure only costs time later, so the
     /// caller may ignore it (after telling the user).
+    #[cfg(test)]
     pub fn store(&self, root: &Path) -> std::io::Result<()> {
         let Some(mut w) = IndexWriter::create(root)? else {
             return Ok(());
@@ -153,22 +159,26 @@ impl StatIndex {
 
     /// Record a file whose content was read at `read_at_ns`. Racy entries
     /// (changed too close to the read) are recorded as untrusted.
+    #[cfg(test)]
     pub fn record_read(&mut self, path: String, stat: &Stat, blobs: Blobs, read_at_ns: i64) {
         self.record(path, stat, blobs, trusted(stat, read_at_ns));
     }
 
     /// Make room for `n` more records (grown by doubling, the list of a
     /// 500,000-file workspace would hold room for a million).
+    #[cfg(test)]
     pub fn reserve(&mut self, n: usize) {
         self.files.reserve_exact(n);
     }
 
     /// Record a file whose content is known without a race (written by this
     /// process, or matched against an earlier trusted record).
+    #[cfg(test)]
     pub fn record_written(&mut self, path: String, stat: &Stat, blobs: Blobs) {
         self.record(path, stat, blobs, true);
     }
 
+    #[cfg(test)]
     fn record(&mut self, path: String, stat: &Stat, blobs: Blobs, trusted: bool) {
         self.files.push((
             path.into_boxed_str(),
@@ -184,6 +194,7 @@ impl StatIndex {
     }
 
     /// Sort after recording (records may arrive in any order).
+    #[cfg(test)]
     pub fn finish(&mut self) {
         self.files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.files.dedup_by(|a, b| a.0 == b.0);
