@@ -756,8 +756,8 @@ fn execute(
     let (file_count, file_bytes) = (files.clone().count() as u64, files.map(|e| e.size).sum());
     drop(place);
     // The index is written as the nodes are let go, one at a time and in
-    // path order (the snapshot's): built in memory first, its list of
-    // records (36 MB at 500,000 files) was the restore's peak, beside the
+    // path order (the snapshot's), as a save writes it: built in memory
+    // first, its list of records (36 MB at 500,000 files) sat beside the
     // nodes it was taken from.
     let index = IndexWriter::create(workspace).and_then(|w| {
         let Some(mut w) = w else {

@@ -136,19 +136,6 @@ impl StatIndex {
         Some(dir.join("stat-index").join(format!("{}.v2", &id[..32])))
     }
 
-    /// Save the index atomically. Failure only costs time later, so the
-    /// caller may ignore it (after telling the user).
-    #[cfg(test)]
-    pub fn store(&self, root: &Path) -> std::io::Result<()> {
-        let Some(mut w) = IndexWriter::create(root)? else {
-            return Ok(());
-        };
-        for (path, r) in &self.files {
-            w.push(path, r);
-        }
-        w.finish(self.base.as_ref())
-    }
-
     /// The record of `path` if its stat matches it.
     #[cfg(test)]
     fn lookup(&self, path: &str, stat: &Stat) -> Option<&Record> {
@@ -157,29 +144,10 @@ impl StatIndex {
         r.matches(stat).then_some(r)
     }
 
-    /// Record a file whose content was read at `read_at_ns`. Racy entries
-    /// (changed too close to the read) are recorded as untrusted.
-    #[cfg(test)]
-    pub fn record_read(&mut self, path: String, stat: &Stat, blobs: Blobs, read_at_ns: i64) {
-        self.record(path, stat, blobs, trusted(stat, read_at_ns));
-    }
-
-    /// Make room for `n` more records (grown by doubling, the list of a
-    /// 500,000-file workspace would hold room for a million).
-    #[cfg(test)]
-    pub fn reserve(&mut self, n: usize) {
-        self.files.reserve_exact(n);
-    }
-
     /// Record a file whose content is known without a race (written by this
     /// process, or matched against an earlier trusted record).
     #[cfg(test)]
     pub fn record_written(&mut self, path: String, stat: &Stat, blobs: Blobs) {
-        self.record(path, stat, blobs, true);
-    }
-
-    #[cfg(test)]
-    fn record(&mut self, path: String, stat: &Stat, blobs: Blobs, trusted: bool) {
         self.files.push((
             path.into_boxed_str(),
             Record {
@@ -187,7 +155,7 @@ impl StatIndex {
                 mtime_ns: stat.mtime_ns,
                 ctime_ns: stat.ctime_ns,
                 ino: stat.ino,
-                trusted,
+                trusted: true,
                 blobs,
             },
         ));
