@@ -227,9 +227,19 @@ pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
         return done;
     }
     p.group("stateful-ci restore");
-    let result = open_store(args, &config, false, p).and_then(|store| {
-        stateful_ci_runtime::restore(&ws, &config, store.as_ref(), p, &RestoreOptions::default())
-    });
+    // How many of the snapshot's entries a restore plans and stages at a
+    // time: like STATEFUL_CI_SAVE_WINDOW, a knob for tests and for
+    // measuring; unset or unreadable, the default.
+    let window = std::env::var("STATEFUL_CI_RESTORE_WINDOW")
+        .ok()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|&w| w > 0);
+    let opts = RestoreOptions {
+        window: window.unwrap_or(RestoreOptions::default().window),
+        ..RestoreOptions::default()
+    };
+    let result = open_store(args, &config, false, p)
+        .and_then(|store| stateful_ci_runtime::restore(&ws, &config, store.as_ref(), p, &opts));
     p.end_group();
     match result {
         Ok(s) if s.outcome == RestoreOutcome::Miss => {

@@ -16,6 +16,17 @@
 //!    not have, rename the staged trees and files into place (one rename per
 //!    new directory tree, one per replaced file) and set metadata.
 //!
+//! Staging streams: the snapshot's entries come in path order and are
+//! compared with the disk and staged a window at a time ([`WINDOW`] entries,
+//! the size of the save's windows, so a cold snapshot's frames each serve
+//! one window). Between windows only the directories still open, the
+//! private names made and what apply will do are kept ([`ToApply`]: lists
+//! that grow with the changes, not with the tree), and the new stat index
+//! is written to a file as each window is staged. A directory's entries
+//! come in one run (every path that starts with `D/`), so when it is closed
+//! the names on disk it should not have are known, and a new one can be
+//! given its mode and time.
+//!
 //! Entries are confined to the configured paths: the manifest's paths are
 //! validated (including that no two collide after case folding or Unicode
 //! normalisation), every operation goes through directory handles opened
@@ -42,12 +53,11 @@ use crate::deny::is_denied;
 use crate::error::{Error, Result, io_ctx};
 use crate::fsat::{self, AsRawFd, Dirs, Kind};
 use crate::objects::{
-    Fetched, Loc, Node, PieceDigest, PieceFp, blob_of, decode_frame_into, for_each_node,
-    load_manifest,
+    Loc, Node, PieceDigest, PieceFp, blob_of, decode_frame_into, for_each_node, load_manifest,
 };
 use crate::report::{Phase, Reporter};
 use crate::scan::{Filter, Stat};
-use crate::statindex::{Base, IndexStream, IndexWriter, Record};
+use crate::statindex::{Base, IndexStream, IndexWriter, ReadAhead, Record, Streamed};
 use crate::store::{RestorePoint, Store};
 
 pub const STAGING_PREFIX: &str = ".stateful-ci-staging-";
@@ -64,21 +74,26 @@ const MAX_SPAN: u64 = 4 * 1024 * 1024;
 /// to 16 MiB, a 500,000-file restore through the backend peaked at
 /// 361-398 MiB; it grew with the cores on a local store too.
 const MAX_TRANSFERS: usize = 4;
-/// Planning reserves room for at most this many entries before the root's
-/// count is verified (72-byte entries: about 150 MB of address space); a
-/// larger snapshot grows the vector as it streams in.
-const MAX_RESERVED_ENTRIES: u64 = 1 << 21;
+/// Entries of the snapshot a restore plans and stages at a time: as many as
+/// a save packs frames from ([`crate::save::WINDOW`]), so each frame of a
+/// cold snapshot is fetched by one window. A window of a 500,000-file tree
+/// holds about 20 MB of plan.
+pub const WINDOW: usize = crate::save::WINDOW;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     /// Refuse a snapshot that would write more than this many bytes.
     pub max_bytes: u64,
+    /// Entries of the snapshot planned and staged at a time ([`WINDOW`];
+    /// at least 1).
+    pub window: usize,
 }
 
 impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
             max_bytes: 512 * 1024 * 1024 * 1024,
+            window: WINDOW,
         }
     }
 }
@@ -170,6 +185,9 @@ enum Place {
 struct Places {
     at: Vec<Place>,
     dirs: Vec<Box<str>>,
+    /// The index of the window's first entry across windows (private names
+    /// are made of an entry's index: see [`staging_name`]).
+    first: usize,
 }
 
 impl Places {
@@ -221,22 +239,636 @@ impl Seen {
     }
 }
 
-/// Everything decided before the first write.
-struct Plan {
+/// A directory of the snapshot whose entries may still be coming. Paths
+/// come in byte order, so the entries below a directory `D` (every path
+/// that starts with `D/`) come in one run, though not always right after
+/// `D` itself (`D-x` and `D.x` sort between): it is closed once a path at
+/// or beyond `D0` comes (`0` follows `/`).
+struct OpenDir {
+    path: Box<str>,
+    mode: u32,
+    mtime_ns: i64,
+    state: DirState,
+}
+
+enum DirState {
+    /// A directory on disk that stays, with the names the snapshot has in
+    /// it: the others are removed (at apply) once it is closed.
+    Kept { names: Vec<Box<str>> },
+    /// A new directory built under a private name: its staged path,
+    /// whether it is the top of its tree, and its index in the current
+    /// window's [`Places::dirs`].
+    Staged { at: Box<str>, top: bool, slot: u32 },
+}
+
+impl OpenDir {
+    /// Whether `path` (or any later one) may still be below this directory.
+    fn open_at(&self, path: &str) -> bool {
+        path.len() > self.path.len()
+            && path.starts_with(&*self.path)
+            && path.as_bytes()[self.path.len()] <= b'/'
+    }
+}
+
+/// One window's plan: its entries in path order (with the parents a
+/// hand-made snapshot did not list before their first child), what each
+/// needs and where it is staged.
+struct Window {
     nodes: Vec<Node>,
     action: Vec<Action>,
-    /// The stat of each file as it will be after the restore, where it is
-    /// known: planned for a file kept as it is, set when a file is written
-    /// into a new tree (from its open descriptor; moving the tree into
-    /// place does not change it). What else was on disk is not kept.
+    /// The stat of each file as it will be after the restore, for its stat
+    /// index record: planned for a file kept as it is, set when a file is
+    /// written (from its descriptor; moving a new tree into place does not
+    /// change it). Apply changes the ctime of a file it moves into a
+    /// directory that stays, or whose mode or time it sets: those records
+    /// then do not match, so the next save reads those files again (the
+    /// changes, not the tree) and finds their content by the record's
+    /// blobs, storing nothing again.
     written: Vec<OnceLock<Seen>>,
     place: Places,
-    /// Missing ancestors of configured roots, to create (outermost first).
+}
+
+/// What apply does once every window is staged: lists that grow with the
+/// changes (and with the directories that stay), not with the snapshot.
+#[derive(Default)]
+struct ToApply {
+    /// (directory that stays, name in it the snapshot does not have).
+    remove: Vec<(Box<str>, Box<str>)>,
+    /// Entries staged under a private name in their real parent (new trees
+    /// and replaced files), in path order: (path, kind, private name). It
+    /// is also what a failed restore removes, so an entry goes on it before
+    /// its private name is made.
+    moves: Vec<(Box<str>, EntryKind, Box<str>)>,
+    /// Files and symlinks whose content stays but whose mode or time does
+    /// not: (path, kind, mode, mtime).
+    fix: Vec<(Box<str>, EntryKind, u32, i64)>,
+    /// Directories whose mode and time are set last: those that stay (their
+    /// times change as entries are moved in or removed), the tops of new
+    /// trees, and new directories their owner may not write (a new
+    /// directory is sealed as soon as it is staged, but writable until
+    /// apply, so that a failed restore can remove it).
+    dirs: Vec<(Box<str>, u32, i64)>,
+}
+
+/// A restore in progress. The snapshot's entries stream in path order
+/// ([`for_each_node`]) and are planned and staged a window at a time
+/// ([`RestoreOptions::window`]; the save packs frames from windows of the
+/// same size, so each frame of a cold snapshot serves one window). What
+/// outlives a window is the directories still open, the stat index being
+/// written (to a file) and [`ToApply`]: memory grows with the window and
+/// the changes, not with the snapshot.
+struct Run<'a> {
+    workspace: &'a Path,
+    config: &'a Config,
+    store: &'a dyn Store,
+    manifest: &'a Manifest,
+    filter: &'a Filter,
+    dirs: &'a Dirs,
+    pool: &'a rayon::ThreadPool,
+    reporter: &'a dyn Reporter,
+    opts: &'a RestoreOptions,
+    /// Called after each window is planned, before it is staged (tests
+    /// change the disk there).
+    after_plan: &'a (dyn Fn() + Sync),
+    /// The prefix of this process's private names.
+    own: String,
+
+    checker: PathChecker,
+    /// Each piece's local digest, over all its entries (selected or not),
+    /// for the stat index: the next save reuses a piece whose entries it
+    /// finds unchanged without building it again.
+    digest: PieceDigest,
+    digests: Vec<PieceFp>,
+    /// Entries of the snapshot taken (selected or not); a window ends
+    /// every `opts.window` of them.
+    taken: usize,
+    batch: Vec<Node>,
+
+    /// The index of the next window's first node, counted across windows
+    /// (private names are made of it).
+    next_index: usize,
+    open: Vec<OpenDir>,
+    /// The old stat index, streamed beside the nodes (both in path order),
+    /// and its next record. Only the stats of files it proves are kept,
+    /// for a window at a time.
+    recorded: Option<(ReadAhead, Option<Streamed>)>,
+    /// Missing ancestors of configured roots: to create (outermost first)
+    /// when the first window is staged, then those created.
     ancestors: Vec<String>,
+    made_ancestors: Vec<String>,
+    /// New directories closed: their mode and time are set once the window
+    /// that stages their last entries is done. (staged path, mode, mtime)
+    seal: Vec<(Box<str>, u32, i64)>,
+    /// The workspace's new stat index, written as windows are staged and
+    /// put in place only after apply.
+    index: std::io::Result<Option<IndexWriter>>,
+    apply: ToApply,
+
     skipped_credentials: u64,
-    /// What reading the snapshot's pieces fetched (counted in the summary
-    /// with the frames staged for writing).
-    listing: Fetched,
+    files: u64,
+    bytes: u64,
+    files_written: u64,
+    bytes_written: u64,
+    bytes_fetched: u64,
+    objects_fetched: u64,
+}
+
+impl<'a> Run<'a> {
+    /// Take the next entry of the snapshot (`piece` is the piece it is in).
+    fn take(&mut self, n: Node, piece: usize) -> Result<()> {
+        while self.digests.len() < piece {
+            self.digests.push(self.digest.finish());
+        }
+        self.digest.add_node(&n);
+        self.taken += 1;
+        let size = if n.kind == EntryKind::File { n.size } else { 0 };
+        let verdict = if self.config.paths.iter().any(|p| is_within(&n.path, p)) {
+            self.checker.check(&n.path, n.kind, self.filter)
+        } else {
+            Skip::Excluded
+        };
+        match verdict {
+            Skip::No => self.batch.push(n),
+            Skip::Excluded => self.reporter.advance(size),
+            Skip::Denied => {
+                self.skipped_credentials += 1;
+                self.reporter.advance(size);
+            }
+        }
+        if self.taken % self.opts.window.max(1) == 0 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Plan and stage the entries taken since the last window.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        // Room for the next window from the start: grown by doubling, the
+        // batch would take up to twice its size.
+        let left = (self.manifest.entries as usize).saturating_sub(self.taken);
+        let room = self.opts.window.clamp(1, 1 << 20).min(left.max(1));
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(room));
+        let window = self.plan(batch)?;
+        (self.after_plan)();
+        self.stage(window)
+    }
+
+    /// After the last entry: the last window, then every directory still open.
+    fn finish_stream(&mut self) -> Result<Vec<PieceFp>> {
+        self.flush()?;
+        self.close_passed(None)?;
+        self.seal()?;
+        if let Some((records, _)) = self.recorded.take() {
+            // Records past a damaged one were not given out: those files
+            // were compared by content instead.
+            records.finish();
+        }
+        while self.digests.len() < self.manifest.pieces.len() {
+            self.digests.push(self.digest.finish());
+        }
+        Ok(std::mem::take(&mut self.digests))
+    }
+
+    /// Close the open directories `path` is not below (all of them for
+    /// `None`).
+    fn close_passed(&mut self, path: Option<&str>) -> Result<()> {
+        let mut k = 0;
+        while k < self.open.len() {
+            if path.is_some_and(|p| self.open[k].open_at(p)) {
+                k += 1;
+            } else {
+                let d = self.open.remove(k);
+                self.close(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A directory has all its entries: list what else is in it (if it
+    /// stays), or seal it (if it is new).
+    fn close(&mut self, d: OpenDir) -> Result<()> {
+        match d.state {
+            DirState::Kept { mut names } => {
+                // A parent a snapshot did not list is added before its
+                // first child, so its name may come out of order.
+                names.sort_unstable();
+                let h = self
+                    .dirs
+                    .get(&d.path)
+                    .map_err(|e| ws_err("open", &d.path, e))?;
+                for name in
+                    fsat::read_names(h.as_raw_fd()).map_err(|e| ws_err("list", &d.path, e))?
+                {
+                    if name.starts_with(&self.own)
+                        || names.binary_search_by(|n| (**n).cmp(name.as_str())).is_ok()
+                    {
+                        continue;
+                    }
+                    let rel = join(&d.path, &name);
+                    if is_denied(&rel) || self.filter.excluded(&rel) {
+                        continue;
+                    }
+                    self.apply.remove.push((d.path.clone(), name.into()));
+                }
+                self.apply.dirs.push((d.path, d.mode, d.mtime_ns));
+            }
+            DirState::Staged { top: true, .. } => {
+                self.apply.dirs.push((d.path, d.mode, d.mtime_ns));
+            }
+            DirState::Staged { at, top: false, .. } => {
+                if d.mode & 0o700 != 0o700 {
+                    self.apply.dirs.push((d.path, d.mode, d.mtime_ns));
+                }
+                self.seal.push((at, d.mode, d.mtime_ns));
+            }
+        }
+        Ok(())
+    }
+
+    /// Set the mode (writable by its owner until apply) and time of the new
+    /// directories closed so far, whose entries are all staged.
+    fn seal(&mut self) -> Result<()> {
+        let seal = std::mem::take(&mut self.seal);
+        seal.par_iter().try_for_each(|(at, mode, mtime)| {
+            let (parent, name) = fsat::split(at);
+            let d = self
+                .dirs
+                .get(parent)
+                .map_err(|e| ws_err("open", parent, e))?;
+            fsat::set_meta_at(d.as_raw_fd(), name, true, (mode & 0o777) | 0o700, *mtime)
+                .map_err(|e| ws_err("set the metadata of", at, e))
+        })
+    }
+
+    /// Decide what each entry of a window needs and where it is staged.
+    fn plan(&mut self, batch: Vec<Node>) -> Result<Window> {
+        let first = self.next_index;
+        let mut place = Places {
+            at: Vec::with_capacity(batch.len()),
+            dirs: Vec::new(),
+            first,
+        };
+        // New directories still open from the last window get slots in this
+        // one.
+        for d in &mut self.open {
+            if let DirState::Staged { at, slot, .. } = &mut d.state {
+                *slot = place.add_dir(at.to_string());
+            }
+        }
+        let mut nodes = Vec::with_capacity(batch.len());
+        for n in batch {
+            self.close_passed(Some(&n.path))?;
+            // A parent the snapshot does not list (only a hand-made
+            // snapshot lacks one) is restored as a plain directory.
+            let mut implied = Vec::new();
+            let mut p = fsat::split(&n.path).0;
+            while !p.is_empty()
+                && self.config.paths.iter().any(|r| is_within(p, r))
+                && !self.open.iter().any(|d| &*d.path == p)
+            {
+                implied.push(p.to_string());
+                p = fsat::split(p).0;
+            }
+            for p in implied.into_iter().rev() {
+                let dir = Node {
+                    path: p.into(),
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    mtime_ns: 0,
+                    size: 0,
+                    target: None,
+                    blobs: Box::default(),
+                };
+                self.add(dir, &mut nodes, &mut place);
+            }
+            self.add(n, &mut nodes, &mut place);
+        }
+        self.next_index += nodes.len();
+
+        let recorded = self.recorded_for(&nodes);
+        let workspace = self.workspace;
+        let (action, written): (Vec<Action>, Vec<OnceLock<Seen>>) = nodes
+            .par_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let action = match (e.kind, place.at[i]) {
+                    (EntryKind::Dir, Place::None) => Action::FixMeta,
+                    // New directories, and whatever is below one: nothing
+                    // of it is on disk.
+                    (EntryKind::Dir, _) | (_, Place::Fresh { .. }) => Action::Write,
+                    _ => {
+                        let (action, disk) = compare(workspace, e, recorded.get(i));
+                        let seen = match (action, disk) {
+                            (Action::Keep, OnDisk::File(st)) => Some(Seen::of(&st)),
+                            // Its time is set at apply, which changes its
+                            // ctime: see `Window::written`.
+                            (Action::FixMeta, OnDisk::File(st)) => Some(Seen {
+                                mtime_ns: e.mtime_ns,
+                                ..Seen::of(&st)
+                            }),
+                            _ => None,
+                        };
+                        if let Some(seen) = seen {
+                            return (action, OnceLock::from(seen));
+                        }
+                        action
+                    }
+                };
+                (action, OnceLock::new())
+            })
+            .unzip();
+        // A file or symlink to write into a directory that stays is staged
+        // beside its real name.
+        for (i, e) in nodes.iter().enumerate() {
+            if e.kind != EntryKind::Dir && place.at[i] == Place::None && action[i] == Action::Write
+            {
+                place.at[i] = Place::Temp;
+            }
+        }
+        Ok(Window {
+            nodes,
+            action,
+            written,
+            place,
+        })
+    }
+
+    /// Add an entry to the window being planned: a directory is placed at
+    /// once (it is looked at on disk here, parents before children), the
+    /// others once compared.
+    fn add(&mut self, n: Node, nodes: &mut Vec<Node>, place: &mut Places) {
+        let i = nodes.len();
+        let (parent, name) = fsat::split(&n.path);
+        let staged_parent = match self.open.iter_mut().rev().find(|d| &*d.path == parent) {
+            Some(OpenDir {
+                state: DirState::Kept { names },
+                ..
+            }) => {
+                names.push(name.into());
+                None
+            }
+            Some(OpenDir {
+                state: DirState::Staged { at, slot, .. },
+                ..
+            }) => Some((join(at, name), *slot)),
+            // A root: its parent is the workspace's.
+            None => None,
+        };
+        if n.kind == EntryKind::Dir {
+            let (p, state) = match staged_parent {
+                Some((at, dir)) => {
+                    let slot = place.add_dir(at.clone());
+                    (
+                        Place::Fresh { dir },
+                        DirState::Staged {
+                            at: at.into(),
+                            top: false,
+                            slot,
+                        },
+                    )
+                }
+                None if on_disk(&self.workspace.join(&*n.path)) == OnDisk::Dir => {
+                    (Place::None, DirState::Kept { names: Vec::new() })
+                }
+                None => {
+                    let at = join(parent, &staging_name(place.first + i));
+                    let slot = place.add_dir(at.clone());
+                    (
+                        Place::FreshTop,
+                        DirState::Staged {
+                            at: at.into(),
+                            top: true,
+                            slot,
+                        },
+                    )
+                }
+            };
+            place.at.push(p);
+            self.open.push(OpenDir {
+                path: n.path.clone(),
+                mode: n.mode,
+                mtime_ns: n.mtime_ns,
+                state,
+            });
+        } else {
+            place.at.push(match staged_parent {
+                Some((_, dir)) => Place::Fresh { dir },
+                None => Place::None,
+            });
+        }
+        nodes.push(n);
+    }
+
+    /// What the stat index recorded of each file node of a window whose
+    /// blobs it lists as the node's (the stat that proves the file on disk
+    /// is that content), `None` for the others; empty without an index.
+    fn recorded_for(&mut self, nodes: &[Node]) -> Vec<Option<Record>> {
+        let Some((records, next)) = &mut self.recorded else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            if n.kind != EntryKind::File {
+                out.push(None);
+                continue;
+            }
+            while next.as_ref().is_some_and(|(p, _, _)| **p < *n.path) {
+                *next = records.next();
+            }
+            let found = match &*next {
+                Some((p, r, _)) if **p == *n.path && r.blobs.iter().map(|b| &b.0).eq(n.ids()) => {
+                    Some(Record {
+                        size: r.size,
+                        mtime_ns: r.mtime_ns,
+                        ctime_ns: r.ctime_ns,
+                        ino: r.ino,
+                        trusted: r.trusted,
+                        blobs: Box::default(),
+                    })
+                }
+                _ => None,
+            };
+            out.push(found);
+        }
+        out
+    }
+
+    /// Stage a planned window: fetch, verify and write what it needs under
+    /// private names, then record its files in the new stat index.
+    fn stage(&mut self, w: Window) -> Result<()> {
+        let Window {
+            nodes,
+            action,
+            written,
+            place,
+        } = w;
+        let to_write: Vec<usize> = (0..nodes.len())
+            .filter(|&i| nodes[i].kind == EntryKind::File && action[i] == Action::Write)
+            .collect();
+        let bytes: u64 = to_write.iter().map(|&i| nodes[i].size).sum();
+        if self.bytes_written + bytes > self.opts.max_bytes {
+            return Err(Error::corrupt(format!(
+                "the snapshot would write more than the limit of {} bytes",
+                self.opts.max_bytes
+            )));
+        }
+        check_free_space(self.workspace, bytes)?;
+        for a in std::mem::take(&mut self.ancestors) {
+            let (p, n) = fsat::split(&a);
+            let d = self.dirs.get(p).map_err(|e| ws_err("open", p, e))?;
+            fsat::mkdir_at(d.as_raw_fd(), n, 0o755).map_err(|e| ws_err("create", &a, e))?;
+            self.made_ancestors.push(a);
+        }
+        // Every private name this window may make in a real directory goes
+        // on the list first (removing one that was never made is a no-op),
+        // so a failure part way leaves nothing behind whichever thread made
+        // what.
+        for (i, e) in nodes.iter().enumerate() {
+            match place[i] {
+                Place::FreshTop | Place::Temp => self.apply.moves.push((
+                    e.path.clone(),
+                    e.kind,
+                    staging_name(place.first + i).into(),
+                )),
+                Place::None if action[i] == Action::FixMeta && e.kind != EntryKind::Dir => {
+                    self.apply
+                        .fix
+                        .push((e.path.clone(), e.kind, e.mode, e.mtime_ns));
+                }
+                _ => {}
+            }
+            if e.kind == EntryKind::File {
+                self.files += 1;
+                self.bytes += e.size;
+                if action[i] != Action::Write {
+                    self.reporter.advance(e.size);
+                }
+            }
+        }
+        let (fetched, requests) = stage(
+            self.store,
+            self.manifest,
+            self.dirs,
+            &nodes,
+            &place,
+            &to_write,
+            &written,
+            self.reporter,
+            self.pool,
+        )?;
+        self.seal()?;
+        self.files_written += to_write.len() as u64;
+        self.bytes_written += bytes;
+        self.bytes_fetched += fetched;
+        self.objects_fetched += requests;
+        if let Ok(Some(index)) = &mut self.index {
+            for (e, seen) in nodes.iter().zip(&written) {
+                if let (EntryKind::File, Some(seen)) = (e.kind, seen.get()) {
+                    index.push_file(&e.path, &seen.stat(e), true, &e.blobs);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move everything staged into place; returns how many paths were
+    /// removed.
+    fn apply(&self) -> Result<u64> {
+        let dirs = self.dirs;
+        let ToApply {
+            remove,
+            moves,
+            fix,
+            dirs: metas,
+        } = &self.apply;
+        // What the snapshot does not have, from directories that stay.
+        remove.par_iter().try_for_each(|(dir, name)| {
+            let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
+            fsat::remove_at(d.as_raw_fd(), name)
+                .map_err(|err| ws_err("remove", &join(dir, name), err))
+        })?;
+        for (path, kind, sname) in moves {
+            move_into_place(dirs, path, *kind, sname)?;
+        }
+        for (path, kind, mode, mtime) in fix {
+            let (parent, name) = fsat::split(path);
+            let d = dirs
+                .get(parent)
+                .map_err(|err| ws_err("open", parent, err))?;
+            match kind {
+                EntryKind::Symlink => fsat::set_mtime_nofollow_at(d.as_raw_fd(), name, *mtime),
+                _ => fsat::set_meta_at(d.as_raw_fd(), name, false, mode & 0o777, *mtime),
+            }
+            .map_err(|err| ws_err("set the metadata of", path, err))?;
+        }
+        // Directory modes and times last, since filling a directory changes
+        // its mtime (setting a child's time or mode does not, so any order).
+        metas.par_iter().try_for_each(|(path, mode, mtime)| {
+            let (parent, name) = fsat::split(path);
+            let d = dirs
+                .get(parent)
+                .map_err(|err| ws_err("open", parent, err))?;
+            fsat::set_meta_at(d.as_raw_fd(), name, true, mode & 0o777, *mtime)
+                .map_err(|err| ws_err("set the metadata of", path, err))
+        })?;
+        Ok(remove.len() as u64)
+    }
+
+    /// Remove what a failed restore made: the private names not moved into
+    /// place yet (what was moved is the snapshot's content, verified), then
+    /// the ancestors it created.
+    fn roll_back(&self) {
+        for (path, _, sname) in self.apply.moves.iter().rev() {
+            let dir = fsat::split(path).0;
+            if let Ok(d) = self.dirs.get(dir) {
+                let _ = fsat::remove_at(d.as_raw_fd(), sname);
+            }
+        }
+        for a in self.made_ancestors.iter().rev() {
+            let (p, n) = fsat::split(a);
+            if let Ok(d) = self.dirs.get(p) {
+                let _ = fsat::rmdir_at(d.as_raw_fd(), n);
+            }
+        }
+    }
+}
+
+/// Whether a file or symlink planned into a directory that stays (or a
+/// root) is right on disk already. `recorded` is its stat index record,
+/// if the index lists its content.
+fn compare(workspace: &Path, e: &Node, recorded: Option<&Option<Record>>) -> (Action, OnDisk) {
+    let abs = workspace.join(&*e.path);
+    let disk = on_disk(&abs);
+    let action = match (e.kind, disk) {
+        (EntryKind::Symlink, OnDisk::Symlink) => {
+            let same = fs::read_link(&abs).ok().is_some_and(|t| {
+                Some(t.as_os_str().as_encoded_bytes()) == e.target.as_deref().map(str::as_bytes)
+            });
+            if same { Action::FixMeta } else { Action::Write }
+        }
+        (EntryKind::File, OnDisk::File(st)) => {
+            let same = recorded
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.matches(&st))
+                || (st.size == e.size
+                    && hash_file(&abs)
+                        .ok()
+                        .is_some_and(|ids| ids.iter().eq(e.ids())));
+            match (
+                same,
+                st.mode & 0o777 == e.mode & 0o777 && st.mtime_ns == e.mtime_ns,
+            ) {
+                (true, true) => Action::Keep,
+                (true, false) => Action::FixMeta,
+                (false, _) => Action::Write,
+            }
+        }
+        _ => Action::Write,
+    };
+    (action, disk)
 }
 
 pub fn restore(
@@ -246,6 +878,17 @@ pub fn restore(
     reporter: &dyn Reporter,
     opts: &RestoreOptions,
 ) -> Result<RestoreSummary> {
+    restore_with(workspace, config, store, reporter, opts, &|| {})
+}
+
+fn restore_with(
+    workspace: &Path,
+    config: &Config,
+    store: &dyn Store,
+    reporter: &dyn Reporter,
+    opts: &RestoreOptions,
+    after_plan: &(dyn Fn() + Sync),
+) -> Result<RestoreSummary> {
     let started = Instant::now();
     let Some(point) = store.restore_point()? else {
         return Ok(RestoreSummary::miss(started));
@@ -253,24 +896,107 @@ pub fn restore(
     let manifest = load_manifest(store, &point.head.snapshot)?;
     let filter = Filter::new(&config.exclude)?;
     clean_stale_staging(workspace, &config.paths);
+    let mut ancestors = Vec::new();
+    for root in &config.paths {
+        for a in check_root_ancestors(workspace, root)? {
+            if !ancestors.contains(&a) {
+                ancestors.push(a);
+            }
+        }
+    }
+    ancestors.sort();
+    let dirs = Dirs::open(workspace).map_err(|e| io_ctx("open", workspace, e))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(store.parallelism().clamp(1, MAX_TRANSFERS))
+        .build()
+        .map_err(|e| Error::workspace(format!("cannot start transfer threads: {e}")))?;
 
-    reporter.phase(Phase::Compare, None);
-    // Each piece's digest goes to the stat index.
-    let (plan, digests) = make_plan(workspace, config, store, &manifest, &filter)?;
-    if plan.skipped_credentials > 0 {
+    reporter.phase(Phase::Fetch, Some(manifest.bytes));
+    let mut run = Run {
+        workspace,
+        config,
+        store,
+        manifest: &manifest,
+        filter: &filter,
+        dirs: &dirs,
+        pool: &pool,
+        reporter,
+        opts,
+        after_plan,
+        own: format!("{STAGING_PREFIX}{}-", std::process::id()),
+        checker: PathChecker::default(),
+        digest: PieceDigest::default(),
+        digests: Vec::with_capacity(manifest.pieces.len()),
+        taken: 0,
+        batch: Vec::with_capacity(
+            opts.window
+                .clamp(1, 1 << 20)
+                .min(manifest.entries.max(1) as usize),
+        ),
+        next_index: 0,
+        open: Vec::new(),
+        recorded: IndexStream::open(workspace).map(|s| {
+            let mut records = s.read_ahead();
+            let next = records.next();
+            (records, next)
+        }),
+        ancestors,
+        made_ancestors: Vec::new(),
+        seal: Vec::new(),
+        index: IndexWriter::create(workspace),
+        apply: ToApply::default(),
+        skipped_credentials: 0,
+        files: 0,
+        bytes: 0,
+        files_written: 0,
+        bytes_written: 0,
+        bytes_fetched: 0,
+        objects_fetched: 0,
+    };
+    let streamed = for_each_node(store, &manifest, |n, piece| run.take(n, piece))
+        .and_then(|listing| Ok((listing, run.finish_stream()?)));
+    let (listing, digests) = match streamed {
+        Ok(x) => x,
+        Err(e) => {
+            run.roll_back();
+            return Err(e);
+        }
+    };
+    if run.skipped_credentials > 0 {
         reporter.warn(&format!(
             "the snapshot contains {} credential file(s) that were not restored",
-            plan.skipped_credentials
+            run.skipped_credentials
         ));
     }
+
+    reporter.phase(Phase::Apply, None);
+    let removed = match run.apply() {
+        Ok(n) => n,
+        Err(e) => {
+            run.roll_back();
+            return Err(e);
+        }
+    };
     let base = Base::of_manifest(store.describe(), point.head.snapshot, &manifest, digests);
-    let summary = execute(
-        workspace, store, &manifest, &filter, plan, &base, reporter, opts,
-    )?;
+    let index = std::mem::replace(&mut run.index, Ok(None))
+        .and_then(|w| w.map_or(Ok(()), |w| w.finish(Some(&base))));
+    if let Err(err) = index {
+        reporter.warn(&format!(
+            "could not write the local stat index ({err}); the next save will re-read every file"
+        ));
+    }
     Ok(RestoreSummary {
+        outcome: RestoreOutcome::Restored,
         source: Some(point),
+        files: run.files,
+        bytes: run.bytes,
+        files_written: run.files_written,
+        bytes_written: run.bytes_written,
+        bytes_fetched: run.bytes_fetched + listing.bytes,
+        objects_fetched: run.objects_fetched + listing.requests,
+        removed,
+        skipped_credentials: run.skipped_credentials,
         duration: started.elapsed(),
-        ..summary
     })
 }
 
@@ -395,274 +1121,11 @@ fn staging_name(n: usize) -> String {
     format!("{STAGING_PREFIX}{}-{n}", std::process::id())
 }
 
-/// What the stat index recorded of each file node whose blobs it lists as
-/// the node's (the stat that proves the file on disk is that content),
-/// `None` for the others; empty without an index. The index is streamed
-/// beside the nodes (both are in path order) and only these stats are
-/// kept: loaded whole, the index of 500,000 files was a quarter of the
-/// restore's peak.
-fn recorded_files(workspace: &Path, nodes: &[Node]) -> Vec<Option<Record>> {
-    let Some(stream) = IndexStream::open(workspace) else {
-        return Vec::new();
-    };
-    let mut records = stream.read_ahead();
-    let mut next = records.next();
-    let mut out = Vec::with_capacity(nodes.len());
-    for n in nodes {
-        if n.kind != EntryKind::File {
-            out.push(None);
-            continue;
-        }
-        while next.as_ref().is_some_and(|(p, _, _)| **p < *n.path) {
-            next = records.next();
-        }
-        let found = match &next {
-            Some((p, r, _)) if **p == *n.path && r.blobs.iter().map(|b| &b.0).eq(n.ids()) => {
-                Some(Record {
-                    size: r.size,
-                    mtime_ns: r.mtime_ns,
-                    ctime_ns: r.ctime_ns,
-                    ino: r.ino,
-                    trusted: r.trusted,
-                    blobs: Box::default(),
-                })
-            }
-            _ => None,
-        };
-        out.push(found);
-    }
-    // Records past a damaged one were not given out: those files are
-    // compared by content instead.
-    records.finish();
-    out
-}
-
-fn make_plan(
-    workspace: &Path,
-    config: &Config,
-    store: &dyn Store,
-    manifest: &Manifest,
-    filter: &Filter,
-) -> Result<(Plan, Vec<PieceFp>)> {
-    // Every entry is verified (pieces hashed, rules checked, collisions
-    // refused) while it streams in; only the selected ones are kept.
-    let mut skipped_credentials = 0;
-    // Sized for the root's claimed count up front (only the pages used
-    // become resident; the claim is capped, as it is not verified until
-    // the pieces are). Grown by doubling, the vector was the largest part
-    // of the restore's peak at 500,000 entries: 100 MB of 241 MB of live
-    // heap while it grew (heaptrack); sized up front, the peak is 225 MB.
-    let mut nodes = Vec::with_capacity(manifest.entries.min(MAX_RESERVED_ENTRIES) as usize);
-    // Each piece's local digest, over all its entries (selected or not), for
-    // the stat index: the next save reuses a piece whose entries it finds
-    // unchanged without building it again.
-    let mut digests = Vec::with_capacity(manifest.pieces.len());
-    let mut digest = PieceDigest::default();
-    let mut checker = PathChecker::default();
-    let listing = for_each_node(store, manifest, |n, piece| {
-        while digests.len() < piece {
-            digests.push(digest.finish());
-        }
-        digest.add_node(&n);
-        if !config.paths.iter().any(|p| is_within(&n.path, p)) {
-            return Ok(());
-        }
-        match checker.check(&n.path, n.kind, filter) {
-            Skip::No => nodes.push(n),
-            Skip::Excluded => {}
-            Skip::Denied => skipped_credentials += 1,
-        }
-        Ok(())
-    })?;
-    drop(checker);
-    while digests.len() < manifest.pieces.len() {
-        digests.push(digest.finish());
-    }
-    // A parent the snapshot does not list (only a hand-made snapshot lacks
-    // one) is restored as a plain directory, like any other.
-    let listed: HashSet<&str> = nodes.iter().map(|n| &*n.path).collect();
-    let mut implied: Vec<Node> = Vec::new();
-    let mut implied_set: HashSet<String> = HashSet::new();
-    for n in &nodes {
-        let mut p = &*n.path;
-        while let Some(i) = p.rfind('/') {
-            p = &p[..i];
-            if !config.paths.iter().any(|r| is_within(p, r)) {
-                break;
-            }
-            // A listed or already implied parent had its own parents
-            // looked at when it was.
-            if listed.contains(p) || !implied_set.insert(p.to_string()) {
-                break;
-            }
-            implied.push(Node {
-                path: p.into(),
-                kind: EntryKind::Dir,
-                mode: 0o755,
-                mtime_ns: 0,
-                size: 0,
-                target: None,
-                blobs: Box::default(),
-            });
-        }
-    }
-    drop(listed);
-    if !implied.is_empty() {
-        nodes.extend(implied);
-        nodes.sort_by(|a, b| a.path.cmp(&b.path));
-    }
-    // Entries outside the configured paths, excluded or denied were not
-    // kept: the unused capacity goes back.
-    nodes.shrink_to_fit();
-    // Sorted by path, as the snapshot is (`apply` looks paths up in it).
-    debug_assert!(nodes.windows(2).all(|w| w[0].path < w[1].path));
-    let mut ancestors = Vec::new();
-    for root in &config.paths {
-        for a in check_root_ancestors(workspace, root)? {
-            if !ancestors.contains(&a) {
-                ancestors.push(a);
-            }
-        }
-    }
-    ancestors.sort();
-
-    let recorded = recorded_files(workspace, &nodes);
-    // Directories first, parents before children: below a directory that
-    // is not on disk nothing is, so those paths need no stat (a fresh
-    // runner restores into nothing).
-    let mut dir_disk: HashMap<&str, OnDisk> = HashMap::new();
-    for e in nodes.iter().filter(|e| e.kind == EntryKind::Dir) {
-        let parent = fsat::split(&e.path).0;
-        let disk = match dir_disk.get(parent) {
-            Some(d) if *d != OnDisk::Dir => OnDisk::Missing,
-            _ => on_disk(&workspace.join(&*e.path)),
-        };
-        dir_disk.insert(&e.path, disk);
-    }
-    let (action, written): (Vec<Action>, Vec<OnceLock<Seen>>) = nodes
-        .par_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            // Only a path that may be on disk is looked at (none below a
-            // missing directory: on a fresh runner, none at all).
-            let abs = || workspace.join(&*e.path);
-            let disk = if e.kind == EntryKind::Dir {
-                dir_disk[&*e.path]
-            } else {
-                match dir_disk.get(fsat::split(&e.path).0) {
-                    Some(d) if *d != OnDisk::Dir => OnDisk::Missing,
-                    _ => on_disk(&abs()),
-                }
-            };
-            let action = match (e.kind, disk) {
-                (EntryKind::Dir, OnDisk::Dir) => Action::FixMeta,
-                (EntryKind::Symlink, OnDisk::Symlink) => {
-                    let same = fs::read_link(abs()).ok().is_some_and(|t| {
-                        Some(t.as_os_str().as_encoded_bytes())
-                            == e.target.as_deref().map(str::as_bytes)
-                    });
-                    if same { Action::FixMeta } else { Action::Write }
-                }
-                (EntryKind::File, OnDisk::File(st)) => {
-                    let same = recorded
-                        .get(i)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|r| r.matches(&st))
-                        || (st.size == e.size
-                            && hash_file(&abs())
-                                .ok()
-                                .is_some_and(|ids| ids.iter().eq(e.ids())));
-                    match (
-                        same,
-                        st.mode & 0o777 == e.mode & 0o777 && st.mtime_ns == e.mtime_ns,
-                    ) {
-                        (true, true) => Action::Keep,
-                        (true, false) => Action::FixMeta,
-                        (false, _) => Action::Write,
-                    }
-                }
-                _ => Action::Write,
-            };
-            let known = match (action, disk) {
-                (Action::Keep, OnDisk::File(st)) => OnceLock::from(Seen::of(&st)),
-                _ => OnceLock::new(),
-            };
-            (action, known)
-        })
-        .unzip();
-
-    // Placement: a directory that is not a directory on disk is built whole
-    // under a private name; everything below it goes there too.
-    let mut fresh: HashMap<&str, u32> = HashMap::new();
-    let mut place = Places {
-        at: Vec::with_capacity(nodes.len()),
-        dirs: Vec::new(),
-    };
-    for (i, e) in nodes.iter().enumerate() {
-        let (parent, name) = fsat::split(&e.path);
-        let p = if let Some(&dir) = fresh.get(parent) {
-            if e.kind == EntryKind::Dir {
-                let path = join(&place.dirs[dir as usize], name);
-                fresh.insert(&e.path, place.add_dir(path));
-            }
-            Place::Fresh { dir }
-        } else if e.kind == EntryKind::Dir && dir_disk[&*e.path] != OnDisk::Dir {
-            fresh.insert(&e.path, place.add_dir(join(parent, &staging_name(i))));
-            Place::FreshTop
-        } else if e.kind != EntryKind::Dir && action[i] == Action::Write {
-            Place::Temp
-        } else {
-            Place::None
-        };
-        place.at.push(p);
-    }
-    Ok((
-        Plan {
-            nodes,
-            action,
-            written,
-            place,
-            ancestors,
-            skipped_credentials,
-            listing,
-        },
-        digests,
-    ))
-}
-
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_string()
     } else {
         format!("{dir}/{name}")
-    }
-}
-
-/// What was created while staging, to remove again if staging fails.
-#[derive(Default)]
-struct Undo {
-    ancestors: Vec<String>,
-    /// The entries staged under a private name in their real parent (new
-    /// trees and replaced files).
-    staged: Vec<usize>,
-}
-
-impl Undo {
-    fn roll_back(&self, dirs: &Dirs, nodes: &[Node], place: &Places) {
-        for &i in self.staged.iter().rev() {
-            let Some((dir, name)) = staged_at(place, nodes, i) else {
-                continue;
-            };
-            if let Ok(d) = dirs.get(dir) {
-                let _ = fsat::remove_at(d.as_raw_fd(), &name);
-            }
-        }
-        for a in self.ancestors.iter().rev() {
-            let (p, n) = fsat::split(a);
-            if let Ok(d) = dirs.get(p) {
-                let _ = fsat::rmdir_at(d.as_raw_fd(), n);
-            }
-        }
     }
 }
 
@@ -679,125 +1142,13 @@ fn ws_err(what: &str, rel: &str, e: std::io::Error) -> Error {
     }
 }
 
-/// Stage and apply a plan, then write the workspace's new stat index (with
-/// `base`). Separate from planning so that tests can change the disk in
-/// between.
-#[allow(clippy::too_many_arguments)]
-fn execute(
-    workspace: &Path,
-    store: &dyn Store,
-    manifest: &Manifest,
-    filter: &Filter,
-    plan: Plan,
-    base: &Base,
-    reporter: &dyn Reporter,
-    opts: &RestoreOptions,
-) -> Result<RestoreSummary> {
-    let Plan {
-        nodes,
-        action,
-        written,
-        place,
-        ancestors,
-        skipped_credentials,
-        listing,
-    } = plan;
-    let to_write: Vec<usize> = (0..nodes.len())
-        .filter(|&i| nodes[i].kind == EntryKind::File && action[i] == Action::Write)
-        .collect();
-    let bytes_to_write: u64 = to_write.iter().map(|&i| nodes[i].size).sum();
-    if bytes_to_write > opts.max_bytes {
-        return Err(Error::corrupt(format!(
-            "the snapshot would write {bytes_to_write} bytes, more than the limit of {}",
-            opts.max_bytes
-        )));
-    }
-    check_free_space(workspace, bytes_to_write)?;
-    let dirs = Dirs::open(workspace).map_err(|e| io_ctx("open", workspace, e))?;
-
-    // Stage.
-    reporter.phase(Phase::Fetch, Some(bytes_to_write));
-    let mut undo = Undo::default();
-    let staged = stage(
-        store, manifest, &dirs, &nodes, &place, &to_write, &ancestors, &mut undo, &written,
-        reporter,
-    );
-    let (bytes_fetched, objects_fetched) = match staged {
-        Ok(x) => x,
-        Err(e) => {
-            undo.roll_back(&dirs, &nodes, &place);
-            return Err(e);
-        }
-    };
-
-    // Apply.
-    reporter.phase(Phase::Apply, None);
-    let result = apply(&dirs, &nodes, &action, &place, filter);
-    let removed = match result {
-        Ok(n) => n,
-        Err(e) => {
-            // Whatever was not moved into place yet is removed; what was is
-            // the snapshot's content, verified.
-            undo.roll_back(&dirs, &nodes, &place);
-            return Err(e);
-        }
-    };
-
-    // The new stat index: every file as it is now on disk (the stat of a
-    // file kept or written into a new tree is known; the others are read).
-    nodes.par_iter().zip(&written).for_each(|(e, w)| {
-        if e.kind == EntryKind::File && w.get().is_none() {
-            if let Ok(m) = fs::symlink_metadata(workspace.join(&*e.path)) {
-                let _ = w.set(Seen::of(&Stat::of(&m)));
-            }
-        }
-    });
-    let files = nodes.iter().filter(|e| e.kind == EntryKind::File);
-    let (file_count, file_bytes) = (files.clone().count() as u64, files.map(|e| e.size).sum());
-    drop(place);
-    // The index is written as the nodes are let go, one at a time and in
-    // path order (the snapshot's), as a save writes it: built in memory
-    // first, its list of records (36 MB at 500,000 files) sat beside the
-    // nodes it was taken from.
-    let index = IndexWriter::create(workspace).and_then(|w| {
-        let Some(mut w) = w else {
-            return Ok(());
-        };
-        for (e, st) in nodes.into_iter().zip(written) {
-            if let Some(seen) = st.into_inner() {
-                w.push_file(&e.path, &seen.stat(&e), true, &e.blobs);
-            }
-        }
-        w.finish(Some(base))
-    });
-    if let Err(err) = index {
-        reporter.warn(&format!(
-            "could not write the local stat index ({err}); the next save will re-read every file"
-        ));
-    }
-
-    let summary = RestoreSummary {
-        outcome: RestoreOutcome::Restored,
-        source: None,
-        files: file_count,
-        bytes: file_bytes,
-        files_written: to_write.len() as u64,
-        bytes_written: bytes_to_write,
-        bytes_fetched: bytes_fetched + listing.bytes,
-        objects_fetched: objects_fetched + listing.requests,
-        removed,
-        skipped_credentials,
-        duration: Duration::ZERO,
-    };
-    Ok(summary)
-}
-
 /// Makes the staged entries that are not written whole (see [`stage`]):
 /// `groups` holds them by the directory they are made in.
 struct Maker<'a> {
     dirs: &'a Dirs,
     nodes: &'a [Node],
     place: &'a Places,
+    written: &'a [OnceLock<Seen>],
     groups: HashMap<&'a str, Vec<usize>>,
     failed: Mutex<Option<Error>>,
 }
@@ -819,7 +1170,7 @@ impl<'a> Maker<'a> {
             if self.failed.lock().unwrap().is_some() {
                 return;
             }
-            if let Err(e) = create_staged(self.dirs, self.nodes, self.place, i) {
+            if let Err(e) = create_staged(self.dirs, self.nodes, self.place, i, &self.written[i]) {
                 self.failed.lock().unwrap().get_or_insert(e);
                 return;
             }
@@ -844,7 +1195,10 @@ fn staged_at<'a>(
             &place.dirs[dir as usize],
             Cow::Borrowed(fsat::split(path).1),
         )),
-        Place::FreshTop | Place::Temp => Some((fsat::split(path).0, Cow::Owned(staging_name(i)))),
+        Place::FreshTop | Place::Temp => Some((
+            fsat::split(path).0,
+            Cow::Owned(staging_name(place.first + i)),
+        )),
         Place::None => None,
     }
 }
@@ -909,6 +1263,8 @@ fn frame_order(f: &Frame) -> (u32, u64, u64, u64, u8) {
     (f.pack, f.offset, f.length, f.raw_len, f.codec as u8)
 }
 
+/// Fetch, verify and write a window's content under private names (see
+/// [`Run::stage`]); returns the stored bytes fetched and the requests.
 #[allow(clippy::too_many_arguments)]
 fn stage(
     store: &dyn Store,
@@ -917,26 +1273,10 @@ fn stage(
     nodes: &[Node],
     place: &Places,
     to_write: &[usize],
-    ancestors: &[String],
-    undo: &mut Undo,
     written: &[OnceLock<Seen>],
     reporter: &dyn Reporter,
+    pool: &rayon::ThreadPool,
 ) -> Result<(u64, u64)> {
-    for a in ancestors {
-        let (p, n) = fsat::split(a);
-        let d = dirs.get(p).map_err(|e| ws_err("open", p, e))?;
-        fsat::mkdir_at(d.as_raw_fd(), n, 0o755).map_err(|e| ws_err("create", a, e))?;
-        undo.ancestors.push(a.clone());
-    }
-    // Every private name this stage may create in a real directory goes on
-    // the undo list first (removing one that was never made is a no-op), so
-    // a failure part way leaves nothing behind whichever thread made what.
-    undo.staged
-        .extend((0..nodes.len()).filter(|&i| matches!(place[i], Place::FreshTop | Place::Temp)));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(store.parallelism().clamp(1, MAX_TRANSFERS))
-        .build()
-        .map_err(|e| Error::workspace(format!("cannot start transfer threads: {e}")))?;
     // Directories of new trees, symlinks, and empty and multi-blob files
     // created at their size: grouped by the directory they are created in,
     // each group made by one thread, and each directory made starting its
@@ -957,6 +1297,7 @@ fn stage(
         dirs,
         nodes,
         place,
+        written,
         groups,
         failed: Mutex::new(None),
     };
@@ -1176,14 +1517,26 @@ fn stage(
                 nodes[i].mode & 0o777,
                 nodes[i].mtime_ns,
             )
-            .map_err(|e| ws_err("set the mode of", &nodes[i].path, e))
+            .map_err(|e| ws_err("set the mode of", &nodes[i].path, e))?;
+            if let Ok(m) =
+                fsat::open_file_at(d.as_raw_fd(), &name, false).and_then(|f| f.metadata())
+            {
+                let _ = written[i].set(Seen::of(&Stat::of(&m)));
+            }
+            Ok(())
         })?;
     Ok((fetched, requests))
 }
 
 /// Create staged entry `i` (a directory, a symlink, or a file that is empty
 /// or written in several blobs) under its staged name.
-fn create_staged(dirs: &Dirs, nodes: &[Node], place: &Places, i: usize) -> Result<()> {
+fn create_staged(
+    dirs: &Dirs,
+    nodes: &[Node],
+    place: &Places,
+    i: usize,
+    written: &OnceLock<Seen>,
+) -> Result<()> {
     let e = &nodes[i];
     let (dir, name) = staged_at(place, nodes, i).expect("only staged entries are created");
     let name = name.as_ref();
@@ -1206,6 +1559,9 @@ fn create_staged(dirs: &Dirs, nodes: &[Node], place: &Places, i: usize) -> Resul
             if e.blobs.is_empty() {
                 fsat::set_meta_fd(f.as_raw_fd(), e.mode & 0o777, e.mtime_ns)
                     .map_err(|err| ws_err("set the mode of", &e.path, err))?;
+                if let Ok(m) = f.metadata() {
+                    let _ = written.set(Seen::of(&Stat::of(&m)));
+                }
             }
             Ok(())
         }
@@ -1235,10 +1591,8 @@ fn write_blob(
             .map_err(|err| ws_err("write", &e.path, err))?;
         fsat::set_mtime_fd(f.as_raw_fd(), e.mtime_ns)
             .map_err(|err| ws_err("set the time of", &e.path, err))?;
-        if matches!(place[i], Place::Fresh { .. }) {
-            if let Ok(m) = f.metadata() {
-                let _ = written.set(Seen::of(&Stat::of(&m)));
-            }
+        if let Ok(m) = f.metadata() {
+            let _ = written.set(Seen::of(&Stat::of(&m)));
         }
         Ok(())
     } else {
@@ -1248,109 +1602,25 @@ fn write_blob(
     }
 }
 
-/// Move everything staged into place; returns how many paths were removed.
-fn apply(
-    dirs: &Dirs,
-    nodes: &[Node],
-    action: &[Action],
-    place: &Places,
-    filter: &Filter,
-) -> Result<u64> {
-    // Remove what the snapshot does not have from directories that stay.
-    // The nodes are sorted by path (the plan keeps the snapshot's order), so
-    // a name is looked up by binary search, with no set of every path.
-    let present = |rel: &str| nodes.binary_search_by(|e| e.path[..].cmp(rel)).is_ok();
-    let own = format!("{STAGING_PREFIX}{}-", std::process::id());
-    let removed: u64 = nodes
-        .par_iter()
-        .enumerate()
-        .filter(|(i, e)| e.kind == EntryKind::Dir && place[*i] == Place::None)
-        .map(|(_, e)| -> Result<u64> {
-            let d = dirs
-                .get(&e.path)
-                .map_err(|err| ws_err("open", &e.path, err))?;
-            let mut n = 0;
-            for name in
-                fsat::read_names(d.as_raw_fd()).map_err(|err| ws_err("list", &e.path, err))?
-            {
-                let rel = join(&e.path, &name);
-                if name.starts_with(&own)
-                    || present(&rel)
-                    || is_denied(&rel)
-                    || filter.excluded(&rel)
-                {
-                    continue;
-                }
-                fsat::remove_at(d.as_raw_fd(), &name).map_err(|err| ws_err("remove", &rel, err))?;
-                n += 1;
-            }
-            Ok(n)
-        })
-        .sum::<Result<u64>>()?;
-
-    for (i, e) in nodes.iter().enumerate() {
-        let (parent, name) = fsat::split(&e.path);
-        match &place[i] {
-            Place::Fresh { .. } => {}
-            Place::FreshTop | Place::Temp => {
-                move_into_place(dirs, e, parent, &staging_name(i), name)?;
-            }
-            Place::None => {
-                if action[i] == Action::FixMeta && e.kind != EntryKind::Dir {
-                    let d = dirs
-                        .get(parent)
-                        .map_err(|err| ws_err("open", parent, err))?;
-                    match e.kind {
-                        EntryKind::Symlink => {
-                            fsat::set_mtime_nofollow_at(d.as_raw_fd(), name, e.mtime_ns)
-                        }
-                        _ => fsat::set_meta_at(
-                            d.as_raw_fd(),
-                            name,
-                            false,
-                            e.mode & 0o777,
-                            e.mtime_ns,
-                        ),
-                    }
-                    .map_err(|err| ws_err("set the metadata of", &e.path, err))?;
-                }
-            }
-        }
-    }
-    // Directory modes and times last, since filling a directory changes
-    // its mtime (setting a child's time or mode does not, so any order).
-    nodes
-        .par_iter()
-        .filter(|e| e.kind == EntryKind::Dir)
-        .try_for_each(|e| {
-            let (parent, name) = fsat::split(&e.path);
-            let d = dirs
-                .get(parent)
-                .map_err(|err| ws_err("open", parent, err))?;
-            fsat::set_meta_at(d.as_raw_fd(), name, true, e.mode & 0o777, e.mtime_ns)
-                .map_err(|err| ws_err("set the metadata of", &e.path, err))
-        })?;
-    Ok(removed)
-}
-
-/// Move a staged entry (`sname` in `dir`) over its real name, replacing
+/// Move a staged entry (`sname` in its real parent) over its real name, replacing
 /// what is there now (re-checked at this moment, not taken from the plan).
-fn move_into_place(dirs: &Dirs, e: &Node, dir: &str, sname: &str, name: &str) -> Result<()> {
+fn move_into_place(dirs: &Dirs, path: &str, kind: EntryKind, sname: &str) -> Result<()> {
+    let (dir, name) = fsat::split(path);
     let d = dirs.get(dir).map_err(|err| ws_err("open", dir, err))?;
-    match fsat::kind_at(d.as_raw_fd(), name).map_err(|err| ws_err("stat", &e.path, err))? {
+    match fsat::kind_at(d.as_raw_fd(), name).map_err(|err| ws_err("stat", path, err))? {
         Kind::Missing => {}
         Kind::Dir => {
-            fsat::remove_at(d.as_raw_fd(), name).map_err(|err| ws_err("remove", &e.path, err))?;
-            dirs.forget(&e.path);
+            fsat::remove_at(d.as_raw_fd(), name).map_err(|err| ws_err("remove", path, err))?;
+            dirs.forget(path);
         }
-        _ if e.kind == EntryKind::Dir => {
-            fsat::remove_at(d.as_raw_fd(), name).map_err(|err| ws_err("remove", &e.path, err))?;
+        _ if kind == EntryKind::Dir => {
+            fsat::remove_at(d.as_raw_fd(), name).map_err(|err| ws_err("remove", path, err))?;
         }
         // A file or symlink is replaced by the rename itself.
         _ => {}
     }
     fsat::rename_at(d.as_raw_fd(), sname, d.as_raw_fd(), name)
-        .map_err(|err| ws_err("move into place", &e.path, err))
+        .map_err(|err| ws_err("move into place", path, err))
 }
 
 fn check_free_space(workspace: &Path, need: u64) -> Result<()> {
@@ -1478,23 +1748,21 @@ mod tests {
             paths: roots.clone(),
             ..Config::default()
         };
-        let head = store.restore_point().unwrap().unwrap().head;
-        let manifest = load_manifest(&store, &head.snapshot).unwrap();
-        let filter = Filter::new(&[]).unwrap();
-        let (plan, digests) = make_plan(&ws, &config, &store, &manifest, &filter).unwrap();
-        let base = Base::of_manifest(store.describe(), head.snapshot, &manifest, digests);
-        // Swap: the directory planned as existing becomes a symlink outside.
-        fs::remove_dir(ws.join("node_modules/x")).unwrap();
-        std::os::unix::fs::symlink(&outside, ws.join("node_modules/x")).unwrap();
-        let res = execute(
+        // Swap, once planned: the directory planned as existing becomes a
+        // symlink outside.
+        let swap = || {
+            if !ws.join("node_modules/x").is_symlink() {
+                fs::remove_dir(ws.join("node_modules/x")).unwrap();
+                std::os::unix::fs::symlink(&outside, ws.join("node_modules/x")).unwrap();
+            }
+        };
+        let res = restore_with(
             &ws,
+            &config,
             &store,
-            &manifest,
-            &filter,
-            plan,
-            &base,
             &crate::Silent,
             &RestoreOptions::default(),
+            &swap,
         );
         assert!(
             res.is_err(),

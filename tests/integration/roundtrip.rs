@@ -313,6 +313,105 @@ fn a_save_a_window_at_a_time_is_whole() {
     assert_same(&a.path("src"), &a.path("dst"), CREDS);
 }
 
+/// A restore a window at a time gives the same tree whatever the window:
+/// directories whose entries span windows (and whose children sort apart,
+/// as `a-b` and `a.txt` do from `a/`), a new read-only directory, names to
+/// remove in a directory that stays, kinds that change, files replaced.
+/// And a save of the restored tree stores nothing: the files the restore
+/// replaced or touched are read again (their records' ctimes differ), the
+/// rest not at all.
+#[test]
+fn a_restore_a_window_at_a_time_is_whole() {
+    let a = Area::new();
+    rich_tree(&a.path("src"));
+    let nm = a.path("src/node_modules");
+    for i in 0..60 {
+        write(
+            &nm.join(format!("w/d{:02}/f{i}.js", i % 9)),
+            format!("// {i}\n").as_bytes(),
+        );
+    }
+    for p in ["w/a/x", "w/a-b", "w/a.txt", "w/a0/y", "w/a/b/c"] {
+        write(&nm.join(p), p.as_bytes());
+    }
+    let args = ["--store", &a.store(), "--path", "node_modules", "--json"];
+    a.ok("src", &[&["save"][..], &args].concat());
+    let stale = ["stale1", "stale3", "stale-default"];
+    for ws in stale {
+        a.ok(ws, &[&["restore"][..], &args].concat());
+    }
+
+    // The second generation: edits, a new read-only directory, kinds that
+    // change, removals.
+    write(&nm.join("w/d03/f12.js"), b"edited\n");
+    write(&nm.join("w/a/b/new.js"), b"new\n");
+    write(&nm.join("w/ro/inside.txt"), b"in a read-only directory\n");
+    chmod(&nm.join("w/ro"), 0o555);
+    std::fs::remove_file(nm.join("w/a-b")).unwrap();
+    std::fs::create_dir(nm.join("w/a-b")).unwrap();
+    write(&nm.join("w/a-b/z"), b"z");
+    std::fs::remove_dir_all(nm.join("w/a0")).unwrap();
+    write(&nm.join("w/a0"), b"now a file");
+    std::fs::remove_file(nm.join("w/d05/f5.js")).unwrap();
+    let second = a.ok("src", &[&["save"][..], &args].concat());
+    assert_eq!(second["outcome"], "saved", "{second}");
+
+    for (ws, window) in stale.iter().zip(["1", "3", "65536"]) {
+        // Local junk the snapshot does not have, early and late.
+        write(&a.path(&format!("{ws}/node_modules/w/a/junk")), b"junk");
+        write(
+            &a.path(&format!("{ws}/node_modules/w/d08/junk.js")),
+            b"junk",
+        );
+        let out = bin()
+            .args(["restore"])
+            .args(args)
+            .current_dir(a.path(ws))
+            .env("STATEFUL_CI_CACHE_DIR", a.path("cache"))
+            .env("STATEFUL_CI_RESTORE_WINDOW", window)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "window {window}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same(&a.path("src"), &a.path(ws), CREDS);
+        let left: Vec<_> = std::fs::read_dir(a.path(&format!("{ws}/node_modules/w")))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".stateful-ci"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "window {window}: staged leftovers {left:?}"
+        );
+
+        let again = bin()
+            .args(["save"])
+            .args(args)
+            .current_dir(a.path(ws))
+            .env("STATEFUL_CI_CACHE_DIR", a.path("cache"))
+            .output()
+            .unwrap();
+        assert!(again.status.success());
+        let stdout = String::from_utf8_lossy(&again.stdout);
+        let again: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(again["outcome"], "unchanged", "window {window}: {again}");
+        assert_eq!(again["new_bytes"], 0, "window {window}: {again}");
+        // The files the restore wrote into directories that stayed.
+        assert!(
+            again["files_read"].as_u64().unwrap() <= 4,
+            "window {window}: {again}"
+        );
+    }
+    chmod(&nm.join("w/ro"), 0o755);
+    for ws in stale {
+        chmod(&a.path(&format!("{ws}/node_modules/w/ro")), 0o755);
+    }
+}
+
 /// A stat index cut short (a full disk, a crash of something else) is
 /// refused as a whole when it is opened: the save reads every file and
 /// still stores only what changed, and the snapshot is exact.

@@ -7,6 +7,11 @@ use std::process::{Command, Output};
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stateful-ci"));
     c.env_remove("GITHUB_ACTIONS").env("NO_COLOR", "1");
+    // Every restore of these small trees spans many windows (the default
+    // is 65,536 entries), so what a window hands to the next is tested
+    // everywhere: directories open across windows, removal lists, private
+    // names, the stat index written a window at a time.
+    c.env("STATEFUL_CI_RESTORE_WINDOW", "7");
     // `dev` runs the clone's prepared emulator (scripts/setup.sh emulator),
     // not the copy inside the binary, which tests/npm/test.sh covers from an
     // npm install (its first use installs packages from the registry).
