@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stateful_ci_runtime::{
     Config, Error, LocalStore, Overrides, RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome,
-    Store,
+    Store, WindowCut,
 };
 
 use stateful_ci_runtime::config;
@@ -176,7 +176,7 @@ pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
         .and_then(|w| w.parse::<usize>().ok())
         .filter(|&w| w > 0);
     let opts = SaveOptions {
-        window: window.unwrap_or(SaveOptions::default().window),
+        window: window.map_or(SaveOptions::default().window, WindowCut::fixed),
         ..SaveOptions::default()
     };
     let result = open_store(args, &config, true, p)
@@ -235,7 +235,7 @@ pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
         .and_then(|w| w.parse::<usize>().ok())
         .filter(|&w| w > 0);
     let opts = RestoreOptions {
-        window: window.unwrap_or(RestoreOptions::default().window),
+        window: window.map_or(RestoreOptions::default().window, WindowCut::fixed),
         ..RestoreOptions::default()
     };
     let result = open_store(args, &config, false, p)

@@ -27,4 +27,5 @@ pub use error::{Error, ErrorKind, Result};
 pub use report::{Phase, Reporter, Silent};
 pub use restore::{RestoreOptions, RestoreOutcome, RestoreSummary, restore};
 pub use save::{SaveOptions, SaveOutcome, SaveSummary, save};
+pub use stateful_ci_protocol::limits::WindowCut;
 pub use store::{CasOutcome, LocalStore, RestorePoint, Store};

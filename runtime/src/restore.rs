@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use stateful_ci_protocol::format::is_within;
-use stateful_ci_protocol::limits::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CHUNK_THRESHOLD};
+use stateful_ci_protocol::limits::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CHUNK_THRESHOLD, WindowCut};
 use stateful_ci_protocol::{BlobId, EntryKind, Frame, Manifest, ObjectKey};
 
 use crate::config::Config;
@@ -74,19 +74,19 @@ const MAX_SPAN: u64 = 4 * 1024 * 1024;
 /// to 16 MiB, a 500,000-file restore through the backend peaked at
 /// 361-398 MiB; it grew with the cores on a local store too.
 const MAX_TRANSFERS: usize = 4;
-/// Entries of the snapshot a restore plans and stages at a time: as many as
-/// a save packs frames from ([`crate::save::WINDOW`]), so each frame of a
-/// cold snapshot is fetched by one window. A window of a 500,000-file tree
+/// Where a restore cuts the snapshot's entries into windows: where a save
+/// cuts them ([`crate::save::WINDOW`]), so each frame a save packed serves
+/// one window, generation after generation. A window of 65,536 entries
 /// holds about 20 MB of plan.
-pub const WINDOW: usize = crate::save::WINDOW;
+pub const WINDOW: WindowCut = crate::save::WINDOW;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     /// Refuse a snapshot that would write more than this many bytes.
     pub max_bytes: u64,
-    /// Entries of the snapshot planned and staged at a time ([`WINDOW`];
-    /// at least 1).
-    pub window: usize,
+    /// Where the snapshot's entries are cut into windows, planned and
+    /// staged one at a time ([`WINDOW`], as a save cuts them).
+    pub window: WindowCut,
 }
 
 impl Default for RestoreOptions {
@@ -339,9 +339,11 @@ struct Run<'a> {
     /// finds unchanged without building it again.
     digest: PieceDigest,
     digests: Vec<PieceFp>,
-    /// Entries of the snapshot taken (selected or not); a window ends
-    /// every `opts.window` of them.
+    /// Entries of the snapshot taken (selected or not), and how many when
+    /// the current window began: windows are cut over all the entries, as
+    /// the save that wrote them cut its own.
     taken: usize,
+    window_start: usize,
     batch: Vec<Node>,
 
     /// The index of the next window's first node, counted across windows
@@ -382,6 +384,7 @@ impl<'a> Run<'a> {
         self.digest.add_node(&n);
         self.taken += 1;
         let size = if n.kind == EntryKind::File { n.size } else { 0 };
+        let ends = (self.opts.window).ends_after(&n.path, self.taken - self.window_start);
         let verdict = if self.config.paths.iter().any(|p| is_within(&n.path, p)) {
             self.checker.check(&n.path, n.kind, self.filter)
         } else {
@@ -395,7 +398,8 @@ impl<'a> Run<'a> {
                 self.reporter.advance(size);
             }
         }
-        if self.taken % self.opts.window.max(1) == 0 {
+        if ends {
+            self.window_start = self.taken;
             self.flush()?;
         }
         Ok(())
@@ -409,7 +413,7 @@ impl<'a> Run<'a> {
         // Room for the next window from the start: grown by doubling, the
         // batch would take up to twice its size.
         let left = (self.manifest.entries as usize).saturating_sub(self.taken);
-        let room = self.opts.window.clamp(1, 1 << 20).min(left.max(1));
+        let room = self.opts.window.max.clamp(1, 1 << 20).min(left.max(1));
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(room));
         let window = self.plan(batch)?;
         (self.after_plan)();
@@ -928,8 +932,10 @@ fn restore_with(
         digest: PieceDigest::default(),
         digests: Vec::with_capacity(manifest.pieces.len()),
         taken: 0,
+        window_start: 0,
         batch: Vec::with_capacity(
             opts.window
+                .max
                 .clamp(1, 1 << 20)
                 .min(manifest.entries.max(1) as usize),
         ),

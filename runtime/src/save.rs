@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use stateful_ci_protocol::limits::{
     CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, CHUNK_THRESHOLD, FRAME_TARGET, MAX_BLOB_RAW,
-    MAX_PIECE_ENTRIES, PACK_TARGET,
+    MAX_PIECE_ENTRIES, PACK_TARGET, WindowCut,
 };
 use stateful_ci_protocol::{
     BlobId, Codec, EntryKind, FORMAT_VERSION, Frame, Head, Manifest, ObjectKey, ObjectKind,
@@ -102,10 +102,10 @@ const COMPACT_AT: usize = 700;
 pub struct SaveOptions {
     /// zstd level for blobs.
     pub level: i32,
-    /// Entries taken from the walk at a time ([`WINDOW`]; at least 1).
+    /// Where the walk's entries are cut into windows ([`WINDOW`]).
     /// Smaller windows hold less and pause more; tests use tiny ones so a
     /// small tree spans many windows.
-    pub window: usize,
+    pub window: WindowCut,
 }
 
 impl Default for SaveOptions {
@@ -341,14 +341,15 @@ fn entry_ix(i: usize) -> u32 {
     u32::try_from(i).expect("fewer than 2^32 entries")
 }
 
-/// A save takes the walk's entries this many at a time (a window): it
-/// matches them against the old stat index, reads and packs the files that
+/// A save takes the walk's entries a window at a time (49,152 to 98,304
+/// entries, cut where a restore cuts them: see [`WindowCut`]): it matches
+/// them against the old stat index, reads and packs the files that
 /// changed, writes their index records and cuts them into pieces, then lets
 /// them go. What a save holds per entry is a window's worth, not the
 /// workspace's. A window ends in a pause while the last group of its files
 /// is read (one core idle for a group's time), so windows are large enough
 /// that a 120,000-file workspace is two of them.
-pub const WINDOW: usize = 1 << 16;
+pub const WINDOW: WindowCut = WindowCut::DEFAULT;
 
 pub fn save(
     workspace: &Path,
@@ -377,8 +378,8 @@ pub fn save(
         let old_index = old_index.filter(|_| known.index_valid);
         Ok((head, old_index.map(IndexStream::read_ahead), known))
     })();
-    let window = opts.window.max(1);
-    let mut next_window = || walk.next_batch(window);
+    let window = opts.window;
+    let mut next_window = || walk.next_window(&window);
 
     let (head, old_index, known) = previous?;
     let base_packs = known.base.as_ref().map_or(0, |b| b.packs.len());

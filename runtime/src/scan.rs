@@ -81,6 +81,7 @@ use std::thread::JoinHandle;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use stateful_ci_protocol::EntryKind;
 use stateful_ci_protocol::format::is_within;
+use stateful_ci_protocol::limits::WindowCut;
 use stateful_ci_protocol::path::fold_key;
 
 use crate::deny::is_denied;
@@ -253,7 +254,7 @@ impl Filter {
 pub fn scan(workspace: &Path, roots: &[String], filter: &Filter) -> Result<ScanResult> {
     let mut walk = SortedWalk::start(workspace, roots, filter);
     let mut entries = Vec::new();
-    walk.pull(&mut entries, usize::MAX)?;
+    walk.pull(&mut entries, &WindowCut::fixed(usize::MAX))?;
     let s = walk.finish()?;
     // Grown by doubling, the list can be twice its length.
     entries.shrink_to_fit();
@@ -543,9 +544,14 @@ impl SortedWalk {
     /// `None` once the walk is complete. After an error every call returns
     /// it again.
     pub fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Scanned>>> {
-        let max = max.max(1);
-        let mut out = Vec::with_capacity(max.min(4096));
-        self.pull(&mut out, max)?;
+        self.next_window(&WindowCut::fixed(max))
+    }
+
+    /// The next window of entries in path order (where `cut` ends it), or
+    /// `None` once the walk is complete.
+    pub fn next_window(&mut self, cut: &WindowCut) -> Result<Option<Vec<Scanned>>> {
+        let mut out = Vec::with_capacity(cut.max.clamp(1, 4096));
+        self.pull(&mut out, cut)?;
         Ok((!out.is_empty()).then_some(out))
     }
 
@@ -555,7 +561,7 @@ impl SortedWalk {
     pub fn finish(mut self) -> Result<WalkSummary> {
         let mut rest = Vec::new();
         loop {
-            self.pull(&mut rest, 4096)?;
+            self.pull(&mut rest, &WindowCut::fixed(4096))?;
             if rest.is_empty() {
                 break;
             }
@@ -571,13 +577,13 @@ impl SortedWalk {
         })
     }
 
-    /// Append up to `max` entries to `out`; the workers are stopped once
-    /// the walk is complete or has failed.
-    fn pull(&mut self, out: &mut Vec<Scanned>, max: usize) -> Result<()> {
+    /// Append entries to `out` until `cut` ends the window; the workers are
+    /// stopped once the walk is complete or has failed.
+    fn pull(&mut self, out: &mut Vec<Scanned>, cut: &WindowCut) -> Result<()> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        match self.fill(out, max) {
+        match self.fill(out, cut) {
             Ok(()) => {
                 if self.stack.is_empty() {
                     self.stop();
@@ -592,8 +598,11 @@ impl SortedWalk {
         }
     }
 
-    fn fill(&mut self, out: &mut Vec<Scanned>, max: usize) -> Result<()> {
-        while out.len() < max {
+    fn fill(&mut self, out: &mut Vec<Scanned>, cut: &WindowCut) -> Result<()> {
+        while !out
+            .last()
+            .is_some_and(|e| cut.ends_after(e.path(), out.len()))
+        {
             let Some(frame) = self.stack.last_mut() else {
                 return Ok(());
             };
