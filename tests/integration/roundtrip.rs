@@ -412,6 +412,133 @@ fn a_restore_a_window_at_a_time_is_whole() {
     }
 }
 
+/// A number decided by (seed, salt, path): a random tree made of these is
+/// the same every run, and a second tree can follow the first at chosen
+/// paths only.
+fn pick(seed: u64, salt: u64, path: &str) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(&salt.to_le_bytes());
+    h.update(path.as_bytes());
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap())
+}
+
+/// Names chosen so that entries sort between a directory and what is in
+/// it (`a-b`, `a.x` come after `a` and before `a/...`; `a0` after all of
+/// them), plus one that is not ASCII.
+const NAMES: &[&str] = &["a", "a-b", "a.x", "a0", "b", "\u{e9}t\u{e9}"];
+
+/// Write at `root/rel` what the tree of `seed` has there. With `like`,
+/// six paths in ten hold what the tree of `like` has instead (a stale
+/// copy of it: some entries the same, some changed in content, kind,
+/// mode or time, some missing, some extra).
+fn random_tree(root: &std::path::Path, rel: &str, depth: u32, seed: u64, like: Option<u64>) {
+    let own = seed;
+    let seed = match like {
+        Some(l) if pick(own, 0, rel) % 10 < 6 => l,
+        _ => own,
+    };
+    let p = root.join(rel);
+    let r = pick(seed, 1, rel);
+    let time = |p: &std::path::Path| {
+        set_mtime(
+            p,
+            1_600_000_000 + (r >> 20) as i64 % 1000,
+            (r >> 40) as i64 % 1_000_000_000,
+        )
+    };
+    match r % 100 {
+        _ if depth == 0 => {}
+        0..=24 => return,
+        25..=54 if depth < 4 => {}
+        25..=84 => {
+            // 40 contents in all, so some files are copies of others.
+            let c = pick(seed, 2, rel) % 40;
+            write(&p, &noise((c as usize * 997) % 5000, c));
+            chmod(&p, [0o644, 0o755, 0o600][(r >> 8) as usize % 3]);
+            time(&p);
+            return;
+        }
+        _ => {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(format!("../t{}", (r >> 8) % 4), &p).unwrap();
+            time(&p);
+            return;
+        }
+    }
+    std::fs::create_dir_all(&p).unwrap();
+    for name in NAMES {
+        random_tree(root, &format!("{rel}/{name}"), depth + 1, own, like);
+    }
+    chmod(&p, [0o755, 0o700, 0o750][(r >> 8) as usize % 3]);
+    time(&p);
+}
+
+/// Every private name left below `dir`.
+fn leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(".stateful-ci") {
+            out.push(e.path());
+        } else if e.file_type().unwrap().is_dir() {
+            out.extend(leftovers(&e.path()));
+        }
+    }
+    out
+}
+
+/// Random trees, saved and restored with windows of every size from one
+/// entry up, onto random stale copies: each restore gives the saved tree
+/// exactly (content, kinds, modes, times), leaves no private name, and the
+/// save after it finds nothing changed. Then a second generation is
+/// restored onto the first.
+#[test]
+fn random_trees_restore_whole_whatever_the_windows() {
+    for seed in 1..=12u64 {
+        let a = Area::new();
+        let args = ["--store", &a.store(), "--path", "node_modules", "--json"];
+        let save_window = ["1", "3", "7", "100000"][seed as usize % 4];
+        let windows = ["1", "2", "3", "5", "8", "100000"];
+        let run = |ws: &str, cmd: &str, window: &str| {
+            let out = bin()
+                .arg(cmd)
+                .args(args)
+                .current_dir(a.path(ws))
+                .env("STATEFUL_CI_CACHE_DIR", a.path("cache"))
+                .env("STATEFUL_CI_SAVE_WINDOW", save_window)
+                .env("STATEFUL_CI_RESTORE_WINDOW", window)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "seed {seed}, {cmd} in {ws}: {stderr}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+        };
+
+        random_tree(&a.path("src"), "node_modules", 0, seed, None);
+        std::fs::create_dir_all(a.path("ws")).unwrap();
+        if seed % 6 != 0 {
+            random_tree(&a.path("ws"), "node_modules", 0, seed + 1000, Some(seed));
+        }
+        assert_eq!(run("src", "save", "")["outcome"], "saved");
+        let window = windows[seed as usize % windows.len()];
+        run("ws", "restore", window);
+        assert_same(&a.path("src"), &a.path("ws"), &[]);
+        assert_eq!(leftovers(&a.path("ws")), Vec::<std::path::PathBuf>::new());
+        let again = run("ws", "save", "");
+        assert_eq!(again["outcome"], "unchanged", "seed {seed}: {again}");
+
+        // The second generation, restored onto the first.
+        random_tree(&a.path("src2"), "node_modules", 0, seed + 2000, Some(seed));
+        assert_eq!(run("src2", "save", "")["outcome"], "saved");
+        let window = windows[(seed as usize + 3) % windows.len()];
+        run("ws", "restore", window);
+        assert_same(&a.path("src2"), &a.path("ws"), &[]);
+        assert_eq!(leftovers(&a.path("ws")), Vec::<std::path::PathBuf>::new());
+        assert_eq!(run("ws", "save", "")["outcome"], "unchanged", "seed {seed}");
+    }
+}
+
 /// A stat index cut short (a full disk, a crash of something else) is
 /// refused as a whole when it is opened: the save reads every file and
 /// still stores only what changed, and the snapshot is exact.
