@@ -253,21 +253,11 @@ fn a_save_a_window_at_a_time_is_whole() {
     settle();
     let args = ["--store", &a.store(), "--path", "node_modules", "--json"];
     let windowed = |ws: &str, window: &str, cmd: &[&str]| {
-        let out = bin()
-            .args(cmd)
-            .args(args)
-            .current_dir(a.path(ws))
-            .env("STATEFUL_CI_CACHE_DIR", a.path("cache"))
-            .env("STATEFUL_CI_SAVE_WINDOW", window)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+        a.ok_with(
+            ws,
+            &[cmd, &args[..]].concat(),
+            &[("STATEFUL_CI_SAVE_WINDOW", window)],
+        )
     };
     let first = windowed("src", "7", &["save"]);
     assert_eq!(first["outcome"], "saved", "{first}");
@@ -363,18 +353,10 @@ fn a_restore_a_window_at_a_time_is_whole() {
             &a.path(&format!("{ws}/node_modules/w/d08/junk.js")),
             b"junk",
         );
-        let out = bin()
-            .args(["restore"])
-            .args(args)
-            .current_dir(a.path(ws))
-            .env("STATEFUL_CI_CACHE_DIR", a.path("cache"))
-            .env("STATEFUL_CI_RESTORE_WINDOW", window)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "window {window}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        a.ok_with(
+            ws,
+            &[&["restore"][..], &args].concat(),
+            &[("STATEFUL_CI_RESTORE_WINDOW", window)],
         );
         assert_same(&a.path("src"), &a.path(ws), CREDS);
         let left: Vec<_> = std::fs::read_dir(a.path(&format!("{ws}/node_modules/w")))
@@ -387,17 +369,7 @@ fn a_restore_a_window_at_a_time_is_whole() {
             "window {window}: staged leftovers {left:?}"
         );
 
-        let again = bin()
-            .args(["save"])
-            .args(args)
-            .current_dir(a.path(ws))
-            .env("STATEFUL_CI_CACHE_DIR", a.path("cache"))
-            .output()
-            .unwrap();
-        assert!(again.status.success());
-        let stdout = String::from_utf8_lossy(&again.stdout);
-        let again: serde_json::Value =
-            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let again = a.ok(ws, &[&["save"][..], &args].concat());
         assert_eq!(again["outcome"], "unchanged", "window {window}: {again}");
         assert_eq!(again["new_bytes"], 0, "window {window}: {again}");
         // The files the restore wrote into directories that stayed.
@@ -500,19 +472,11 @@ fn random_trees_restore_whole_whatever_the_windows() {
         let save_window = ["1", "3", "7", "100000"][seed as usize % 4];
         let windows = ["1", "2", "3", "5", "8", "100000"];
         let run = |ws: &str, cmd: &str, window: &str| {
-            let out = bin()
-                .arg(cmd)
-                .args(args)
-                .current_dir(a.path(ws))
-                .env("STATEFUL_CI_CACHE_DIR", a.path("cache"))
-                .env("STATEFUL_CI_SAVE_WINDOW", save_window)
-                .env("STATEFUL_CI_RESTORE_WINDOW", window)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "seed {seed}, {cmd} in {ws}: {stderr}");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+            let env = [
+                ("STATEFUL_CI_SAVE_WINDOW", save_window),
+                ("STATEFUL_CI_RESTORE_WINDOW", window),
+            ];
+            a.ok_with(ws, &[&[cmd][..], &args].concat(), &env)
         };
 
         random_tree(&a.path("src"), "node_modules", 0, seed, None);

@@ -51,7 +51,19 @@ impl Area {
 
     /// Run and require success; returns the parsed `--json` line if any.
     pub fn ok(&self, ws: &str, args: &[&str]) -> serde_json::Value {
-        let out = self.run(ws, args);
+        self.ok_with(ws, args, &[])
+    }
+
+    /// [`Area::ok`] with extra environment variables (window sizes).
+    pub fn ok_with(&self, ws: &str, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+        std::fs::create_dir_all(self.path(ws)).unwrap();
+        let out = bin()
+            .args(args)
+            .current_dir(self.path(ws))
+            .env("STATEFUL_CI_CACHE_DIR", self.path("cache"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{args:?} failed: {}",
