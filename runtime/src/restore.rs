@@ -6,7 +6,7 @@
 //!    blob in it against its hash, and only then write the files it belongs
 //!    to, under private names: a directory that does not exist yet (or is
 //!    to replace a file or symlink) is built whole under a private name
-//!    beside its final place (`.stateful-ci-staging-<pid>-<n>`), so a
+//!    beside its final place (`.stateful-ci-staging-<pid>-<run>-<n>`), so a
 //!    restore into an empty workspace writes every file once, in its own
 //!    directory, with no rename; a file to replace in an existing directory
 //!    is written to a private name in that same directory. Nothing else is
@@ -40,7 +40,8 @@ use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -165,7 +166,7 @@ enum Action {
 
 /// Where an entry's new content is staged. One per entry, so it is kept
 /// small (8 bytes): a private name is the entry's index
-/// ([`staging_name`]), in its real parent, and is not stored.
+/// ([`Places::private_name`]), in its real parent, and is not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     /// Nothing to stage.
@@ -186,8 +187,10 @@ struct Places {
     at: Vec<Place>,
     dirs: Vec<Box<str>>,
     /// The index of the window's first entry across windows (private names
-    /// are made of an entry's index: see [`staging_name`]).
+    /// are made of an entry's index: see [`Places::private_name`]).
     first: usize,
+    /// The prefix of this restore's private names ([`private_prefix`]).
+    own: Arc<str>,
 }
 
 impl Places {
@@ -196,6 +199,12 @@ impl Places {
     fn add_dir(&mut self, path: String) -> u32 {
         self.dirs.push(path.into());
         (self.dirs.len() - 1) as u32
+    }
+
+    /// The private name of the window's entry `i`: made of its index across
+    /// windows, so it is unique within the restore and needs no storing.
+    fn private_name(&self, i: usize) -> String {
+        format!("{}{}", self.own, self.first + i)
     }
 }
 
@@ -330,8 +339,8 @@ struct Run<'a> {
     /// Called after each window is planned, before it is staged (tests
     /// change the disk there).
     after_plan: &'a (dyn Fn() + Sync),
-    /// The prefix of this process's private names.
-    own: String,
+    /// The prefix of this restore's private names ([`private_prefix`]).
+    own: Arc<str>,
 
     checker: PathChecker,
     /// Each piece's local digest, over all its entries (selected or not),
@@ -466,7 +475,7 @@ impl<'a> Run<'a> {
                 for name in
                     fsat::read_names(h.as_raw_fd()).map_err(|e| ws_err("list", &d.path, e))?
                 {
-                    if name.starts_with(&self.own)
+                    if name.starts_with(&*self.own)
                         || names.binary_search_by(|n| (**n).cmp(name.as_str())).is_ok()
                     {
                         continue;
@@ -514,6 +523,7 @@ impl<'a> Run<'a> {
             at: Vec::with_capacity(batch.len()),
             dirs: Vec::new(),
             first,
+            own: self.own.clone(),
         };
         // New directories still open from the last window get slots in this
         // one.
@@ -638,7 +648,7 @@ impl<'a> Run<'a> {
                     (Place::None, DirState::Kept { names: Vec::new() })
                 }
                 None => {
-                    let at = join(parent, &staging_name(place.first + i));
+                    let at = join(parent, &place.private_name(i));
                     let slot = place.add_dir(at.clone());
                     (
                         Place::FreshTop,
@@ -732,11 +742,11 @@ impl<'a> Run<'a> {
         // what.
         for (i, e) in nodes.iter().enumerate() {
             match place[i] {
-                Place::FreshTop | Place::Temp => self.apply.moves.push((
-                    e.path.clone(),
-                    e.kind,
-                    staging_name(place.first + i).into(),
-                )),
+                Place::FreshTop | Place::Temp => {
+                    self.apply
+                        .moves
+                        .push((e.path.clone(), e.kind, place.private_name(i).into()))
+                }
                 Place::None if action[i] == Action::FixMeta && e.kind != EntryKind::Dir => {
                     self.apply
                         .fix
@@ -927,7 +937,7 @@ fn restore_with(
         reporter,
         opts,
         after_plan,
-        own: format!("{STAGING_PREFIX}{}-", std::process::id()),
+        own: private_prefix().into(),
         checker: PathChecker::default(),
         digest: PieceDigest::default(),
         digests: Vec::with_capacity(manifest.pieces.len()),
@@ -1123,8 +1133,23 @@ fn check_root_ancestors(workspace: &Path, root: &str) -> Result<Vec<String>> {
     Ok(missing)
 }
 
-fn staging_name(n: usize) -> String {
-    format!("{STAGING_PREFIX}{}-{n}", std::process::id())
+/// The prefix of one restore's private names: the process's id, so that a
+/// later restore can tell the names of a restore still running from those
+/// of one that was killed ([`clean_stale_staging`]), and a number drawn for
+/// this restore, because ids repeat (in a container, a job's processes get
+/// the same ids run after run): a killed restore's names are never taken
+/// for a new one's, so they are removed, not skipped or collided with.
+fn private_prefix() -> String {
+    static RESTORES: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = blake3::Hasher::new();
+    h.update(&pid.to_le_bytes());
+    h.update(&now.to_le_bytes());
+    h.update(&RESTORES.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    format!("{STAGING_PREFIX}{pid}-{}-", &h.finalize().to_hex()[..8])
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -1201,10 +1226,9 @@ fn staged_at<'a>(
             &place.dirs[dir as usize],
             Cow::Borrowed(fsat::split(path).1),
         )),
-        Place::FreshTop | Place::Temp => Some((
-            fsat::split(path).0,
-            Cow::Owned(staging_name(place.first + i)),
-        )),
+        Place::FreshTop | Place::Temp => {
+            Some((fsat::split(path).0, Cow::Owned(place.private_name(i))))
+        }
         Place::None => None,
     }
 }
@@ -1645,6 +1669,9 @@ fn check_free_space(workspace: &Path, need: u64) -> Result<()> {
 
 /// Remove staging trees left by restores that were killed, where a later
 /// restore's pruning would not reach them: beside each configured root.
+/// Called before this restore makes any private name, so names with this
+/// process's id are another restore's (an earlier process with the same
+/// id): stale, like those of a process that is gone.
 fn clean_stale_staging(workspace: &Path, roots: &[String]) {
     let mut parents: Vec<PathBuf> = vec![workspace.to_path_buf()];
     for r in roots {
@@ -1666,7 +1693,7 @@ fn clean_stale_staging(workspace: &Path, roots: &[String]) {
             let pid = rest.split('-').next().unwrap_or("");
             let alive = pid
                 .parse::<u32>()
-                .is_ok_and(|pid| pid == std::process::id() || fsat::process_alive(pid));
+                .is_ok_and(|pid| pid != std::process::id() && fsat::process_alive(pid));
             if !alive {
                 if let Ok(d) = Dirs::open(&dir) {
                     let _ = fsat::remove_at(d.get("").unwrap().as_raw_fd(), name.to_str().unwrap());
@@ -1727,6 +1754,69 @@ mod tests {
         // cache, cache/x, skip/y, .npmrc, .ssh, .ssh/id_rsa (and what the
         // globs say about a/skip itself).
         assert!(skipped >= 6, "{skipped}");
+    }
+
+    /// A restore killed part way leaves private names behind. A later
+    /// restore whose process has the same id (pids repeat, in containers
+    /// especially) must not take them for its own: it removes them and
+    /// makes its own beside them.
+    #[test]
+    fn private_names_left_by_a_process_with_the_same_id_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let ws = t.path().join("ws");
+        let nm = ws.join("node_modules");
+        fs::create_dir_all(nm.join("kept")).unwrap();
+        fs::write(nm.join("kept/old.txt"), b"old").unwrap();
+        fs::write(nm.join("replaced.txt"), b"old").unwrap();
+        // What a killed restore of this process's id left: files and a
+        // directory under every index the new restore could use, in a
+        // directory that stays and beside the root.
+        let pid = std::process::id();
+        for n in 0..16 {
+            for dir in [&nm, &nm.join("kept"), &ws] {
+                fs::write(dir.join(format!("{STAGING_PREFIX}{pid}-{n}")), b"left").unwrap();
+            }
+        }
+        fs::create_dir_all(nm.join(format!("{STAGING_PREFIX}{pid}-99/deep"))).unwrap();
+        let store = LocalStore::open(&t.path().join("store"), "default").unwrap();
+        let roots = vec!["node_modules".to_string()];
+        plant(
+            &store,
+            &roots,
+            &[
+                planted("node_modules", EntryKind::Dir, b"", None),
+                planted("node_modules/kept", EntryKind::Dir, b"", None),
+                planted("node_modules/kept/new.txt", EntryKind::File, b"new", None),
+                planted("node_modules/kept/old.txt", EntryKind::File, b"old", None),
+                planted("node_modules/new", EntryKind::Dir, b"", None),
+                planted("node_modules/new/f", EntryKind::File, b"f", None),
+                planted("node_modules/replaced.txt", EntryKind::File, b"new", None),
+            ],
+        )
+        .unwrap();
+        let config = Config {
+            paths: roots,
+            ..Config::default()
+        };
+        let opts = RestoreOptions {
+            window: WindowCut::fixed(2),
+            ..RestoreOptions::default()
+        };
+        restore(&ws, &config, &store, &crate::Silent, &opts).unwrap();
+        let names = |d: &Path| {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&nm), ["kept", "new", "replaced.txt"]);
+        assert_eq!(names(&nm.join("kept")), ["new.txt", "old.txt"]);
+        assert_eq!(names(&ws), ["node_modules"]);
+        assert_eq!(fs::read(nm.join("replaced.txt")).unwrap(), b"new");
+        assert_eq!(fs::read(nm.join("new/f")).unwrap(), b"f");
     }
 
     /// A directory swapped for a symlink between planning and applying is
