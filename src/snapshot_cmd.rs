@@ -162,21 +162,27 @@ fn no_backend(
     Some(Ok(ExitCode::SUCCESS))
 }
 
+/// Windows of a fixed number of entries, from the environment variable
+/// `var` (STATEFUL_CI_SAVE_WINDOW: entries a save takes from the walk at a
+/// time; STATEFUL_CI_RESTORE_WINDOW: entries a restore plans and stages at
+/// a time). A knob for tests (a small tree spread over many windows) and
+/// for measuring the memory a window costs; unset, unreadable or 0, none.
+fn fixed_window(var: &str) -> Option<WindowCut> {
+    std::env::var(var)
+        .ok()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|&w| w > 0)
+        .map(WindowCut::fixed)
+}
+
 pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     let (ws, config) = load(args)?;
     if let Some(done) = no_backend(Command::Save, args, &config, p) {
         return done;
     }
     p.group("stateful-ci save");
-    // How many entries a save takes from the walk at a time: a knob for
-    // tests (a small tree spread over many windows) and for measuring the
-    // memory a window costs; unset or unreadable, the default.
-    let window = std::env::var("STATEFUL_CI_SAVE_WINDOW")
-        .ok()
-        .and_then(|w| w.parse::<usize>().ok())
-        .filter(|&w| w > 0);
     let opts = SaveOptions {
-        window: window.map_or(SaveOptions::default().window, WindowCut::fixed),
+        window: fixed_window("STATEFUL_CI_SAVE_WINDOW").unwrap_or(SaveOptions::default().window),
         ..SaveOptions::default()
     };
     let result = open_store(args, &config, true, p)
@@ -227,15 +233,9 @@ pub fn restore(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
         return done;
     }
     p.group("stateful-ci restore");
-    // How many of the snapshot's entries a restore plans and stages at a
-    // time: like STATEFUL_CI_SAVE_WINDOW, a knob for tests and for
-    // measuring; unset or unreadable, the default.
-    let window = std::env::var("STATEFUL_CI_RESTORE_WINDOW")
-        .ok()
-        .and_then(|w| w.parse::<usize>().ok())
-        .filter(|&w| w > 0);
     let opts = RestoreOptions {
-        window: window.map_or(RestoreOptions::default().window, WindowCut::fixed),
+        window: fixed_window("STATEFUL_CI_RESTORE_WINDOW")
+            .unwrap_or(RestoreOptions::default().window),
         ..RestoreOptions::default()
     };
     let result = open_store(args, &config, false, p)

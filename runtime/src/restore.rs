@@ -419,10 +419,7 @@ impl<'a> Run<'a> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        // Room for the next window from the start: grown by doubling, the
-        // batch would take up to twice its size.
-        let left = (self.manifest.entries as usize).saturating_sub(self.taken);
-        let room = self.opts.window.max.clamp(1, 1 << 20).min(left.max(1));
+        let room = window_room(self.opts, self.manifest.entries, self.taken);
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(room));
         let window = self.plan(batch)?;
         (self.after_plan)();
@@ -943,12 +940,7 @@ fn restore_with(
         digests: Vec::with_capacity(manifest.pieces.len()),
         taken: 0,
         window_start: 0,
-        batch: Vec::with_capacity(
-            opts.window
-                .max
-                .clamp(1, 1 << 20)
-                .min(manifest.entries.max(1) as usize),
-        ),
+        batch: Vec::with_capacity(window_room(opts, manifest.entries, 0)),
         next_index: 0,
         open: Vec::new(),
         recorded: IndexStream::open(workspace).map(|s| {
@@ -1131,6 +1123,17 @@ fn check_root_ancestors(workspace: &Path, root: &str) -> Result<Vec<String>> {
         }
     }
     Ok(missing)
+}
+
+/// Room for the next window's entries, reserved from the start (grown by
+/// doubling, the batch would take up to twice its size): a window's most,
+/// or what the snapshot says is left, and never more than 2^20 whatever a
+/// hostile root claims.
+fn window_room(opts: &RestoreOptions, entries: u64, taken: usize) -> usize {
+    let left = usize::try_from(entries)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(taken);
+    opts.window.max.clamp(1, 1 << 20).min(left.max(1))
 }
 
 /// The prefix of one restore's private names: the process's id, so that a
@@ -1721,6 +1724,19 @@ mod tests {
         }
     }
 
+    /// A local store in `dir/store` whose head is a hand-made snapshot of
+    /// `entries` under the root `node_modules`, and the config restoring it.
+    fn planted_store(dir: &Path, entries: &[Planted]) -> (LocalStore, Config) {
+        let store = LocalStore::open(&dir.join("store"), "default").unwrap();
+        let roots = vec!["node_modules".to_string()];
+        plant(&store, &roots, entries).unwrap();
+        let config = Config {
+            paths: roots,
+            ..Config::default()
+        };
+        (store, config)
+    }
+
     /// Entries checked in path order, each against its own path once its
     /// parent passed, get the verdict a check of every prefix gives.
     #[test]
@@ -1778,11 +1794,8 @@ mod tests {
             }
         }
         fs::create_dir_all(nm.join(format!("{STAGING_PREFIX}{pid}-99/deep"))).unwrap();
-        let store = LocalStore::open(&t.path().join("store"), "default").unwrap();
-        let roots = vec!["node_modules".to_string()];
-        plant(
-            &store,
-            &roots,
+        let (store, config) = planted_store(
+            t.path(),
             &[
                 planted("node_modules", EntryKind::Dir, b"", None),
                 planted("node_modules/kept", EntryKind::Dir, b"", None),
@@ -1792,12 +1805,7 @@ mod tests {
                 planted("node_modules/new/f", EntryKind::File, b"f", None),
                 planted("node_modules/replaced.txt", EntryKind::File, b"new", None),
             ],
-        )
-        .unwrap();
-        let config = Config {
-            paths: roots,
-            ..Config::default()
-        };
+        );
         let opts = RestoreOptions {
             window: WindowCut::fixed(2),
             ..RestoreOptions::default()
@@ -1828,22 +1836,14 @@ mod tests {
         let outside = t.path().join("outside");
         fs::create_dir_all(ws.join("node_modules/x")).unwrap();
         fs::create_dir_all(&outside).unwrap();
-        let store = LocalStore::open(&t.path().join("store"), "default").unwrap();
-        let roots = vec!["node_modules".to_string()];
-        plant(
-            &store,
-            &roots,
+        let (store, config) = planted_store(
+            t.path(),
             &[
                 planted("node_modules", EntryKind::Dir, b"", None),
                 planted("node_modules/x", EntryKind::Dir, b"", None),
                 planted("node_modules/x/f", EntryKind::File, b"pwned", None),
             ],
-        )
-        .unwrap();
-        let config = Config {
-            paths: roots.clone(),
-            ..Config::default()
-        };
+        );
         // Swap, once planned: the directory planned as existing becomes a
         // symlink outside.
         let swap = || {

@@ -1,11 +1,26 @@
 //! A save killed with SIGKILL at any point leaves the previous snapshot
 //! intact and restorable.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::tree::{assert_same, snapshot};
 use crate::util::*;
+
+/// Start `cmd` (output discarded) and SIGKILL it after `after` (at most
+/// 30 s); whether it was still running then, so the kill landed part way.
+fn kill_after(cmd: &mut Command, after: Duration) -> bool {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after.min(Duration::from_secs(30)));
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    running
+}
 
 #[test]
 fn sigkill_during_save_keeps_the_previous_snapshot() {
@@ -65,20 +80,11 @@ fn sigkill_during_save_keeps_the_previous_snapshot() {
                 .success()
         );
         let _ = std::fs::remove_dir_all(a.path("store/x"));
-        let mut child = bin()
-            .args(["save", "--store", &a.store(), "--path", "out"])
+        let mut save = bin();
+        save.args(["save", "--store", &a.store(), "--path", "out"])
             .current_dir(a.path("gen2"))
-            .env("STATEFUL_CI_CACHE_DIR", a.path(&format!("cache-{step}")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(step as f64 / 9.0).min(Duration::from_secs(30)));
-        if child.try_wait().unwrap().is_none() {
-            interrupted += 1;
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+            .env("STATEFUL_CI_CACHE_DIR", a.path(&format!("cache-{step}")));
+        interrupted += u32::from(kill_after(&mut save, full.mul_f64(step as f64 / 9.0)));
 
         let dst = format!("restored-{step}");
         a.ok(
@@ -163,21 +169,13 @@ fn sigkill_during_restore_leaves_no_half_written_file() {
     for step in 1..=6u32 {
         let ws = format!("ws{step}");
         copy_old(&ws);
-        let mut child = bin()
+        let mut restore = bin();
+        restore
             .arg("restore")
             .args(args)
             .current_dir(a.path(&ws))
-            .env("STATEFUL_CI_CACHE_DIR", a.path("cache"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(step as f64 / 7.0).min(Duration::from_secs(30)));
-        if child.try_wait().unwrap().is_none() {
-            interrupted += 1;
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+            .env("STATEFUL_CI_CACHE_DIR", a.path("cache"));
+        interrupted += u32::from(kill_after(&mut restore, full.mul_f64(step as f64 / 7.0)));
 
         for (path, node) in snapshot(&a.path(&ws), &[]) {
             if path.contains(".stateful-ci") || node.kind == "dir" {
