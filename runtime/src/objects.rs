@@ -267,6 +267,14 @@ pub fn encode_frame(data: &[u8], level: i32) -> (Codec, Vec<u8>) {
     }
 }
 
+/// The zstd window of a solid frame: 8 MiB, more than a frame a writer
+/// fills (`FRAME_TARGET` plus one blob).
+const FRAME_WINDOW_LOG: u32 = 23;
+const _: () = assert!(
+    (1u64 << FRAME_WINDOW_LOG)
+        >= stateful_ci_protocol::limits::FRAME_TARGET + stateful_ci_protocol::limits::MAX_BLOB_RAW
+);
+
 /// [`encode_frame`] into `out` (cleared first), for a caller that encodes
 /// many frames and reuses one buffer. Returns the codec: for
 /// [`Codec::Raw`] the frame is `data` itself and `out` is to be ignored.
@@ -283,10 +291,15 @@ pub fn encode_frame_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> Codec {
     let compressed = CTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((
-                level,
-                zstd::bulk::Compressor::new(level).expect("zstd level is valid"),
-            ));
+            let mut cctx = zstd::bulk::Compressor::new(level).expect("zstd level is valid");
+            // A window over the whole frame: levels 1 to 4 look back only
+            // 2 MiB (their default window), so the second half of a 4 MiB
+            // frame could not refer to its first half. zstd still shrinks
+            // the window to a smaller input's size; decoders accept up to
+            // 2^27 by default.
+            cctx.set_parameter(zstd::zstd_safe::CParameter::WindowLog(FRAME_WINDOW_LOG))
+                .expect("zstd window log is valid");
+            *c = Some((level, cctx));
         }
         c.as_mut().unwrap().1.compress_to_buffer(data, out).is_ok()
     });
