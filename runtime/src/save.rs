@@ -256,19 +256,22 @@ fn known_from(
     }
 }
 
-/// Where a file goes in the order files are packed: its package (the path
-/// through the innermost `node_modules/<name>` or `node_modules/@scope/name`,
-/// or `""` outside one), then its name up to the first dot (`Button` of
+/// Where a file goes in the order files are packed: its package's name
+/// (what follows the innermost `node_modules/`: `react`, `@mui/material`;
+/// `""` outside a package), then its name up to the first dot (`Button` of
 /// `esm/Button.js`, `Button.d.ts`, `Button.js.map`), then the rest of the
 /// name (`js`, `d.ts`, `js.map`).
 ///
 /// Solid frames compress a file against the ones packed just before it
 /// (about 4 MiB). What is alike in a real `node_modules` is one package's
 /// builds of one module (CommonJS, ES modules, types, source maps that
-/// embed the source) and its variants of one bundle, not files of one
-/// extension across packages: on an `npm install` of 594 packages (85,062
-/// files) this order stored 147.2 MB where ordering by extension stored
-/// 153.9 MB (docs/BENCHMARKS.md, session 27).
+/// embed the source), its variants of one bundle, and the same module in
+/// two versions of the package (`node_modules/x` and
+/// `node_modules/y/node_modules/x`, or pnpm's `.pnpm/x@1/node_modules/x`
+/// and `.pnpm/x@2/node_modules/x`), not files of one extension across
+/// packages: on an `npm install` of 594 packages (85,062 files) this order
+/// stored 147.2 MB where ordering by extension stored 153.9 MB
+/// (docs/BENCHMARKS.md, session 27).
 fn pack_order(path: &str) -> (&str, &str, &str) {
     const NM: &str = "node_modules/";
     let package = match path.rfind(NM) {
@@ -280,12 +283,8 @@ fn pack_order(path: &str) -> (&str, &str, &str) {
             if first.starts_with('@') {
                 len += names.next().map_or(0, |n| 1 + n.len());
             }
-            // A file directly in node_modules/ is its own "package".
-            if len >= rest.len() {
-                ""
-            } else {
-                &path[..k + NM.len() + len]
-            }
+            // A file directly in node_modules/ is in no package.
+            if len >= rest.len() { "" } else { &rest[..len] }
         }
         _ => "",
     };
@@ -2031,18 +2030,20 @@ mod tests {
     #[test]
     fn files_are_packed_by_package_then_module_then_kind() {
         let k = |p| pack_order(p);
-        assert_eq!(
-            k("node_modules/react/index.js"),
-            ("node_modules/react", "index", "js")
-        );
+        assert_eq!(k("node_modules/react/index.js"), ("react", "index", "js"));
         assert_eq!(
             k("node_modules/@mui/material/esm/Button/Button.d.ts"),
-            ("node_modules/@mui/material", "Button", "d.ts")
+            ("@mui/material", "Button", "d.ts")
         );
-        // The innermost package, at any depth, in any root.
+        // The innermost package, at any depth, in any root, by its name:
+        // two versions of one package sort together.
         assert_eq!(
             k("web/node_modules/a/node_modules/b/lib/x.js.map"),
-            ("web/node_modules/a/node_modules/b", "x", "js.map")
+            ("b", "x", "js.map")
+        );
+        assert_eq!(
+            k("node_modules/.pnpm/b@2.0.1/node_modules/b/lib/x.js.map"),
+            ("b", "x", "js.map")
         );
         // Not a package: outside node_modules, a file directly in it, or a
         // directory merely ending in `node_modules`.
@@ -2056,11 +2057,13 @@ mod tests {
         );
         assert_eq!(k("x/my_node_modules/a/b.js"), ("", "b", "js"));
         assert_eq!(k("node_modules/@scope"), ("", "@scope", ""));
-        // Builds of one module sort side by side within their package (the
-        // save breaks ties by path).
+        // Builds of one module sort side by side within their package, and
+        // with the same module of another version (the save breaks ties by
+        // path).
         let mut paths = [
             "node_modules/p/esm/Button.js",
             "node_modules/p/Alert.js",
+            "node_modules/q/node_modules/p/Button.js",
             "node_modules/p/Button.d.ts",
             "node_modules/p/Button.js",
             "node_modules/p/esm/Alert.js",
@@ -2074,6 +2077,7 @@ mod tests {
                 "node_modules/p/Button.d.ts",
                 "node_modules/p/Button.js",
                 "node_modules/p/esm/Button.js",
+                "node_modules/q/node_modules/p/Button.js",
             ]
         );
     }
