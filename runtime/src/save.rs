@@ -7,7 +7,8 @@
 //! to, untouched.
 //!
 //! Format 2 (FORMAT.md): files that changed are read in parallel in groups
-//! in pack order (by package, module and kind: [`pack_order`]); their new blobs are compressed together in solid
+//! in pack order (by package, module and kind: [`pack_order`]); their new
+//! blobs are compressed together in solid
 //! frames of about [`FRAME_TARGET`] bytes (incompressible chunks of large
 //! files go to raw frames), frames are appended to packs of about
 //! [`PACK_TARGET`] bytes, and a few upload threads send full packs while
@@ -271,9 +272,9 @@ fn known_from(
 /// and `.pnpm/x@2/node_modules/x`), not files of one extension across
 /// packages. Outside `node_modules` (a Rust `target`, a Python virtualenv)
 /// a directory's files are kept together, as in a tar stream. Measured
-/// (docs/BENCHMARKS.md, session 27) against ordering by extension: an
-/// `npm install` of 594 packages 147.8 MB instead of 154.5 MB, a Rust
-/// `target/release` 114.2 instead of 125.7 MB.
+/// (docs/BENCHMARKS.md, session 27) against ordering by extension, all
+/// else equal: an `npm install` of 594 packages stores 141.6 MB instead of
+/// 147.2 MB, a Rust `target/release` 114.3 MB instead of 125.7 MB.
 fn pack_order(path: &str) -> (&str, &str, &str) {
     const NM: &str = "node_modules/";
     let package: Option<&str> = match path.rfind(NM) {
