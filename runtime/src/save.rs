@@ -8,9 +8,9 @@
 //!
 //! Format 2 (FORMAT.md): files that changed are read in parallel in groups
 //! in pack order (by package, module and kind: [`pack_order`]); their new
-//! blobs are compressed together in solid
-//! frames of about [`FRAME_TARGET`] bytes (incompressible chunks of large
-//! files go to raw frames), frames are appended to packs of about
+//! blobs are compressed together in solid frames of about
+//! [`FRAME_TARGET`] bytes (incompressible chunks of large files go to raw
+//! frames), frames are appended to packs of about
 //! [`PACK_TARGET`] bytes, and a few upload threads send full packs while
 //! reading goes on, through a one-slot channel (bounded memory). The entry
 //! list is cut into content-defined pieces (boundaries chosen by a hash of
