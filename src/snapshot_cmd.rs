@@ -168,11 +168,19 @@ fn no_backend(
 /// a time). A knob for tests (a small tree spread over many windows) and
 /// for measuring the memory a window costs; unset, unreadable or 0, none.
 fn fixed_window(var: &str) -> Option<WindowCut> {
+    positive(var).map(WindowCut::fixed)
+}
+
+/// A positive count from the environment variable `var`; unset,
+/// unreadable or 0, none. Test knobs only: STATEFUL_CI_SAVE_MAX_NEW_BLOBS
+/// is how many new blobs a save remembers for deduplication
+/// (`stateful_ci_runtime::save::MAX_NEW_BLOBS`), so a small tree can show
+/// what a save past the cap does.
+fn positive(var: &str) -> Option<usize> {
     std::env::var(var)
         .ok()
         .and_then(|w| w.parse::<usize>().ok())
         .filter(|&w| w > 0)
-        .map(WindowCut::fixed)
 }
 
 pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
@@ -183,6 +191,8 @@ pub fn save(args: &SnapshotArgs, p: &Printer) -> Result<ExitCode, Error> {
     p.group("stateful-ci save");
     let opts = SaveOptions {
         window: fixed_window("STATEFUL_CI_SAVE_WINDOW").unwrap_or(SaveOptions::default().window),
+        max_new_blobs: positive("STATEFUL_CI_SAVE_MAX_NEW_BLOBS")
+            .unwrap_or(SaveOptions::default().max_new_blobs),
         ..SaveOptions::default()
     };
     let result = open_store(args, &config, true, p)

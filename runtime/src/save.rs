@@ -36,7 +36,8 @@
 //! with the workspace:
 //! - the blobs this save stores ([`NewBlobs`], about 70 bytes a new blob:
 //!   the deduplication of a cold save; a save that changes little holds
-//!   little);
+//!   little), up to [`MAX_NEW_BLOBS`], past which they are forgotten at the
+//!   next window;
 //! - the pieces' references (about 10 bytes an entry: 16 entries a piece);
 //! - when the stat index cannot be used, the blobs of the snapshot the save
 //!   builds on, loaded from the store to deduplicate against (44 bytes a
@@ -84,6 +85,15 @@ use crate::store::{CasOutcome, Commit, Store};
 /// faster than a runner's disk or network moves the result.
 const MAX_READERS: usize = 4;
 
+/// A save remembers at most about this many of the file blobs it stores,
+/// to store each once however many files hold it (a blob takes 45 to 90
+/// bytes of the map: its id, its place, the table's slack). Past it, at the
+/// next window, it forgets them all and starts over: memory stays bounded
+/// whatever the file count, and a file that repeats a forgotten blob costs
+/// its bytes again, never correctness. 500,000 files of a large
+/// `node_modules` hold fewer.
+pub const MAX_NEW_BLOBS: usize = 1 << 20;
+
 /// The number of threads that read files (and compress new pieces).
 fn readers() -> usize {
     rayon::current_num_threads().clamp(1, MAX_READERS)
@@ -107,6 +117,9 @@ pub struct SaveOptions {
     /// Smaller windows hold less and pause more; tests use tiny ones so a
     /// small tree spans many windows.
     pub window: WindowCut,
+    /// How many new file blobs a save remembers for deduplication
+    /// ([`MAX_NEW_BLOBS`]); tests use a few.
+    pub max_new_blobs: usize,
 }
 
 impl Default for SaveOptions {
@@ -114,6 +127,7 @@ impl Default for SaveOptions {
         SaveOptions {
             level: 3,
             window: WINDOW,
+            max_new_blobs: MAX_NEW_BLOBS,
         }
     }
 }
@@ -469,6 +483,11 @@ pub fn save(
                 }
                 let mut read_at = Vec::new();
                 if !to_read.is_empty() {
+                    // Past the cap, the blobs of earlier windows are let go
+                    // (every one of them is packed and resolved by now).
+                    if packer.blobs.len() > opts.max_new_blobs {
+                        packer.blobs.forget();
+                    }
                     if !packing {
                         reporter.phase(Phase::Pack, None);
                         packing = true;
@@ -1181,7 +1200,7 @@ impl<'p, 'a> PieceCutter<'p, 'a> {
         fb.finish()?;
         let deltas = packer.deltas.lock().unwrap();
         for (slot, id, n) in pending {
-            let at = packer.blobs.get(&id).map(|l| {
+            let at = packer.pieces.get(&id).map(|l| {
                 let frame = PieceFrame {
                     frame: l.frame(),
                     dict: deltas.get(&l.frame()).copied(),
@@ -1418,7 +1437,9 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
             return Ok(());
         }
         let blobs = std::mem::take(blobs);
-        let added = self.packer.add_frame(buf, blobs, raw, &mut self.compressed);
+        let added = self
+            .packer
+            .add_frame(buf, blobs, Holds::Files, raw, &mut self.compressed);
         // Emptied, not dropped: the next frame fills the same memory.
         buf.clear();
         added
@@ -1465,7 +1486,7 @@ impl<'p, 'a> PieceFrames<'p, 'a> {
     }
 
     fn add(&mut self, json: &[u8], id: BlobId) -> Result<()> {
-        if !self.packer.blobs.claim(&id) {
+        if !self.packer.pieces.claim(&id) {
             return Ok(());
         }
         let (buf, blobs) = &mut self.open;
@@ -1486,7 +1507,7 @@ impl<'p, 'a> PieceFrames<'p, 'a> {
         std::mem::take(&mut self.full)
             .into_par_iter()
             .try_for_each_init(Vec::new, |scratch, (buf, blobs)| {
-                packer.add_frame(&buf, blobs, false, scratch)
+                packer.add_frame(&buf, blobs, Holds::Pieces, false, scratch)
             })
     }
 
@@ -1586,7 +1607,7 @@ impl<'b> DeltaPieces<'b> {
                 }
             }
         }
-        if !packer.blobs.claim(&id) {
+        if !packer.pieces.claim(&id) {
             return Ok(true);
         }
         d.blobs.push((id, d.buf.len() as u64, json.len() as u64));
@@ -1776,6 +1797,22 @@ impl NewBlobs {
         }
     }
 
+    /// How many blobs it holds.
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
+
+    /// Let every blob go, and the memory that held them. Only between
+    /// windows, when every blob claimed is packed and every file read is
+    /// resolved: a later file with the content of one of them stores it
+    /// again (bytes, never a wrong file).
+    fn forget(&self) {
+        for shard in self.shards.iter() {
+            *shard.lock().unwrap() = HashMap::new();
+        }
+        *self.frames.lock().unwrap() = Vec::new();
+    }
+
     /// Where `id` is, once its frame is packed.
     fn get(&self, id: &BlobId) -> Option<Loc> {
         let spot = *self.shard(id).lock().unwrap().get(id)?;
@@ -1785,6 +1822,13 @@ impl NewBlobs {
         let frame = self.frames.lock().unwrap()[spot.frame as usize];
         Some(Loc::of(frame, spot.offset.into(), spot.length.into()))
     }
+}
+
+/// What a frame's blobs are: file content or pieces of the entry list.
+#[derive(Clone, Copy)]
+enum Holds {
+    Files,
+    Pieces,
 }
 
 /// Appends frames to packs and hands each full pack to the upload threads.
@@ -1797,9 +1841,12 @@ struct Packer<'a> {
     level: i32,
     /// Index of this save's first pack in the snapshot's pack list.
     first_pack: u32,
-    /// The blobs (and pieces) this save has taken on to store, and where
-    /// each went once packed.
+    /// The file blobs this save has taken on to store, and where each went
+    /// once packed (forgotten between windows past `max_new_blobs`).
     blobs: NewBlobs,
+    /// The same for the pieces of the entry list, kept to the end: the
+    /// root manifest names each.
+    pieces: NewBlobs,
     /// The delta-coded frames this save wrote, with their dictionaries.
     deltas: Mutex<HashMap<Frame, Frame>>,
     current: Mutex<(u32, Vec<u8>)>,
@@ -1818,6 +1865,7 @@ impl<'a> Packer<'a> {
             level,
             first_pack,
             blobs: NewBlobs::new(),
+            pieces: NewBlobs::new(),
             deltas: Mutex::new(HashMap::new()),
             current: Mutex::new((0, Vec::new())),
             pack_keys: Mutex::new(Vec::new()),
@@ -1833,6 +1881,7 @@ impl<'a> Packer<'a> {
         &self,
         data: &[u8],
         blobs: Vec<(BlobId, u64, u64)>,
+        holds: Holds,
         raw: bool,
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
@@ -1846,7 +1895,7 @@ impl<'a> Packer<'a> {
             Codec::Raw => data,
             Codec::Zstd => scratch.as_slice(),
         };
-        self.append_frame(raw_len, stored, codec, None, blobs)
+        self.append_frame(raw_len, stored, codec, None, blobs, holds)
     }
 
     /// Encode a frame against the plaintext of `dict` (see
@@ -1859,7 +1908,14 @@ impl<'a> Packer<'a> {
         dict_plain: &[u8],
     ) -> Result<()> {
         let stored = encode_delta_frame(data, dict_plain, self.level)?;
-        self.append_frame(data.len() as u64, &stored, Codec::Zstd, Some(dict), blobs)
+        self.append_frame(
+            data.len() as u64,
+            &stored,
+            Codec::Zstd,
+            Some(dict),
+            blobs,
+            Holds::Pieces,
+        )
     }
 
     fn append_frame(
@@ -1869,6 +1925,7 @@ impl<'a> Packer<'a> {
         codec: Codec,
         dict: Option<Frame>,
         blobs: Vec<(BlobId, u64, u64)>,
+        holds: Holds,
     ) -> Result<()> {
         let (frame, full) = {
             let mut cur = self.current.lock().unwrap();
@@ -1899,7 +1956,10 @@ impl<'a> Packer<'a> {
             };
             (frame, full)
         };
-        self.blobs.locate(frame, blobs);
+        match holds {
+            Holds::Files => self.blobs.locate(frame, blobs),
+            Holds::Pieces => self.pieces.locate(frame, blobs),
+        }
         if let Some((ord, buf)) = full {
             self.write_pack(ord, buf)?;
         }
@@ -1956,32 +2016,6 @@ impl<'a> Packer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn blob_locations_are_found_by_id_once_sorted() {
-        let f1 = Frame::new(0, 0, 100, 400, Codec::Zstd);
-        let f2 = Frame::new(1, 50, 10, 10, Codec::Raw);
-        let loc = Loc::of;
-        let (a, b, c, d) = (
-            BlobId::of(b"a"),
-            BlobId::of(b"b"),
-            BlobId::of(b"c"),
-            BlobId::of(b"d"),
-        );
-        let mut locs = BlobLocs::with_capacity(4);
-        locs.push(b, &loc(f2, 3, 4));
-        locs.push(a, &loc(f1, 0, 10));
-        locs.push(a, &loc(f1, 0, 10));
-        locs.push(c, &loc(f2, 0, 3));
-        let locs = locs.sorted();
-        assert_eq!(locs.locs.len(), 3, "each id once");
-        assert_eq!(locs.frames.len(), 2, "a frame pushed twice is held once");
-        assert_eq!(locs.get(&a), Some(loc(f1, 0, 10)));
-        assert_eq!(locs.get(&b), Some(loc(f2, 3, 4)));
-        assert_eq!(locs.get(&c), Some(loc(f2, 0, 3)));
-        assert!(locs.contains(&c) && !locs.contains(&d));
-        assert_eq!(locs.get(&d), None);
-    }
 
     /// A claimed blob is claimed once and has no location until its frame
     /// is packed; then it is found by its whole id, never by another's.

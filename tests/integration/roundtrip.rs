@@ -226,6 +226,63 @@ fn a_save_without_a_stat_index_stores_only_new_bytes() {
     assert_same(&a.path("other"), &a.path("check"), CREDS);
 }
 
+/// Past the number of new blobs a save remembers, it forgets those of
+/// earlier windows (memory stays bounded whatever the file count): a file
+/// that repeats a forgotten blob stores it again, which costs bytes, and
+/// the snapshot still restores exactly.
+#[test]
+fn forgotten_blobs_cost_bytes_never_content() {
+    let a = Area::new();
+    // Ten contents that do not compress, each in six files spread over
+    // the tree, so over many windows of eight entries.
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let contents: Vec<Vec<u8>> = (0..10)
+        .map(|_| {
+            (0..4096)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+        .collect();
+    for i in 0..60 {
+        write(
+            &a.path(&format!("src/node_modules/d{}/f{i:02}", i % 7)),
+            &contents[i % 10],
+        );
+    }
+    let save = |store: &str, max: &str| {
+        let s = a.path(store).display().to_string();
+        a.ok_with(
+            "src",
+            &["save", "--store", &s, "--path", "node_modules", "--json"],
+            &[
+                ("STATEFUL_CI_SAVE_WINDOW", "8"),
+                ("STATEFUL_CI_SAVE_MAX_NEW_BLOBS", max),
+            ],
+        )
+    };
+    let whole = save("store-whole", "0");
+    let capped = save("store-capped", "2");
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    assert_eq!(
+        n(&whole, "new_bytes"),
+        10 * 4096,
+        "each content once: {whole}"
+    );
+    assert!(
+        n(&capped, "new_bytes") >= 20 * 4096
+            && n(&capped, "stored_bytes") > n(&whole, "stored_bytes") + 10 * 4096,
+        "forgotten blobs are stored again: {capped} against {whole}"
+    );
+    let s = a.path("store-capped").display().to_string();
+    a.ok("dst", &["restore", "--store", &s, "--path", "node_modules"]);
+    assert_same(&a.path("src"), &a.path("dst"), CREDS);
+}
+
 /// A save takes the walk's entries a window at a time. Over many small
 /// windows it stores the same tree a single window would, its stat index
 /// (copied from the old one for windows that did not change, written for
