@@ -41,7 +41,7 @@
 //! - the pieces' references (about 10 bytes an entry: 16 entries a piece);
 //! - when the stat index cannot be used, the blobs of the snapshot the save
 //!   builds on, loaded from the store to deduplicate against (44 bytes a
-//!   blob). With the index, a window's read files are deduplicated against
+//!   blob, at most [`MAX_NEW_BLOBS`] of them). With the index, a window's read files are deduplicated against
 //!   that window's own records (an edited or reinstalled file is found at
 //!   its own path); a file moved to another window is stored again, which
 //!   costs bytes, never correctness.
@@ -88,10 +88,12 @@ const MAX_READERS: usize = 4;
 /// A save remembers at most about this many of the file blobs it stores,
 /// to store each once however many files hold it (a blob takes 45 to 90
 /// bytes of the map: its id, its place, the table's slack). Past it, at the
-/// next window, it forgets them all and starts over: memory stays bounded
-/// whatever the file count, and a file that repeats a forgotten blob costs
-/// its bytes again, never correctness. 500,000 files of a large
-/// `node_modules` hold fewer.
+/// next window, it forgets them all and starts over. Building on a
+/// snapshot without the stat index, it loads at most this many of that
+/// snapshot's blobs to deduplicate against (44 bytes each). So memory stays
+/// bounded whatever the file count, and a file holding a blob forgotten or
+/// not loaded costs its bytes again, never correctness. 500,000 files of a
+/// large `node_modules` hold fewer.
 pub const MAX_NEW_BLOBS: usize = 1 << 20;
 
 /// The number of threads that read files (and compress new pieces).
@@ -194,6 +196,7 @@ fn known_from(
     head: Option<&Head>,
     index_base: Option<Base>,
     store_id: &str,
+    max_blobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<Known> {
     let empty = Known {
@@ -239,10 +242,15 @@ fn known_from(
         if m.packs.len() > COMPACT_AT || !store.missing(&m.packs)?.is_empty() {
             return Ok(None);
         }
-        let mut blobs = BlobLocs::with_capacity(m.files.min(1 << 22) as usize);
+        // At most `max_blobs` of them (the first in path order), as for
+        // the blobs a save stores: memory bounded whatever the file count,
+        // and a file holding one left out is stored again.
+        let mut blobs = BlobLocs::with_capacity(m.files.min(max_blobs as u64) as usize);
         for_each_node(store, &m, |n, _| {
             for (id, loc) in &n.blobs {
-                blobs.push(*id, loc);
+                if blobs.locs.len() < max_blobs {
+                    blobs.push(*id, loc);
+                }
             }
             Ok(())
         })?;
@@ -422,7 +430,14 @@ pub fn save(
         // a time beside the walk, below.
         let mut old_index = IndexStream::open(workspace);
         let base = old_index.as_mut().and_then(|ix| ix.base.take());
-        let known = known_from(store, head.as_ref(), base, &store_id, reporter)?;
+        let known = known_from(
+            store,
+            head.as_ref(),
+            base,
+            &store_id,
+            opts.max_new_blobs,
+            reporter,
+        )?;
         let old_index = old_index.filter(|_| known.index_valid);
         Ok((head, old_index.map(IndexStream::read_ahead), known))
     })();

@@ -281,6 +281,34 @@ fn forgotten_blobs_cost_bytes_never_content() {
     let s = a.path("store-capped").display().to_string();
     a.ok("dst", &["restore", "--store", &s, "--path", "node_modules"]);
     assert_same(&a.path("src"), &a.path("dst"), CREDS);
+
+    // A copy of the tree has no stat index: its save loads the head's
+    // blobs to deduplicate against, all of them, or only as many as the
+    // cap, and stores the rest again.
+    for i in 0..60 {
+        write(
+            &a.path(&format!("copy/node_modules/d{}/f{i:02}", i % 7)),
+            &contents[i % 10],
+        );
+    }
+    let w = a.path("store-whole").display().to_string();
+    let copy = |max: &str| {
+        a.ok_with(
+            "copy",
+            &["save", "--store", &w, "--path", "node_modules", "--json"],
+            &[("STATEFUL_CI_SAVE_MAX_NEW_BLOBS", max)],
+        )
+    };
+    let all = copy("0");
+    assert_eq!(n(&all, "new_bytes"), 0, "{all}");
+    std::fs::remove_dir_all(a.path("cache")).ok();
+    let some = copy("2");
+    assert!(n(&some, "new_bytes") >= 8 * 4096, "{some}");
+    a.ok(
+        "dst2",
+        &["restore", "--store", &w, "--path", "node_modules"],
+    );
+    assert_same(&a.path("copy"), &a.path("dst2"), CREDS);
 }
 
 /// A save takes the walk's entries a window at a time. Over many small
