@@ -98,33 +98,33 @@ bench() {
   cp "$D/ws/stateful-ci.toml" "$D/cfg.toml"
   cd "$D/ws"
   export STATEFUL_CI_CACHE_DIR
-  for i in $(seq "$runs"); do
+  # Each baseline runs right beside the run it is compared with (pack beside
+  # cold save, unpack and tar -x beside restore), so a file system that
+  # slows down or speeds up during the benchmark moves both sides of a
+  # ratio alike.
+  for _ in $(seq "$runs"); do
     rm -f "$D/base.tar.zst"; sync
     run_timed tar bash -c "tar -cf - ${paths[*]} | zstd -q -T0 --long=30 -o '$D/base.tar.zst'"
-    mkdir -p "$D/untar-$i"; sync
-    run_timed untar bash -c "zstd -q -d --long=30 -c '$D/base.tar.zst' | tar -xf - -C '$D/untar-$i'"
-  done
-  local base_bytes; base_bytes=$(stat -c %s "$D/base.tar.zst")
-  # The floor under any restore: creating the files, with nothing to
-  # decompress or verify (tar -x of the uncompressed archive, one thread).
-  zstd -q -d --long=30 -c "$D/base.tar.zst" > "$D/base.tar"
-  for i in $(seq "$runs"); do
-    mkdir -p "$D/tarx-$i"; sync
-    run_timed tarx tar -xf "$D/base.tar" -C "$D/tarx-$i"
-  done
-  rm -f "$D/base.tar"
-  for _ in $(seq "$runs"); do
     rm -rf "$D/store" "$D/cache"; sync
     STATEFUL_CI_CACHE_DIR=$D/cache
     run_timed cold "$BIN" save --store "$D/store" --json
   done
   local cold_stored cold_objects cold_peak=$peak
   cold_stored=$(json stored_bytes); cold_objects=$(json objects_sent)
+  local base_bytes; base_bytes=$(stat -c %s "$D/base.tar.zst")
+  # The floor under any restore: creating the files, with nothing to
+  # decompress or verify (tar -x of the uncompressed archive, one thread).
+  zstd -q -d --long=30 -c "$D/base.tar.zst" > "$D/base.tar"
   for i in $(seq "$runs"); do
+    mkdir -p "$D/untar-$i"; sync
+    run_timed untar bash -c "zstd -q -d --long=30 -c '$D/base.tar.zst' | tar -xf - -C '$D/untar-$i'"
+    mkdir -p "$D/tarx-$i"; sync
+    run_timed tarx tar -xf "$D/base.tar" -C "$D/tarx-$i"
     mkdir -p "$D/r-$i"; cp "$D/cfg.toml" "$D/r-$i/stateful-ci.toml"; sync
     STATEFUL_CI_CACHE_DIR=$D/cache-r-$i
     run_timed restore_empty "$BIN" restore --store "$D/store" -C "$D/r-$i" --json
   done
+  rm -f "$D/base.tar"
   for _ in $(seq "$runs"); do
     run_timed restore_match "$BIN" restore --store "$D/store" -C "$D/r-$runs" --json
   done
