@@ -129,6 +129,11 @@ pr_claims() { claims "{\"event_name\":\"pull_request\",\"ref\":\"refs/pull/$1/me
 workerd_threads() {
   "$NODE" --input-type=module -e "import { workerdPids, threadCpuNs } from '$root/tests/worker/lib/procstat.mjs'; console.log(JSON.stringify(threadCpuNs(workerdPids($dev_pid))))" > "$1"
 }
+# Nanoseconds of CPU the emulator's Node.js process has used (its HTTP
+# proxy carries every body between the CLI and workerd) into file $1.
+proxy_cpu() {
+  "$NODE" --input-type=module -e "import { nodePids, cpuNs } from '$root/tests/worker/lib/procstat.mjs'; console.log(cpuNs(nodePids($dev_pid)))" > "$1"
+}
 # cpu_between BEFORE AFTER: nanoseconds of CPU all workerd threads used
 # between two workerd_threads files, then those of the busiest thread.
 cpu_between() {
@@ -175,10 +180,11 @@ for i in $(seq "$RUNS"); do
   pr=$((100 + i))
   pr_claims "$pr"
   rm -rf "$WORK/cache"
-  workerd_threads "$WORK/threads0"
+  workerd_threads "$WORK/threads0"; proxy_cpu "$WORK/proxy0"
   STATEFUL_CI_CACHE_DIR=$WORK/cache
   timed backend_save "$BIN" save --backend "$BACKEND" --json
-  workerd_threads "$WORK/threads1"
+  workerd_threads "$WORK/threads1"; proxy_cpu "$WORK/proxy1"
+  awk -v a="$(cat "$WORK/proxy0")" -v b="$(cat "$WORK/proxy1")" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }' >> "$WORK/proxy_save"
   read -r cpu busy < <(cpu_between "$WORK/threads0" "$WORK/threads1")
   awk -v c="$busy" 'BEGIN { printf "%.3f\n", c / 1e9 }' >> "$WORK/busiest"
   [ "$(json outcome)" = saved ] || { cat "$WORK/out.json" >&2; echo "bench-backend: the backend save did not save" >&2; exit 1; }
@@ -189,7 +195,12 @@ for i in $(seq "$RUNS"); do
   echo "$stored" >> "$WORK/stored"
   fresh_dir "$WORK/r-backend-$i"
   STATEFUL_CI_CACHE_DIR=$WORK/cache-r
+  workerd_threads "$WORK/threads0"; proxy_cpu "$WORK/proxy0"
   timed backend_restore "$BIN" restore --backend "$BACKEND" -C "$WORK/r-backend-$i" --json
+  workerd_threads "$WORK/threads1"; proxy_cpu "$WORK/proxy1"
+  read -r cpu _ < <(cpu_between "$WORK/threads0" "$WORK/threads1")
+  awk -v c="$cpu" 'BEGIN { printf "%.3f\n", c / 1e9 }' >> "$WORK/workerd_restore"
+  awk -v a="$(cat "$WORK/proxy0")" -v b="$(cat "$WORK/proxy1")" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }' >> "$WORK/proxy_restore"
   [ "$(json outcome)" = hit ] || { cat "$WORK/out.json" >&2; echo "bench-backend: the backend restore missed" >&2; exit 1; }
   rm -rf "$WORK/cache-r"
 done
@@ -236,6 +247,7 @@ backend      restore  ${br_t}s  $(mibps "$br_t") MiB/s  throughput vs local: $(r
 objects per cold save          $(m objects)  (goal <= 20)  stored $(m stored) bytes
 workerd CPU, cold save         $(m cpu_save_ms) ms in all, $(m cpu_per_mib) ms/MiB uploaded  (upper bound: includes the local R2/D1/DO)
 busiest workerd thread         $(m busiest)s of CPU in the ${bs_t}s backend save ($(awk -v a="$(m busiest)" -v b="$bs_t" 'BEGIN { printf "%d%%", 100 * a / b }') busy). workerd runs the Worker and the local R2, D1 and DO on that thread, so no save of these bytes through it takes less: throughput vs local at most $(ratio "$ls_t" "$(m busiest)") on this machine
+stand-in CPU beside the CLI    save: workerd $(awk -v c="$(m cpu_save_ms)" 'BEGIN { printf "%.2f", c / 1000 }')s + the emulator's HTTP proxy (Node.js) $(m proxy_save)s; restore: workerd $(m workerd_restore)s + proxy $(m proxy_restore)s. Both share this machine's $(nproc) cores with the CLI; on Cloudflare neither runs on the runner
 $(sed -n 's/^put floor: /PUT floor                      /p; s/^put worker-own: /PUT, the Worker'"'"'s own          /p' "$WORK/routes")
 ${huge_report}
 per-route CPU (median / max):

@@ -11,6 +11,20 @@ import { readFileSync, readdirSync } from "node:fs";
 
 /** Pids of the workerd processes below `root` (default: this process). */
 export function workerdPids(root = process.pid) {
+  return pidsBelow(root, (comm) => comm.includes("workerd"));
+}
+
+/**
+ * Pids of the Node.js processes below `root`: under `stateful-ci dev`, the
+ * emulator, whose HTTP proxy passes every request and body between the
+ * client and workerd (Cloudflare's edge does that on Cloudflare's machines).
+ */
+export function nodePids(root) {
+  return pidsBelow(root, (comm) => comm === "node");
+}
+
+/** Pids of the processes below `root` whose command name passes `test`. */
+export function pidsBelow(root, test) {
   const children = new Map();
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
@@ -24,7 +38,7 @@ export function workerdPids(root = process.pid) {
   const walk = (pid) => {
     for (const [c, info] of children) {
       if (info.ppid === pid) {
-        if (info.comm.includes("workerd")) out.push(c);
+        if (test(info.comm)) out.push(c);
         walk(c);
       }
     }
