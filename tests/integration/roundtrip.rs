@@ -311,6 +311,71 @@ fn forgotten_blobs_cost_bytes_never_content() {
     assert_same(&a.path("copy"), &a.path("dst2"), CREDS);
 }
 
+/// Variants of one large file (Next.js ships four builds of each runtime
+/// and source map) are packed with their chunks side by side, so each
+/// variant costs about its differences; the tree restores exactly. The
+/// same files under names that do not mark them as variants are packed one
+/// after the other, and cost more.
+#[test]
+fn variants_of_a_large_file_are_stored_by_their_differences() {
+    let a = Area::new();
+    // 3 MB of words, compressible but unlike anything else in the tree.
+    let mut x = 0x2545_F491_4F6C_DD1D_u64;
+    let words = [
+        "alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta",
+    ];
+    let mut base = Vec::new();
+    while base.len() < 3_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        base.extend_from_slice(words[(x % 8) as usize].as_bytes());
+        base.extend_from_slice(format!("{} ", x % 1000).as_bytes());
+    }
+    // Each variant differs from the base every 40 KB.
+    let variant = |n: usize| {
+        let mut v = base.clone();
+        for at in (n * 1000..v.len()).step_by(40_000) {
+            v[at] = b'A' + n as u8;
+        }
+        v
+    };
+    let dir = "node_modules/next/dist/compiled";
+    let mut stored = Vec::new();
+    for (ws, names) in [
+        (
+            "fam",
+            [
+                "app.runtime.js",
+                "app-turbo.runtime.js",
+                "app-experimental.runtime.js",
+            ],
+        ),
+        (
+            "apart",
+            ["one.runtime.js", "two.runtime.js", "three.runtime.js"],
+        ),
+    ] {
+        for (n, name) in names.iter().enumerate() {
+            write(&a.path(&format!("{ws}/{dir}/{name}")), &variant(n));
+        }
+        write(&a.path(&format!("{ws}/{dir}/small.js")), b"x");
+        let store = a.path(&format!("store-{ws}")).display().to_string();
+        let args = ["--store", &store, "--path", "node_modules"];
+        let saved = a.ok(ws, &[&["save", "--json"][..], &args].concat());
+        stored.push(saved["stored_bytes"].as_u64().unwrap());
+        let out = format!("{ws}-out");
+        a.ok(&out, &[&["restore"][..], &args].concat());
+        assert_same(&a.path(ws), &a.path(&out), CREDS);
+    }
+    assert!(
+        stored[0] * 10 < stored[1] * 7,
+        "variants packed side by side store {} bytes, apart {}",
+        stored[0],
+        stored[1]
+    );
+}
+
 /// A save takes the walk's entries a window at a time. Over many small
 /// windows it stores the same tree a single window would, its stat index
 /// (copied from the old one for windows that did not change, written for
