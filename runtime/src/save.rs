@@ -1456,7 +1456,8 @@ fn read_family(
 
 /// A file read whole into memory, with the stat it had before and after
 /// (the same) and when reading began; `None` if it changed, vanished or
-/// is no longer a regular file of at most [`FAMILY_FILE_MAX`] bytes.
+/// is no longer a regular file over [`CHUNK_THRESHOLD`] and up to
+/// [`FAMILY_FILE_MAX`] bytes.
 fn read_whole(abs: &Path) -> Result<Option<(Vec<u8>, Stat, i64)>> {
     let mut f = match open_nofollow(abs) {
         Ok(f) => f,
@@ -1475,7 +1476,9 @@ fn read_whole(abs: &Path) -> Result<Option<(Vec<u8>, Stat, i64)>> {
     let read_at = now_ns();
     let m1 = f.metadata().map_err(io_err)?;
     let before = Stat::of(&m1);
-    if !m1.is_file() || before.size > FAMILY_FILE_MAX {
+    // A file that shrank to one blob's size since the walk is read alone,
+    // as one blob, as it would be by itself.
+    if !m1.is_file() || before.size <= CHUNK_THRESHOLD || before.size > FAMILY_FILE_MAX {
         return Ok(None);
     }
     let mut buf = Vec::with_capacity(before.size as usize + 1);
@@ -2401,6 +2404,31 @@ mod tests {
             .collect();
         let (split, _) = super::families(&entries, &[0, 1, 2, 3, 4]);
         assert_eq!(split, vec![vec![0, 1, 2, 3]]);
+    }
+
+    /// A family reads whole only a regular file that is still of a
+    /// family's size; anything else is left to be read alone.
+    #[test]
+    fn a_family_reads_whole_only_a_large_regular_file() {
+        let t = tempfile::tempdir().unwrap();
+        let at = |n: &str| t.path().join(n);
+        std::fs::write(at("large"), vec![7u8; 300_000]).unwrap();
+        std::fs::write(at("shrunk"), vec![7u8; 1000]).unwrap();
+        std::fs::write(at("grown"), vec![7u8; FAMILY_FILE_MAX as usize + 1]).unwrap();
+        std::fs::create_dir(at("dir")).unwrap();
+        let (buf, stat, _) = read_whole(&at("large")).unwrap().expect("read whole");
+        assert_eq!((buf.len(), stat.size), (300_000, 300_000));
+        for n in ["shrunk", "grown", "dir", "gone"] {
+            assert!(read_whole(&at(n)).unwrap().is_none(), "{n}");
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(at("large"), at("link")).unwrap();
+            assert!(
+                read_whole(&at("link")).unwrap().is_none(),
+                "a symlink is not followed"
+            );
+        }
     }
 
     /// A file of a family is cut where it is cut when read alone (so its
