@@ -1459,17 +1459,8 @@ fn read_family(
 /// is no longer a regular file over [`CHUNK_THRESHOLD`] and up to
 /// [`FAMILY_FILE_MAX`] bytes.
 fn read_whole(abs: &Path) -> Result<Option<(Vec<u8>, Stat, i64)>> {
-    let mut f = match open_nofollow(abs) {
-        Ok(f) => f,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || crate::fsat::is_loop(&e) => {
-            return Ok(None);
-        }
-        Err(e) => {
-            return Err(Error::workspace(format!(
-                "cannot read {}: {e}",
-                abs.display()
-            )));
-        }
+    let Some(mut f) = open_to_read(abs)? else {
+        return Ok(None);
     };
     let io_err =
         |e: std::io::Error| Error::workspace(format!("cannot read {}: {e}", abs.display()));
@@ -1544,8 +1535,19 @@ enum Attempt {
     Vanished,
 }
 
-fn open_nofollow(abs: &Path) -> std::io::Result<std::fs::File> {
-    crate::fsat::open_nofollow(abs)
+/// The file at `abs` opened to be read, without following a symlink;
+/// `None` if it is gone or a symlink now.
+fn open_to_read(abs: &Path) -> Result<Option<std::fs::File>> {
+    match crate::fsat::open_nofollow(abs) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || crate::fsat::is_loop(&e) => {
+            Ok(None)
+        }
+        Err(e) => Err(Error::workspace(format!(
+            "cannot read {}: {e}",
+            abs.display()
+        ))),
+    }
 }
 
 fn read_file(
@@ -1554,17 +1556,8 @@ fn read_file(
     ids: &mut Vec<BlobId>,
     reporter: &dyn Reporter,
 ) -> Result<Attempt> {
-    let mut f = match open_nofollow(abs) {
-        Ok(f) => f,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound) || crate::fsat::is_loop(&e) => {
-            return Ok(Attempt::Vanished);
-        }
-        Err(e) => {
-            return Err(Error::workspace(format!(
-                "cannot read {}: {e}",
-                abs.display()
-            )));
-        }
+    let Some(mut f) = open_to_read(abs)? else {
+        return Ok(Attempt::Vanished);
     };
     let read_at = now_ns();
     let m1 = f
