@@ -10,10 +10,9 @@
 //! in pack order (by package, module and kind: [`pack_order`]), and
 //! variants of one large file together, their chunks interleaved
 //! ([`families`]); their new blobs are compressed together in solid frames
-//! of about
-//! [`FRAME_TARGET`] bytes (incompressible chunks of large files go to raw
-//! frames), frames are appended to packs of about
-//! [`PACK_TARGET`] bytes, and a few upload threads send full packs while
+//! of about [`FRAME_TARGET`] bytes (incompressible chunks of large files go
+//! to raw frames), frames are appended to packs of about [`PACK_TARGET`]
+//! bytes, and a few upload threads send full packs while
 //! reading goes on, through a one-slot channel (bounded memory). The entry
 //! list is cut into content-defined pieces (boundaries chosen by a hash of
 //! the path, so they do not move when content changes); a piece whose bytes
@@ -43,10 +42,10 @@
 //! - the pieces' references (about 10 bytes an entry: 16 entries a piece);
 //! - when the stat index cannot be used, the blobs of the snapshot the save
 //!   builds on, loaded from the store to deduplicate against (44 bytes a
-//!   blob, at most [`MAX_NEW_BLOBS`] of them). With the index, a window's read files are deduplicated against
-//!   that window's own records (an edited or reinstalled file is found at
-//!   its own path); a file moved to another window is stored again, which
-//!   costs bytes, never correctness.
+//!   blob, at most [`MAX_NEW_BLOBS`] of them). With the index, a window's
+//!   read files are deduplicated against that window's own records (an
+//!   edited or reinstalled file is found at its own path); a file moved to
+//!   another window is stored again, which costs bytes, never correctness.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::io::Read;
@@ -1287,8 +1286,6 @@ enum FileOutcome {
 
 const _: () = assert!(std::mem::size_of::<(u32, FileOutcome)>() <= 32);
 
-/// Read a file, retrying once if it changes while being read; a stable
-/// read appends the file's blob ids to `ids`, any other leaves it as it was.
 /// What one reading thread packs in one go.
 enum Group {
     /// Files read one after another (about a frame's worth).
@@ -1331,10 +1328,8 @@ fn families(entries: &[Scanned], to_read: &[u32]) -> (Vec<Vec<u32>>, HashSet<u32
     // (package or directory, the name after its first dot, the name up
     // to it).
     let key = |i: u32| {
-        let p = entries[i as usize].path();
-        let name = p.rsplit_once('/').map_or(p, |(_, name)| name);
-        let (stem, rest) = name.split_once('.').unwrap_or((name, ""));
-        (pack_order(p).0, rest, stem)
+        let (package, stem, rest) = pack_order(entries[i as usize].path());
+        (package, rest, stem)
     };
     let mut large: Vec<u32> = to_read
         .iter()
@@ -1484,6 +1479,8 @@ fn read_whole(abs: &Path) -> Result<Option<(Vec<u8>, Stat, i64)>> {
     Ok(Some((buf, before, read_at)))
 }
 
+/// Read a file, retrying once if it changes while being read; a stable
+/// read appends the file's blob ids to `ids`, any other leaves it as it was.
 fn read_file_twice(
     workspace: &Path,
     s: &Scanned,
@@ -2247,6 +2244,32 @@ impl<'a> Packer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_locations_are_found_by_id_once_sorted() {
+        let f1 = Frame::new(0, 0, 100, 400, Codec::Zstd);
+        let f2 = Frame::new(1, 50, 10, 10, Codec::Raw);
+        let loc = Loc::of;
+        let (a, b, c, d) = (
+            BlobId::of(b"a"),
+            BlobId::of(b"b"),
+            BlobId::of(b"c"),
+            BlobId::of(b"d"),
+        );
+        let mut locs = BlobLocs::with_capacity(4);
+        locs.push(b, &loc(f2, 3, 4));
+        locs.push(a, &loc(f1, 0, 10));
+        locs.push(a, &loc(f1, 0, 10));
+        locs.push(c, &loc(f2, 0, 3));
+        let locs = locs.sorted();
+        assert_eq!(locs.locs.len(), 3, "each id once");
+        assert_eq!(locs.frames.len(), 2, "a frame pushed twice is held once");
+        assert_eq!(locs.get(&a), Some(loc(f1, 0, 10)));
+        assert_eq!(locs.get(&b), Some(loc(f2, 3, 4)));
+        assert_eq!(locs.get(&c), Some(loc(f2, 0, 3)));
+        assert!(locs.contains(&c) && !locs.contains(&d));
+        assert_eq!(locs.get(&d), None);
+    }
 
     /// A claimed blob is claimed once and has no location until its frame
     /// is packed; then it is found by its whole id, never by another's.
