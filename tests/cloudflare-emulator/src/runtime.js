@@ -118,11 +118,25 @@ export class Runtime {
 
   async apply(scripts = this.scripts) {
     const opts = this.options(scripts);
+    if (this.mf) {
+      try {
+        await this.mf.setOptions(opts);
+      } catch (e) {
+        // On a reload, Miniflare hands the restarted workerd the ports it had
+        // (port 0 asked twice means "the same again": #getSocketAddress in
+        // miniflare's index.js), and in the moment between the two another
+        // socket on this machine (any outgoing connection's ephemeral port)
+        // can take one: ERR_ADDRESS_IN_USE. A fresh instance asks the kernel
+        // for new ports; the state lives on in persistDir, and the proxies
+        // look the new direct URLs up per request.
+        if (e?.code !== "ERR_ADDRESS_IN_USE") throw e;
+        await this.mf.dispose().catch(() => {});
+        this.mf = undefined;
+      }
+    }
     if (!this.mf) {
       this.mf = new Miniflare(opts);
       await this.mf.ready;
-    } else {
-      await this.mf.setOptions(opts);
     }
     this.directUrls.clear();
     for (const w of opts.workers) this.directUrls.set(w.name, (await this.mf.unsafeGetDirectURL(w.name)).toString());
