@@ -76,14 +76,15 @@ use crate::scan::{Filter, Scanned, SortedWalk, Stat};
 use crate::statindex::{
     self, Base, IndexStream, IndexWriter, RECORDS_AT, ReadAhead, Streamed, now_ns,
 };
-use crate::store::{CasOutcome, Commit, Store};
+use crate::store::{CasOutcome, Commit, Spare, Store};
 
 /// Files are read, hashed and compressed by at most this many threads,
-/// whatever the machine: each holds two frame buffers, a compressed frame
-/// and a zstd context (about 14 MiB), and threads grow the allocator's
-/// arenas too. With one reader per core, a 500,000-file save peaked at
-/// 245 MiB on 2 threads, 261 MiB on 4 and 301 MiB on 8; four compress
-/// faster than a runner's disk or network moves the result.
+/// whatever the machine: each holds two frame buffers, a compressed frame,
+/// a zstd context and a window to cut large files in (about 16 MiB), and
+/// threads grow the allocator's arenas too. With one reader per core, a
+/// 500,000-file save peaked at 245 MiB on 2 threads, 261 MiB on 4 and 301
+/// MiB on 8; four compress faster than a runner's disk or network moves
+/// the result.
 const MAX_READERS: usize = 4;
 
 /// A save remembers at most about this many of the file blobs it stores,
@@ -559,6 +560,8 @@ pub fn save(
         packer.sender.lock().unwrap().take();
         finished.and(result)
     });
+    // No more packs: the rest of the save does not hold a spare one.
+    packer.spare.take();
     if let Some(e) = packer.failed.lock().unwrap().take() {
         return Err(e);
     }
@@ -1567,28 +1570,28 @@ fn read_file(
     let io_err =
         |e: std::io::Error| Error::workspace(format!("cannot read {}: {e}", abs.display()));
     // A small file is one blob; a large one is cut into chunks.
-    let mut len = 0u64;
-    if before.size <= CHUNK_THRESHOLD {
-        let mut buf = Vec::with_capacity(before.size as usize + 1);
-        (&mut f)
-            .take(CHUNK_THRESHOLD + 1)
-            .read_to_end(&mut buf)
-            .map_err(io_err)?;
-        len = buf.len() as u64;
-        if len <= CHUNK_THRESHOLD && len > 0 {
-            ids.push(fb.add(&buf, false)?);
-        }
+    let len = if before.size <= CHUNK_THRESHOLD {
+        let (len, id) = fb.add_small(&mut f).map_err(|e| match e {
+            Added::Read(e) => io_err(e),
+            Added::Store(e) => e,
+        })?;
+        ids.extend(id);
         reporter.advance(len);
+        len
     } else {
-        let chunker = fastcdc::v2020::StreamCDC::new(&mut f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
-        for chunk in chunker {
-            let chunk = chunk
-                .map_err(|e| Error::workspace(format!("cannot read {}: {e}", abs.display())))?;
-            len += chunk.length as u64;
-            ids.push(fb.add(&chunk.data, true)?);
-            reporter.advance(chunk.length as u64);
-        }
-    }
+        // The window is lent out while its chunks are added to the frames.
+        let mut window = std::mem::take(&mut fb.window);
+        let cut = for_each_chunk(&mut f, &mut window, |chunk| {
+            ids.push(fb.add(chunk, true)?);
+            reporter.advance(chunk.len() as u64);
+            Ok(())
+        });
+        fb.window = window;
+        cut.map_err(|e| match e {
+            Added::Read(e) => io_err(e),
+            Added::Store(e) => e,
+        })?
+    };
     let after = f.metadata().map(|m| Stat::of(&m)).map_err(io_err)?;
     if after != before || len != before.size {
         return Ok(Attempt::Changed);
@@ -1608,6 +1611,63 @@ struct FrameBuilder<'p, 'a> {
     raw_blobs: Vec<(BlobId, u64, u64)>,
     /// A frame's compressed form, before it is copied into the pack.
     compressed: Vec<u8>,
+    /// Where large files are read to be cut ([`for_each_chunk`]).
+    window: Vec<u8>,
+}
+
+/// Why adding a file's bytes failed: reading it, or storing (an earlier
+/// upload failed).
+enum Added {
+    Read(std::io::Error),
+    Store(Error),
+}
+
+impl From<Error> for Added {
+    fn from(e: Error) -> Self {
+        Added::Store(e)
+    }
+}
+
+/// How much of a large file [`for_each_chunk`] holds at once.
+const CUT_WINDOW: usize = 4 * CHUNK_MAX as usize;
+
+/// Cut what `r` yields into FastCDC chunks, exactly where
+/// `fastcdc::v2020::StreamCDC` cuts them, handing each to `each`; returns
+/// the bytes read. `window` is reused from file to file: `StreamCDC` made a
+/// buffer for each file and a new vector for each chunk, and with the
+/// allocator giving blocks over 128 KiB their own mappings, every one of
+/// them cost page faults and zeroed pages (3% of a cold save's CPU).
+///
+/// A chunk is taken from the window only when the window holds at least
+/// [`CHUNK_MAX`] bytes from its start, or the file ends: FastCDC looks at
+/// most that far to place a cut, so the cut is the one a stream would make.
+fn for_each_chunk(
+    r: &mut impl Read,
+    window: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]) -> std::result::Result<(), Added>,
+) -> std::result::Result<u64, Added> {
+    window.clear();
+    window.reserve_exact(CUT_WINDOW);
+    let mut total = 0u64;
+    loop {
+        let want = (CUT_WINDOW - window.len()) as u64;
+        let got = r.take(want).read_to_end(window).map_err(Added::Read)?;
+        let end = (got as u64) < want;
+        // Chunks are back to back: the next starts where the last ended,
+        // so a cut is only looked for where it is final.
+        let mut chunks = fastcdc::v2020::FastCDC::new(window, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+        let mut used = 0;
+        while end || window.len() - used >= CHUNK_MAX as usize {
+            let Some(c) = chunks.next() else { break };
+            each(&window[c.offset..c.offset + c.length])?;
+            total += c.length as u64;
+            used = c.offset + c.length;
+        }
+        if end {
+            return Ok(total);
+        }
+        window.drain(..used);
+    }
 }
 
 impl<'p, 'a> FrameBuilder<'p, 'a> {
@@ -1620,21 +1680,17 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
             raw: Vec::new(),
             raw_blobs: Vec::new(),
             compressed: Vec::new(),
+            window: Vec::new(),
         }
     }
 
     /// Make sure `data` is stored; returns its id.
     fn add(&mut self, data: &[u8], chunk: bool) -> Result<BlobId> {
-        if let Some(e) = &*self.packer.failed.lock().unwrap() {
-            return Err(e.clone());
-        }
+        self.upload_failed()?;
         let id = BlobId::of(data);
-        if self.known.contains(&id) || !self.packer.blobs.claim(&id) {
+        if !self.is_new(&id, data.len()) {
             return Ok(id);
         }
-        self.packer
-            .new_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
         if chunk && looks_incompressible(data) {
             reserve_frame(&mut self.raw);
             self.raw_blobs
@@ -1653,6 +1709,62 @@ impl<'p, 'a> FrameBuilder<'p, 'a> {
             }
         }
         Ok(id)
+    }
+
+    /// A file of at most [`CHUNK_THRESHOLD`] bytes, read straight into the
+    /// solid frame (not into a buffer of its own, then copied) and kept
+    /// there if it is new. Returns how many bytes it held and, if that is 1
+    /// to [`CHUNK_THRESHOLD`], its id; reads at most one byte more.
+    fn add_small(
+        &mut self,
+        file: &mut std::fs::File,
+    ) -> std::result::Result<(u64, Option<BlobId>), Added> {
+        self.upload_failed()?;
+        // Room for the threshold and one byte more: the frame is flushed
+        // once it reaches FRAME_TARGET, and holds FRAME_TARGET + MAX_BLOB_RAW.
+        reserve_frame(&mut self.solid);
+        const _: () = assert!(CHUNK_THRESHOLD < MAX_BLOB_RAW);
+        let start = self.solid.len();
+        let read = file.take(CHUNK_THRESHOLD + 1).read_to_end(&mut self.solid);
+        let len = self.solid.len() - start;
+        if let Err(e) = read {
+            self.solid.truncate(start);
+            return Err(Added::Read(e));
+        }
+        if len == 0 || len as u64 > CHUNK_THRESHOLD {
+            self.solid.truncate(start);
+            return Ok((len as u64, None));
+        }
+        let id = BlobId::of(&self.solid[start..]);
+        if !self.is_new(&id, len) {
+            self.solid.truncate(start);
+            return Ok((len as u64, Some(id)));
+        }
+        self.solid_blobs.push((id, start as u64, len as u64));
+        if self.solid.len() as u64 >= FRAME_TARGET {
+            self.flush(false)?;
+        }
+        Ok((len as u64, Some(id)))
+    }
+
+    /// The first upload failure, if any: the save stops at the next blob.
+    fn upload_failed(&self) -> Result<()> {
+        match &*self.packer.failed.lock().unwrap() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether blob `id` is to be stored by this builder: not stored
+    /// before this save, nor taken on by another file of it. Counts it.
+    fn is_new(&self, id: &BlobId, len: usize) -> bool {
+        if self.known.contains(id) || !self.packer.blobs.claim(id) {
+            return false;
+        }
+        self.packer
+            .new_bytes
+            .fetch_add(len as u64, Ordering::Relaxed);
+        true
     }
 
     fn flush(&mut self, raw: bool) -> Result<()> {
@@ -2078,6 +2190,8 @@ struct Packer<'a> {
     /// The delta-coded frames this save wrote, with their dictionaries.
     deltas: Mutex<HashMap<Frame, Frame>>,
     current: Mutex<(u32, Vec<u8>)>,
+    /// A pack buffer the store gave back, for the next pack to fill.
+    spare: Spare,
     pack_keys: Mutex<Vec<Option<ObjectKey>>>,
     objects_sent: AtomicU64,
     stored_bytes: AtomicU64,
@@ -2096,6 +2210,7 @@ impl<'a> Packer<'a> {
             pieces: NewBlobs::new(),
             deltas: Mutex::new(HashMap::new()),
             current: Mutex::new((0, Vec::new())),
+            spare: Spare::default(),
             pack_keys: Mutex::new(Vec::new()),
             objects_sent: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(0),
@@ -2168,9 +2283,13 @@ impl<'a> Packer<'a> {
                 self.deltas.lock().unwrap().insert(frame, d);
             }
             if cur.1.capacity() == 0 {
-                // Room for a pack's usual largest size (one frame short of
-                // the target, plus a frame), so it is not doubled to 32 MiB
-                // and copied on the way.
+                // A buffer an upload gave back, else room for a pack's
+                // usual largest size (one frame short of the target, plus a
+                // frame), so it is not doubled to 32 MiB and copied on the
+                // way.
+                if let Some(spare) = self.spare.take() {
+                    cur.1 = spare;
+                }
                 cur.1
                     .reserve_exact((PACK_TARGET + FRAME_TARGET + MAX_BLOB_RAW) as usize);
             }
@@ -2210,7 +2329,8 @@ impl<'a> Packer<'a> {
         let key = ObjectKey::for_bytes(ObjectKind::Pack, &buf);
         if self.store.missing(&[key])?.contains(&key) {
             let len = buf.len() as u64;
-            self.store.put_owned(&key, buf)?;
+            // One spare at most: the packs in memory stay as many as before.
+            self.store.put_owned(&key, buf, &self.spare)?;
             self.objects_sent.fetch_add(1, Ordering::Relaxed);
             self.stored_bytes.fetch_add(len, Ordering::Relaxed);
         }
@@ -2480,6 +2600,92 @@ mod tests {
                 .collect();
         assert!(whole.len() > 10, "{}", whole.len());
         assert_eq!(whole, streamed);
+    }
+
+    /// A reader that hands out at most `step` bytes a call, as a pipe or a
+    /// slow file system may.
+    struct Dribble<'d> {
+        data: &'d [u8],
+        step: usize,
+    }
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_file_cut_through_the_window_is_cut_as_a_streamed_one() {
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let data: Vec<u8> = (0..5_000_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if (i / 3000) % 4 == 0 { b'x' } else { x as u8 }
+            })
+            .collect();
+        let mut window = Vec::new();
+        // Lengths around the window's and a chunk's edges, and whole.
+        for len in [
+            CHUNK_THRESHOLD as usize + 1,
+            CHUNK_MAX as usize,
+            CUT_WINDOW - 1,
+            CUT_WINDOW,
+            CUT_WINDOW + 1,
+            2 * CUT_WINDOW + CHUNK_MAX as usize / 2,
+            data.len(),
+        ] {
+            let data = &data[..len];
+            let streamed: Vec<Vec<u8>> =
+                fastcdc::v2020::StreamCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+                    .map(|c| c.unwrap().data)
+                    .collect();
+            for step in [usize::MAX, 7919, 65536] {
+                let mut got: Vec<Vec<u8>> = Vec::new();
+                let n = for_each_chunk(&mut Dribble { data, step }, &mut window, |c| {
+                    got.push(c.to_vec());
+                    Ok(())
+                })
+                .unwrap_or_else(|_| panic!("reading from memory fails"));
+                assert_eq!(n, len as u64);
+                assert_eq!(got, streamed, "{len} bytes read {step} at a time");
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_file_is_read_into_its_frame_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::open(&dir.path().join("store"), "default").unwrap();
+        let packer = Packer::new(&store, 3, 0);
+        let known = BlobLocs::default();
+        let mut fb = FrameBuilder::new(&packer, &known);
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            std::fs::File::open(p).unwrap()
+        };
+        let one = vec![b'a'; 1000];
+        let (n, id) = fb.add_small(&mut write("one", &one)).ok().unwrap();
+        assert_eq!((n, id), (1000, Some(BlobId::of(&one))));
+        // The same bytes again are not kept a second time.
+        let (_, again) = fb.add_small(&mut write("two", &one)).ok().unwrap();
+        assert_eq!(again, id);
+        // Empty, and over the threshold: read, not kept, no id.
+        assert_eq!(
+            fb.add_small(&mut write("empty", b"")).ok().unwrap(),
+            (0, None)
+        );
+        let big = vec![b'b'; CHUNK_THRESHOLD as usize + 10];
+        let (n, none) = fb.add_small(&mut write("big", &big)).ok().unwrap();
+        assert_eq!((n, none), (CHUNK_THRESHOLD + 1, None));
+        assert_eq!(fb.solid, one);
+        assert_eq!(fb.solid_blobs, vec![(BlobId::of(&one), 0, 1000)]);
     }
 
     #[test]

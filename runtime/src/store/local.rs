@@ -395,6 +395,20 @@ mod tests {
     use stateful_ci_protocol::ObjectKind;
 
     #[test]
+    fn a_pack_written_is_given_back_to_fill_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), "default").unwrap();
+        let spare = crate::store::Spare::default();
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(b"a pack");
+        let key = ObjectKey::for_bytes(ObjectKind::Pack, &buf);
+        store.put_owned(&key, buf, &spare).unwrap();
+        assert_eq!(store.get(&key, None).unwrap(), b"a pack");
+        let back = spare.take().expect("given back");
+        assert!(back.is_empty() && back.capacity() >= 4096);
+    }
+
+    #[test]
     fn scope_names_round_trip_through_file_names() {
         for scope in [
             "default",

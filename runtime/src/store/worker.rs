@@ -35,7 +35,7 @@ use stateful_ci_protocol::wire::{
 };
 use stateful_ci_protocol::{Head, ObjectKey};
 
-use super::{CasOutcome, Commit, RestorePoint, Store};
+use super::{CasOutcome, Commit, RestorePoint, Spare, Store};
 use crate::error::{Error, Result};
 
 /// JSON answers larger than this are refused.
@@ -283,6 +283,26 @@ impl WorkerStore {
     }
 }
 
+/// A body's bytes that go to a [`Spare`] when the last copy of the body is
+/// dropped (the HTTP client keeps one for a redirect until its request
+/// future ends, after the answer is handed over).
+struct GiveBack {
+    buf: Vec<u8>,
+    spare: Spare,
+}
+
+impl AsRef<[u8]> for GiveBack {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        self.spare.give(std::mem::take(&mut self.buf));
+    }
+}
+
 impl Store for WorkerStore {
     fn describe(&self) -> String {
         format!("backend {}", self.base)
@@ -346,11 +366,17 @@ impl Store for WorkerStore {
         self.put_body(key, Bytes::copy_from_slice(bytes))
     }
 
-    fn put_owned(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<()> {
+    fn put_owned(&self, key: &ObjectKey, bytes: Vec<u8>, spare: &Spare) -> Result<()> {
         // No copy: the pack becomes the body. The budget still bounds the
         // bodies held at once.
         let _held = self.uploads.acquire(bytes.len() as u64);
-        self.put_body(key, Bytes::from(bytes))
+        self.put_body(
+            key,
+            Bytes::from_owner(GiveBack {
+                buf: bytes,
+                spare: spare.clone(),
+            }),
+        )
     }
 
     fn get_into(
@@ -526,6 +552,24 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn a_body_goes_back_to_the_spare_when_its_last_copy_is_dropped() {
+        let spare = Spare::default();
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(b"pack bytes");
+        let body = Bytes::from_owner(GiveBack {
+            buf,
+            spare: spare.clone(),
+        });
+        let copy = body.clone();
+        drop(body);
+        assert!(spare.take().is_none(), "a copy is still held");
+        assert_eq!(&copy[..], b"pack bytes");
+        drop(copy);
+        let back = spare.take().expect("given back");
+        assert!(back.is_empty() && back.capacity() >= 1 << 20);
+    }
 
     #[test]
     fn the_upload_budget_bounds_the_bytes_held_at_once() {
