@@ -2573,22 +2573,28 @@ mod tests {
 
     /// A file of a family is cut where it is cut when read alone (so its
     /// chunks deduplicate against the same file saved either way).
-    #[test]
-    fn a_file_in_memory_is_cut_as_a_streamed_one() {
-        let mut x = 0x2545_F491_4F6C_DD1D_u64;
-        let data: Vec<u8> = (0..3_000_000)
+    /// `len` bytes of runs of text (every `every`-th run of `run` bytes)
+    /// among xorshift bytes from `seed`: content FastCDC cuts in many
+    /// places, some of them where the text makes the gear hash repeat.
+    fn text_among_noise(len: usize, seed: u64, run: usize, every: usize) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
             .map(|i| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                // Runs of text among random bytes.
-                if (i / 4096) % 3 == 0 {
+                if (i / run) % every == 0 {
                     b'a' + (i % 7) as u8
                 } else {
                     x as u8
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_file_in_memory_is_cut_as_a_streamed_one() {
+        let data = text_among_noise(3_000_000, 0x2545_F491_4F6C_DD1D, 4096, 3);
         let whole: Vec<(usize, usize)> =
             fastcdc::v2020::FastCDC::new(&data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
                 .map(|c| (c.offset, c.length))
@@ -2620,15 +2626,7 @@ mod tests {
 
     #[test]
     fn a_file_cut_through_the_window_is_cut_as_a_streamed_one() {
-        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-        let data: Vec<u8> = (0..5_000_000)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                if (i / 3000) % 4 == 0 { b'x' } else { x as u8 }
-            })
-            .collect();
+        let data = text_among_noise(5_000_000, 0x9E37_79B9_7F4A_7C15, 3000, 4);
         let mut window = Vec::new();
         // Lengths around the window's and a chunk's edges, and whole.
         for len in [
