@@ -1570,14 +1570,12 @@ fn read_file(
     let io_err =
         |e: std::io::Error| Error::workspace(format!("cannot read {}: {e}", abs.display()));
     // A small file is one blob; a large one is cut into chunks.
-    let len = if before.size <= CHUNK_THRESHOLD {
-        let (len, id) = fb.add_small(&mut f).map_err(|e| match e {
-            Added::Read(e) => io_err(e),
-            Added::Store(e) => e,
-        })?;
-        ids.extend(id);
-        reporter.advance(len);
-        len
+    let added = if before.size <= CHUNK_THRESHOLD {
+        fb.add_small(&mut f).map(|(len, id)| {
+            ids.extend(id);
+            reporter.advance(len);
+            len
+        })
     } else {
         // The window is lent out while its chunks are added to the frames.
         let mut window = std::mem::take(&mut fb.window);
@@ -1587,11 +1585,12 @@ fn read_file(
             Ok(())
         });
         fb.window = window;
-        cut.map_err(|e| match e {
-            Added::Read(e) => io_err(e),
-            Added::Store(e) => e,
-        })?
+        cut
     };
+    let len = added.map_err(|e| match e {
+        Added::Read(e) => io_err(e),
+        Added::Store(e) => e,
+    })?;
     let after = f.metadata().map(|m| Stat::of(&m)).map_err(io_err)?;
     if after != before || len != before.size {
         return Ok(Attempt::Changed);
@@ -2571,8 +2570,6 @@ mod tests {
         }
     }
 
-    /// A file of a family is cut where it is cut when read alone (so its
-    /// chunks deduplicate against the same file saved either way).
     /// `len` bytes of runs of text (every `every`-th run of `run` bytes)
     /// among xorshift bytes from `seed`: content FastCDC cuts in many
     /// places, some of them where the text makes the gear hash repeat.
@@ -2592,6 +2589,8 @@ mod tests {
             .collect()
     }
 
+    /// A file of a family is cut where it is cut when read alone (so its
+    /// chunks deduplicate against the same file saved either way).
     #[test]
     fn a_file_in_memory_is_cut_as_a_streamed_one() {
         let data = text_among_noise(3_000_000, 0x2545_F491_4F6C_DD1D, 4096, 3);
